@@ -1,0 +1,366 @@
+//! The reference interpreter: every op, f32, one sample at a time, straight from SPEC.md.
+
+use crate::kernels::{self, for_each_index, strides_of};
+use crate::rng::uniform_fill;
+use crate::{Engine, SimError};
+use ndarray::{ArrayView1, ArrayView2};
+use snnc_ir::{ConstData, Module, NeuronModel, Op, Operand, StateInit, TensorType, Verified};
+
+/// Runs a verified module one step at a time.
+pub struct Interpreter {
+    module: Module,
+    batch: usize,
+    consts_f32: Vec<Vec<f32>>,
+    consts_i32: Vec<Vec<i32>>,
+    values: Vec<Vec<f32>>,
+    states: Vec<Vec<f32>>,
+    outputs: Vec<Vec<f32>>,
+}
+
+fn operand_len(m: &Module, o: Operand) -> usize {
+    m.operand_type(o).map(TensorType::num_elements).unwrap_or(0)
+}
+
+impl Interpreter {
+    /// Prepare to run `module` on minibatches of `batch` samples.
+    pub fn new(module: &Verified, batch: usize) -> Result<Self, SimError> {
+        if !module.is_runnable() {
+            return Err(SimError::MissingConstantData);
+        }
+        let m: Module = (**module).clone();
+        let mut consts_f32 = Vec::new();
+        let mut consts_i32 = Vec::new();
+        for c in &m.constants {
+            match &c.data {
+                ConstData::F32(v) => {
+                    consts_f32.push(v.clone());
+                    consts_i32.push(Vec::new());
+                }
+                ConstData::I32(v) => {
+                    consts_f32.push(Vec::new());
+                    consts_i32.push(v.clone());
+                }
+                ConstData::External { .. } => return Err(SimError::MissingConstantData),
+            }
+        }
+        let alloc = |n: usize| -> Result<Vec<f32>, SimError> {
+            let total = n.checked_mul(batch).ok_or(SimError::TooLarge)?;
+            let mut v = Vec::new();
+            v.try_reserve_exact(total).map_err(|_| SimError::TooLarge)?;
+            v.resize(total, 0.0);
+            Ok(v)
+        };
+        let values = m.values.iter().map(|v| alloc(v.ty.num_elements())).collect::<Result<_, _>>()?;
+        let states = m.states.iter().map(|s| alloc(s.ty.num_elements())).collect::<Result<_, _>>()?;
+        let outputs =
+            m.outputs.iter().map(|o| alloc(operand_len(&m, o.value))).collect::<Result<_, _>>()?;
+        let mut it = Interpreter { module: m, batch, consts_f32, consts_i32, values, states, outputs };
+        it.reset(0);
+        Ok(it)
+    }
+
+    fn sample(&self, o: Operand, b: usize) -> &[f32] {
+        let n = operand_len(&self.module, o);
+        match o {
+            Operand::Value(v) => &self.values[v.index()][b * n..(b + 1) * n],
+            Operand::State(s) => &self.states[s.index()][b * n..(b + 1) * n],
+            Operand::Const(c) => &self.consts_f32[c.index()],
+        }
+    }
+
+    fn index_table(&self, o: Operand) -> &[i32] {
+        match o {
+            Operand::Const(c) => &self.consts_i32[c.index()],
+            _ => &[],
+        }
+    }
+}
+
+impl Engine for Interpreter {
+    fn reset(&mut self, seed: u64) {
+        for (k, s) in self.module.states.iter().enumerate() {
+            let n = s.ty.num_elements();
+            let buf = &mut self.states[k];
+            match &s.init {
+                StateInit::Zeros => buf.fill(0.0),
+                StateInit::Uniform { lo, hi, seed: own } => {
+                    uniform_fill(&mut buf[..n], *lo, *hi, *own, seed);
+                    let (first, rest) = buf.split_at_mut(n);
+                    rest.chunks_mut(n.max(1)).for_each(|c| c.copy_from_slice(&first[..c.len()]));
+                }
+                StateInit::Const(c) => {
+                    let data = &self.consts_f32[c.index()];
+                    buf.chunks_mut(n.max(1)).for_each(|ch| ch.copy_from_slice(&data[..ch.len()]));
+                }
+            }
+        }
+    }
+
+    fn step(&mut self, inputs: &[&[f32]]) {
+        let m = &self.module;
+        for (k, &v) in m.inputs.iter().enumerate() {
+            self.values[v.index()].copy_from_slice(inputs[k]);
+        }
+        for i in 0..self.module.insts.len() {
+            let inst = &self.module.insts[i];
+            let mut outs: Vec<Vec<f32>> =
+                inst.results.iter().map(|r| std::mem::take(&mut self.values[r.index()])).collect();
+            let out_lens: Vec<usize> =
+                inst.results.iter().map(|r| self.module.value(*r).ty.num_elements()).collect();
+            for b in 0..self.batch {
+                let args: Vec<&[f32]> = inst.args.iter().map(|&a| self.sample(a, b)).collect();
+                let mut out_slices: Vec<&mut [f32]> = outs
+                    .iter_mut()
+                    .zip(&out_lens)
+                    .map(|(o, &n)| &mut o[b * n..(b + 1) * n])
+                    .collect();
+                eval(self, i, &args, &mut out_slices);
+            }
+            for (r, o) in inst.results.iter().zip(outs) {
+                self.values[r.index()] = o;
+            }
+        }
+        // Outputs read this step's values and the states as they were at the start of the step.
+        for k in 0..self.module.outputs.len() {
+            let o = self.module.outputs[k].value;
+            let n = operand_len(&self.module, o);
+            let mut buf = std::mem::take(&mut self.outputs[k]);
+            for b in 0..self.batch {
+                buf[b * n..(b + 1) * n].copy_from_slice(&self.sample(o, b)[..n]);
+            }
+            self.outputs[k] = buf;
+        }
+        let mut new_states: Vec<Vec<f32>> = Vec::with_capacity(self.module.nexts.len());
+        for nx in &self.module.nexts {
+            let n = self.module.state(nx.state).ty.num_elements();
+            let mut v = Vec::with_capacity(n * self.batch);
+            for b in 0..self.batch {
+                v.extend_from_slice(&self.sample(nx.value, b)[..n]);
+            }
+            new_states.push(v);
+        }
+        for (nx, v) in self.module.nexts.iter().zip(new_states) {
+            self.states[nx.state.index()] = v;
+        }
+    }
+
+    fn output(&self, k: usize) -> &[f32] {
+        &self.outputs[k]
+    }
+
+    fn module(&self) -> &Module {
+        &self.module
+    }
+}
+
+/// Evaluate instruction `i` on one sample.
+fn eval(it: &Interpreter, i: usize, args: &[&[f32]], outs: &mut [&mut [f32]]) {
+    let m = &it.module;
+    let inst = &m.insts[i];
+    let ty = |k: usize| m.operand_type(inst.args[k]).expect("verified");
+    let dt = m.dt as f32;
+    let (out, rest) = outs.split_first_mut().expect("every op has a result");
+    match &inst.op {
+        Op::Dense => {
+            let (n, k) = (ty(1).shape[0], ty(1).shape[1]);
+            let w = ArrayView2::from_shape((n, k), args[1]).expect("verified");
+            for (row, y) in args[0].chunks(n).zip(out.chunks_mut(k)) {
+                let r = ArrayView1::from(row).dot(&w);
+                y.copy_from_slice(r.as_slice().expect("contiguous"));
+            }
+        }
+        Op::Conv(c) => kernels::conv(args[0], &ty(0).shape, args[1], &ty(1).shape, c, out),
+        Op::AvgPool(p) => kernels::pool(args[0], &ty(0).shape, p, false, out),
+        Op::MaxPool(p) => kernels::pool(args[0], &ty(0).shape, p, true, out),
+        Op::GlobalAvgPool | Op::GlobalMaxPool => {
+            let c = out.len();
+            let is_max = matches!(inst.op, Op::GlobalMaxPool);
+            out.fill(if is_max { f32::NEG_INFINITY } else { 0.0 });
+            let positions = args[0].len() / c.max(1);
+            for px in args[0].chunks(c) {
+                for (y, &x) in out.iter_mut().zip(px) {
+                    *y = if is_max { y.max(x) } else { *y + x };
+                }
+            }
+            if !is_max {
+                out.iter_mut().for_each(|y| *y /= positions as f32);
+            }
+        }
+        Op::Sparse { .. } => {
+            out.fill(0.0);
+            let idx = it.index_table(inst.args[1]);
+            for (pair, &w) in idx.chunks(2).zip(args[2]) {
+                out[pair[0] as usize] += w * args[0][pair[1] as usize];
+            }
+        }
+        Op::Gather { .. } => {
+            let idx = it.index_table(inst.args[1]);
+            for (y, &j) in out.iter_mut().zip(idx) {
+                *y = args[0][j as usize];
+            }
+        }
+        Op::Bias | Op::Scale => {
+            let b = args[1];
+            let add = matches!(inst.op, Op::Bias);
+            for chunk in out.chunks_mut(b.len().max(1)).zip(args[0].chunks(b.len().max(1))) {
+                for ((y, &x), &p) in chunk.0.iter_mut().zip(chunk.1).zip(b) {
+                    *y = if add { x + p } else { x * p };
+                }
+            }
+            if b.is_empty() {
+                out.copy_from_slice(args[0]);
+            }
+        }
+        Op::Add => {
+            out.copy_from_slice(args[0]);
+            for a in &args[1..] {
+                out.iter_mut().zip(*a).for_each(|(y, &x)| *y += x);
+            }
+        }
+        Op::BatchNorm { epsilon } => {
+            let c = args[1].len();
+            for (ys, xs) in out.chunks_mut(c).zip(args[0].chunks(c)) {
+                for k in 0..c {
+                    let (gamma, beta, mean, var) = (args[1][k], args[2][k], args[3][k], args[4][k]);
+                    ys[k] = gamma * (xs[k] - mean) / (var + *epsilon as f32).sqrt() + beta;
+                }
+            }
+        }
+        Op::Concat { axis } => {
+            let out_shape = &m.value(inst.results[0]).ty.shape;
+            let outer: usize = out_shape[..*axis].iter().product();
+            let inner: usize = out_shape[axis + 1..].iter().product();
+            let mut pos = 0;
+            for o in 0..outer {
+                for (k, a) in args.iter().enumerate() {
+                    let len = ty(k).shape[*axis] * inner;
+                    out[pos..pos + len].copy_from_slice(&a[o * len..(o + 1) * len]);
+                    pos += len;
+                }
+            }
+        }
+        Op::Reshape { .. } => out.copy_from_slice(args[0]),
+        Op::Transpose { perm } => {
+            let in_strides = strides_of(&ty(0).shape);
+            let out_shape = &m.value(inst.results[0]).ty.shape;
+            for_each_index(out_shape, |flat, idx| {
+                let src: usize = idx.iter().zip(perm).map(|(&i, &p)| i * in_strides[p]).sum();
+                out[flat] = args[0][src];
+            });
+        }
+        Op::Pad { pads } => {
+            let in_shape = &ty(0).shape;
+            let out_strides = strides_of(&m.value(inst.results[0]).ty.shape);
+            out.fill(0.0);
+            for_each_index(in_shape, |flat, idx| {
+                let dst: usize = idx.iter().zip(pads).zip(&out_strides).map(|((&i, p), s)| (i + p[0]) * s).sum();
+                out[dst] = args[0][flat];
+            });
+        }
+        Op::Upsample { factors } => {
+            let in_strides = strides_of(&ty(0).shape);
+            let out_shape = &m.value(inst.results[0]).ty.shape;
+            for_each_index(out_shape, |flat, idx| {
+                let src: usize = idx
+                    .iter()
+                    .enumerate()
+                    .map(|(a, &i)| (if a < factors.len() { i / factors[a] } else { i }) * in_strides[a])
+                    .sum();
+                out[flat] = args[0][src];
+            });
+        }
+        Op::Softmax => {
+            let c = *ty(0).shape.last().expect("verified rank >= 1");
+            for (ys, xs) in out.chunks_mut(c).zip(args[0].chunks(c)) {
+                let mx = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0;
+                for (y, &x) in ys.iter_mut().zip(xs) {
+                    *y = (x - mx).exp();
+                    sum += *y;
+                }
+                ys.iter_mut().for_each(|y| *y /= sum);
+            }
+        }
+        Op::Neuron(n) => {
+            let (g, a) = (n.gain as f32, n.amplitude as f32);
+            let j = args[0];
+            match &n.model {
+                NeuronModel::Relu => out.iter_mut().zip(j).for_each(|(y, &x)| *y = a * (g * x).max(0.0)),
+                NeuronModel::LeakyRelu { negative_slope } => {
+                    let s = *negative_slope as f32;
+                    out.iter_mut().zip(j).for_each(|(y, &x)| {
+                        let x = g * x;
+                        *y = a * if x < 0.0 { s * x } else { x };
+                    })
+                }
+                NeuronModel::Sigmoid => {
+                    out.iter_mut().zip(j).for_each(|(y, &x)| *y = a / (1.0 + (-g * x).exp()))
+                }
+                NeuronModel::Tanh => out.iter_mut().zip(j).for_each(|(y, &x)| *y = a * (g * x).tanh()),
+                NeuronModel::LifRate { tau_rc, tau_ref } => {
+                    let (rc, rf) = (*tau_rc as f32, *tau_ref as f32);
+                    out.iter_mut().zip(j).for_each(|(y, &x)| {
+                        let jj = g * x - 1.0;
+                        *y = if jj > 0.0 { a / (rf + rc * (1.0 / jj).ln_1p()) } else { 0.0 };
+                    })
+                }
+                NeuronModel::SpikingRelu
+                | NeuronModel::SpikingLeakyRelu { .. }
+                | NeuronModel::IfNeuron => {
+                    let v_out = &mut *rest[0];
+                    for k in 0..out.len() {
+                        let x = g * j[k];
+                        let (drive, count) = match &n.model {
+                            NeuronModel::SpikingRelu => (x.max(0.0), f32::floor as fn(f32) -> f32),
+                            NeuronModel::SpikingLeakyRelu { negative_slope } => {
+                                (if x > 0.0 { x } else { *negative_slope as f32 * x }, f32::trunc as fn(f32) -> f32)
+                            }
+                            _ => (x, (|v: f32| v.floor().max(0.0)) as fn(f32) -> f32),
+                        };
+                        let v = args[1][k] + drive * dt;
+                        let spikes = count(v);
+                        out[k] = a / dt * spikes;
+                        v_out[k] = v - spikes;
+                    }
+                }
+                NeuronModel::Lif { tau_rc, tau_ref, min_voltage } => {
+                    let (rc, rf, vmin) = (*tau_rc as f32, *tau_ref as f32, *min_voltage as f32);
+                    let (v_rest, r_rest) = rest.split_at_mut(1);
+                    let (v_out, r_out) = (&mut *v_rest[0], &mut *r_rest[0]);
+                    for k in 0..out.len() {
+                        let x = g * j[k];
+                        let r = args[2][k] - dt;
+                        let delta_t = (dt - r).clamp(0.0, dt);
+                        let mut v = args[1][k];
+                        v -= (x - v) * (-delta_t / rc).exp_m1();
+                        let spiked = v > 1.0;
+                        out[k] = if spiked { a / dt } else { 0.0 };
+                        if spiked {
+                            let t_spike = dt + rc * (-(v - 1.0) / (x - 1.0)).ln_1p();
+                            v_out[k] = 0.0;
+                            r_out[k] = rf + t_spike;
+                        } else {
+                            v_out[k] = v.max(vmin);
+                            r_out[k] = r;
+                        }
+                    }
+                }
+            }
+        }
+        Op::Lowpass { tau } => {
+            let decay = (-m.dt / tau).exp() as f32;
+            for k in 0..out.len() {
+                out[k] = decay * args[1][k] + (1.0 - decay) * args[0][k];
+            }
+        }
+        Op::Alpha { tau } => {
+            let c = crate::synapse::AlphaCoefficients::new(m.dt, *tau);
+            let z_out = &mut *rest[0];
+            for k in 0..out.len() {
+                let (u, y, z) = (args[0][k], args[1][k], args[2][k]);
+                out[k] = c.yz * z + c.yy * y + c.yu * u;
+                z_out[k] = c.zz * z + c.zy * y + c.zu * u;
+            }
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! # snnc-runtime: simulators for verified snnc modules
+//!
+//! [`Simulator`] runs a [`Verified`] module step by step on a minibatch. The backend is chosen
+//! with [`Backend`]; [`Backend::Interp`] is the reference interpreter ([`interp`]), written for
+//! clarity and used to check every faster backend.
+
+pub mod interp;
+pub mod kernels;
+pub mod rng;
+pub mod synapse;
+
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
+use snnc_ir::{Module, Verified};
+use thiserror::Error;
+
+/// What went wrong setting up or running a simulation.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SimError {
+    /// A constant only has a checksum (a dump); load the `.snn` artifact instead.
+    #[error("the module has constants without data (only checksums); run the .snn artifact instead")]
+    MissingConstantData,
+    /// Buffers for this module and batch do not fit in memory.
+    #[error("the module's buffers for this batch size do not fit in memory")]
+    TooLarge,
+    /// Batch size 0.
+    #[error("batch size must be at least 1")]
+    ZeroBatch,
+    /// Wrong number of input arrays.
+    #[error("the module has {expected} inputs, {got} were given")]
+    InputCount {
+        /// Inputs the module declares.
+        expected: usize,
+        /// Arrays given.
+        got: usize,
+    },
+    /// An input array of the wrong shape.
+    #[error("input %{name}: expected shape {expected}, got {got:?}")]
+    InputShape {
+        /// Input name.
+        name: String,
+        /// What was expected, in words.
+        expected: String,
+        /// Shape given.
+        got: Vec<usize>,
+    },
+}
+
+/// The simulation backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// The reference interpreter.
+    #[default]
+    Interp,
+}
+
+/// What a backend implements. Buffers are flat, batch-major: sample `b` of a tensor of `n`
+/// elements is `[b·n, (b+1)·n)`.
+pub trait Engine {
+    /// Set every state to its initial value for reset seed `seed`.
+    fn reset(&mut self, seed: u64);
+    /// Run one step; `inputs[k]` holds input `k` for the whole batch.
+    fn step(&mut self, inputs: &[&[f32]]);
+    /// Output `k` as of the last step, for the whole batch.
+    fn output(&self, k: usize) -> &[f32];
+    /// The module it runs.
+    fn module(&self) -> &Module;
+}
+
+/// How much of each output [`Simulator::run`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// `(batch, *shape)`: the value after the last step.
+    LastStep,
+    /// `(batch, steps, *shape)`: the value after every step.
+    AllSteps,
+}
+
+/// Runs a verified module on a minibatch, step by step.
+pub struct Simulator {
+    engine: Box<dyn Engine>,
+    batch: usize,
+    steps_done: u64,
+}
+
+impl Simulator {
+    /// A simulator of `module` on `backend` for minibatches of `batch` samples, reset with seed 0.
+    pub fn new(module: &Verified, backend: Backend, batch: usize) -> Result<Self, SimError> {
+        if batch == 0 {
+            return Err(SimError::ZeroBatch);
+        }
+        let engine: Box<dyn Engine> = match backend {
+            Backend::Interp => Box::new(interp::Interpreter::new(module, batch)?),
+        };
+        Ok(Simulator { engine, batch, steps_done: 0 })
+    }
+
+    /// The module being simulated.
+    pub fn module(&self) -> &Module {
+        self.engine.module()
+    }
+
+    /// Minibatch size.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Steps run since the last reset.
+    pub fn steps_done(&self) -> u64 {
+        self.steps_done
+    }
+
+    /// Restore every state to its initial value; `seed` re-keys `uniform` initial states.
+    pub fn reset(&mut self, seed: u64) {
+        self.engine.reset(seed);
+        self.steps_done = 0;
+    }
+
+    fn check_input(&self, k: usize, got: &[usize], per_step: bool) -> Result<(), SimError> {
+        let m = self.module();
+        let d = m.value(m.inputs[k]);
+        let mut want = vec![self.batch];
+        want.extend_from_slice(&d.ty.shape);
+        if got == want.as_slice() {
+            return Ok(());
+        }
+        let expected = if per_step {
+            format!("(batch={}, {}) or (batch, steps, ...)", self.batch, d.ty)
+        } else {
+            format!("(batch={}, {})", self.batch, d.ty)
+        };
+        Err(SimError::InputShape { name: d.name.clone(), expected, got: got.to_vec() })
+    }
+
+    /// Run one step; `inputs[k]` is input `k` as `(batch, *shape)`. Returns nothing: read the
+    /// outputs with [`Simulator::output`].
+    pub fn step(&mut self, inputs: &[ArrayViewD<f32>]) -> Result<(), SimError> {
+        let n = self.module().inputs.len();
+        if inputs.len() != n {
+            return Err(SimError::InputCount { expected: n, got: inputs.len() });
+        }
+        let mut owned = Vec::with_capacity(n);
+        for (k, a) in inputs.iter().enumerate() {
+            self.check_input(k, a.shape(), false)?;
+            owned.push(a.as_standard_layout().into_owned());
+        }
+        let slices: Vec<&[f32]> = owned.iter().map(|a| a.as_slice().expect("standard layout")).collect();
+        self.engine.step(&slices);
+        self.steps_done += 1;
+        Ok(())
+    }
+
+    /// Output `k` after the last step, as `(batch, *shape)`.
+    pub fn output(&self, k: usize) -> ArrayD<f32> {
+        let m = self.module();
+        let ty = m.operand_type(m.outputs[k].value).expect("verified");
+        let mut shape = vec![self.batch];
+        shape.extend_from_slice(&ty.shape);
+        ArrayD::from_shape_vec(IxDyn(&shape), self.engine.output(k).to_vec()).expect("engine output size")
+    }
+
+    /// Run `steps` steps. Each input is `(batch, *shape)` (held for every step) or
+    /// `(batch, steps, *shape)` (one slice per step). Returns one array per output.
+    pub fn run(
+        &mut self,
+        steps: usize,
+        inputs: &[ArrayViewD<f32>],
+        record: Record,
+    ) -> Result<Vec<ArrayD<f32>>, SimError> {
+        let m = self.module();
+        let n = m.inputs.len();
+        if inputs.len() != n {
+            return Err(SimError::InputCount { expected: n, got: inputs.len() });
+        }
+        let mut per_step = Vec::with_capacity(n);
+        for (k, a) in inputs.iter().enumerate() {
+            let rank = m.value(m.inputs[k]).ty.rank();
+            let timed = a.ndim() == rank + 2 && a.shape()[1] == steps;
+            if timed {
+                let mut s = a.shape().to_vec();
+                s.remove(1);
+                self.check_input(k, &s, true)?;
+            } else {
+                self.check_input(k, a.shape(), true)?;
+            }
+            per_step.push(timed);
+        }
+        let held: Vec<ArrayD<f32>> = inputs.iter().map(|a| a.as_standard_layout().into_owned()).collect();
+        let n_out = self.module().outputs.len();
+        let mut recorded: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); n_out];
+        for t in 0..steps {
+            let step_inputs: Vec<ArrayD<f32>> = held
+                .iter()
+                .zip(&per_step)
+                .map(|(a, &timed)| {
+                    if timed { a.index_axis(Axis(1), t).as_standard_layout().into_owned() } else { a.clone() }
+                })
+                .collect();
+            let slices: Vec<&[f32]> = step_inputs.iter().map(|a| a.as_slice().expect("standard")).collect();
+            self.engine.step(&slices);
+            self.steps_done += 1;
+            if record == Record::AllSteps {
+                for (k, r) in recorded.iter_mut().enumerate() {
+                    r.push(self.output(k));
+                }
+            }
+        }
+        Ok(match record {
+            Record::LastStep => (0..n_out).map(|k| self.output(k)).collect(),
+            Record::AllSteps => recorded
+                .into_iter()
+                .enumerate()
+                .map(|(k, r)| {
+                    let last = self.output(k);
+                    let mut shape = last.shape().to_vec();
+                    shape.insert(1, r.len());
+                    let data: Vec<f32> = (0..self.batch)
+                        .flat_map(|b| r.iter().flat_map(move |a| a.index_axis(Axis(0), b).into_iter().copied()))
+                        .collect();
+                    ArrayD::from_shape_vec(IxDyn(&shape), data).expect("recorded shapes agree")
+                })
+                .collect(),
+        })
+    }
+}
