@@ -1,1 +1,158 @@
-fn main(){}
+//! `snnc`: compile, inspect and simulate spiking neural networks.
+
+mod npy;
+mod run;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use snnc_ir::diff::{Tolerance, diff};
+use snnc_ir::{Module, SourceMap, Target};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "snnc", version, about = "Compile Keras models into spiking neural networks and simulate them fast")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum TargetArg {
+    Any,
+    Neural,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a module (.sir text, .snn artifact or .json) in canonical text or JSON.
+    Dump {
+        /// The module file.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Check a module; prints `ok` or every error with its line.
+    Verify {
+        /// The module file.
+        file: PathBuf,
+        /// `neural` also rejects ops a neural substrate cannot run (max_pool, batch_norm, softmax).
+        #[arg(long, value_enum, default_value = "any")]
+        target: TargetArg,
+    },
+    /// Structural difference of two modules. Exit 0 when equal, 1 when different, 2 on error.
+    Diff {
+        /// The old module.
+        a: PathBuf,
+        /// The new module.
+        b: PathBuf,
+        /// Relative tolerance for constant values.
+        #[arg(long, default_value_t = 0.0)]
+        rtol: f64,
+        /// Absolute tolerance for constant values.
+        #[arg(long, default_value_t = 0.0)]
+        atol: f64,
+    },
+    /// Run a module on inputs from .npy files.
+    Run(run::RunArgs),
+}
+
+/// Exit status for a difference found (`diff`) or a module that does not verify (`verify`).
+const EXIT_FINDING: u8 = 1;
+/// Exit status for an error.
+const EXIT_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn dispatch(cmd: Command) -> Result<u8> {
+    match cmd {
+        Command::Dump { file, format } => {
+            let (m, _) = load_module(&file)?;
+            match format {
+                Format::Text => print!("{m}"),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&m).context("serialising to JSON")?),
+            }
+            Ok(0)
+        }
+        Command::Verify { file, target } => {
+            let (m, map) = load_module(&file)?;
+            let target = if target == TargetArg::Neural { Target::Neural } else { Target::Any };
+            let errors = snnc_ir::check(&m, target);
+            if errors.is_empty() {
+                println!("ok");
+                Ok(0)
+            } else {
+                let rendered = snnc_ir::VerifyErrors(errors).render(map.as_ref());
+                for line in rendered.lines() {
+                    println!("{}: {line}", file.display());
+                }
+                Ok(EXIT_FINDING)
+            }
+        }
+        Command::Diff { a, b, rtol, atol } => {
+            if !(rtol >= 0.0 && atol >= 0.0) {
+                bail!("--rtol and --atol must be non-negative");
+            }
+            let (ma, _) = load_module(&a)?;
+            let (mb, _) = load_module(&b)?;
+            let lines = diff(&ma, &mb, Tolerance { rtol, atol });
+            if lines.is_empty() {
+                println!("no differences");
+                Ok(0)
+            } else {
+                println!("--- {}\n+++ {}", a.display(), b.display());
+                for l in &lines {
+                    println!("{l}");
+                }
+                println!("{} difference{}", lines.len(), if lines.len() == 1 { "" } else { "s" });
+                Ok(EXIT_FINDING)
+            }
+        }
+        Command::Run(args) => run::run(args),
+    }
+}
+
+/// Read a module from `.sir` text, a `.snn` artifact or `.json`. Text modules come with their
+/// source map so verifier errors can name lines.
+pub fn load_module(path: &Path) -> Result<(Module, Option<SourceMap>)> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "snn" => {
+            let m = snnc_ir::load_snn(path).with_context(|| format!("{}", path.display()))?;
+            Ok((m, None))
+        }
+        "json" => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let m: Module = serde_json::from_str(&text).with_context(|| format!("{}: not a snnc JSON module", path.display()))?;
+            Ok((m, None))
+        }
+        "sir" => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = String::from_utf8(bytes).with_context(|| format!("{}: not UTF-8 text", path.display()))?;
+            let (m, map) = snnc_ir::parse_with_source_map(&text)
+                .map_err(|e| anyhow::anyhow!("{}:{}:{}: {}", path.display(), e.line, e.col, e.message))?;
+            Ok((m, Some(map)))
+        }
+        "keras" | "h5" => bail!(
+            "{}: reading Keras models is not supported yet; give a .sir or .snn module",
+            path.display()
+        ),
+        _ => bail!("{}: unknown file type; expected .sir, .snn or .json", path.display()),
+    }
+}

@@ -19,6 +19,7 @@
 
 pub mod artifact;
 pub mod builder;
+pub mod diff;
 pub mod geometry;
 pub mod module;
 pub mod ops;

@@ -6,7 +6,7 @@
 //! their default are omitted. Constants of at most [`INLINE_LIMIT`] elements print their values;
 //! larger ones print their checksum.
 
-use crate::module::{ConstData, Module, Operand, StateInit};
+use crate::module::{ConstData, Inst, Module, Operand, StateInit};
 use crate::ops::{format_f32, format_f64};
 use std::fmt::{self, Write};
 
@@ -62,15 +62,7 @@ impl fmt::Display for Module {
             f.write_char('\n')?;
         }
         for s in &self.states {
-            write!(f, "state ${} : {} = ", s.name, s.ty)?;
-            match &s.init {
-                StateInit::Zeros => f.write_str("zeros")?,
-                StateInit::Uniform { lo, hi, seed } => {
-                    write!(f, "uniform({}, {}, seed={seed})", format_f64(*lo), format_f64(*hi))?
-                }
-                StateInit::Const(c) => f.write_str(&self.operand_name(Operand::Const(*c)))?,
-            }
-            f.write_char('\n')?;
+            writeln!(f, "state ${} : {} = {}", s.name, s.ty, state_init_text(self, &s.init))?;
         }
 
         // Where each value is defined: inputs before every instruction (slot 0), results of
@@ -116,32 +108,7 @@ impl fmt::Display for Module {
         }
         write_nexts(f, 0)?;
         for (i, inst) in self.insts.iter().enumerate() {
-            for (k, r) in inst.results.iter().enumerate() {
-                f.write_str(if k == 0 { "" } else { ", " })?;
-                f.write_str(&self.operand_name(Operand::Value(*r)))?;
-            }
-            write!(f, " = {}", inst.op.name())?;
-            for (k, a) in inst.args.iter().enumerate() {
-                f.write_str(if k == 0 { " " } else { ", " })?;
-                f.write_str(&self.operand_name(*a))?;
-            }
-            let attrs = inst.op.attrs();
-            if !attrs.is_empty() {
-                f.write_str(" {")?;
-                for (k, (key, val)) in attrs.iter().enumerate() {
-                    write!(f, "{}{key}={val}", if k == 0 { "" } else { ", " })?;
-                }
-                f.write_str("}")?;
-            }
-            f.write_str(" : ")?;
-            for (k, r) in inst.results.iter().enumerate() {
-                f.write_str(if k == 0 { "" } else { ", " })?;
-                match self.values.get(r.index()) {
-                    Some(d) => write!(f, "{}", d.ty)?,
-                    None => f.write_str("?")?,
-                }
-            }
-            f.write_char('\n')?;
+            writeln!(f, "{}", inst_text(self, inst))?;
             write_nexts(f, i + 1)?;
         }
         write_nexts(f, usize::MAX)?;
@@ -150,4 +117,40 @@ impl fmt::Display for Module {
         }
         Ok(())
     }
+}
+
+/// A state's initialiser as printed after `=`.
+pub fn state_init_text(m: &Module, init: &StateInit) -> String {
+    match init {
+        StateInit::Zeros => "zeros".into(),
+        StateInit::Uniform { lo, hi, seed } => {
+            format!("uniform({}, {}, seed={seed})", format_f64(*lo), format_f64(*hi))
+        }
+        StateInit::Const(c) => m.operand_name(Operand::Const(*c)),
+    }
+}
+
+/// One instruction as printed, without a newline.
+pub fn inst_text(m: &Module, inst: &Inst) -> String {
+    let mut f = String::new();
+    let names = |vals: &mut dyn Iterator<Item = String>| vals.collect::<Vec<_>>().join(", ");
+    f += &names(&mut inst.results.iter().map(|r| m.operand_name(Operand::Value(*r))));
+    f += " = ";
+    f += inst.op.name();
+    if !inst.args.is_empty() {
+        f += " ";
+        f += &names(&mut inst.args.iter().map(|a| m.operand_name(*a)));
+    }
+    let attrs = inst.op.attrs();
+    if !attrs.is_empty() {
+        f += " {";
+        f += &names(&mut attrs.iter().map(|(k, v)| format!("{k}={v}")));
+        f += "}";
+    }
+    f += " : ";
+    f += &names(&mut inst.results.iter().map(|r| match m.values.get(r.index()) {
+        Some(d) => d.ty.to_string(),
+        None => "?".into(),
+    }));
+    f
 }
