@@ -273,12 +273,15 @@ impl Line {
         }
     }
     fn integer(&mut self, what: &str) -> Result<u64, ParseError> {
-        let col = self.col();
-        let v = self.number(what)?;
-        if v >= 0.0 && v.fract() == 0.0 && v <= 2f64.powi(53) {
-            Ok(v as u64)
-        } else {
-            Err(ParseError { line: self.line, col, message: format!("expected {what}, found {v}") })
+        match self.peek() {
+            Some(Tok::Num(_, text)) => match text.parse::<u64>() {
+                Ok(v) => {
+                    self.pos += 1;
+                    Ok(v)
+                }
+                Err(_) => Err(self.error(format!("expected {what}, found `{text}`"))),
+            },
+            _ => Err(self.expected(what)),
         }
     }
     fn end(&self) -> Result<(), ParseError> {
@@ -418,7 +421,9 @@ impl Parser {
                 if l.eat(']') {
                     break;
                 }
-                l.expect(',')?;
+                if !l.eat(',') {
+                    return Err(l.expected("`,` or `]`"));
+                }
             }
         }
         let ty = TensorType { dtype, shape };
