@@ -1,0 +1,228 @@
+//! The `snnc` binary end to end: exit codes, outputs and error messages.
+
+use ndarray::{Array1, Array2, Array3, ArrayD};
+use ndarray_npy::{NpzReader, ReadNpyExt, write_npy};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn snnc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_snnc")).args(args).current_dir(repo()).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A fresh scratch directory per test.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("snnc-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The XOR example network computed by hand: logits = [0.5 − h1 + 2·h2, h1 − 2·h2].
+fn xor_logits(x: &[f32]) -> [f32; 2] {
+    let h1 = (x[0] + x[1]).max(0.0);
+    let h2 = (x[0] + x[1] - 1.0).max(0.0);
+    [0.5 - h1 + 2.0 * h2, h1 - 2.0 * h2]
+}
+
+#[test]
+fn dump_is_idempotent_and_json_round_trips() {
+    let dir = scratch("dump");
+    let first = snnc(&["dump", "examples/xor/xor_spiking.sir"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let y = dir.join("y.sir");
+    std::fs::write(&y, first.stdout.clone()).unwrap();
+    let second = snnc(&["dump", s(&y)]);
+    assert_eq!(stdout(&second), stdout(&first));
+    let json = snnc(&["dump", "examples/xor/xor_spiking.sir", "--format", "json"]);
+    assert!(json.status.success());
+    let j = dir.join("m.json");
+    std::fs::write(&j, json.stdout).unwrap();
+    assert_eq!(stdout(&snnc(&["dump", s(&j)])), stdout(&first));
+}
+
+#[test]
+fn verify_reports_ok_or_every_error_with_its_line() {
+    let ok = snnc(&["verify", "examples/xor/xor_spiking.sir", "--target", "neural"]);
+    assert_eq!((ok.status.code(), stdout(&ok).as_str()), (Some(0), "ok\n"));
+    let bad = snnc(&["verify", "tests/ir/verify/errors.sir"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let out = stdout(&bad);
+    assert!(out.contains("tests/ir/verify/errors.sir: line 13: `%y`: another value has the same name"), "{out}");
+    assert_eq!(out.lines().count(), 12, "{out}");
+    let neural = snnc(&["verify", "tests/ir/verify/neural.sir", "--target", "neural"]);
+    assert_eq!(neural.status.code(), Some(1));
+    let any = snnc(&["verify", "tests/ir/verify/neural.sir"]);
+    assert_eq!(any.status.code(), Some(0));
+    let parse_error = snnc(&["verify", "tests/ir/parse/unknown_op.sir"]);
+    assert_eq!(parse_error.status.code(), Some(2));
+    assert!(stderr(&parse_error).contains("unknown_op.sir:5:6: unknown op `relu2`"), "{}", stderr(&parse_error));
+}
+
+#[test]
+fn diff_exit_codes_and_report() {
+    let same = snnc(&["diff", "examples/xor/xor.sir", "examples/xor/xor.sir"]);
+    assert_eq!(same.status.code(), Some(0));
+    let d = snnc(&["diff", "examples/xor/xor.sir", "examples/xor/xor_spiking.sir"]);
+    assert_eq!(d.status.code(), Some(1));
+    let out = stdout(&d);
+    assert!(out.contains("module name: @xor → @xor_spiking"), "{out}");
+    assert!(out.contains("state $hidden.v: added"), "{out}");
+    assert!(out.contains("changed: %out.j = dense %hidden, @out.kernel : f32[2]"), "{out}");
+    let missing = snnc(&["diff", "examples/xor/xor.sir", "nope.sir"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("nope.sir"));
+
+    let dir = scratch("diff");
+    let text = std::fs::read_to_string(repo().join("examples/xor/xor.sir")).unwrap();
+    let b = dir.join("b.sir");
+    std::fs::write(&b, text.replace("[0, -1]", "[0, -1.001]")).unwrap();
+    let close = snnc(&["diff", "examples/xor/xor.sir", s(&b), "--atol", "0.01"]);
+    assert_eq!(close.status.code(), Some(0), "{}", stdout(&close));
+    let far = snnc(&["diff", "examples/xor/xor.sir", s(&b)]);
+    assert!(stdout(&far).contains("const @hidden.bias: 1 of 2 values differ (max abs diff"), "{}", stdout(&far));
+}
+
+#[test]
+fn run_reproduces_the_hand_computed_network_and_accuracy() {
+    let dir = scratch("run");
+    let x = Array2::<f32>::read_npy(std::fs::File::open(repo().join("examples/xor/inputs.npy")).unwrap()).unwrap();
+    let labels = Array1::<i64>::read_npy(std::fs::File::open(repo().join("examples/xor/labels.npy")).unwrap()).unwrap();
+    let out = dir.join("logits.npy");
+    let r = snnc(&[
+        "run", "examples/xor/xor.sir", "--input", "examples/xor/inputs.npy", "--labels", "examples/xor/labels.npy",
+        "--batch", "7", "--output", s(&out),
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let logits = Array2::<f32>::read_npy(std::fs::File::open(&out).unwrap()).unwrap();
+    assert_eq!(logits.shape(), &[200, 2]);
+    let mut correct = 0;
+    for (i, row) in x.outer_iter().enumerate() {
+        let want = xor_logits(row.as_slice().unwrap());
+        assert!((logits[[i, 0]] - want[0]).abs() < 1e-5 && (logits[[i, 1]] - want[1]).abs() < 1e-5);
+        if (want[1] > want[0]) as i64 == labels[i] {
+            correct += 1;
+        }
+    }
+    let line = format!("accuracy: {:.4} ({correct}/200)", correct as f64 / 200.0);
+    assert!(stdout(&r).contains(&line), "expected `{line}` in\n{}", stdout(&r));
+}
+
+#[test]
+fn run_all_steps_per_step_inputs_and_npz() {
+    let dir = scratch("steps");
+    // (n=3, steps=4, 2): inputs switch on at step 3.
+    let mut x = Array3::<f32>::zeros((3, 4, 2));
+    for n in 0..3 {
+        for t in 2..4 {
+            x[[n, t, 0]] = 1.0;
+            x[[n, t, 1]] = n as f32 * 0.5;
+        }
+    }
+    let xin = dir.join("x.npy");
+    write_npy(&xin, &x).unwrap();
+    let out = dir.join("all.npy");
+    let r = snnc(&["run", "examples/xor/xor.sir", "--input", &format!("x={}", s(&xin)), "--all-steps", "--output", s(&out)]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(stdout(&r).contains("steps: 4"), "{}", stdout(&r));
+    let y = ArrayD::<f32>::read_npy(std::fs::File::open(&out).unwrap()).unwrap();
+    assert_eq!(y.shape(), &[3, 4, 2]);
+    for n in 0..3 {
+        for t in 0..4 {
+            let want = xor_logits(&[x[[n, t, 0]], x[[n, t, 1]]]);
+            assert!((y[[n, t, 0]] - want[0]).abs() < 1e-6 && (y[[n, t, 1]] - want[1]).abs() < 1e-6);
+        }
+    }
+    // Several outputs go to .npz keyed by name.
+    let npz = dir.join("o.npz");
+    let r = snnc(&["run", "tests/ir/run/synapses.sir", "--input", &format!("x={}", s(&dir.join("two.npy"))), "--output", s(&npz)]);
+    assert_eq!(r.status.code(), Some(2), "missing input file is an error");
+    write_npy(dir.join("two.npy"), &Array2::<f32>::ones((2, 2))).unwrap();
+    let r = snnc(&["run", "tests/ir/run/synapses.sir", "--input", s(&dir.join("two.npy")), "--steps", "3", "--output", s(&npz)]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let mut z = NpzReader::new(std::fs::File::open(&npz).unwrap()).unwrap();
+    let mut names = z.names().unwrap();
+    names.sort();
+    assert_eq!(names, ["alpha", "lowpass_delayed"]);
+    let lp: ArrayD<f32> = z.by_name("lowpass_delayed").unwrap();
+    // Delayed lowpass after 3 steps of a unit step: 1 − e^{−2·dt/τ}, τ = 0.01.
+    assert!((lp[[0, 0]] - (1.0 - (-0.2f32).exp())).abs() < 1e-6, "{lp}");
+}
+
+#[test]
+fn run_errors_are_one_line_and_never_touch_inputs() {
+    let dir = scratch("errors");
+    let wrong = dir.join("wrong.npy");
+    write_npy(&wrong, &Array2::<f32>::zeros((4, 3))).unwrap();
+    let r = snnc(&["run", "examples/xor/xor.sir", "--input", s(&wrong)]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(stderr(&r).contains("shape [4, 3] does not fit input `x` f32[2]"), "{}", stderr(&r));
+
+    // --output naming an input file is refused and the input is left intact.
+    let inp = dir.join("in.npy");
+    write_npy(&inp, &Array2::<f32>::ones((2, 2))).unwrap();
+    let before = std::fs::read(&inp).unwrap();
+    let r = snnc(&["run", "examples/xor/xor.sir", "--input", s(&inp), "--output", s(&inp)]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(stderr(&r).contains("would overwrite an input file"), "{}", stderr(&r));
+    assert_eq!(std::fs::read(&inp).unwrap(), before);
+
+    let labels = dir.join("labels.npy");
+    write_npy(&labels, &Array1::<i64>::zeros(3)).unwrap();
+    let r = snnc(&["run", "examples/xor/xor.sir", "--input", s(&inp), "--labels", s(&labels)]);
+    assert!(stderr(&r).contains("3 labels for 2 samples"), "{}", stderr(&r));
+
+    let junk = dir.join("junk.npy");
+    std::fs::write(&junk, b"\x93NUMPY garbage").unwrap();
+    let r = snnc(&["run", "examples/xor/xor.sir", "--input", s(&junk)]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(stderr(&r).contains("junk.npy: not a readable numeric .npy array"), "{}", stderr(&r));
+
+    let snn = dir.join("broken.snn");
+    std::fs::write(&snn, b"PK\x03\x04 not really").unwrap();
+    let r = snnc(&["run", s(&snn), "--input", s(&inp)]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(stderr(&r).contains("broken.snn: not a readable .snn archive"), "{}", stderr(&r));
+
+    let r = snnc(&["run", "tests/ir/verify/errors.sir", "--input", s(&inp)]);
+    assert!(stderr(&r).contains("does not verify"), "{}", stderr(&r));
+    for o in [&r] {
+        assert!(!stderr(o).contains("panicked"));
+    }
+}
+
+#[test]
+fn run_accepts_snn_artifacts() {
+    let dir = scratch("snn");
+    let text = std::fs::read_to_string(repo().join("tests/ir/run/conv2d.sir")).unwrap();
+    let body: String = text.lines().filter(|l| !l.starts_with("; check:")).collect::<Vec<_>>().join("\n");
+    let m = snnc_ir::parse(&body).unwrap();
+    let path = dir.join("conv.snn");
+    snnc_ir::save_snn(&m, &path).unwrap();
+    let x: Vec<f32> = (1..=20).map(|v| v as f32).collect();
+    let xin = dir.join("x.npy");
+    write_npy(&xin, &ndarray::Array4::from_shape_vec((1, 4, 5, 1), x).unwrap()).unwrap();
+    let out = dir.join("o.npz");
+    let r = snnc(&["run", s(&path), "--input", s(&xin), "--output", s(&out)]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let mut z = NpzReader::new(std::fs::File::open(&out).unwrap()).unwrap();
+    let same: ArrayD<f32> = z.by_name("same").unwrap();
+    assert_eq!(same[[0, 0, 0, 0]], 1.0 + 20.0 + 600.0 + 7000.0);
+    let dumped = snnc(&["dump", s(&path)]);
+    assert_eq!(stdout(&dumped), m.to_string());
+}
