@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "snnc", version, about = "Compile Keras models into spiking neural networks and simulate them fast")]
+#[command(
+    name = "snnc",
+    version,
+    about = "Compile Keras models into spiking neural networks and simulate them fast"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -86,13 +90,20 @@ fn dispatch(cmd: Command) -> Result<u8> {
             let (m, _) = load_module(&file)?;
             match format {
                 Format::Text => print!("{m}"),
-                Format::Json => println!("{}", serde_json::to_string_pretty(&m).context("serialising to JSON")?),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&m).context("serialising to JSON")?
+                ),
             }
             Ok(0)
         }
         Command::Verify { file, target } => {
             let (m, map) = load_module(&file)?;
-            let target = if target == TargetArg::Neural { Target::Neural } else { Target::Any };
+            let target = if target == TargetArg::Neural {
+                Target::Neural
+            } else {
+                Target::Any
+            };
             let errors = snnc_ir::check(&m, target);
             if errors.is_empty() {
                 println!("ok");
@@ -120,7 +131,11 @@ fn dispatch(cmd: Command) -> Result<u8> {
                 for l in &lines {
                     println!("{l}");
                 }
-                println!("{} difference{}", lines.len(), if lines.len() == 1 { "" } else { "s" });
+                println!(
+                    "{} difference{}",
+                    lines.len(),
+                    if lines.len() == 1 { "" } else { "s" }
+                );
                 Ok(EXIT_FINDING)
             }
         }
@@ -131,28 +146,40 @@ fn dispatch(cmd: Command) -> Result<u8> {
 /// Read a module from `.sir` text, a `.snn` artifact or `.json`. Text modules come with their
 /// source map so verifier errors can name lines.
 pub fn load_module(path: &Path) -> Result<(Module, Option<SourceMap>)> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     match ext.as_str() {
         "snn" => {
             let m = snnc_ir::load_snn(path).with_context(|| format!("{}", path.display()))?;
             Ok((m, None))
         }
         "json" => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let m: Module = serde_json::from_str(&text).with_context(|| format!("{}: not a snnc JSON module", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let m: Module = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a snnc JSON module", path.display()))?;
             Ok((m, None))
         }
         "sir" => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let text = String::from_utf8(bytes).with_context(|| format!("{}: not UTF-8 text", path.display()))?;
-            let (m, map) = snnc_ir::parse_with_source_map(&text)
-                .map_err(|e| anyhow::anyhow!("{}:{}:{}: {}", path.display(), e.line, e.col, e.message))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = String::from_utf8(bytes)
+                .with_context(|| format!("{}: not UTF-8 text", path.display()))?;
+            let (m, map) = snnc_ir::parse_with_source_map(&text).map_err(|e| {
+                anyhow::anyhow!("{}:{}:{}: {}", path.display(), e.line, e.col, e.message)
+            })?;
             Ok((m, Some(map)))
         }
         "keras" | "h5" => bail!(
             "{}: reading Keras models is not supported yet; give a .sir or .snn module",
             path.display()
         ),
-        _ => bail!("{}: unknown file type; expected .sir, .snn or .json", path.display()),
+        _ => bail!(
+            "{}: unknown file type; expected .sir, .snn or .json",
+            path.display()
+        ),
     }
 }

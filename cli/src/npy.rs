@@ -32,7 +32,10 @@ pub fn read_f32(path: &Path) -> Result<ArrayD<f32>> {
         return Ok(a.mapv(|x| x as u8 as f32));
     }
     match ArrayD::<f32>::read_npy(Cursor::new(&bytes)) {
-        Err(e) => bail!("{}: not a readable numeric .npy array ({e})", path.display()),
+        Err(e) => bail!(
+            "{}: not a readable numeric .npy array ({e})",
+            path.display()
+        ),
         Ok(_) => unreachable!("tried above"),
     }
 }
@@ -41,7 +44,11 @@ pub fn read_f32(path: &Path) -> Result<ArrayD<f32>> {
 pub fn read_labels(path: &Path) -> Result<Vec<i64>> {
     let a = read_f32(path)?;
     if a.ndim() != 1 {
-        bail!("{}: labels must have shape (n,), got {:?}", path.display(), a.shape());
+        bail!(
+            "{}: labels must have shape (n,), got {:?}",
+            path.display(),
+            a.shape()
+        );
     }
     a.iter()
         .map(|&x| {
@@ -57,7 +64,11 @@ pub fn read_labels(path: &Path) -> Result<Vec<i64>> {
 /// Write one array as .npy or several as .npz (keyed by name), through a temporary file
 /// renamed into place.
 pub fn write_outputs(path: &Path, arrays: &[(String, ArrayD<f32>)]) -> Result<()> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let mut buf = Cursor::new(Vec::new());
     match ext.as_str() {
         "npy" => {

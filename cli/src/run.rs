@@ -49,7 +49,6 @@ pub struct RunArgs {
     seed: u64,
 }
 
-
 fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(x), Ok(y)) => x == y,
@@ -60,24 +59,36 @@ fn same_file(a: &Path, b: &Path) -> bool {
 pub fn run(args: RunArgs) -> Result<u8> {
     let (module, map) = crate::load_module(&args.model)?;
     let module = snnc_ir::verify(module, Target::Any).map_err(|e| {
-        anyhow::anyhow!("{} does not verify:\n{}", args.model.display(), e.render(map.as_ref()).trim_end())
+        anyhow::anyhow!(
+            "{} does not verify:\n{}",
+            args.model.display(),
+            e.render(map.as_ref()).trim_end()
+        )
     })?;
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let input_names: Vec<String> = module.inputs.iter().map(|v| module.value(*v).name.clone()).collect();
+    let input_names: Vec<String> = module
+        .inputs
+        .iter()
+        .map(|v| module.value(*v).name.clone())
+        .collect();
 
     // Match --input arguments to module inputs.
     let mut files: Vec<Option<PathBuf>> = vec![None; input_names.len()];
     for spec in &args.inputs {
         let (name, file) = match spec.split_once('=') {
-            Some((n, f)) if input_names.iter().any(|x| x == n.trim_start_matches('%')) => {
-                (Some(n.trim_start_matches('%').to_string()), PathBuf::from(f))
-            }
+            Some((n, f)) if input_names.iter().any(|x| x == n.trim_start_matches('%')) => (
+                Some(n.trim_start_matches('%').to_string()),
+                PathBuf::from(f),
+            ),
             _ => (None, PathBuf::from(spec)),
         };
         let k = match name {
-            Some(n) => input_names.iter().position(|x| *x == n).expect("matched above"),
+            Some(n) => input_names
+                .iter()
+                .position(|x| *x == n)
+                .expect("matched above"),
             None if input_names.len() == 1 => 0,
             None => bail!(
                 "the model has {} inputs ({}); give each as --input NAME=FILE.npy",
@@ -90,9 +101,16 @@ pub fn run(args: RunArgs) -> Result<u8> {
         }
     }
     if let Some(k) = files.iter().position(Option::is_none) {
-        bail!("no data for input `{}`; add --input {}=FILE.npy", input_names[k], input_names[k]);
+        bail!(
+            "no data for input `{}`; add --input {}=FILE.npy",
+            input_names[k],
+            input_names[k]
+        );
     }
-    let files: Vec<PathBuf> = files.into_iter().map(|f| f.expect("checked above")).collect();
+    let files: Vec<PathBuf> = files
+        .into_iter()
+        .map(|f| f.expect("checked above"))
+        .collect();
     if let Some(out) = &args.output {
         for p in files.iter().chain([&args.model]).chain(args.labels.iter()) {
             if same_file(out, p) {
@@ -134,7 +152,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
         match n_samples {
             None => n_samples = Some(data.shape()[0]),
             Some(n) if n != data.shape()[0] => {
-                bail!("{}: has {} samples, other inputs have {n}", path.display(), data.shape()[0])
+                bail!(
+                    "{}: has {} samples, other inputs have {n}",
+                    path.display(),
+                    data.shape()[0]
+                )
             }
             _ => {}
         }
@@ -161,7 +183,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
         BackendArg::Interp => Backend::Interp,
     };
     let mut sim = Simulator::new(&module, backend, batch)?;
-    let record = if args.all_steps { Record::AllSteps } else { Record::LastStep };
+    let record = if args.all_steps {
+        Record::AllSteps
+    } else {
+        Record::LastStep
+    };
     let n_out = module.outputs.len();
     let mut collected: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); n_out];
     let mut last_step: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); n_out];
@@ -181,7 +207,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
             .map(|f| {
                 let part = f.slice_axis(Axis(0), Slice::from(lo..hi));
                 let mut full = ArrayD::zeros(batch_shape(f, batch));
-                full.slice_axis_mut(Axis(0), Slice::from(0..hi - lo)).assign(&part);
+                full.slice_axis_mut(Axis(0), Slice::from(0..hi - lo))
+                    .assign(&part);
                 full
             })
             .collect();
@@ -231,7 +258,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
         }
         let logits = concat(&last_step[0])?;
         let classes = logits.len() / n.max(1);
-        let flat = logits.into_shape_with_order(IxDyn(&[n, classes])).context("flattening the first output")?;
+        let flat = logits
+            .into_shape_with_order(IxDyn(&[n, classes]))
+            .context("flattening the first output")?;
         let mut correct = 0;
         for (row, &label) in flat.outer_iter().zip(&labels) {
             let mut best = 0;
@@ -258,5 +287,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
 }
 
 fn dims(shape: &[usize]) -> String {
-    shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

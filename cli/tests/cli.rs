@@ -6,11 +6,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn snnc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_snnc")).args(args).current_dir(repo()).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_snnc"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -58,12 +65,20 @@ fn dump_is_idempotent_and_json_round_trips() {
 
 #[test]
 fn verify_reports_ok_or_every_error_with_its_line() {
-    let ok = snnc(&["verify", "examples/xor/xor_spiking.sir", "--target", "neural"]);
+    let ok = snnc(&[
+        "verify",
+        "examples/xor/xor_spiking.sir",
+        "--target",
+        "neural",
+    ]);
     assert_eq!((ok.status.code(), stdout(&ok).as_str()), (Some(0), "ok\n"));
     let bad = snnc(&["verify", "tests/ir/verify/errors.sir"]);
     assert_eq!(bad.status.code(), Some(1));
     let out = stdout(&bad);
-    assert!(out.contains("tests/ir/verify/errors.sir: line 13: `%y`: another value has the same name"), "{out}");
+    assert!(
+        out.contains("tests/ir/verify/errors.sir: line 13: `%y`: another value has the same name"),
+        "{out}"
+    );
     assert_eq!(out.lines().count(), 12, "{out}");
     let neural = snnc(&["verify", "tests/ir/verify/neural.sir", "--target", "neural"]);
     assert_eq!(neural.status.code(), Some(1));
@@ -71,19 +86,30 @@ fn verify_reports_ok_or_every_error_with_its_line() {
     assert_eq!(any.status.code(), Some(0));
     let parse_error = snnc(&["verify", "tests/ir/parse/unknown_op.sir"]);
     assert_eq!(parse_error.status.code(), Some(2));
-    assert!(stderr(&parse_error).contains("unknown_op.sir:5:6: unknown op `relu2`"), "{}", stderr(&parse_error));
+    assert!(
+        stderr(&parse_error).contains("unknown_op.sir:5:6: unknown op `relu2`"),
+        "{}",
+        stderr(&parse_error)
+    );
 }
 
 #[test]
 fn diff_exit_codes_and_report() {
     let same = snnc(&["diff", "examples/xor/xor.sir", "examples/xor/xor.sir"]);
     assert_eq!(same.status.code(), Some(0));
-    let d = snnc(&["diff", "examples/xor/xor.sir", "examples/xor/xor_spiking.sir"]);
+    let d = snnc(&[
+        "diff",
+        "examples/xor/xor.sir",
+        "examples/xor/xor_spiking.sir",
+    ]);
     assert_eq!(d.status.code(), Some(1));
     let out = stdout(&d);
     assert!(out.contains("module name: @xor → @xor_spiking"), "{out}");
     assert!(out.contains("state $hidden.v: added"), "{out}");
-    assert!(out.contains("changed: %out.j = dense %hidden, @out.kernel : f32[2]"), "{out}");
+    assert!(
+        out.contains("changed: %out.j = dense %hidden, @out.kernel : f32[2]"),
+        "{out}"
+    );
     let missing = snnc(&["diff", "examples/xor/xor.sir", "nope.sir"]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(stderr(&missing).contains("nope.sir"));
@@ -95,18 +121,36 @@ fn diff_exit_codes_and_report() {
     let close = snnc(&["diff", "examples/xor/xor.sir", s(&b), "--atol", "0.01"]);
     assert_eq!(close.status.code(), Some(0), "{}", stdout(&close));
     let far = snnc(&["diff", "examples/xor/xor.sir", s(&b)]);
-    assert!(stdout(&far).contains("const @hidden.bias: 1 of 2 values differ (max abs diff"), "{}", stdout(&far));
+    assert!(
+        stdout(&far).contains("const @hidden.bias: 1 of 2 values differ (max abs diff"),
+        "{}",
+        stdout(&far)
+    );
 }
 
 #[test]
 fn run_reproduces_the_hand_computed_network_and_accuracy() {
     let dir = scratch("run");
-    let x = Array2::<f32>::read_npy(std::fs::File::open(repo().join("examples/xor/inputs.npy")).unwrap()).unwrap();
-    let labels = Array1::<i64>::read_npy(std::fs::File::open(repo().join("examples/xor/labels.npy")).unwrap()).unwrap();
+    let x = Array2::<f32>::read_npy(
+        std::fs::File::open(repo().join("examples/xor/inputs.npy")).unwrap(),
+    )
+    .unwrap();
+    let labels = Array1::<i64>::read_npy(
+        std::fs::File::open(repo().join("examples/xor/labels.npy")).unwrap(),
+    )
+    .unwrap();
     let out = dir.join("logits.npy");
     let r = snnc(&[
-        "run", "examples/xor/xor.sir", "--input", "examples/xor/inputs.npy", "--labels", "examples/xor/labels.npy",
-        "--batch", "7", "--output", s(&out),
+        "run",
+        "examples/xor/xor.sir",
+        "--input",
+        "examples/xor/inputs.npy",
+        "--labels",
+        "examples/xor/labels.npy",
+        "--batch",
+        "7",
+        "--output",
+        s(&out),
     ]);
     assert!(r.status.success(), "{}", stderr(&r));
     let logits = Array2::<f32>::read_npy(std::fs::File::open(&out).unwrap()).unwrap();
@@ -120,7 +164,11 @@ fn run_reproduces_the_hand_computed_network_and_accuracy() {
         }
     }
     let line = format!("accuracy: {:.4} ({correct}/200)", correct as f64 / 200.0);
-    assert!(stdout(&r).contains(&line), "expected `{line}` in\n{}", stdout(&r));
+    assert!(
+        stdout(&r).contains(&line),
+        "expected `{line}` in\n{}",
+        stdout(&r)
+    );
 }
 
 #[test]
@@ -137,7 +185,15 @@ fn run_all_steps_per_step_inputs_and_npz() {
     let xin = dir.join("x.npy");
     write_npy(&xin, &x).unwrap();
     let out = dir.join("all.npy");
-    let r = snnc(&["run", "examples/xor/xor.sir", "--input", &format!("x={}", s(&xin)), "--all-steps", "--output", s(&out)]);
+    let r = snnc(&[
+        "run",
+        "examples/xor/xor.sir",
+        "--input",
+        &format!("x={}", s(&xin)),
+        "--all-steps",
+        "--output",
+        s(&out),
+    ]);
     assert!(r.status.success(), "{}", stderr(&r));
     assert!(stdout(&r).contains("steps: 4"), "{}", stdout(&r));
     let y = ArrayD::<f32>::read_npy(std::fs::File::open(&out).unwrap()).unwrap();
@@ -150,10 +206,26 @@ fn run_all_steps_per_step_inputs_and_npz() {
     }
     // Several outputs go to .npz keyed by name.
     let npz = dir.join("o.npz");
-    let r = snnc(&["run", "tests/ir/run/synapses.sir", "--input", &format!("x={}", s(&dir.join("two.npy"))), "--output", s(&npz)]);
+    let r = snnc(&[
+        "run",
+        "tests/ir/run/synapses.sir",
+        "--input",
+        &format!("x={}", s(&dir.join("two.npy"))),
+        "--output",
+        s(&npz),
+    ]);
     assert_eq!(r.status.code(), Some(2), "missing input file is an error");
     write_npy(dir.join("two.npy"), &Array2::<f32>::ones((2, 2))).unwrap();
-    let r = snnc(&["run", "tests/ir/run/synapses.sir", "--input", s(&dir.join("two.npy")), "--steps", "3", "--output", s(&npz)]);
+    let r = snnc(&[
+        "run",
+        "tests/ir/run/synapses.sir",
+        "--input",
+        s(&dir.join("two.npy")),
+        "--steps",
+        "3",
+        "--output",
+        s(&npz),
+    ]);
     assert!(r.status.success(), "{}", stderr(&r));
     let mut z = NpzReader::new(std::fs::File::open(&npz).unwrap()).unwrap();
     let mut names = z.names().unwrap();
@@ -171,33 +243,67 @@ fn run_errors_are_one_line_and_never_touch_inputs() {
     write_npy(&wrong, &Array2::<f32>::zeros((4, 3))).unwrap();
     let r = snnc(&["run", "examples/xor/xor.sir", "--input", s(&wrong)]);
     assert_eq!(r.status.code(), Some(2));
-    assert!(stderr(&r).contains("shape [4, 3] does not fit input `x` f32[2]"), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("shape [4, 3] does not fit input `x` f32[2]"),
+        "{}",
+        stderr(&r)
+    );
 
     // --output naming an input file is refused and the input is left intact.
     let inp = dir.join("in.npy");
     write_npy(&inp, &Array2::<f32>::ones((2, 2))).unwrap();
     let before = std::fs::read(&inp).unwrap();
-    let r = snnc(&["run", "examples/xor/xor.sir", "--input", s(&inp), "--output", s(&inp)]);
+    let r = snnc(&[
+        "run",
+        "examples/xor/xor.sir",
+        "--input",
+        s(&inp),
+        "--output",
+        s(&inp),
+    ]);
     assert_eq!(r.status.code(), Some(2));
-    assert!(stderr(&r).contains("would overwrite an input file"), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("would overwrite an input file"),
+        "{}",
+        stderr(&r)
+    );
     assert_eq!(std::fs::read(&inp).unwrap(), before);
 
     let labels = dir.join("labels.npy");
     write_npy(&labels, &Array1::<i64>::zeros(3)).unwrap();
-    let r = snnc(&["run", "examples/xor/xor.sir", "--input", s(&inp), "--labels", s(&labels)]);
-    assert!(stderr(&r).contains("3 labels for 2 samples"), "{}", stderr(&r));
+    let r = snnc(&[
+        "run",
+        "examples/xor/xor.sir",
+        "--input",
+        s(&inp),
+        "--labels",
+        s(&labels),
+    ]);
+    assert!(
+        stderr(&r).contains("3 labels for 2 samples"),
+        "{}",
+        stderr(&r)
+    );
 
     let junk = dir.join("junk.npy");
     std::fs::write(&junk, b"\x93NUMPY garbage").unwrap();
     let r = snnc(&["run", "examples/xor/xor.sir", "--input", s(&junk)]);
     assert_eq!(r.status.code(), Some(2));
-    assert!(stderr(&r).contains("junk.npy: not a readable numeric .npy array"), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("junk.npy: not a readable numeric .npy array"),
+        "{}",
+        stderr(&r)
+    );
 
     let snn = dir.join("broken.snn");
     std::fs::write(&snn, b"PK\x03\x04 not really").unwrap();
     let r = snnc(&["run", s(&snn), "--input", s(&inp)]);
     assert_eq!(r.status.code(), Some(2));
-    assert!(stderr(&r).contains("broken.snn: not a readable .snn archive"), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("broken.snn: not a readable .snn archive"),
+        "{}",
+        stderr(&r)
+    );
 
     let r = snnc(&["run", "tests/ir/verify/errors.sir", "--input", s(&inp)]);
     assert!(stderr(&r).contains("does not verify"), "{}", stderr(&r));
@@ -210,13 +316,21 @@ fn run_errors_are_one_line_and_never_touch_inputs() {
 fn run_accepts_snn_artifacts() {
     let dir = scratch("snn");
     let text = std::fs::read_to_string(repo().join("tests/ir/run/conv2d.sir")).unwrap();
-    let body: String = text.lines().filter(|l| !l.starts_with("; check:")).collect::<Vec<_>>().join("\n");
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with("; check:"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let m = snnc_ir::parse(&body).unwrap();
     let path = dir.join("conv.snn");
     snnc_ir::save_snn(&m, &path).unwrap();
     let x: Vec<f32> = (1..=20).map(|v| v as f32).collect();
     let xin = dir.join("x.npy");
-    write_npy(&xin, &ndarray::Array4::from_shape_vec((1, 4, 5, 1), x).unwrap()).unwrap();
+    write_npy(
+        &xin,
+        &ndarray::Array4::from_shape_vec((1, 4, 5, 1), x).unwrap(),
+    )
+    .unwrap();
     let out = dir.join("o.npz");
     let r = snnc(&["run", s(&path), "--input", s(&xin), "--output", s(&out)]);
     assert!(r.status.success(), "{}", stderr(&r));

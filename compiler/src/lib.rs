@@ -12,7 +12,10 @@ pub fn verify_after(pass: &str, module: &Module, target: Target) -> Result<(), P
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(PassError::Verify { pass: pass.to_string(), errors: VerifyErrors(errors) })
+        Err(PassError::Verify {
+            pass: pass.to_string(),
+            errors: VerifyErrors(errors),
+        })
     }
 }
 

@@ -26,7 +26,9 @@ pub enum ArtifactError {
     #[error("the archive has no `{0}` entry")]
     MissingEntry(&'static str),
     /// An entry is larger than the reader accepts.
-    #[error("entry `{name}` is {size} bytes uncompressed, more than the {MAX_ENTRY_BYTES}-byte limit")]
+    #[error(
+        "entry `{name}` is {size} bytes uncompressed, more than the {MAX_ENTRY_BYTES}-byte limit"
+    )]
     TooLarge {
         /// Entry name.
         name: String,
@@ -67,28 +69,38 @@ pub fn write_snn<W: Write + Seek>(module: &Module, writer: W) -> Result<(), Arti
             let res = match &c.data {
                 ConstData::F32(v) => ArrayD::from_shape_vec(shape, v.clone())
                     .map_err(|e| e.to_string())
-                    .and_then(|a| npz.add_array(c.name.as_str(), &a).map_err(|e| e.to_string())),
+                    .and_then(|a| {
+                        npz.add_array(c.name.as_str(), &a)
+                            .map_err(|e| e.to_string())
+                    }),
                 ConstData::I32(v) => ArrayD::from_shape_vec(shape, v.clone())
                     .map_err(|e| e.to_string())
-                    .and_then(|a| npz.add_array(c.name.as_str(), &a).map_err(|e| e.to_string())),
+                    .and_then(|a| {
+                        npz.add_array(c.name.as_str(), &a)
+                            .map_err(|e| e.to_string())
+                    }),
                 ConstData::External { .. } => unreachable!("rejected above"),
             };
             res.map_err(|e| ArtifactError::Constants(format!("@{}: {e}", c.name)))?;
         }
-        npz.finish().map_err(|e| ArtifactError::Constants(e.to_string()))?;
+        npz.finish()
+            .map_err(|e| ArtifactError::Constants(e.to_string()))?;
     }
     let mut zip = zip::ZipWriter::new(writer);
-    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     let meta = format!("{{\"format\": \"snn\", \"version\": {SNN_FORMAT_VERSION}}}\n");
     for (name, bytes) in [
         ("meta.json", meta.into_bytes()),
         ("module.sir", module.to_string().into_bytes()),
         ("constants.npz", npz_bytes.into_inner()),
     ] {
-        zip.start_file(name, opts).map_err(|e| ArtifactError::Zip(e.to_string()))?;
+        zip.start_file(name, opts)
+            .map_err(|e| ArtifactError::Zip(e.to_string()))?;
         zip.write_all(&bytes)?;
     }
-    zip.finish().map_err(|e| ArtifactError::Zip(e.to_string()))?;
+    zip.finish()
+        .map_err(|e| ArtifactError::Zip(e.to_string()))?;
     Ok(())
 }
 
@@ -102,10 +114,16 @@ fn read_entry<R: Read + Seek>(
         Err(e) => return Err(ArtifactError::Zip(e.to_string())),
     };
     if f.size() > MAX_ENTRY_BYTES {
-        return Err(ArtifactError::TooLarge { name: name.into(), size: f.size() });
+        return Err(ArtifactError::TooLarge {
+            name: name.into(),
+            size: f.size(),
+        });
     }
     let mut buf = Vec::with_capacity(f.size() as usize);
-    f.by_ref().take(MAX_ENTRY_BYTES + 1).read_to_end(&mut buf).map_err(|e| ArtifactError::Zip(e.to_string()))?;
+    f.by_ref()
+        .take(MAX_ENTRY_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| ArtifactError::Zip(e.to_string()))?;
     Ok(buf)
 }
 
@@ -127,25 +145,37 @@ pub fn read_snn<R: Read + Seek>(reader: R) -> Result<Module, ArtifactError> {
         )));
     }
     let text = read_entry(&mut zip, "module.sir")?;
-    let text = String::from_utf8(text).map_err(|_| ArtifactError::Zip("module.sir is not UTF-8".into()))?;
+    let text = String::from_utf8(text)
+        .map_err(|_| ArtifactError::Zip("module.sir is not UTF-8".into()))?;
     let mut module = parse(&text)?;
     let npz = read_entry(&mut zip, "constants.npz")?;
-    let mut npz = NpzReader::new(Cursor::new(npz)).map_err(|e| ArtifactError::Constants(e.to_string()))?;
+    let mut npz =
+        NpzReader::new(Cursor::new(npz)).map_err(|e| ArtifactError::Constants(e.to_string()))?;
     for c in &mut module.constants {
-        let ConstData::External { checksum } = c.data else { continue };
+        let ConstData::External { checksum } = c.data else {
+            continue;
+        };
         let bad = |e: String| ArtifactError::Constants(format!("@{}: {e}", c.name));
         let data = match c.ty.dtype {
             DType::F32 => {
                 let a: ArrayD<f32> = npz.by_name(&c.name).map_err(|e| bad(e.to_string()))?;
                 if a.shape() != c.ty.shape.as_slice() {
-                    return Err(bad(format!("stored shape {:?}, the module says {}", a.shape(), c.ty)));
+                    return Err(bad(format!(
+                        "stored shape {:?}, the module says {}",
+                        a.shape(),
+                        c.ty
+                    )));
                 }
                 ConstData::F32(a.iter().copied().collect())
             }
             DType::I32 => {
                 let a: ArrayD<i32> = npz.by_name(&c.name).map_err(|e| bad(e.to_string()))?;
                 if a.shape() != c.ty.shape.as_slice() {
-                    return Err(bad(format!("stored shape {:?}, the module says {}", a.shape(), c.ty)));
+                    return Err(bad(format!(
+                        "stored shape {:?}, the module says {}",
+                        a.shape(),
+                        c.ty
+                    )));
                 }
                 ConstData::I32(a.iter().copied().collect())
             }

@@ -42,8 +42,16 @@ impl From<StateId> for Operand {
 /// Turn any string into a valid, unused name: invalid characters become `_`, and a taken name
 /// gets a `.1`, `.2`, … suffix.
 fn fresh(taken: &mut HashSet<String>, wanted: &str) -> String {
-    let mut base: String =
-        wanted.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-/".contains(c) { c } else { '_' }).collect();
+    let mut base: String = wanted
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-/".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if base.is_empty() {
         base.push('_');
     }
@@ -87,7 +95,10 @@ impl Builder {
     pub fn input(&mut self, name: &str, shape: &[usize]) -> ValueId {
         let name = fresh(&mut self.value_names, name);
         let v = ValueId(self.module.values.len() as u32);
-        self.module.values.push(ValueData { name, ty: TensorType::f32(shape) });
+        self.module.values.push(ValueData {
+            name,
+            ty: TensorType::f32(shape),
+        });
         self.module.inputs.push(v);
         v
     }
@@ -114,26 +125,46 @@ impl Builder {
     pub fn state(&mut self, name: &str, shape: &[usize], init: StateInit) -> StateId {
         let name = fresh(&mut self.state_names, name);
         let s = StateId(self.module.states.len() as u32);
-        self.module.states.push(State { name, ty: TensorType::f32(shape), init });
+        self.module.states.push(State {
+            name,
+            ty: TensorType::f32(shape),
+            init,
+        });
         s
     }
 
     /// Add an instruction; results are named `name`, `name.1`, … and typed by inference.
     pub fn op(&mut self, op: Op, args: &[Operand], name: &str) -> Result<Vec<ValueId>, BuildError> {
-        let fail = |message: String| BuildError { op: op.name().into(), name: name.into(), message };
+        let fail = |message: String| BuildError {
+            op: op.name().into(),
+            name: name.into(),
+            message,
+        };
         let mut types = Vec::with_capacity(args.len());
         for &a in args {
-            types.push(self.module.operand_type(a).ok_or_else(|| fail("an operand handle is out of range".into()))?);
+            types.push(
+                self.module
+                    .operand_type(a)
+                    .ok_or_else(|| fail("an operand handle is out of range".into()))?,
+            );
         }
         let result_types = op.infer(&types).map_err(fail)?;
         let mut results = Vec::with_capacity(result_types.len());
         for (k, ty) in result_types.into_iter().enumerate() {
-            let wanted = if k == 0 { name.to_string() } else { format!("{name}.{k}") };
+            let wanted = if k == 0 {
+                name.to_string()
+            } else {
+                format!("{name}.{k}")
+            };
             let n = fresh(&mut self.value_names, &wanted);
             results.push(ValueId(self.module.values.len() as u32));
             self.module.values.push(ValueData { name: n, ty });
         }
-        self.module.insts.push(Inst { op, args: args.to_vec(), results: results.clone() });
+        self.module.insts.push(Inst {
+            op,
+            args: args.to_vec(),
+            results: results.clone(),
+        });
         Ok(results)
     }
 
@@ -144,12 +175,18 @@ impl Builder {
 
     /// Set a state's value for the next step.
     pub fn next(&mut self, state: StateId, value: impl Into<Operand>) {
-        self.module.nexts.push(Next { state, value: value.into() });
+        self.module.nexts.push(Next {
+            state,
+            value: value.into(),
+        });
     }
 
     /// Add an output.
     pub fn output(&mut self, name: &str, value: impl Into<Operand>) {
-        self.module.outputs.push(Output { name: name.to_string(), value: value.into() });
+        self.module.outputs.push(Output {
+            name: name.to_string(),
+            value: value.into(),
+        });
     }
 
     /// The finished module (verify it before running it).
@@ -168,9 +205,21 @@ mod tests {
         let mut b = Builder::new("m", 0.001);
         let x = b.input("x", &[4]);
         let w = b.constant_f32("w", &[4, 2], vec![0.5; 8]);
-        let v = b.state("v", &[2], StateInit::Uniform { lo: 0.0, hi: 1.0, seed: 0 });
+        let v = b.state(
+            "v",
+            &[2],
+            StateInit::Uniform {
+                lo: 0.0,
+                hi: 1.0,
+                seed: 0,
+            },
+        );
         let j = b.op1(Op::Dense, &[x.into(), w.into()], "j").unwrap();
-        let spiking = Op::Neuron(Neuron { model: NeuronModel::SpikingRelu, gain: 1.0, amplitude: 1.0 });
+        let spiking = Op::Neuron(Neuron {
+            model: NeuronModel::SpikingRelu,
+            gain: 1.0,
+            amplitude: 1.0,
+        });
         let r = b.op(spiking, &[j.into(), v.into()], "s").unwrap();
         b.next(v, r[1]);
         b.output("s", r[0]);

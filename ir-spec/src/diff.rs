@@ -27,17 +27,33 @@ pub fn diff(a: &Module, b: &Module, tol: Tolerance) -> Vec<String> {
     }
 
     let inputs = |m: &Module| -> Vec<(String, String)> {
-        m.inputs.iter().map(|v| (m.value(*v).name.clone(), m.value(*v).ty.to_string())).collect()
+        m.inputs
+            .iter()
+            .map(|v| (m.value(*v).name.clone(), m.value(*v).ty.to_string()))
+            .collect()
     };
     keyed(&mut out, "input", "%", &inputs(a), &inputs(b));
 
     let states = |m: &Module| -> Vec<(String, String)> {
-        m.states.iter().map(|s| (s.name.clone(), format!("{} = {}", s.ty, state_init_text(m, &s.init)))).collect()
+        m.states
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    format!("{} = {}", s.ty, state_init_text(m, &s.init)),
+                )
+            })
+            .collect()
     };
     keyed(&mut out, "state", "$", &states(a), &states(b));
 
     // Constants: by name; values within tolerance.
-    let bc: HashMap<&str, usize> = b.constants.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
+    let bc: HashMap<&str, usize> = b
+        .constants
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
     let ac: HashSet<&str> = a.constants.iter().map(|c| c.name.as_str()).collect();
     for c in &a.constants {
         let Some(&j) = bc.get(c.name.as_str()) else {
@@ -60,7 +76,13 @@ pub fn diff(a: &Module, b: &Module, tol: Tolerance) -> Vec<String> {
     }
 
     // Instructions: by first result name, then by position among the unmatched.
-    let key = |m: &Module, i: usize| m.insts[i].results.first().map(|r| m.value(*r).name.clone()).unwrap_or_default();
+    let key = |m: &Module, i: usize| {
+        m.insts[i]
+            .results
+            .first()
+            .map(|r| m.value(*r).name.clone())
+            .unwrap_or_default()
+    };
     let b_by_name: HashMap<String, usize> = (0..b.insts.len()).map(|i| (key(b, i), i)).collect();
     let mut pairs = Vec::new();
     let mut a_left = Vec::new();
@@ -98,19 +120,33 @@ pub fn diff(a: &Module, b: &Module, tol: Tolerance) -> Vec<String> {
     let nexts = |m: &Module| -> Vec<(String, String)> {
         m.nexts
             .iter()
-            .map(|n| (m.operand_name(Operand::State(n.state)), m.operand_name(n.value)))
+            .map(|n| {
+                (
+                    m.operand_name(Operand::State(n.state)),
+                    m.operand_name(n.value),
+                )
+            })
             .collect()
     };
     keyed(&mut out, "next", "", &nexts(a), &nexts(b));
     let outputs = |m: &Module| -> Vec<(String, String)> {
-        m.outputs.iter().map(|o| (quote(&o.name), m.operand_name(o.value))).collect()
+        m.outputs
+            .iter()
+            .map(|o| (quote(&o.name), m.operand_name(o.value)))
+            .collect()
     };
     keyed(&mut out, "output", "", &outputs(a), &outputs(b));
     out
 }
 
 /// Compare named entries described by one string each.
-fn keyed(out: &mut Vec<String>, what: &str, sigil: &str, a: &[(String, String)], b: &[(String, String)]) {
+fn keyed(
+    out: &mut Vec<String>,
+    what: &str,
+    sigil: &str,
+    a: &[(String, String)],
+    b: &[(String, String)],
+) {
     let bm: HashMap<&str, &str> = b.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let am: HashSet<&str> = a.iter().map(|(k, _)| k.as_str()).collect();
     for (k, v) in a {
@@ -160,8 +196,13 @@ fn compare_data(name: &str, a: &ConstData, b: &ConstData, tol: Tolerance) -> Opt
                 )
             })
         }
-        _ => (a.checksum() != b.checksum())
-            .then(|| format!("const @{name}: checksum #{:08x} → #{:08x}", a.checksum(), b.checksum())),
+        _ => (a.checksum() != b.checksum()).then(|| {
+            format!(
+                "const @{name}: checksum #{:08x} → #{:08x}",
+                a.checksum(),
+                b.checksum()
+            )
+        }),
     }
 }
 
@@ -193,17 +234,40 @@ output \"z\" = %z
         let b = parse(
             &A.replace("[1, 2]", "[1, 2.5]")
                 .replace("relu %x", "sigmoid %x")
-                .replace("state $v : f32[2] = zeros", "state $v : f32[2] = uniform(0, 1, seed=0)")
+                .replace(
+                    "state $v : f32[2] = zeros",
+                    "state $v : f32[2] = uniform(0, 1, seed=0)",
+                )
                 .replace("output \"z\" = %z", "output \"y\" = %y"),
         )
         .unwrap();
         let d = diff(&a, &b, Tolerance::default());
         let text = d.join("\n");
-        assert!(text.contains("changed: %y = relu %x : f32[2]\n     to: %y = sigmoid %x : f32[2]"), "{text}");
-        assert!(text.contains("const @w: 1 of 2 values differ (max abs diff 5e-1"), "{text}");
-        assert!(text.contains("state $v: f32[2] = zeros → f32[2] = uniform(0, 1, seed=0)"), "{text}");
+        assert!(
+            text.contains("changed: %y = relu %x : f32[2]\n     to: %y = sigmoid %x : f32[2]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("const @w: 1 of 2 values differ (max abs diff 5e-1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("state $v: f32[2] = zeros → f32[2] = uniform(0, 1, seed=0)"),
+            "{text}"
+        );
         assert!(text.contains("output \"z\": removed (%z)"), "{text}");
         assert!(text.contains("output \"y\": added (%y)"), "{text}");
-        assert!(diff(&a, &b, Tolerance { rtol: 0.0, atol: 0.6 }).iter().all(|l| !l.contains("@w")));
+        assert!(
+            diff(
+                &a,
+                &b,
+                Tolerance {
+                    rtol: 0.0,
+                    atol: 0.6
+                }
+            )
+            .iter()
+            .all(|l| !l.contains("@w"))
+        );
     }
 }

@@ -57,7 +57,14 @@ impl WindowAxis {
                 (out, total / 2)
             }
         };
-        Ok(WindowAxis { input, output, window, stride, dilation, pad_before })
+        Ok(WindowAxis {
+            input,
+            output,
+            window,
+            stride,
+            dilation,
+            pad_before,
+        })
     }
 
     /// The input index read by output `o` at window tap `k`, or `None` when it falls in padding.
@@ -88,9 +95,18 @@ mod tests {
 
     #[test]
     fn valid_padding_sizes() {
-        assert_eq!(WindowAxis::new(28, 3, 1, 1, Padding::Valid).unwrap().output, 26);
-        assert_eq!(WindowAxis::new(26, 2, 2, 1, Padding::Valid).unwrap().output, 13);
-        assert_eq!(WindowAxis::new(10, 3, 1, 2, Padding::Valid).unwrap().output, 6);
+        assert_eq!(
+            WindowAxis::new(28, 3, 1, 1, Padding::Valid).unwrap().output,
+            26
+        );
+        assert_eq!(
+            WindowAxis::new(26, 2, 2, 1, Padding::Valid).unwrap().output,
+            13
+        );
+        assert_eq!(
+            WindowAxis::new(10, 3, 1, 2, Padding::Valid).unwrap().output,
+            6
+        );
         assert!(WindowAxis::new(2, 3, 1, 1, Padding::Valid).is_err());
     }
 }

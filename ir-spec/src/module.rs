@@ -274,17 +274,26 @@ impl Module {
 
     /// Look up a value by name.
     pub fn find_value(&self, name: &str) -> Option<ValueId> {
-        self.values.iter().position(|v| v.name == name).map(|i| ValueId(i as u32))
+        self.values
+            .iter()
+            .position(|v| v.name == name)
+            .map(|i| ValueId(i as u32))
     }
 
     /// Look up a constant by name.
     pub fn find_constant(&self, name: &str) -> Option<ConstId> {
-        self.constants.iter().position(|c| c.name == name).map(|i| ConstId(i as u32))
+        self.constants
+            .iter()
+            .position(|c| c.name == name)
+            .map(|i| ConstId(i as u32))
     }
 
     /// Look up a state by name.
     pub fn find_state(&self, name: &str) -> Option<StateId> {
-        self.states.iter().position(|s| s.name == name).map(|i| StateId(i as u32))
+        self.states
+            .iter()
+            .position(|s| s.name == name)
+            .map(|i| StateId(i as u32))
     }
 
     /// Look up an output by name.

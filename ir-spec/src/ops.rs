@@ -376,7 +376,10 @@ impl Op {
     /// index maps, neurons and synapses. `max_pool`, `global_max_pool`, `batch_norm` and
     /// `softmax` are not neural.
     pub fn is_neural(&self) -> bool {
-        !matches!(self, Op::MaxPool(_) | Op::GlobalMaxPool | Op::BatchNorm { .. } | Op::Softmax)
+        !matches!(
+            self,
+            Op::MaxPool(_) | Op::GlobalMaxPool | Op::BatchNorm { .. } | Op::Softmax
+        )
     }
 
     /// The attributes as printed, in canonical order, defaults omitted.
@@ -421,7 +424,11 @@ impl Op {
                             a.push(("tau_ref", num(*tau_ref)));
                         }
                     }
-                    NeuronModel::Lif { tau_rc, tau_ref, min_voltage } => {
+                    NeuronModel::Lif {
+                        tau_rc,
+                        tau_ref,
+                        min_voltage,
+                    } => {
                         if *tau_rc != LIF_TAU_RC {
                             a.push(("tau_rc", num(*tau_rc)));
                         }
@@ -464,19 +471,34 @@ impl Op {
         let neuron = |model: NeuronModel, a: &mut AttrReader| -> Result<Op, String> {
             let gain = a.opt_f64("gain")?.unwrap_or(1.0);
             let amplitude = a.opt_f64("amplitude")?.unwrap_or(1.0);
-            Ok(Op::Neuron(Neuron { model, gain, amplitude }))
+            Ok(Op::Neuron(Neuron {
+                model,
+                gain,
+                amplitude,
+            }))
         };
         let op = match name {
             "dense" => Op::Dense,
             "conv" => {
                 let strides = a.req_ints("strides")?;
                 let padding = a.req_padding()?;
-                let dilation = a.opt_ints("dilation")?.unwrap_or_else(|| vec![1; strides.len()]);
+                let dilation = a
+                    .opt_ints("dilation")?
+                    .unwrap_or_else(|| vec![1; strides.len()]);
                 let groups = a.opt_usize("groups")?.unwrap_or(1);
-                Op::Conv(ConvAttrs { strides, padding, dilation, groups })
+                Op::Conv(ConvAttrs {
+                    strides,
+                    padding,
+                    dilation,
+                    groups,
+                })
             }
-            "sparse" => Op::Sparse { shape: result_shape()? },
-            "gather" => Op::Gather { shape: result_shape()? },
+            "sparse" => Op::Sparse {
+                shape: result_shape()?,
+            },
+            "gather" => Op::Gather {
+                shape: result_shape()?,
+            },
             "bias" => Op::Bias,
             "scale" => Op::Scale,
             "add" => Op::Add,
@@ -486,18 +508,32 @@ impl Op {
                     strides: a.req_ints("strides")?,
                     padding: a.req_padding()?,
                 };
-                if name == "avg_pool" { Op::AvgPool(p) } else { Op::MaxPool(p) }
+                if name == "avg_pool" {
+                    Op::AvgPool(p)
+                } else {
+                    Op::MaxPool(p)
+                }
             }
             "global_avg_pool" => Op::GlobalAvgPool,
             "global_max_pool" => Op::GlobalMaxPool,
-            "batch_norm" => Op::BatchNorm { epsilon: a.req_f64("epsilon")? },
-            "concat" => Op::Concat { axis: a.req_usize("axis")? },
-            "reshape" => Op::Reshape { shape: result_shape()? },
-            "transpose" => Op::Transpose { perm: a.req_ints("perm")? },
+            "batch_norm" => Op::BatchNorm {
+                epsilon: a.req_f64("epsilon")?,
+            },
+            "concat" => Op::Concat {
+                axis: a.req_usize("axis")?,
+            },
+            "reshape" => Op::Reshape {
+                shape: result_shape()?,
+            },
+            "transpose" => Op::Transpose {
+                perm: a.req_ints("perm")?,
+            },
             "pad" => {
                 let v = a.take("pads").ok_or("`pad` needs attribute `pads`")?;
                 let err = || "`pads` must be a list of [before,after] pairs".to_string();
-                let AttrValue::List(items) = v else { return Err(err()) };
+                let AttrValue::List(items) = v else {
+                    return Err(err());
+                };
                 let mut pads = Vec::new();
                 for it in items {
                     let p = as_ints(&it).ok_or_else(err)?;
@@ -508,7 +544,9 @@ impl Op {
                 }
                 Op::Pad { pads }
             }
-            "upsample" => Op::Upsample { factors: a.req_ints("factors")? },
+            "upsample" => Op::Upsample {
+                factors: a.req_ints("factors")?,
+            },
             "softmax" => Op::Softmax,
             "relu" => neuron(NeuronModel::Relu, &mut a)?,
             "sigmoid" => neuron(NeuronModel::Sigmoid, &mut a)?,
@@ -532,12 +570,26 @@ impl Op {
                 let tau_rc = a.opt_f64("tau_rc")?.unwrap_or(LIF_TAU_RC);
                 let tau_ref = a.opt_f64("tau_ref")?.unwrap_or(LIF_TAU_REF);
                 let min_voltage = a.opt_f64("min_voltage")?.unwrap_or(0.0);
-                neuron(NeuronModel::Lif { tau_rc, tau_ref, min_voltage }, &mut a)?
+                neuron(
+                    NeuronModel::Lif {
+                        tau_rc,
+                        tau_ref,
+                        min_voltage,
+                    },
+                    &mut a,
+                )?
             }
-            "lowpass" => Op::Lowpass { tau: a.req_f64("tau")? },
-            "alpha" => Op::Alpha { tau: a.req_f64("tau")? },
+            "lowpass" => Op::Lowpass {
+                tau: a.req_f64("tau")?,
+            },
+            "alpha" => Op::Alpha {
+                tau: a.req_f64("tau")?,
+            },
             other => {
-                return Err(format!("unknown op `{other}`; expected one of: {}", Op::NAMES.join(", ")));
+                return Err(format!(
+                    "unknown op `{other}`; expected one of: {}",
+                    Op::NAMES.join(", ")
+                ));
             }
         };
         a.finish()?;
@@ -549,7 +601,11 @@ impl Op {
     pub fn infer(&self, args: &[&TensorType]) -> Result<Vec<TensorType>, String> {
         match self.arity() {
             Arity::Exact(n) if args.len() != n => {
-                return Err(format!("`{}` takes {n} operands, got {}", self.name(), args.len()));
+                return Err(format!(
+                    "`{}` takes {n} operands, got {}",
+                    self.name(),
+                    args.len()
+                ));
             }
             Arity::AtLeast(n) if args.len() < n => {
                 return Err(format!(
@@ -589,11 +645,18 @@ impl Op {
             }
             Op::Conv(c) => {
                 let w = args[1];
-                let d = x.rank().checked_sub(1).filter(|d| (1..=3).contains(d)).ok_or_else(
-                    || format!("conv input must have 1-3 spatial axes and channels, got {x}"),
-                )?;
+                let d = x
+                    .rank()
+                    .checked_sub(1)
+                    .filter(|d| (1..=3).contains(d))
+                    .ok_or_else(|| {
+                        format!("conv input must have 1-3 spatial axes and channels, got {x}")
+                    })?;
                 if w.rank() != d + 2 {
-                    return Err(format!("conv kernel must be [k{}..., cin/groups, cout], got {w}", d));
+                    return Err(format!(
+                        "conv kernel must be [k{}..., cin/groups, cout], got {w}",
+                        d
+                    ));
                 }
                 if c.strides.len() != d || c.dilation.len() != d {
                     return Err(format!("strides and dilation need {d} entries for {x}"));
@@ -617,8 +680,14 @@ impl Op {
                 let mut s = Vec::with_capacity(d + 1);
                 for i in 0..d {
                     s.push(
-                        WindowAxis::new(x.shape[i], w.shape[i], c.strides[i], c.dilation[i], c.padding)?
-                            .output,
+                        WindowAxis::new(
+                            x.shape[i],
+                            w.shape[i],
+                            c.strides[i],
+                            c.dilation[i],
+                            c.padding,
+                        )?
+                        .output,
                     );
                 }
                 s.push(cout);
@@ -658,22 +727,30 @@ impl Op {
                 one(x.shape.clone())
             }
             Op::AvgPool(p) | Op::MaxPool(p) => {
-                let d = x.rank().checked_sub(1).filter(|d| (1..=3).contains(d)).ok_or_else(
-                    || format!("pool input must have 1-3 spatial axes and channels, got {x}"),
-                )?;
+                let d = x
+                    .rank()
+                    .checked_sub(1)
+                    .filter(|d| (1..=3).contains(d))
+                    .ok_or_else(|| {
+                        format!("pool input must have 1-3 spatial axes and channels, got {x}")
+                    })?;
                 if p.pool.len() != d || p.strides.len() != d {
                     return Err(format!("pool and strides need {d} entries for {x}"));
                 }
                 let mut s = Vec::with_capacity(d + 1);
                 for i in 0..d {
-                    s.push(WindowAxis::new(x.shape[i], p.pool[i], p.strides[i], 1, p.padding)?.output);
+                    s.push(
+                        WindowAxis::new(x.shape[i], p.pool[i], p.strides[i], 1, p.padding)?.output,
+                    );
                 }
                 s.push(x.shape[d]);
                 one(s)
             }
             Op::GlobalAvgPool | Op::GlobalMaxPool => {
                 if x.rank() < 2 || x.num_elements() == 0 {
-                    return Err(format!("global pool needs spatial axes and channels, got {x}"));
+                    return Err(format!(
+                        "global pool needs spatial axes and channels, got {x}"
+                    ));
                 }
                 one(vec![*x.shape.last().unwrap()])
             }
@@ -696,7 +773,9 @@ impl Op {
                     let same_rest = t.rank() == x.rank()
                         && (0..x.rank()).all(|i| i == *axis || t.shape[i] == x.shape[i]);
                     if !same_rest {
-                        return Err(format!("concat along axis {axis}: {x} and {t} differ elsewhere"));
+                        return Err(format!(
+                            "concat along axis {axis}: {x} and {t} differ elsewhere"
+                        ));
                     }
                     s[*axis] += t.shape[*axis];
                 }
@@ -705,16 +784,22 @@ impl Op {
             Op::Reshape { shape } => {
                 let n: usize = shape.iter().fold(1usize, |a, &d| a.saturating_mul(d));
                 if n != x.num_elements() {
-                    return Err(format!("reshape of {x} to {shape:?} changes the element count"));
+                    return Err(format!(
+                        "reshape of {x} to {shape:?} changes the element count"
+                    ));
                 }
                 one(shape.clone())
             }
             Op::Transpose { perm } => {
                 let mut seen = vec![false; x.rank()];
                 if perm.len() != x.rank()
-                    || perm.iter().any(|&p| p >= x.rank() || std::mem::replace(&mut seen[p], true))
+                    || perm
+                        .iter()
+                        .any(|&p| p >= x.rank() || std::mem::replace(&mut seen[p], true))
                 {
-                    return Err(format!("perm {perm:?} is not a permutation of the axes of {x}"));
+                    return Err(format!(
+                        "perm {perm:?} is not a permutation of the axes of {x}"
+                    ));
                 }
                 one(perm.iter().map(|&p| x.shape[p]).collect())
             }
@@ -722,11 +807,19 @@ impl Op {
                 if pads.len() != x.rank() {
                     return Err(format!("pads needs {} pairs for {x}", x.rank()));
                 }
-                one(x.shape.iter().zip(pads).map(|(d, p)| d + p[0] + p[1]).collect())
+                one(x
+                    .shape
+                    .iter()
+                    .zip(pads)
+                    .map(|(d, p)| d + p[0] + p[1])
+                    .collect())
             }
             Op::Upsample { factors } => {
                 if x.rank() < 2 || factors.len() != x.rank() - 1 || factors.contains(&0) {
-                    return Err(format!("factors needs {} positive entries for {x}", x.rank().max(1) - 1));
+                    return Err(format!(
+                        "factors needs {} positive entries for {x}",
+                        x.rank().max(1) - 1
+                    ));
                 }
                 let mut s: Vec<usize> = x.shape.iter().zip(factors).map(|(d, f)| d * f).collect();
                 s.push(*x.shape.last().unwrap());
@@ -739,24 +832,34 @@ impl Op {
                 one(x.shape.clone())
             }
             Op::Neuron(n) => {
-                if let NeuronModel::LifRate { tau_rc, tau_ref } | NeuronModel::Lif { tau_rc, tau_ref, .. } =
-                    &n.model
+                if let NeuronModel::LifRate { tau_rc, tau_ref }
+                | NeuronModel::Lif {
+                    tau_rc, tau_ref, ..
+                } = &n.model
                 {
                     if !(*tau_rc > 0.0 && *tau_ref >= 0.0) {
                         return Err("tau_rc must be positive and tau_ref non-negative".into());
                     }
                 }
                 if let Some(t) = args[1..].iter().find(|t| t.shape != x.shape) {
-                    return Err(format!("{} state {t} must have the type of its input {x}", n.model.name()));
+                    return Err(format!(
+                        "{} state {t} must have the type of its input {x}",
+                        n.model.name()
+                    ));
                 }
-                Ok(vec![TensorType::f32(x.shape.clone()); 1 + n.model.num_states()])
+                Ok(vec![
+                    TensorType::f32(x.shape.clone());
+                    1 + n.model.num_states()
+                ])
             }
             Op::Lowpass { tau } | Op::Alpha { tau } => {
                 if !(*tau >= 0.0) {
                     return Err("tau must be non-negative".into());
                 }
                 if let Some(t) = args[1..].iter().find(|t| t.shape != x.shape) {
-                    return Err(format!("synapse state {t} must have the type of its input {x}"));
+                    return Err(format!(
+                        "synapse state {t} must have the type of its input {x}"
+                    ));
                 }
                 Ok(vec![TensorType::f32(x.shape.clone()); self.num_results()])
             }
@@ -805,9 +908,9 @@ impl AttrReader<'_> {
     fn opt_usize(&mut self, key: &str) -> Result<Option<usize>, String> {
         match self.take(key) {
             None => Ok(None),
-            Some(v) => as_usize(&v)
-                .map(Some)
-                .ok_or_else(|| format!("attribute `{key}` must be a non-negative integer, got `{v}`")),
+            Some(v) => as_usize(&v).map(Some).ok_or_else(|| {
+                format!("attribute `{key}` must be a non-negative integer, got `{v}`")
+            }),
         }
     }
     fn req_usize(&mut self, key: &str) -> Result<usize, String> {
@@ -828,7 +931,9 @@ impl AttrReader<'_> {
         match self.take("padding") {
             Some(AttrValue::Word(w)) if w == "valid" => Ok(Padding::Valid),
             Some(AttrValue::Word(w)) if w == "same" => Ok(Padding::Same),
-            Some(v) => Err(format!("attribute `padding` must be `valid` or `same`, got `{v}`")),
+            Some(v) => Err(format!(
+                "attribute `padding` must be `valid` or `same`, got `{v}`"
+            )),
             None => Err(self.missing("padding")),
         }
     }

@@ -95,7 +95,11 @@ fn lex_line(line: &str, lineno: usize) -> Result<Vec<(Tok, usize)>, ParseError> 
     let chars: Vec<char> = line.chars().collect();
     let mut toks = Vec::new();
     let mut i = 0;
-    let err = |col: usize, message: String| ParseError { line: lineno, col: col + 1, message };
+    let err = |col: usize, message: String| ParseError {
+        line: lineno,
+        col: col + 1,
+        message,
+    };
     while i < chars.len() {
         let c = chars[i];
         let start = i;
@@ -178,7 +182,11 @@ fn lex_line(line: &str, lineno: usize) -> Result<Vec<(Tok, usize)>, ParseError> 
                 let text: String = chars[start..i].iter().collect();
                 let lower = text.to_ascii_lowercase();
                 let value = match lower.trim_start_matches(['+', '-']) {
-                    "inf" => Some(if lower.starts_with('-') { f64::NEG_INFINITY } else { f64::INFINITY }),
+                    "inf" => Some(if lower.starts_with('-') {
+                        f64::NEG_INFINITY
+                    } else {
+                        f64::INFINITY
+                    }),
                     "nan" => Some(f64::NAN),
                     _ if lower.contains("inf") || lower.contains("nan") => None,
                     _ => text.parse::<f64>().ok(),
@@ -216,10 +224,17 @@ impl Line {
         self.toks.get(self.pos).map(|(t, _)| t)
     }
     fn col(&self) -> usize {
-        self.toks.get(self.pos).map(|&(_, c)| c).unwrap_or(self.end_col)
+        self.toks
+            .get(self.pos)
+            .map(|&(_, c)| c)
+            .unwrap_or(self.end_col)
     }
     fn error(&self, message: impl Into<String>) -> ParseError {
-        ParseError { line: self.line, col: self.col(), message: message.into() }
+        ParseError {
+            line: self.line,
+            col: self.col(),
+            message: message.into(),
+        }
     }
     fn expected(&self, what: &str) -> ParseError {
         let found = match self.peek() {
@@ -242,7 +257,11 @@ impl Line {
         }
     }
     fn expect(&mut self, c: char) -> Result<(), ParseError> {
-        if self.eat(c) { Ok(()) } else { Err(self.expected(&format!("`{c}`"))) }
+        if self.eat(c) {
+            Ok(())
+        } else {
+            Err(self.expected(&format!("`{c}`")))
+        }
     }
     fn expect_word(&mut self, w: &str) -> Result<(), ParseError> {
         match self.peek() {
@@ -312,7 +331,12 @@ impl Parser {
             if toks.is_empty() {
                 continue;
             }
-            let mut line = Line { toks, pos: 0, line: lineno, end_col: raw.chars().count() + 1 };
+            let mut line = Line {
+                toks,
+                pos: 0,
+                line: lineno,
+                end_col: raw.chars().count() + 1,
+            };
             self.statement(&mut line)?;
             line.end()?;
         }
@@ -325,7 +349,9 @@ impl Parser {
     }
 
     fn module(&mut self, line: &Line) -> Result<&mut Module, ParseError> {
-        self.module.as_mut().ok_or_else(|| line.error("expected `module @name dt=...` first"))
+        self.module
+            .as_mut()
+            .ok_or_else(|| line.error("expected `module @name dt=...` first"))
     }
 
     fn statement(&mut self, l: &mut Line) -> Result<(), ParseError> {
@@ -347,7 +373,11 @@ impl Parser {
                 let col = l.col();
                 let dt = l.number("timestep in seconds")?;
                 if !(dt > 0.0 && dt.is_finite()) {
-                    return Err(ParseError { line: l.line, col, message: "dt must be positive".into() });
+                    return Err(ParseError {
+                        line: l.line,
+                        col,
+                        message: "dt must be positive".into(),
+                    });
                 }
                 self.module = Some(Module::new(name, dt));
             }
@@ -427,14 +457,23 @@ impl Parser {
             }
         }
         let ty = TensorType { dtype, shape };
-        if ty.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_none_or(|n| n > MAX_DIM_PRODUCT)
+        if ty
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .is_none_or(|n| n > MAX_DIM_PRODUCT)
         {
             return Err(l.error(format!("type {ty} has more than 2^40 elements")));
         }
         Ok(ty)
     }
 
-    fn define_value(&mut self, l: &Line, name: &str, ty: TensorType) -> Result<ValueId, ParseError> {
+    fn define_value(
+        &mut self,
+        l: &Line,
+        name: &str,
+        ty: TensorType,
+    ) -> Result<ValueId, ParseError> {
         let line = l.line;
         let ids = self.values.entry(name.to_string()).or_default();
         // A value mentioned before this line but not yet defined becomes this definition.
@@ -443,10 +482,19 @@ impl Parser {
             self.module(l)?.values[v.index()].ty = ty;
             return Ok(v);
         }
-        let m = self.module.as_mut().ok_or_else(|| l.error("expected `module @name dt=...` first"))?;
+        let m = self
+            .module
+            .as_mut()
+            .ok_or_else(|| l.error("expected `module @name dt=...` first"))?;
         let v = ValueId(m.values.len() as u32);
-        m.values.push(ValueData { name: name.to_string(), ty });
-        self.values.get_mut(name).expect("entry inserted above").push(v);
+        m.values.push(ValueData {
+            name: name.to_string(),
+            ty,
+        });
+        self.values
+            .get_mut(name)
+            .expect("entry inserted above")
+            .push(v);
         self.defined.push(true);
         self.map.values.push(line);
         Ok(v)
@@ -469,7 +517,10 @@ impl Parser {
                 }
                 let m = self.module(l)?;
                 let v = ValueId(m.values.len() as u32);
-                m.values.push(ValueData { name: n.clone(), ty: TensorType::f32(vec![]) });
+                m.values.push(ValueData {
+                    name: n.clone(),
+                    ty: TensorType::f32(vec![]),
+                });
                 self.values.entry(n).or_default().push(v);
                 self.defined.push(false);
                 self.map.values.push(l.line);
@@ -477,11 +528,17 @@ impl Parser {
             }
             Some(Tok::Const(n)) => {
                 l.next();
-                self.consts.get(&n).map(|&c| Operand::Const(c)).ok_or_else(|| not_declared("constant", &format!("@{n}")))
+                self.consts
+                    .get(&n)
+                    .map(|&c| Operand::Const(c))
+                    .ok_or_else(|| not_declared("constant", &format!("@{n}")))
             }
             Some(Tok::State(n)) => {
                 l.next();
-                self.states.get(&n).map(|&s| Operand::State(s)).ok_or_else(|| not_declared("state", &format!("${n}")))
+                self.states
+                    .get(&n)
+                    .map(|&s| Operand::State(s))
+                    .ok_or_else(|| not_declared("state", &format!("${n}")))
             }
             _ => Err(l.expected("an operand (`%value`, `@const` or `$state`)")),
         }
@@ -520,7 +577,9 @@ impl Parser {
                     let mut out = Vec::with_capacity(f.len());
                     for x in f {
                         if x.fract() != 0.0 || x < i32::MIN as f64 || x > i32::MAX as f64 {
-                            return Err(l.error(format!("i32 constant element {x} is not a 32-bit integer")));
+                            return Err(l.error(format!(
+                                "i32 constant element {x} is not a 32-bit integer"
+                            )));
                         }
                         out.push(x as i32);
                     }
@@ -544,7 +603,11 @@ impl Parser {
         };
         let m = self.module(l)?;
         let id = ConstId(m.constants.len() as u32);
-        m.constants.push(Constant { name: name.clone(), ty, data });
+        m.constants.push(Constant {
+            name: name.clone(),
+            ty,
+            data,
+        });
         self.consts.insert(name, id);
         self.map.constants.push(l.line);
         Ok(())
@@ -592,7 +655,11 @@ impl Parser {
         };
         let m = self.module(l)?;
         let id = StateId(m.states.len() as u32);
-        m.states.push(State { name: name.clone(), ty, init });
+        m.states.push(State {
+            name: name.clone(),
+            ty,
+            init,
+        });
         self.states.insert(name, id);
         self.map.states.push(l.line);
         Ok(())
@@ -647,7 +714,10 @@ impl Parser {
             return Err(ParseError {
                 line: l.line,
                 col: op_col,
-                message: format!("unknown op `{op_name}`; expected one of: {}", Op::NAMES.join(", ")),
+                message: format!(
+                    "unknown op `{op_name}`; expected one of: {}",
+                    Op::NAMES.join(", ")
+                ),
             });
         }
         let mut args = Vec::new();
@@ -697,7 +767,11 @@ impl Parser {
         }
         let op = Op::from_text(&op_name, attrs, &types).map_err(|message| ParseError {
             line: l.line,
-            col: if message.contains("attribute") { attr_col } else { op_col },
+            col: if message.contains("attribute") {
+                attr_col
+            } else {
+                op_col
+            },
             message,
         })?;
         let mut results = Vec::new();

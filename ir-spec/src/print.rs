@@ -62,7 +62,13 @@ impl fmt::Display for Module {
             f.write_char('\n')?;
         }
         for s in &self.states {
-            writeln!(f, "state ${} : {} = {}", s.name, s.ty, state_init_text(self, &s.init))?;
+            writeln!(
+                f,
+                "state ${} : {} = {}",
+                s.name,
+                s.ty,
+                state_init_text(self, &s.init)
+            )?;
         }
 
         // Where each value is defined: inputs before every instruction (slot 0), results of
@@ -113,7 +119,12 @@ impl fmt::Display for Module {
         }
         write_nexts(f, usize::MAX)?;
         for o in &self.outputs {
-            writeln!(f, "output {} = {}", quote(&o.name), self.operand_name(o.value))?;
+            writeln!(
+                f,
+                "output {} = {}",
+                quote(&o.name),
+                self.operand_name(o.value)
+            )?;
         }
         Ok(())
     }
@@ -124,7 +135,11 @@ pub fn state_init_text(m: &Module, init: &StateInit) -> String {
     match init {
         StateInit::Zeros => "zeros".into(),
         StateInit::Uniform { lo, hi, seed } => {
-            format!("uniform({}, {}, seed={seed})", format_f64(*lo), format_f64(*hi))
+            format!(
+                "uniform({}, {}, seed={seed})",
+                format_f64(*lo),
+                format_f64(*hi)
+            )
         }
         StateInit::Const(c) => m.operand_name(Operand::Const(*c)),
     }
@@ -134,7 +149,12 @@ pub fn state_init_text(m: &Module, init: &StateInit) -> String {
 pub fn inst_text(m: &Module, inst: &Inst) -> String {
     let mut f = String::new();
     let names = |vals: &mut dyn Iterator<Item = String>| vals.collect::<Vec<_>>().join(", ");
-    f += &names(&mut inst.results.iter().map(|r| m.operand_name(Operand::Value(*r))));
+    f += &names(
+        &mut inst
+            .results
+            .iter()
+            .map(|r| m.operand_name(Operand::Value(*r))),
+    );
     f += " = ";
     f += inst.op.name();
     if !inst.args.is_empty() {
@@ -148,9 +168,11 @@ pub fn inst_text(m: &Module, inst: &Inst) -> String {
         f += "}";
     }
     f += " : ";
-    f += &names(&mut inst.results.iter().map(|r| match m.values.get(r.index()) {
-        Some(d) => d.ty.to_string(),
-        None => "?".into(),
-    }));
+    f += &names(
+        &mut inst.results.iter().map(|r| match m.values.get(r.index()) {
+            Some(d) => d.ty.to_string(),
+            None => "?".into(),
+        }),
+    );
     f
 }

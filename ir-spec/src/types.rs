@@ -36,12 +36,18 @@ pub struct TensorType {
 impl TensorType {
     /// An `f32` tensor of the given shape.
     pub fn f32(shape: impl Into<Vec<usize>>) -> Self {
-        TensorType { dtype: DType::F32, shape: shape.into() }
+        TensorType {
+            dtype: DType::F32,
+            shape: shape.into(),
+        }
     }
 
     /// An `i32` tensor of the given shape.
     pub fn i32(shape: impl Into<Vec<usize>>) -> Self {
-        TensorType { dtype: DType::I32, shape: shape.into() }
+        TensorType {
+            dtype: DType::I32,
+            shape: shape.into(),
+        }
     }
 
     /// Number of dimensions.
@@ -52,7 +58,9 @@ impl TensorType {
     /// Number of elements (1 for a scalar). Saturates instead of overflowing, so absurd shapes
     /// from a file are caught by size checks rather than wrapping.
     pub fn num_elements(&self) -> usize {
-        self.shape.iter().fold(1usize, |acc, &d| acc.saturating_mul(d))
+        self.shape
+            .iter()
+            .fold(1usize, |acc, &d| acc.saturating_mul(d))
     }
 }
 

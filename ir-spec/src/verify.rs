@@ -122,7 +122,10 @@ impl Verified {
 
     /// True when every constant holds its data (no checksum-only constants), so it can run.
     pub fn is_runnable(&self) -> bool {
-        self.module.constants.iter().all(|c| !matches!(c.data, ConstData::External { .. }))
+        self.module
+            .constants
+            .iter()
+            .all(|c| !matches!(c.data, ConstData::External { .. }))
     }
 }
 
@@ -136,12 +139,20 @@ impl Deref for Verified {
 /// Verify a module for a target; on success it becomes [`Verified`].
 pub fn verify(module: Module, target: Target) -> Result<Verified, VerifyErrors> {
     let errors = check(&module, target);
-    if errors.is_empty() { Ok(Verified { module, target }) } else { Err(VerifyErrors(errors)) }
+    if errors.is_empty() {
+        Ok(Verified { module, target })
+    } else {
+        Err(VerifyErrors(errors))
+    }
 }
 
 /// Every error in a module, without consuming it.
 pub fn check(m: &Module, target: Target) -> Vec<VerifyError> {
-    Checker { m, errors: Vec::new() }.run(target)
+    Checker {
+        m,
+        errors: Vec::new(),
+    }
+    .run(target)
 }
 
 struct Checker<'a> {
@@ -163,8 +174,11 @@ impl Checker<'_> {
             Location::State(i) => format!("`state ${}`", m.states[i].name),
             Location::Inst(i) => {
                 let inst = &m.insts[i.index()];
-                let results: Vec<String> =
-                    inst.results.iter().map(|r| m.operand_name(Operand::Value(*r))).collect();
+                let results: Vec<String> = inst
+                    .results
+                    .iter()
+                    .map(|r| m.operand_name(Operand::Value(*r)))
+                    .collect();
                 format!("`{} = {}`", results.join(", "), inst.op.name())
             }
             Location::Next(i) => {
@@ -177,7 +191,11 @@ impl Checker<'_> {
 
     fn err(&mut self, location: Location, message: impl Into<String>) {
         let entity = self.entity(location);
-        self.errors.push(VerifyError { location, entity, message: message.into() });
+        self.errors.push(VerifyError {
+            location,
+            entity,
+            message: message.into(),
+        });
     }
 
     fn operand_ok(&self, o: Operand) -> bool {
@@ -187,10 +205,16 @@ impl Checker<'_> {
     fn run(mut self, target: Target) -> Vec<VerifyError> {
         let m = self.m;
         if !(m.dt > 0.0 && m.dt.is_finite()) {
-            self.err(Location::Module, format!("dt must be positive, got {}", m.dt));
+            self.err(
+                Location::Module,
+                format!("dt must be positive, got {}", m.dt),
+            );
         }
         if !is_valid_name(&m.name) {
-            self.err(Location::Module, "module name must be letters, digits, `_`, `.`, `-` or `/`");
+            self.err(
+                Location::Module,
+                "module name must be letters, digits, `_`, `.`, `-` or `/`",
+            );
         }
 
         // Where each value is defined: position 0 for inputs, i+1 for instruction i.
@@ -214,7 +238,10 @@ impl Checker<'_> {
                         }
                         def_count[r.index()] += 1;
                     }
-                    None => self.err(Location::Inst(InstId(i as u32)), format!("result {r} is missing")),
+                    None => self.err(
+                        Location::Inst(InstId(i as u32)),
+                        format!("result {r} is missing"),
+                    ),
                 }
             }
         }
@@ -224,7 +251,10 @@ impl Checker<'_> {
             match def_count[i] {
                 0 => self.err(loc, "is used but never defined"),
                 1 => {}
-                n => self.err(loc, format!("is defined {n} times (SSA values are defined once)")),
+                n => self.err(
+                    loc,
+                    format!("is defined {n} times (SSA values are defined once)"),
+                ),
             }
             if def_count[i] <= 1 && !names.insert(v.name.as_str()) {
                 self.err(loc, "another value has the same name");
@@ -243,18 +273,28 @@ impl Checker<'_> {
                 self.err(Location::Const(i), "another constant has the same name");
             }
             if !is_valid_name(&c.name) {
-                self.err(Location::Const(i), "names are letters, digits, `_`, `.`, `-` or `/`");
+                self.err(
+                    Location::Const(i),
+                    "names are letters, digits, `_`, `.`, `-` or `/`",
+                );
             }
             if let Some(dt) = c.data.dtype() {
                 if dt != c.ty.dtype {
-                    self.err(Location::Const(i), format!("data is {} but the type is {}", dt.keyword(), c.ty));
+                    self.err(
+                        Location::Const(i),
+                        format!("data is {} but the type is {}", dt.keyword(), c.ty),
+                    );
                 }
             }
             if let Some(n) = c.data.len() {
                 if n != c.ty.num_elements() {
                     self.err(
                         Location::Const(i),
-                        format!("has {n} elements but type {} needs {}", c.ty, c.ty.num_elements()),
+                        format!(
+                            "has {n} elements but type {} needs {}",
+                            c.ty,
+                            c.ty.num_elements()
+                        ),
                     );
                 }
             }
@@ -266,7 +306,10 @@ impl Checker<'_> {
                 self.err(Location::State(i), "another state has the same name");
             }
             if !is_valid_name(&s.name) {
-                self.err(Location::State(i), "names are letters, digits, `_`, `.`, `-` or `/`");
+                self.err(
+                    Location::State(i),
+                    "names are letters, digits, `_`, `.`, `-` or `/`",
+                );
             }
             if s.ty.dtype != DType::F32 {
                 self.err(Location::State(i), format!("states are f32, got {}", s.ty));
@@ -275,16 +318,25 @@ impl Checker<'_> {
                 StateInit::Zeros => {}
                 StateInit::Uniform { lo, hi, .. } => {
                     if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
-                        self.err(Location::State(i), format!("uniform({lo}, {hi}) needs finite lo <= hi"));
+                        self.err(
+                            Location::State(i),
+                            format!("uniform({lo}, {hi}) needs finite lo <= hi"),
+                        );
                     }
                 }
                 StateInit::Const(c) => match m.constants.get(c.index()) {
                     Some(k) if k.ty == s.ty => {}
                     Some(k) => self.err(
                         Location::State(i),
-                        format!("initial constant @{} is {} but the state is {}", k.name, k.ty, s.ty),
+                        format!(
+                            "initial constant @{} is {} but the state is {}",
+                            k.name, k.ty, s.ty
+                        ),
                     ),
-                    None => self.err(Location::State(i), format!("initial constant {c} is missing")),
+                    None => self.err(
+                        Location::State(i),
+                        format!("initial constant {c} is missing"),
+                    ),
                 },
             }
         }
@@ -312,7 +364,10 @@ impl Checker<'_> {
             if target == Target::Neural && !inst.op.is_neural() {
                 self.err(
                     loc,
-                    format!("`{}` is not allowed for the neural target; lower it first", inst.op.name()),
+                    format!(
+                        "`{}` is not allowed for the neural target; lower it first",
+                        inst.op.name()
+                    ),
                 );
             }
             if !ok || inst.results.iter().any(|r| r.index() >= m.values.len()) {
@@ -324,7 +379,12 @@ impl Checker<'_> {
                     if types.len() != inst.results.len() {
                         self.err(
                             loc,
-                            format!("`{}` has {} results, got {}", inst.op.name(), types.len(), inst.results.len()),
+                            format!(
+                                "`{}` has {} results, got {}",
+                                inst.op.name(),
+                                types.len(),
+                                inst.results.len()
+                            ),
                         );
                     } else {
                         for (k, (t, r)) in types.iter().zip(&inst.results).enumerate() {
@@ -332,7 +392,10 @@ impl Checker<'_> {
                             if got != t {
                                 self.err(
                                     loc,
-                                    format!("result {} has type {got}, but the operands give {t}", k + 1),
+                                    format!(
+                                        "result {} has type {got}, but the operands give {t}",
+                                        k + 1
+                                    ),
                                 );
                             }
                         }
@@ -355,17 +418,24 @@ impl Checker<'_> {
             next_count[n.state.index()] += 1;
             match m.operand_type(n.value) {
                 None => self.err(Location::Next(i), "value refers to a missing entity"),
-                Some(t) if *t != st.ty => {
-                    self.err(Location::Next(i), format!("value has type {t}, the state is {}", st.ty))
-                }
+                Some(t) if *t != st.ty => self.err(
+                    Location::Next(i),
+                    format!("value has type {t}, the state is {}", st.ty),
+                ),
                 _ => {}
             }
         }
         for (i, c) in next_count.iter().enumerate() {
             match c {
                 1 => {}
-                0 => self.err(Location::State(i), "has no `next`; every state is updated exactly once"),
-                n => self.err(Location::State(i), format!("has {n} `next` updates; exactly one is allowed")),
+                0 => self.err(
+                    Location::State(i),
+                    "has no `next`; every state is updated exactly once",
+                ),
+                n => self.err(
+                    Location::State(i),
+                    format!("has {n} `next` updates; exactly one is allowed"),
+                ),
             }
         }
 
@@ -384,15 +454,22 @@ impl Checker<'_> {
     /// Index tables of `gather` and `sparse` must stay inside their tensors.
     fn check_indices(&mut self, loc: Location, op: &Op, args: &[Operand]) {
         let m = self.m;
-        let (Some(&Operand::Const(c)), Some(x)) = (args.get(1), args.first()) else { return };
-        let Some(k) = m.constants.get(c.index()) else { return };
+        let (Some(&Operand::Const(c)), Some(x)) = (args.get(1), args.first()) else {
+            return;
+        };
+        let Some(k) = m.constants.get(c.index()) else {
+            return;
+        };
         let ConstData::I32(idx) = &k.data else { return };
         let Some(xt) = m.operand_type(*x) else { return };
         let n_in = xt.num_elements();
         match op {
             Op::Gather { .. } => {
                 if let Some(bad) = idx.iter().find(|&&i| i < 0 || i as usize >= n_in) {
-                    self.err(loc, format!("gather index {bad} is outside the {n_in} input elements"));
+                    self.err(
+                        loc,
+                        format!("gather index {bad} is outside the {n_in} input elements"),
+                    );
                 }
             }
             Op::Sparse { shape } => {
@@ -402,7 +479,9 @@ impl Checker<'_> {
                         if r < 0 || r as usize >= n_out || col < 0 || col as usize >= n_in {
                             self.err(
                                 loc,
-                                format!("sparse entry ({r}, {col}) is outside [{n_out}] × [{n_in}]"),
+                                format!(
+                                    "sparse entry ({r}, {col}) is outside [{n_out}] × [{n_in}]"
+                                ),
                             );
                             return;
                         }

@@ -3,8 +3,8 @@
 
 use proptest::prelude::*;
 use snnc_ir::{
-    Builder, ConvAttrs, Module, Neuron, NeuronModel, Op, Operand, Padding, PoolAttrs, StateInit, Target,
-    ValueId, check, parse,
+    Builder, ConvAttrs, Module, Neuron, NeuronModel, Op, Operand, Padding, PoolAttrs, StateInit,
+    Target, ValueId, check, parse,
 };
 
 /// One step of a generated module, applied to the most recent value.
@@ -46,7 +46,8 @@ fn step() -> impl Strategy<Value = Step> {
         (1usize..6, prop::collection::vec(any::<f32>(), 64)).prop_map(|(m, w)| Step::Dense(m, w)),
         prop::collection::vec(-10.0f32..10.0, 64).prop_map(Step::Bias),
         (1usize..4, 1usize..3, any::<bool>()).prop_map(|(k, s, same)| Step::Conv(k, s, same)),
-        (any::<bool>(), 1usize..3, 1usize..3, any::<bool>()).prop_map(|(m, p, s, same)| Step::Pool(m, p, s, same)),
+        (any::<bool>(), 1usize..3, 1usize..3, any::<bool>())
+            .prop_map(|(m, p, s, same)| Step::Pool(m, p, s, same)),
         (0.0f64..0.1).prop_map(Step::Lowpass),
         (0.0f64..0.1).prop_map(Step::Alpha),
         Just(Step::Flatten),
@@ -60,7 +61,11 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn neuron(model: NeuronModel, gain: f64, amplitude: f64) -> Op {
-    Op::Neuron(Neuron { model, gain, amplitude })
+    Op::Neuron(Neuron {
+        model,
+        gain,
+        amplitude,
+    })
 }
 
 /// Build a module from a recipe; steps that do not fit the current shape are skipped.
@@ -79,20 +84,39 @@ fn build(shape: Vec<usize>, steps: &[Step]) -> Module {
                     1 => NeuronModel::LeakyRelu { negative_slope: *a },
                     2 => NeuronModel::Sigmoid,
                     3 => NeuronModel::Tanh,
-                    _ => NeuronModel::LifRate { tau_rc: 0.02, tau_ref: a.abs() % 0.01 },
+                    _ => NeuronModel::LifRate {
+                        tau_rc: 0.02,
+                        tau_ref: a.abs() % 0.01,
+                    },
                 };
                 b.op1(neuron(model, *g, *a), &[x.into()], &name)
             }
             Step::Spiking(k, g, seed) => {
                 let model = match k {
                     0 => NeuronModel::SpikingRelu,
-                    1 => NeuronModel::SpikingLeakyRelu { negative_slope: 0.3 },
+                    1 => NeuronModel::SpikingLeakyRelu {
+                        negative_slope: 0.3,
+                    },
                     2 => NeuronModel::IfNeuron,
-                    _ => NeuronModel::Lif { tau_rc: 0.03, tau_ref: 0.001, min_voltage: -1.0 },
+                    _ => NeuronModel::Lif {
+                        tau_rc: 0.03,
+                        tau_ref: 0.001,
+                        min_voltage: -1.0,
+                    },
                 };
                 let states = model.num_states();
                 let ss: Vec<_> = (0..states)
-                    .map(|j| b.state(&format!("{name}.s{j}"), &shp, StateInit::Uniform { lo: 0.0, hi: 1.0, seed: *seed }))
+                    .map(|j| {
+                        b.state(
+                            &format!("{name}.s{j}"),
+                            &shp,
+                            StateInit::Uniform {
+                                lo: 0.0,
+                                hi: 1.0,
+                                seed: *seed,
+                            },
+                        )
+                    })
                     .collect();
                 let mut args: Vec<Operand> = vec![x.into()];
                 args.extend(ss.iter().map(|&s| Operand::State(s)));
@@ -116,7 +140,11 @@ fn build(shape: Vec<usize>, steps: &[Step]) -> Module {
             }
             Step::Conv(k, s, same) if shp.len() == 3 => {
                 let cin = shp[2];
-                let c = b.constant_f32(&format!("{name}.k"), &[*k, *k, cin, 2], vec![0.25; k * k * cin * 2]);
+                let c = b.constant_f32(
+                    &format!("{name}.k"),
+                    &[*k, *k, cin, 2],
+                    vec![0.25; k * k * cin * 2],
+                );
                 let attrs = ConvAttrs {
                     strides: vec![*s, 1],
                     padding: if *same { Padding::Same } else { Padding::Valid },
@@ -132,7 +160,15 @@ fn build(shape: Vec<usize>, steps: &[Step]) -> Module {
                     strides: vec![*s; d],
                     padding: if *same { Padding::Same } else { Padding::Valid },
                 };
-                b.op1(if *is_max { Op::MaxPool(attrs) } else { Op::AvgPool(attrs) }, &[x.into()], &name)
+                b.op1(
+                    if *is_max {
+                        Op::MaxPool(attrs)
+                    } else {
+                        Op::AvgPool(attrs)
+                    },
+                    &[x.into()],
+                    &name,
+                )
             }
             Step::Lowpass(tau) => {
                 let st = b.state(&format!("{name}.syn"), &shp, StateInit::Zeros);
@@ -145,7 +181,11 @@ fn build(shape: Vec<usize>, steps: &[Step]) -> Module {
             Step::Alpha(tau) => {
                 let y = b.state(&format!("{name}.y"), &shp, StateInit::Zeros);
                 let z = b.state(&format!("{name}.z"), &shp, StateInit::Zeros);
-                match b.op(Op::Alpha { tau: *tau }, &[x.into(), y.into(), z.into()], &name) {
+                match b.op(
+                    Op::Alpha { tau: *tau },
+                    &[x.into(), y.into(), z.into()],
+                    &name,
+                ) {
                     Ok(rs) => {
                         b.next(y, rs[0]);
                         b.next(z, rs[1]);
@@ -160,13 +200,27 @@ fn build(shape: Vec<usize>, steps: &[Step]) -> Module {
                 perm.swap(0, 1);
                 b.op1(Op::Transpose { perm }, &[x.into()], &name)
             }
-            Step::Pad(p) => b.op1(Op::Pad { pads: vec![[*p, 1]; shp.len()] }, &[x.into()], &name),
+            Step::Pad(p) => b.op1(
+                Op::Pad {
+                    pads: vec![[*p, 1]; shp.len()],
+                },
+                &[x.into()],
+                &name,
+            ),
             Step::AddSelf => b.op1(Op::Add, &[x.into(), x.into()], &name),
-            Step::Concat if !shp.is_empty() => b.op1(Op::Concat { axis: 0 }, &[x.into(), x.into()], &name),
+            Step::Concat if !shp.is_empty() => {
+                b.op1(Op::Concat { axis: 0 }, &[x.into(), x.into()], &name)
+            }
             Step::Gather(seed) if n > 0 => {
-                let idx: Vec<i32> = (0..n).map(|i| ((seed.wrapping_add(i as u64 * 7919)) % n as u64) as i32).collect();
+                let idx: Vec<i32> = (0..n)
+                    .map(|i| ((seed.wrapping_add(i as u64 * 7919)) % n as u64) as i32)
+                    .collect();
                 let c = b.constant_i32(&format!("{name}.idx"), &[n], idx);
-                b.op1(Op::Gather { shape: shp.clone() }, &[x.into(), c.into()], &name)
+                b.op1(
+                    Op::Gather { shape: shp.clone() },
+                    &[x.into(), c.into()],
+                    &name,
+                )
             }
             Step::Output => {
                 b.output(&format!("out \"{i}\""), x);

@@ -50,11 +50,30 @@ impl Interpreter {
             v.resize(total, 0.0);
             Ok(v)
         };
-        let values = m.values.iter().map(|v| alloc(v.ty.num_elements())).collect::<Result<_, _>>()?;
-        let states = m.states.iter().map(|s| alloc(s.ty.num_elements())).collect::<Result<_, _>>()?;
-        let outputs =
-            m.outputs.iter().map(|o| alloc(operand_len(&m, o.value))).collect::<Result<_, _>>()?;
-        let mut it = Interpreter { module: m, batch, consts_f32, consts_i32, values, states, outputs };
+        let values = m
+            .values
+            .iter()
+            .map(|v| alloc(v.ty.num_elements()))
+            .collect::<Result<_, _>>()?;
+        let states = m
+            .states
+            .iter()
+            .map(|s| alloc(s.ty.num_elements()))
+            .collect::<Result<_, _>>()?;
+        let outputs = m
+            .outputs
+            .iter()
+            .map(|o| alloc(operand_len(&m, o.value)))
+            .collect::<Result<_, _>>()?;
+        let mut it = Interpreter {
+            module: m,
+            batch,
+            consts_f32,
+            consts_i32,
+            values,
+            states,
+            outputs,
+        };
         it.reset(0);
         Ok(it)
     }
@@ -86,11 +105,13 @@ impl Engine for Interpreter {
                 StateInit::Uniform { lo, hi, seed: own } => {
                     uniform_fill(&mut buf[..n], *lo, *hi, *own, seed);
                     let (first, rest) = buf.split_at_mut(n);
-                    rest.chunks_mut(n.max(1)).for_each(|c| c.copy_from_slice(&first[..c.len()]));
+                    rest.chunks_mut(n.max(1))
+                        .for_each(|c| c.copy_from_slice(&first[..c.len()]));
                 }
                 StateInit::Const(c) => {
                     let data = &self.consts_f32[c.index()];
-                    buf.chunks_mut(n.max(1)).for_each(|ch| ch.copy_from_slice(&data[..ch.len()]));
+                    buf.chunks_mut(n.max(1))
+                        .for_each(|ch| ch.copy_from_slice(&data[..ch.len()]));
                 }
             }
         }
@@ -103,10 +124,16 @@ impl Engine for Interpreter {
         }
         for i in 0..self.module.insts.len() {
             let inst = &self.module.insts[i];
-            let mut outs: Vec<Vec<f32>> =
-                inst.results.iter().map(|r| std::mem::take(&mut self.values[r.index()])).collect();
-            let out_lens: Vec<usize> =
-                inst.results.iter().map(|r| self.module.value(*r).ty.num_elements()).collect();
+            let mut outs: Vec<Vec<f32>> = inst
+                .results
+                .iter()
+                .map(|r| std::mem::take(&mut self.values[r.index()]))
+                .collect();
+            let out_lens: Vec<usize> = inst
+                .results
+                .iter()
+                .map(|r| self.module.value(*r).ty.num_elements())
+                .collect();
             for b in 0..self.batch {
                 let args: Vec<&[f32]> = inst.args.iter().map(|&a| self.sample(a, b)).collect();
                 let mut out_slices: Vec<&mut [f32]> = outs
@@ -202,7 +229,10 @@ fn eval(it: &Interpreter, i: usize, args: &[&[f32]], outs: &mut [&mut [f32]]) {
         Op::Bias | Op::Scale => {
             let b = args[1];
             let add = matches!(inst.op, Op::Bias);
-            for chunk in out.chunks_mut(b.len().max(1)).zip(args[0].chunks(b.len().max(1))) {
+            for chunk in out
+                .chunks_mut(b.len().max(1))
+                .zip(args[0].chunks(b.len().max(1)))
+            {
                 for ((y, &x), &p) in chunk.0.iter_mut().zip(chunk.1).zip(b) {
                     *y = if add { x + p } else { x * p };
                 }
@@ -253,7 +283,12 @@ fn eval(it: &Interpreter, i: usize, args: &[&[f32]], outs: &mut [&mut [f32]]) {
             let out_strides = strides_of(&m.value(inst.results[0]).ty.shape);
             out.fill(0.0);
             for_each_index(in_shape, |flat, idx| {
-                let dst: usize = idx.iter().zip(pads).zip(&out_strides).map(|((&i, p), s)| (i + p[0]) * s).sum();
+                let dst: usize = idx
+                    .iter()
+                    .zip(pads)
+                    .zip(&out_strides)
+                    .map(|((&i, p), s)| (i + p[0]) * s)
+                    .sum();
                 out[dst] = args[0][flat];
             });
         }
@@ -264,7 +299,9 @@ fn eval(it: &Interpreter, i: usize, args: &[&[f32]], outs: &mut [&mut [f32]]) {
                 let src: usize = idx
                     .iter()
                     .enumerate()
-                    .map(|(a, &i)| (if a < factors.len() { i / factors[a] } else { i }) * in_strides[a])
+                    .map(|(a, &i)| {
+                        (if a < factors.len() { i / factors[a] } else { i }) * in_strides[a]
+                    })
                     .sum();
                 out[flat] = args[0][src];
             });
@@ -285,7 +322,10 @@ fn eval(it: &Interpreter, i: usize, args: &[&[f32]], outs: &mut [&mut [f32]]) {
             let (g, a) = (n.gain as f32, n.amplitude as f32);
             let j = args[0];
             match &n.model {
-                NeuronModel::Relu => out.iter_mut().zip(j).for_each(|(y, &x)| *y = a * (g * x).max(0.0)),
+                NeuronModel::Relu => out
+                    .iter_mut()
+                    .zip(j)
+                    .for_each(|(y, &x)| *y = a * (g * x).max(0.0)),
                 NeuronModel::LeakyRelu { negative_slope } => {
                     let s = *negative_slope as f32;
                     out.iter_mut().zip(j).for_each(|(y, &x)| {
@@ -293,15 +333,23 @@ fn eval(it: &Interpreter, i: usize, args: &[&[f32]], outs: &mut [&mut [f32]]) {
                         *y = a * if x < 0.0 { s * x } else { x };
                     })
                 }
-                NeuronModel::Sigmoid => {
-                    out.iter_mut().zip(j).for_each(|(y, &x)| *y = a / (1.0 + (-g * x).exp()))
-                }
-                NeuronModel::Tanh => out.iter_mut().zip(j).for_each(|(y, &x)| *y = a * (g * x).tanh()),
+                NeuronModel::Sigmoid => out
+                    .iter_mut()
+                    .zip(j)
+                    .for_each(|(y, &x)| *y = a / (1.0 + (-g * x).exp())),
+                NeuronModel::Tanh => out
+                    .iter_mut()
+                    .zip(j)
+                    .for_each(|(y, &x)| *y = a * (g * x).tanh()),
                 NeuronModel::LifRate { tau_rc, tau_ref } => {
                     let (rc, rf) = (*tau_rc as f32, *tau_ref as f32);
                     out.iter_mut().zip(j).for_each(|(y, &x)| {
                         let jj = g * x - 1.0;
-                        *y = if jj > 0.0 { a / (rf + rc * (1.0 / jj).ln_1p()) } else { 0.0 };
+                        *y = if jj > 0.0 {
+                            a / (rf + rc * (1.0 / jj).ln_1p())
+                        } else {
+                            0.0
+                        };
                     })
                 }
                 NeuronModel::SpikingRelu
@@ -312,9 +360,14 @@ fn eval(it: &Interpreter, i: usize, args: &[&[f32]], outs: &mut [&mut [f32]]) {
                         let x = g * j[k];
                         let (drive, count) = match &n.model {
                             NeuronModel::SpikingRelu => (x.max(0.0), f32::floor as fn(f32) -> f32),
-                            NeuronModel::SpikingLeakyRelu { negative_slope } => {
-                                (if x > 0.0 { x } else { *negative_slope as f32 * x }, f32::trunc as fn(f32) -> f32)
-                            }
+                            NeuronModel::SpikingLeakyRelu { negative_slope } => (
+                                if x > 0.0 {
+                                    x
+                                } else {
+                                    *negative_slope as f32 * x
+                                },
+                                f32::trunc as fn(f32) -> f32,
+                            ),
                             _ => (x, (|v: f32| v.floor().max(0.0)) as fn(f32) -> f32),
                         };
                         let v = args[1][k] + drive * dt;
@@ -323,7 +376,11 @@ fn eval(it: &Interpreter, i: usize, args: &[&[f32]], outs: &mut [&mut [f32]]) {
                         v_out[k] = v - spikes;
                     }
                 }
-                NeuronModel::Lif { tau_rc, tau_ref, min_voltage } => {
+                NeuronModel::Lif {
+                    tau_rc,
+                    tau_ref,
+                    min_voltage,
+                } => {
                     let (rc, rf, vmin) = (*tau_rc as f32, *tau_ref as f32, *min_voltage as f32);
                     let (v_rest, r_rest) = rest.split_at_mut(1);
                     let (v_out, r_out) = (&mut *v_rest[0], &mut *r_rest[0]);

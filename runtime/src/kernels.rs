@@ -27,7 +27,8 @@ impl Window3 {
         let d = window.len();
         let mut axes = [Self::unit(), Self::unit(), Self::unit()];
         for i in 0..d {
-            axes[3 - d + i] = WindowAxis::new(in_shape[i], window[i], strides[i], dilation[i], padding)?;
+            axes[3 - d + i] =
+                WindowAxis::new(in_shape[i], window[i], strides[i], dilation[i], padding)?;
         }
         Ok(Window3 { axes })
     }
@@ -54,12 +55,13 @@ impl Window3 {
                     for k0 in 0..a.window {
                         for k1 in 0..b.window {
                             for k2 in 0..c.window {
-                                let src = match (a.source(o0, k0), b.source(o1, k1), c.source(o2, k2)) {
-                                    (Some(i0), Some(i1), Some(i2)) => {
-                                        Some((i0 * b.input + i1) * c.input + i2)
-                                    }
-                                    _ => None,
-                                };
+                                let src =
+                                    match (a.source(o0, k0), b.source(o1, k1), c.source(o2, k2)) {
+                                        (Some(i0), Some(i1), Some(i2)) => {
+                                            Some((i0 * b.input + i1) * c.input + i2)
+                                        }
+                                        _ => None,
+                                    };
                                 f(o, t, src);
                                 t += 1;
                             }
@@ -73,14 +75,27 @@ impl Window3 {
 }
 
 /// Convolution of one sample: `x` is `[s..., cin]`, `w` is `[k..., cin/groups, cout]`.
-pub fn conv(x: &[f32], in_shape: &[usize], w: &[f32], w_shape: &[usize], attrs: &ConvAttrs, out: &mut [f32]) {
+pub fn conv(
+    x: &[f32],
+    in_shape: &[usize],
+    w: &[f32],
+    w_shape: &[usize],
+    attrs: &ConvAttrs,
+    out: &mut [f32],
+) {
     let d = in_shape.len() - 1;
     let cin = in_shape[d];
     let cout = w_shape[d + 1];
     let cin_g = cin / attrs.groups;
     let cout_g = cout / attrs.groups;
-    let geo = Window3::new(in_shape, &w_shape[..d], &attrs.strides, &attrs.dilation, attrs.padding)
-        .expect("verified shapes");
+    let geo = Window3::new(
+        in_shape,
+        &w_shape[..d],
+        &attrs.strides,
+        &attrs.dilation,
+        attrs.padding,
+    )
+    .expect("verified shapes");
     out.fill(0.0);
     geo.for_each(|o, tap, src| {
         let Some(i) = src else { return };
@@ -104,7 +119,8 @@ pub fn pool(x: &[f32], in_shape: &[usize], attrs: &PoolAttrs, is_max: bool, out:
     let d = in_shape.len() - 1;
     let c = in_shape[d];
     let ones = vec![1; d];
-    let geo = Window3::new(in_shape, &attrs.pool, &attrs.strides, &ones, attrs.padding).expect("verified shapes");
+    let geo = Window3::new(in_shape, &attrs.pool, &attrs.strides, &ones, attrs.padding)
+        .expect("verified shapes");
     let n_out = geo.out_positions();
     let mut count = vec![0u32; n_out];
     out.fill(if is_max { f32::NEG_INFINITY } else { 0.0 });

@@ -17,7 +17,9 @@ use thiserror::Error;
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SimError {
     /// A constant only has a checksum (a dump); load the `.snn` artifact instead.
-    #[error("the module has constants without data (only checksums); run the .snn artifact instead")]
+    #[error(
+        "the module has constants without data (only checksums); run the .snn artifact instead"
+    )]
     MissingConstantData,
     /// Buffers for this module and batch do not fit in memory.
     #[error("the module's buffers for this batch size do not fit in memory")]
@@ -91,7 +93,11 @@ impl Simulator {
         let engine: Box<dyn Engine> = match backend {
             Backend::Interp => Box::new(interp::Interpreter::new(module, batch)?),
         };
-        Ok(Simulator { engine, batch, steps_done: 0 })
+        Ok(Simulator {
+            engine,
+            batch,
+            steps_done: 0,
+        })
     }
 
     /// The module being simulated.
@@ -128,7 +134,11 @@ impl Simulator {
         } else {
             format!("(batch={}, {})", self.batch, d.ty)
         };
-        Err(SimError::InputShape { name: d.name.clone(), expected, got: got.to_vec() })
+        Err(SimError::InputShape {
+            name: d.name.clone(),
+            expected,
+            got: got.to_vec(),
+        })
     }
 
     /// Run one step; `inputs[k]` is input `k` as `(batch, *shape)`. Returns nothing: read the
@@ -136,14 +146,20 @@ impl Simulator {
     pub fn step(&mut self, inputs: &[ArrayViewD<f32>]) -> Result<(), SimError> {
         let n = self.module().inputs.len();
         if inputs.len() != n {
-            return Err(SimError::InputCount { expected: n, got: inputs.len() });
+            return Err(SimError::InputCount {
+                expected: n,
+                got: inputs.len(),
+            });
         }
         let mut owned = Vec::with_capacity(n);
         for (k, a) in inputs.iter().enumerate() {
             self.check_input(k, a.shape(), false)?;
             owned.push(a.as_standard_layout().into_owned());
         }
-        let slices: Vec<&[f32]> = owned.iter().map(|a| a.as_slice().expect("standard layout")).collect();
+        let slices: Vec<&[f32]> = owned
+            .iter()
+            .map(|a| a.as_slice().expect("standard layout"))
+            .collect();
         self.engine.step(&slices);
         self.steps_done += 1;
         Ok(())
@@ -155,7 +171,8 @@ impl Simulator {
         let ty = m.operand_type(m.outputs[k].value).expect("verified");
         let mut shape = vec![self.batch];
         shape.extend_from_slice(&ty.shape);
-        ArrayD::from_shape_vec(IxDyn(&shape), self.engine.output(k).to_vec()).expect("engine output size")
+        ArrayD::from_shape_vec(IxDyn(&shape), self.engine.output(k).to_vec())
+            .expect("engine output size")
     }
 
     /// Run `steps` steps. Each input is `(batch, *shape)` (held for every step) or
@@ -169,7 +186,10 @@ impl Simulator {
         let m = self.module();
         let n = m.inputs.len();
         if inputs.len() != n {
-            return Err(SimError::InputCount { expected: n, got: inputs.len() });
+            return Err(SimError::InputCount {
+                expected: n,
+                got: inputs.len(),
+            });
         }
         let mut per_step = Vec::with_capacity(n);
         for (k, a) in inputs.iter().enumerate() {
@@ -184,7 +204,10 @@ impl Simulator {
             }
             per_step.push(timed);
         }
-        let held: Vec<ArrayD<f32>> = inputs.iter().map(|a| a.as_standard_layout().into_owned()).collect();
+        let held: Vec<ArrayD<f32>> = inputs
+            .iter()
+            .map(|a| a.as_standard_layout().into_owned())
+            .collect();
         let n_out = self.module().outputs.len();
         let mut recorded: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); n_out];
         for t in 0..steps {
@@ -192,10 +215,17 @@ impl Simulator {
                 .iter()
                 .zip(&per_step)
                 .map(|(a, &timed)| {
-                    if timed { a.index_axis(Axis(1), t).as_standard_layout().into_owned() } else { a.clone() }
+                    if timed {
+                        a.index_axis(Axis(1), t).as_standard_layout().into_owned()
+                    } else {
+                        a.clone()
+                    }
                 })
                 .collect();
-            let slices: Vec<&[f32]> = step_inputs.iter().map(|a| a.as_slice().expect("standard")).collect();
+            let slices: Vec<&[f32]> = step_inputs
+                .iter()
+                .map(|a| a.as_slice().expect("standard"))
+                .collect();
             self.engine.step(&slices);
             self.steps_done += 1;
             if record == Record::AllSteps {
@@ -214,7 +244,10 @@ impl Simulator {
                     let mut shape = last.shape().to_vec();
                     shape.insert(1, r.len());
                     let data: Vec<f32> = (0..self.batch)
-                        .flat_map(|b| r.iter().flat_map(move |a| a.index_axis(Axis(0), b).into_iter().copied()))
+                        .flat_map(|b| {
+                            r.iter()
+                                .flat_map(move |a| a.index_axis(Axis(0), b).into_iter().copied())
+                        })
                         .collect();
                     ArrayD::from_shape_vec(IxDyn(&shape), data).expect("recorded shapes agree")
                 })

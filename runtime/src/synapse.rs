@@ -26,7 +26,14 @@ impl AlphaCoefficients {
     /// Coefficients for step `dt` and time constant `tau` (seconds), computed in f64.
     pub fn new(dt: f64, tau: f64) -> Self {
         if tau <= 0.0 {
-            return AlphaCoefficients { yz: 0.0, yy: 0.0, yu: 1.0, zz: 0.0, zy: 0.0, zu: 0.0 };
+            return AlphaCoefficients {
+                yz: 0.0,
+                yy: 0.0,
+                yu: 1.0,
+                zz: 0.0,
+                zy: 0.0,
+                zu: 0.0,
+            };
         }
         let e = (-dt / tau).exp();
         let r = dt / tau;

@@ -18,7 +18,15 @@ fn run(text: &str, inputs: &[(&[usize], Vec<f32>)], steps: usize) -> Vec<Vec<f32
         .collect();
     let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
     let out = sim.run(steps, &views, Record::AllSteps).unwrap();
-    (0..steps).map(|t| out[0].index_axis(ndarray::Axis(1), t).iter().copied().collect()).collect()
+    (0..steps)
+        .map(|t| {
+            out[0]
+                .index_axis(ndarray::Axis(1), t)
+                .iter()
+                .copied()
+                .collect()
+        })
+        .collect()
 }
 
 fn close(a: &[f32], b: &[f32], tol: f32) {
@@ -30,17 +38,24 @@ fn close(a: &[f32], b: &[f32], tol: f32) {
 
 /// Deterministic pseudo-random data in [-1, 1).
 fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
 }
 
 fn list(v: &[f32]) -> String {
-    v.iter().map(|x| format!("{x:?}")).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|x| format!("{x:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[test]
@@ -48,18 +63,32 @@ fn rate_neurons_match_nengo_formulas() {
     let x = vec![-2.0, -0.5, 0.0, 0.5, 1.5, 3.0];
     let cases: Vec<(&str, Box<dyn Fn(f32) -> f32>)> = vec![
         ("relu", Box::new(|j: f32| j.max(0.0))),
-        ("relu {gain=2, amplitude=0.5}", Box::new(|j: f32| 0.5 * (2.0 * j).max(0.0))),
-        ("leaky_relu {negative_slope=0.1}", Box::new(|j: f32| if j < 0.0 { 0.1 * j } else { j })),
+        (
+            "relu {gain=2, amplitude=0.5}",
+            Box::new(|j: f32| 0.5 * (2.0 * j).max(0.0)),
+        ),
+        (
+            "leaky_relu {negative_slope=0.1}",
+            Box::new(|j: f32| if j < 0.0 { 0.1 * j } else { j }),
+        ),
         ("sigmoid", Box::new(|j: f32| 1.0 / (1.0 + (-j).exp()))),
         ("tanh", Box::new(|j: f32| j.tanh())),
         (
             "lif_rate",
-            Box::new(|j: f32| if j > 1.0 { 1.0 / (0.002 + 0.02 * (1.0 + 1.0 / (j - 1.0)).ln()) } else { 0.0 }),
+            Box::new(|j: f32| {
+                if j > 1.0 {
+                    1.0 / (0.002 + 0.02 * (1.0 + 1.0 / (j - 1.0)).ln())
+                } else {
+                    0.0
+                }
+            }),
         ),
     ];
     for (op, f) in cases {
         let (name, attrs) = op.split_once(' ').unwrap_or((op, ""));
-        let text = format!("module @m dt=0.001\ninput %x : f32[6]\n%y = {name} %x {attrs} : f32[6]\noutput \"y\" = %y\n");
+        let text = format!(
+            "module @m dt=0.001\ninput %x : f32[6]\n%y = {name} %x {attrs} : f32[6]\noutput \"y\" = %y\n"
+        );
         let want: Vec<f32> = x.iter().map(|&j| f(j)).collect();
         close(&run(&text, &[(&[6], x.clone())], 1)[0], &want, 1e-6);
     }
@@ -68,15 +97,21 @@ fn rate_neurons_match_nengo_formulas() {
 #[test]
 fn lif_rate_formula_hand_value() {
     // J=2: 1/(0.002 + 0.02·ln 2) = 63.0400...
-    let text = "module @m dt=0.001\ninput %x : f32[1]\n%y = lif_rate %x : f32[1]\noutput \"y\" = %y\n";
+    let text =
+        "module @m dt=0.001\ninput %x : f32[1]\n%y = lif_rate %x : f32[1]\noutput \"y\" = %y\n";
     close(&run(text, &[(&[1], vec![2.0])], 1)[0], &[63.040_0], 1e-5);
 }
 
 #[test]
 fn softmax_and_batch_norm_hand_values() {
-    let text = "module @m dt=0.001\ninput %x : f32[2]\n%y = softmax %x : f32[2]\noutput \"y\" = %y\n";
+    let text =
+        "module @m dt=0.001\ninput %x : f32[2]\n%y = softmax %x : f32[2]\noutput \"y\" = %y\n";
     let e = 1.0f32.exp();
-    close(&run(text, &[(&[2], vec![0.0, 1.0])], 1)[0], &[1.0 / (1.0 + e), e / (1.0 + e)], 1e-6);
+    close(
+        &run(text, &[(&[2], vec![0.0, 1.0])], 1)[0],
+        &[1.0 / (1.0 + e), e / (1.0 + e)],
+        1e-6,
+    );
     let text = "module @m dt=0.001
 input %x : f32[2,2]
 const @g : f32[2] = [2, 1]
@@ -87,8 +122,17 @@ const @var : f32[2] = [4, 0.25]
 output \"y\" = %y
 ";
     // (x-mu)/sqrt(var)*g + b
-    let want = [2.0 * (1.0 - 1.0) / 2.0 + 0.5, (0.0 + 1.0) / 0.5, 2.0 * (3.0 - 1.0) / 2.0 + 0.5, (-1.0 + 1.0) / 0.5];
-    close(&run(text, &[(&[2, 2], vec![1.0, 0.0, 3.0, -1.0])], 1)[0], &want, 1e-6);
+    let want = [
+        2.0 * (1.0 - 1.0) / 2.0 + 0.5,
+        (0.0 + 1.0) / 0.5,
+        2.0 * (3.0 - 1.0) / 2.0 + 0.5,
+        (-1.0 + 1.0) / 0.5,
+    ];
+    close(
+        &run(text, &[(&[2, 2], vec![1.0, 0.0, 3.0, -1.0])], 1)[0],
+        &want,
+        1e-6,
+    );
 }
 
 #[test]
@@ -113,30 +157,47 @@ fn spiking_rates_match_rate_models_over_ten_seconds() {
     for (spiking, rate, states) in [
         ("spiking_relu", "relu", 1),
         ("lif", "lif_rate", 2),
-        ("spiking_leaky_relu {negative_slope=0.5}", "leaky_relu {negative_slope=0.5}", 1),
+        (
+            "spiking_leaky_relu {negative_slope=0.5}",
+            "leaky_relu {negative_slope=0.5}",
+            1,
+        ),
     ] {
         let currents = [-40.0f32, 1.5, 2.0, 5.0, 20.0, 37.0];
         let mut text = String::from("module @m dt=0.001\ninput %j : f32[6]\n");
         let mut st = Vec::new();
         for k in 0..states {
-            text += &format!("state $s{k} : f32[6] = uniform(0, {}, seed={k})\n", if k == 0 { 1 } else { 0 });
+            text += &format!(
+                "state $s{k} : f32[6] = uniform(0, {}, seed={k})\n",
+                if k == 0 { 1 } else { 0 }
+            );
             st.push(format!("$s{k}"));
         }
         let news: Vec<String> = (0..states).map(|k| format!("%n{k}")).collect();
         let tys = vec!["f32[6]"; states + 1].join(", ");
         let (sname, sattrs) = spiking.split_once(' ').unwrap_or((spiking, ""));
         let (rname, rattrs) = rate.split_once(' ').unwrap_or((rate, ""));
-        text += &format!("%y, {} = {sname} %j, {} {sattrs} : {tys}\n", news.join(", "), st.join(", "));
+        text += &format!(
+            "%y, {} = {sname} %j, {} {sattrs} : {tys}\n",
+            news.join(", "),
+            st.join(", ")
+        );
         for k in 0..states {
             text += &format!("next $s{k} = %n{k}\n");
         }
-        text += &format!("%r = {rname} %j {rattrs} : f32[6]\noutput \"y\" = %y\noutput \"r\" = %r\n");
+        text +=
+            &format!("%r = {rname} %j {rattrs} : f32[6]\noutput \"y\" = %y\noutput \"r\" = %r\n");
         let m = verify(parse(&text).unwrap(), Target::Any).unwrap();
         let mut sim = Simulator::new(&m, Backend::Interp, 1).unwrap();
         let x = ArrayD::from_shape_vec(IxDyn(&[1, 6]), currents.to_vec()).unwrap();
         let out = sim.run(10_000, &[x.view()], Record::AllSteps).unwrap();
         for k in 0..6 {
-            let mean: f64 = out[0].slice(ndarray::s![0, .., k]).iter().map(|&v| v as f64).sum::<f64>() / 10_000.0;
+            let mean: f64 = out[0]
+                .slice(ndarray::s![0, .., k])
+                .iter()
+                .map(|&v| v as f64)
+                .sum::<f64>()
+                / 10_000.0;
             let want = out[1][[0, 9_999, k]] as f64;
             assert!(
                 (mean - want).abs() <= 0.01 * want.abs() + 0.11,
@@ -164,7 +225,10 @@ output \"s\" = %s
     let mut voltages = Vec::new();
     for t in 0..6 {
         let j = if t == 0 { -500.0 } else { 500.0 };
-        sim.step(&[ArrayD::from_shape_vec(IxDyn(&[1, 1]), vec![j]).unwrap().view()]).unwrap();
+        sim.step(&[ArrayD::from_shape_vec(IxDyn(&[1, 1]), vec![j])
+            .unwrap()
+            .view()])
+            .unwrap();
         voltages.push(sim.output(0)[[0, 0]]);
         count += sim.output(1)[[0, 0]] * 0.001;
     }
@@ -204,7 +268,11 @@ output \"y\" = %y1
     for (k, o) in out.iter().enumerate() {
         let t = (k + 1) as f64 * 0.001 / 0.01;
         let want = 1.0 - (-t).exp() * (1.0 + t);
-        assert!((o[0] as f64 - want).abs() < 1e-5, "step {k}: {} vs {want}", o[0]);
+        assert!(
+            (o[0] as f64 - want).abs() < 1e-5,
+            "step {k}: {} vs {want}",
+            o[0]
+        );
     }
 }
 
@@ -272,7 +340,8 @@ fn conv2d_matches_direct_loops() {
     for (n, &(h, w, c, kh, kw, cout, st, dil, same, groups)) in cases.iter().enumerate() {
         let x = data(h * w * c, n as u64);
         let k = data(kh * kw * (c / groups) * cout, 100 + n as u64);
-        let (want, oh, ow) = conv2d_direct(&x, (h, w, c), &k, (kh, kw, cout), st, dil, same, groups);
+        let (want, oh, ow) =
+            conv2d_direct(&x, (h, w, c), &k, (kh, kw, cout), st, dil, same, groups);
         let text = format!(
             "module @m dt=0.001\ninput %x : f32[{h},{w},{c}]\nconst @k : f32[{kh},{kw},{},{cout}] = [{}]\n\
              %y = conv %x, @k {{strides=[{},{}], padding={}, dilation=[{},{}], groups={groups}}} : f32[{oh},{ow},{cout}]\n\
@@ -316,12 +385,22 @@ fn conv1d_and_conv3d_match_conv2d_with_unit_axes() {
 #[test]
 fn pooling_matches_direct_loops() {
     // (h, w, c, ph, pw, sh, sw, same)
-    let cases = [(6, 6, 2, 2, 2, 2, 2, false), (7, 5, 3, 3, 3, 2, 2, true), (5, 6, 1, 2, 2, 1, 1, true), (8, 8, 2, 3, 2, 1, 2, false)];
+    let cases = [
+        (6, 6, 2, 2, 2, 2, 2, false),
+        (7, 5, 3, 3, 3, 2, 2, true),
+        (5, 6, 1, 2, 2, 1, 1, true),
+        (8, 8, 2, 3, 2, 1, 2, false),
+    ];
     for (n, &(h, w, c, ph, pw, sh, sw, same)) in cases.iter().enumerate() {
         let x = data(h * w * c, 50 + n as u64);
         let (oh, ow, pt, pl) = if same {
             let (oh, ow) = (h.div_ceil(sh), w.div_ceil(sw));
-            (oh, ow, ((oh - 1) * sh + ph).saturating_sub(h) / 2, ((ow - 1) * sw + pw).saturating_sub(w) / 2)
+            (
+                oh,
+                ow,
+                ((oh - 1) * sh + ph).saturating_sub(h) / 2,
+                ((ow - 1) * sw + pw).saturating_sub(w) / 2,
+            )
         } else {
             ((h - ph) / sh + 1, (w - pw) / sw + 1, 0, 0)
         };
@@ -333,7 +412,10 @@ fn pooling_matches_direct_loops() {
                     let mut cnt = 0.0;
                     for a in 0..ph {
                         for b in 0..pw {
-                            let (yy, xx) = ((i * sh + a) as isize - pt as isize, (j * sw + b) as isize - pl as isize);
+                            let (yy, xx) = (
+                                (i * sh + a) as isize - pt as isize,
+                                (j * sw + b) as isize - pl as isize,
+                            );
                             if yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w {
                                 let v = x[(yy as usize * w + xx as usize) * c + ch];
                                 let o = (i * ow + j) * c + ch;
@@ -363,14 +445,29 @@ fn pooling_matches_direct_loops() {
 fn index_maps_hand_values() {
     let x: Vec<f32> = (0..6).map(|v| v as f32).collect();
     let cases = [
-        ("%y = transpose %x {perm=[1,0]} : f32[3,2]", vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]),
-        ("%y = pad %x {pads=[[1,0],[0,1]]} : f32[3,4]", vec![0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 0.0, 3.0, 4.0, 5.0, 0.0]),
-        ("%y = upsample %x {factors=[2]} : f32[4,3]", vec![0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 3.0, 4.0, 5.0]),
-        ("%y = concat %x, %x {axis=1} : f32[2,6]", vec![0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 3.0, 4.0, 5.0]),
+        (
+            "%y = transpose %x {perm=[1,0]} : f32[3,2]",
+            vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0],
+        ),
+        (
+            "%y = pad %x {pads=[[1,0],[0,1]]} : f32[3,4]",
+            vec![0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 0.0, 3.0, 4.0, 5.0, 0.0],
+        ),
+        (
+            "%y = upsample %x {factors=[2]} : f32[4,3]",
+            vec![0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 3.0, 4.0, 5.0],
+        ),
+        (
+            "%y = concat %x, %x {axis=1} : f32[2,6]",
+            vec![0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 3.0, 4.0, 5.0],
+        ),
         ("%y = reshape %x : f32[6]", x.clone()),
         ("%y = global_max_pool %x : f32[3]", vec![3.0, 4.0, 5.0]),
         ("%y = global_avg_pool %x : f32[3]", vec![1.5, 2.5, 3.5]),
-        ("%y = add %x, %x, %x : f32[2,3]", x.iter().map(|v| 3.0 * v).collect()),
+        (
+            "%y = add %x, %x, %x : f32[2,3]",
+            x.iter().map(|v| 3.0 * v).collect(),
+        ),
     ];
     for (line, want) in cases {
         let text = format!("module @m dt=0.001\ninput %x : f32[2,3]\n{line}\noutput \"y\" = %y\n");
@@ -403,7 +500,10 @@ next $v = %v1
 output \"s\" = %s
 ";
     let m = verify(parse(text).unwrap(), Target::Any).unwrap();
-    let xs = data(12, 9).iter().map(|v| (v + 1.0) * 200.0).collect::<Vec<_>>();
+    let xs = data(12, 9)
+        .iter()
+        .map(|v| (v + 1.0) * 200.0)
+        .collect::<Vec<_>>();
     let mut batch = Simulator::new(&m, Backend::Interp, 4).unwrap();
     let all = ArrayD::from_shape_vec(IxDyn(&[4, 3]), xs.clone()).unwrap();
     let a = batch.run(20, &[all.view()], Record::AllSteps).unwrap();
@@ -412,14 +512,20 @@ output \"s\" = %s
         single.reset(0);
         let one = ArrayD::from_shape_vec(IxDyn(&[1, 3]), xs[b * 3..b * 3 + 3].to_vec()).unwrap();
         let o = single.run(20, &[one.view()], Record::AllSteps).unwrap();
-        assert_eq!(o[0].index_axis(ndarray::Axis(0), 0), a[0].index_axis(ndarray::Axis(0), b));
+        assert_eq!(
+            o[0].index_axis(ndarray::Axis(0), 0),
+            a[0].index_axis(ndarray::Axis(0), b)
+        );
     }
     batch.reset(0);
     let again = batch.run(20, &[all.view()], Record::AllSteps).unwrap();
     assert_eq!(again, a);
     batch.reset(1);
     let other = batch.run(20, &[all.view()], Record::AllSteps).unwrap();
-    assert_ne!(other, a, "a different reset seed draws different initial voltages");
+    assert_ne!(
+        other, a,
+        "a different reset seed draws different initial voltages"
+    );
 }
 
 #[test]

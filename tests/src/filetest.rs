@@ -52,7 +52,10 @@ const CHECK: &str = "; check: ";
 
 fn parse_list(s: &str) -> Result<Vec<f32>, String> {
     let s = s.trim();
-    let inner = s.strip_prefix('[').and_then(|s| s.strip_suffix(']')).ok_or(format!("expected [..], got `{s}`"))?;
+    let inner = s
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .ok_or(format!("expected [..], got `{s}`"))?;
     if inner.trim().is_empty() {
         return Ok(vec![]);
     }
@@ -64,7 +67,9 @@ fn parse_list(s: &str) -> Result<Vec<f32>, String> {
                 "nan" => Ok(f32::NAN),
                 "inf" => Ok(f32::INFINITY),
                 "-inf" => Ok(f32::NEG_INFINITY),
-                _ => x.parse::<f32>().map_err(|_| format!("`{x}` is not a number")),
+                _ => x
+                    .parse::<f32>()
+                    .map_err(|_| format!("`{x}` is not a number")),
             }
         })
         .collect()
@@ -133,7 +138,11 @@ impl FileTest {
                 if errors.is_empty() {
                     return Ok(vec!["ok".into()]);
                 }
-                Ok(snnc_ir::VerifyErrors(errors).render(Some(&map)).lines().map(str::to_string).collect())
+                Ok(snnc_ir::VerifyErrors(errors)
+                    .render(Some(&map))
+                    .lines()
+                    .map(str::to_string)
+                    .collect())
             }
             Kind::Run => {
                 let m = parse(&self.body).map_err(|e| e.to_string())?;
@@ -150,13 +159,14 @@ impl FileTest {
                         .ok_or(format!("no `; input %{} = [..]` line", d.name))?;
                     let mut shape = vec![1];
                     shape.extend_from_slice(&d.ty.shape);
-                    arrays.push(
-                        ArrayD::from_shape_vec(IxDyn(&shape), vals)
-                            .map_err(|_| format!("input %{} needs {} values", d.name, d.ty.num_elements()))?,
-                    );
+                    arrays.push(ArrayD::from_shape_vec(IxDyn(&shape), vals).map_err(|_| {
+                        format!("input %{} needs {} values", d.name, d.ty.num_elements())
+                    })?);
                 }
                 let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
-                let outs = sim.run(self.steps, &views, Record::AllSteps).map_err(|e| e.to_string())?;
+                let outs = sim
+                    .run(self.steps, &views, Record::AllSteps)
+                    .map_err(|e| e.to_string())?;
                 let mut lines = Vec::new();
                 for t in 0..self.steps {
                     for (k, o) in m.outputs.iter().enumerate() {
@@ -166,7 +176,12 @@ impl FileTest {
                             .iter()
                             .map(|&x| format_f32(x))
                             .collect();
-                        lines.push(format!("step {} {:?} = [{}]", t + 1, o.name, vals.join(", ")));
+                        lines.push(format!(
+                            "step {} {:?} = [{}]",
+                            t + 1,
+                            o.name,
+                            vals.join(", ")
+                        ));
                     }
                 }
                 Ok(lines)
@@ -186,13 +201,18 @@ impl FileTest {
             if self.kind != Kind::Run {
                 return false;
             }
-            let split = |s: &str| s.split_once(" = ").map(|(h, v)| (h.to_string(), parse_list(v)));
+            let split = |s: &str| {
+                s.split_once(" = ")
+                    .map(|(h, v)| (h.to_string(), parse_list(v)))
+            };
             match (split(a), split(e)) {
                 (Some((ha, Ok(va))), Some((he, Ok(ve)))) => {
                     ha == he
                         && va.len() == ve.len()
                         && va.iter().zip(&ve).all(|(x, y)| {
-                            (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= 1e-6 + 1e-5 * y.abs()
+                            (x.is_nan() && y.is_nan())
+                                || x == y
+                                || (x - y).abs() <= 1e-6 + 1e-5 * y.abs()
                         })
                 }
                 _ => false,
@@ -227,7 +247,9 @@ pub fn run_filetest(name: &str, text: &str, bless: bool) -> Result<Option<String
     let diff = similar::TextDiff::from_lines(text, &blessed);
     Err(format!(
         "{name}: expectations differ (SNNC_BLESS=1 rewrites them)\n{}",
-        diff.unified_diff().context_radius(3).header("expected", "actual")
+        diff.unified_diff()
+            .context_radius(3)
+            .header("expected", "actual")
     ))
 }
 

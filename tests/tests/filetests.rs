@@ -6,7 +6,11 @@ use snnc_tests::{files_with_ext, repo_root};
 #[test]
 fn ir_filetests() {
     let files = files_with_ext(&repo_root().join("tests/ir"), "sir");
-    assert!(files.len() >= 15, "expected the filetest corpus, found {} files", files.len());
+    assert!(
+        files.len() >= 15,
+        "expected the filetest corpus, found {} files",
+        files.len()
+    );
     let bless = bless_requested();
     let mut failures = Vec::new();
     for f in &files {
@@ -18,7 +22,13 @@ fn ir_filetests() {
             Err(report) => failures.push(report),
         }
     }
-    assert!(failures.is_empty(), "{} of {} filetests failed:\n\n{}", failures.len(), files.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} filetests failed:\n\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n\n")
+    );
 }
 
 /// Every op of the IR is run by at least one `run` filetest.
@@ -33,6 +43,12 @@ fn run_filetests_cover_every_op() {
             seen.insert(inst.op.name());
         }
     }
-    let missing: Vec<_> = snnc_ir::Op::NAMES.iter().filter(|n| !seen.contains(*n)).collect();
-    assert!(missing.is_empty(), "ops without a run filetest: {missing:?}");
+    let missing: Vec<_> = snnc_ir::Op::NAMES
+        .iter()
+        .filter(|n| !seen.contains(*n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ops without a run filetest: {missing:?}"
+    );
 }

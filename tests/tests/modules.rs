@@ -3,8 +3,8 @@
 
 use ndarray::{ArrayD, IxDyn};
 use snnc_ir::{
-    Builder, ConstData, Module, NeuronModel, Op, StateInit, Target, Neuron, parse, read_snn, verify,
-    write_snn,
+    Builder, ConstData, Module, Neuron, NeuronModel, Op, StateInit, Target, parse, read_snn,
+    verify, write_snn,
 };
 use snnc_runtime::{Backend, Record, Simulator};
 use snnc_tests::filetest::FileTest;
@@ -21,7 +21,8 @@ fn every_sir_file_round_trips() {
             let body = FileTest::parse(&text).map(|t| t.body).unwrap_or(text);
             let Ok(m) = parse(&body) else { continue };
             let printed = m.to_string();
-            let again = parse(&printed).unwrap_or_else(|e| panic!("{}: reparse failed: {e}", f.display()));
+            let again =
+                parse(&printed).unwrap_or_else(|e| panic!("{}: reparse failed: {e}", f.display()));
             assert_eq!(again.to_string(), printed, "{}", f.display());
             n += 1;
         }
@@ -33,29 +34,71 @@ fn every_sir_file_round_trips() {
 fn conv_net() -> Module {
     let mut b = Builder::new("convnet", 0.001);
     let x = b.input("image", &[6, 6, 1]);
-    let k: Vec<f32> = (0..3 * 3 * 4).map(|i| ((i * 37 % 11) as f32 - 5.0) / 10.0).collect();
+    let k: Vec<f32> = (0..3 * 3 * 4)
+        .map(|i| ((i * 37 % 11) as f32 - 5.0) / 10.0)
+        .collect();
     let kernel = b.constant_f32("conv1.kernel", &[3, 3, 1, 4], k);
     let bias = b.constant_f32("conv1.bias", &[4], vec![0.1, -0.1, 0.0, 0.2]);
-    let c = b.op1(Op::Conv(snnc_ir::ConvAttrs {
-        strides: vec![1, 1],
-        padding: snnc_ir::Padding::Valid,
-        dilation: vec![1, 1],
-        groups: 1,
-    }), &[x.into(), kernel.into()], "conv1").unwrap();
-    let j = b.op1(Op::Bias, &[c.into(), bias.into()], "conv1.j").unwrap();
-    let v = b.state("conv1.v", &[4, 4, 4], StateInit::Uniform { lo: 0.0, hi: 1.0, seed: 1 });
+    let c = b
+        .op1(
+            Op::Conv(snnc_ir::ConvAttrs {
+                strides: vec![1, 1],
+                padding: snnc_ir::Padding::Valid,
+                dilation: vec![1, 1],
+                groups: 1,
+            }),
+            &[x.into(), kernel.into()],
+            "conv1",
+        )
+        .unwrap();
+    let j = b
+        .op1(Op::Bias, &[c.into(), bias.into()], "conv1.j")
+        .unwrap();
+    let v = b.state(
+        "conv1.v",
+        &[4, 4, 4],
+        StateInit::Uniform {
+            lo: 0.0,
+            hi: 1.0,
+            seed: 1,
+        },
+    );
     let r = b
-        .op(Op::Neuron(Neuron { model: NeuronModel::SpikingRelu, gain: 100.0, amplitude: 0.01 }), &[j.into(), v.into()], "conv1.s")
+        .op(
+            Op::Neuron(Neuron {
+                model: NeuronModel::SpikingRelu,
+                gain: 100.0,
+                amplitude: 0.01,
+            }),
+            &[j.into(), v.into()],
+            "conv1.s",
+        )
         .unwrap();
     b.next(v, r[1]);
     let syn = b.state("conv1.syn", &[4, 4, 4], StateInit::Zeros);
-    let f = b.op1(Op::Lowpass { tau: 0.005 }, &[r[0].into(), syn.into()], "conv1.f").unwrap();
+    let f = b
+        .op1(
+            Op::Lowpass { tau: 0.005 },
+            &[r[0].into(), syn.into()],
+            "conv1.f",
+        )
+        .unwrap();
     b.next(syn, f);
-    let flat = b.op1(Op::Reshape { shape: vec![64] }, &[syn.into()], "flat").unwrap();
+    let flat = b
+        .op1(Op::Reshape { shape: vec![64] }, &[syn.into()], "flat")
+        .unwrap();
     let idx: Vec<i32> = (0..64).rev().collect();
     let perm = b.constant_i32("shuffle", &[64], idx);
-    let g = b.op1(Op::Gather { shape: vec![64] }, &[flat.into(), perm.into()], "shuffled").unwrap();
-    let w: Vec<f32> = (0..64 * 3).map(|i| ((i * 13 % 7) as f32 - 3.0) / 20.0).collect();
+    let g = b
+        .op1(
+            Op::Gather { shape: vec![64] },
+            &[flat.into(), perm.into()],
+            "shuffled",
+        )
+        .unwrap();
+    let w: Vec<f32> = (0..64 * 3)
+        .map(|i| ((i * 13 % 7) as f32 - 3.0) / 20.0)
+        .collect();
     let wc = b.constant_f32("out.kernel", &[64, 3], w);
     let y = b.op1(Op::Dense, &[g.into(), wc.into()], "logits").unwrap();
     b.output("logits", y);
@@ -63,7 +106,11 @@ fn conv_net() -> Module {
 }
 
 fn image() -> ArrayD<f32> {
-    ArrayD::from_shape_vec(IxDyn(&[2, 6, 6, 1]), (0..72).map(|i| (i % 9) as f32 / 8.0).collect()).unwrap()
+    ArrayD::from_shape_vec(
+        IxDyn(&[2, 6, 6, 1]),
+        (0..72).map(|i| (i % 9) as f32 / 8.0).collect(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -90,7 +137,10 @@ fn dump_parses_back_with_checksums_and_the_artifact_supplies_values() {
     let dumped = parse(&text).unwrap();
     assert_eq!(dumped.to_string(), text);
     let kernel = dumped.find_constant("conv1.kernel").unwrap();
-    assert!(matches!(dumped.constant(kernel).data, ConstData::External { .. }));
+    assert!(matches!(
+        dumped.constant(kernel).data,
+        ConstData::External { .. }
+    ));
     let v = verify(dumped, Target::Any).unwrap();
     assert!(!v.is_runnable());
 }
@@ -131,20 +181,49 @@ fn damaged_artifacts_give_specific_errors() {
     let good = snn_bytes(&m);
     let err = |b: Vec<u8>| read_snn(Cursor::new(b)).unwrap_err().to_string();
     let text = m.to_string();
-    let kernel_line = text.lines().find(|l| l.starts_with("const @conv1.kernel")).unwrap();
+    let kernel_line = text
+        .lines()
+        .find(|l| l.starts_with("const @conv1.kernel"))
+        .unwrap();
     let wrong_sum = text.replace(kernel_line, "const @conv1.kernel : f32[3,3,1,4] #00000000");
-    let wrong_shape = text.replace(kernel_line, &kernel_line.replace("f32[3,3,1,4]", "f32[3,3,2,2]"));
+    let wrong_shape = text.replace(
+        kernel_line,
+        &kernel_line.replace("f32[3,3,1,4]", "f32[3,3,2,2]"),
+    );
     let cases = [
         ("empty", err(Vec::new())),
         ("truncated", err(good[..good.len() / 2].to_vec())),
         ("not a zip", err(b"module @m dt=0.001\n".to_vec())),
         ("no module", err(patched(&good, "module.sir", None))),
         ("no constants", err(patched(&good, "constants.npz", None))),
-        ("bad version", err(patched(&good, "meta.json", Some(b"{\"format\": \"snn\", \"version\": 9}")))),
-        ("bad text", err(patched(&good, "module.sir", Some(b"module @m dt=0.001\n%y = frobnicate %x : f32[1]\n")))),
-        ("checksum", err(patched(&good, "module.sir", Some(wrong_sum.as_bytes())))),
-        ("shape", err(patched(&good, "module.sir", Some(wrong_shape.as_bytes())))),
-        ("bad npz", err(patched(&good, "constants.npz", Some(b"garbage")))),
+        (
+            "bad version",
+            err(patched(
+                &good,
+                "meta.json",
+                Some(b"{\"format\": \"snn\", \"version\": 9}"),
+            )),
+        ),
+        (
+            "bad text",
+            err(patched(
+                &good,
+                "module.sir",
+                Some(b"module @m dt=0.001\n%y = frobnicate %x : f32[1]\n"),
+            )),
+        ),
+        (
+            "checksum",
+            err(patched(&good, "module.sir", Some(wrong_sum.as_bytes()))),
+        ),
+        (
+            "shape",
+            err(patched(&good, "module.sir", Some(wrong_shape.as_bytes()))),
+        ),
+        (
+            "bad npz",
+            err(patched(&good, "constants.npz", Some(b"garbage"))),
+        ),
     ];
     let report: String = cases.iter().map(|(k, e)| format!("{k}: {e}\n")).collect();
     insta::assert_snapshot!("artifact_errors", report);
@@ -155,7 +234,8 @@ fn dumps_are_stable() {
     insta::assert_snapshot!("dump_convnet", conv_net().to_string());
     let xor = std::fs::read_to_string(repo_root().join("examples/xor/xor_spiking.sir")).unwrap();
     insta::assert_snapshot!("dump_xor_spiking", parse(&xor).unwrap().to_string());
-    let small = parse(&std::fs::read_to_string(repo_root().join("examples/xor/xor.sir")).unwrap()).unwrap();
+    let small =
+        parse(&std::fs::read_to_string(repo_root().join("examples/xor/xor.sir")).unwrap()).unwrap();
     insta::assert_json_snapshot!("json_xor", small);
 }
 

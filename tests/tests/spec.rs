@@ -27,7 +27,11 @@ fn spec_examples_pass() {
     let path = repo_root().join("ir-spec/SPEC.md");
     let md = std::fs::read_to_string(&path).unwrap();
     let blocks = sir_blocks(&md);
-    assert!(blocks.len() >= 12, "SPEC.md should hold an example per op family, found {}", blocks.len());
+    assert!(
+        blocks.len() >= 12,
+        "SPEC.md should hold an example per op family, found {}",
+        blocks.len()
+    );
     let bless = bless_requested();
     let mut failures = Vec::new();
     let mut new_md = md.clone();
@@ -48,9 +52,12 @@ fn spec_examples_pass() {
 fn spec_examples_round_trip() {
     let md = std::fs::read_to_string(repo_root().join("ir-spec/SPEC.md")).unwrap();
     for (line, text) in sir_blocks(&md) {
-        let Ok(m) = snnc_ir::parse(&text) else { continue };
+        let Ok(m) = snnc_ir::parse(&text) else {
+            continue;
+        };
         let printed = m.to_string();
-        let again = snnc_ir::parse(&printed).unwrap_or_else(|e| panic!("SPEC.md:{line}: reparse: {e}\n{printed}"));
+        let again = snnc_ir::parse(&printed)
+            .unwrap_or_else(|e| panic!("SPEC.md:{line}: reparse: {e}\n{printed}"));
         assert_eq!(again.to_string(), printed, "SPEC.md:{line}");
     }
 }
