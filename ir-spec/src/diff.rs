@@ -180,7 +180,8 @@ fn compare_data(name: &str, a: &ConstData, b: &ConstData, tol: Tolerance) -> Opt
             let (mut max_abs, mut max_rel, mut beyond) = (0.0f64, 0.0f64, 0usize);
             for (p, q) in x.iter().zip(&y) {
                 let d = (p - q).abs();
-                let bad = !(d <= tol.atol + tol.rtol * q.abs()) && !(p.is_nan() && q.is_nan());
+                let within = d <= tol.atol + tol.rtol * q.abs() || (p.is_nan() && q.is_nan());
+                let bad = !within;
                 if bad {
                     beyond += 1;
                 }

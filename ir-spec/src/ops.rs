@@ -663,7 +663,8 @@ impl Op {
                 }
                 let cin = x.shape[d];
                 let cout = w.shape[d + 1];
-                if c.groups == 0 || cin % c.groups != 0 || cout % c.groups != 0 {
+                if c.groups == 0 || !cin.is_multiple_of(c.groups) || !cout.is_multiple_of(c.groups)
+                {
                     return Err(format!(
                         "groups={} must divide input channels {cin} and output channels {cout}",
                         c.groups
@@ -759,7 +760,7 @@ impl Op {
                 if let Some(t) = args[1..].iter().find(|t| t.shape != [c]) {
                     return Err(format!("batch_norm parameters must be f32[{c}], got {t}"));
                 }
-                if !(*epsilon >= 0.0) {
+                if epsilon.is_nan() || *epsilon < 0.0 {
                     return Err("epsilon must be non-negative".into());
                 }
                 one(x.shape.clone())
@@ -836,10 +837,9 @@ impl Op {
                 | NeuronModel::Lif {
                     tau_rc, tau_ref, ..
                 } = &n.model
+                    && !(*tau_rc > 0.0 && *tau_ref >= 0.0)
                 {
-                    if !(*tau_rc > 0.0 && *tau_ref >= 0.0) {
-                        return Err("tau_rc must be positive and tau_ref non-negative".into());
-                    }
+                    return Err("tau_rc must be positive and tau_ref non-negative".into());
                 }
                 if let Some(t) = args[1..].iter().find(|t| t.shape != x.shape) {
                     return Err(format!(
@@ -853,7 +853,7 @@ impl Op {
                 ])
             }
             Op::Lowpass { tau } | Op::Alpha { tau } => {
-                if !(*tau >= 0.0) {
+                if tau.is_nan() || *tau < 0.0 {
                     return Err("tau must be non-negative".into());
                 }
                 if let Some(t) = args[1..].iter().find(|t| t.shape != x.shape) {

@@ -278,25 +278,25 @@ impl Checker<'_> {
                     "names are letters, digits, `_`, `.`, `-` or `/`",
                 );
             }
-            if let Some(dt) = c.data.dtype() {
-                if dt != c.ty.dtype {
-                    self.err(
-                        Location::Const(i),
-                        format!("data is {} but the type is {}", dt.keyword(), c.ty),
-                    );
-                }
+            if let Some(dt) = c.data.dtype()
+                && dt != c.ty.dtype
+            {
+                self.err(
+                    Location::Const(i),
+                    format!("data is {} but the type is {}", dt.keyword(), c.ty),
+                );
             }
-            if let Some(n) = c.data.len() {
-                if n != c.ty.num_elements() {
-                    self.err(
-                        Location::Const(i),
-                        format!(
-                            "has {n} elements but type {} needs {}",
-                            c.ty,
-                            c.ty.num_elements()
-                        ),
-                    );
-                }
+            if let Some(n) = c.data.len()
+                && n != c.ty.num_elements()
+            {
+                self.err(
+                    Location::Const(i),
+                    format!(
+                        "has {n} elements but type {} needs {}",
+                        c.ty,
+                        c.ty.num_elements()
+                    ),
+                );
             }
         }
 
@@ -351,13 +351,12 @@ impl Checker<'_> {
                     ok = false;
                     continue;
                 }
-                if let Operand::Value(v) = a {
-                    if let Some(d) = def[v.index()] {
-                        if d > i {
-                            let name = m.operand_name(a);
-                            self.err(loc, format!("uses {name} before its definition"));
-                        }
-                    }
+                if let Operand::Value(v) = a
+                    && let Some(d) = def[v.index()]
+                    && d > i
+                {
+                    let name = m.operand_name(a);
+                    self.err(loc, format!("uses {name} before its definition"));
                 }
                 arg_types.push(m.operand_type(a).expect("checked above"));
             }
@@ -475,16 +474,14 @@ impl Checker<'_> {
             Op::Sparse { shape } => {
                 let n_out: usize = shape.iter().product();
                 for pair in idx.chunks(2) {
-                    if let [r, col] = *pair {
-                        if r < 0 || r as usize >= n_out || col < 0 || col as usize >= n_in {
-                            self.err(
-                                loc,
-                                format!(
-                                    "sparse entry ({r}, {col}) is outside [{n_out}] × [{n_in}]"
-                                ),
-                            );
-                            return;
-                        }
+                    if let [r, col] = *pair
+                        && (r < 0 || r as usize >= n_out || col < 0 || col as usize >= n_in)
+                    {
+                        self.err(
+                            loc,
+                            format!("sparse entry ({r}, {col}) is outside [{n_out}] × [{n_in}]"),
+                        );
+                        return;
                     }
                 }
             }

@@ -61,7 +61,8 @@ fn list(v: &[f32]) -> String {
 #[test]
 fn rate_neurons_match_nengo_formulas() {
     let x = vec![-2.0, -0.5, 0.0, 0.5, 1.5, 3.0];
-    let cases: Vec<(&str, Box<dyn Fn(f32) -> f32>)> = vec![
+    type Formula = Box<dyn Fn(f32) -> f32>;
+    let cases: Vec<(&str, Formula)> = vec![
         ("relu", Box::new(|j: f32| j.max(0.0))),
         (
             "relu {gain=2, amplitude=0.5}",
