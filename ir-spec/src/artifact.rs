@@ -119,7 +119,8 @@ fn read_entry<R: Read + Seek>(
             size: f.size(),
         });
     }
-    let mut buf = Vec::with_capacity(f.size() as usize);
+    // The claimed size is only a hint: never reserve more than 64 MiB up front on its word.
+    let mut buf = Vec::with_capacity(f.size().min(64 << 20) as usize);
     f.by_ref()
         .take(MAX_ENTRY_BYTES + 1)
         .read_to_end(&mut buf)
