@@ -1,8 +1,9 @@
 //! # snnc-compiler: front-ends and passes
 //!
-//! Turns models into verified snnc IR. The Keras front-end (`keras`) and the optimisation
-//! passes (`passes`) land in later issues; this crate already fixes the contract they follow:
-//! a pass takes a module and returns one that verifies again.
+//! Turns models into snnc IR: the Keras front-end ([`keras`]) now, the optimisation passes next.
+//! Every transformation's contract: it takes a module and returns one that verifies again.
+
+pub mod keras;
 
 use snnc_ir::{Module, Target, VerifyErrors};
 

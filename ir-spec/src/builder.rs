@@ -168,6 +168,13 @@ impl Builder {
         Ok(results)
     }
 
+    /// Rename a value (to a fresh, valid variant of `name`).
+    pub fn rename(&mut self, v: ValueId, name: &str) {
+        let old = std::mem::take(&mut self.module.values[v.index()].name);
+        self.value_names.remove(&old);
+        self.module.values[v.index()].name = fresh(&mut self.value_names, name);
+    }
+
     /// Add a single-result instruction.
     pub fn op1(&mut self, op: Op, args: &[Operand], name: &str) -> Result<ValueId, BuildError> {
         Ok(self.op(op, args, name)?[0])

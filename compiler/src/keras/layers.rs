@@ -1,0 +1,685 @@
+//! Layer-by-layer conversion of a Keras graph into IR (rate mode: exact Keras semantics).
+
+use super::ModelError;
+use super::graph::{Container, Layer, call_order, declared_batch_shape, resolve_node};
+use super::weights::{LayerPath, WeightStore, snake_case};
+use super::KerasOptions;
+use ndarray::ArrayD;
+use serde_json::Value;
+use snnc_ir::{
+    Builder, ConstId, ConvAttrs, Module, Neuron, NeuronModel, Op, Operand, Padding, PoolAttrs, ValueId,
+};
+use std::collections::HashMap;
+
+/// Every Keras layer class the front-end converts.
+pub const SUPPORTED_LAYERS: &[&str] = &[
+    "InputLayer",
+    "Dense",
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "AveragePooling1D",
+    "AveragePooling2D",
+    "AveragePooling3D",
+    "MaxPooling1D",
+    "MaxPooling2D",
+    "MaxPooling3D",
+    "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D",
+    "GlobalAveragePooling3D",
+    "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D",
+    "GlobalMaxPooling3D",
+    "Activation",
+    "ReLU",
+    "LeakyReLU",
+    "Softmax",
+    "BatchNormalization",
+    "Flatten",
+    "Reshape",
+    "Permute",
+    "Concatenate",
+    "Add",
+    "Average",
+    "ZeroPadding1D",
+    "ZeroPadding2D",
+    "ZeroPadding3D",
+    "UpSampling1D",
+    "UpSampling2D",
+    "UpSampling3D",
+    "Dropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+    "Identity",
+    "Sequential",
+    "Functional",
+    "Model",
+];
+
+/// Convert a parsed model into a module.
+pub fn convert(
+    top: &Container,
+    weights: &WeightStore,
+    model_name: &str,
+    options: &KerasOptions,
+) -> Result<Module, ModelError> {
+    let mut cv = Converter {
+        b: Builder::new(model_name, options.dt),
+        weights,
+        loaded: HashMap::new(),
+        consts: HashMap::new(),
+    };
+    let outs = cv.container(top, &[], None)?;
+    let mut used = HashMap::new();
+    for (t, v) in top.outputs.iter().zip(outs) {
+        let k = used.entry(t.layer.clone()).or_insert(0usize);
+        let name = if *k == 0 { t.layer.clone() } else { format!("{}.{k}", t.layer) };
+        *k += 1;
+        cv.b.output(&name, v);
+    }
+    Ok(cv.b.finish())
+}
+
+struct Converter<'a> {
+    b: Builder,
+    weights: &'a WeightStore,
+    /// Weights read so far, by layer path key.
+    loaded: HashMap<String, Vec<ArrayD<f32>>>,
+    /// Constants made so far, by constant name: a layer called twice shares them.
+    consts: HashMap<String, ConstId>,
+}
+
+fn path_key(path: &LayerPath) -> String {
+    path.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join("/")
+}
+
+/// A per-layer context: the layer, its path and name prefix, and the values it reads.
+struct Ctx<'l> {
+    layer: &'l Layer,
+    path: Vec<(String, String)>,
+    prefix: String,
+}
+
+impl Ctx<'_> {
+    fn cfg(&self) -> &Value {
+        &self.layer.config
+    }
+    fn unsupported(&self, what: impl Into<String>) -> ModelError {
+        ModelError::Unsupported { layer: self.layer.name.clone(), what: what.into() }
+    }
+    fn shape_err(&self, message: impl Into<String>) -> ModelError {
+        ModelError::Shape { layer: self.layer.name.clone(), message: message.into() }
+    }
+    fn str_or<'v>(&'v self, key: &str, default: &'v str) -> &'v str {
+        self.cfg().get(key).and_then(Value::as_str).unwrap_or(default)
+    }
+    fn bool_or(&self, key: &str, default: bool) -> bool {
+        self.cfg().get(key).and_then(Value::as_bool).unwrap_or(default)
+    }
+    fn f64_or(&self, key: &str, default: f64) -> Result<f64, ModelError> {
+        match self.cfg().get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v.as_f64().ok_or_else(|| self.unsupported(format!("`{key}` = {v} is not a number"))),
+        }
+    }
+    /// An integer or a list of `d` integers (Keras accepts both for sizes and strides).
+    fn ints(&self, key: &str, d: usize) -> Result<Option<Vec<usize>>, ModelError> {
+        let bad = |v: &Value| self.unsupported(format!("`{key}` = {v} is not {d} positive integers"));
+        match self.cfg().get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v @ Value::Number(_)) => v.as_u64().map(|n| Some(vec![n as usize; d])).ok_or_else(|| bad(v)),
+            Some(v @ Value::Array(a)) => {
+                let out: Option<Vec<usize>> = a.iter().map(|x| x.as_u64().map(|n| n as usize)).collect();
+                match out {
+                    Some(o) if o.len() == d => Ok(Some(o)),
+                    _ => Err(bad(v)),
+                }
+            }
+            Some(v) => Err(bad(v)),
+        }
+    }
+    fn channels_first(&self) -> Result<bool, ModelError> {
+        match self.str_or("data_format", "channels_last") {
+            "channels_last" => Ok(false),
+            "channels_first" => Ok(true),
+            other => Err(self.unsupported(format!("data_format `{other}`"))),
+        }
+    }
+    fn padding(&self) -> Result<Padding, ModelError> {
+        match self.str_or("padding", "valid").to_ascii_lowercase().as_str() {
+            "valid" => Ok(Padding::Valid),
+            "same" => Ok(Padding::Same),
+            other => Err(self.unsupported(format!("padding `{other}`"))),
+        }
+    }
+}
+
+fn neuron(model: NeuronModel) -> Op {
+    Op::Neuron(Neuron { model, gain: 1.0, amplitude: 1.0 })
+}
+
+/// The activation named by a config value: a string, or Keras 3's serialised function object.
+fn activation_name(v: Option<&Value>) -> Option<String> {
+    match v {
+        None | Some(Value::Null) => Some("linear".into()),
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Object(o)) => o
+            .get("config")
+            .and_then(|c| c.as_str().map(str::to_string).or_else(|| c.get("name").and_then(Value::as_str).map(str::to_string)))
+            .or_else(|| o.get("class_name").and_then(Value::as_str).map(str::to_string)),
+        _ => None,
+    }
+}
+
+impl Converter<'_> {
+    fn ty(&self, v: ValueId) -> Vec<usize> {
+        self.b.module().value(v).ty.shape.clone()
+    }
+
+    fn op(&mut self, cx: &Ctx, op: Op, args: &[Operand], suffix: &str) -> Result<ValueId, ModelError> {
+        let name = format!("{}.{suffix}", cx.prefix);
+        self.b.op1(op, args, &name).map_err(|e| cx.shape_err(e.to_string()))
+    }
+
+    fn scalar(&mut self, name: &str, v: f32) -> ConstId {
+        if let Some(&c) = self.consts.get(name) {
+            return c;
+        }
+        let c = self.b.constant_f32(name, &[], vec![v]);
+        self.consts.insert(name.to_string(), c);
+        c
+    }
+
+    fn layer_weights(&mut self, cx: &Ctx) -> Result<Vec<ArrayD<f32>>, ModelError> {
+        let key = path_key(&cx.path);
+        if !self.loaded.contains_key(&key) {
+            let w = self.weights.layer(&cx.path)?;
+            self.loaded.insert(key.clone(), w);
+        }
+        Ok(self.loaded[&key].clone())
+    }
+
+    /// Weight `idx` of the layer as a constant named `<layer>.<what>`, checked against `expected`.
+    fn weight(&mut self, cx: &Ctx, idx: usize, what: &str, expected: &[usize]) -> Result<ConstId, ModelError> {
+        let name = format!("{}.{what}", path_key(&cx.path));
+        if let Some(&c) = self.consts.get(&name) {
+            return Ok(c);
+        }
+        let w = self.layer_weights(cx)?;
+        let a = w.get(idx).ok_or_else(|| ModelError::MissingWeight {
+            layer: cx.layer.name.clone(),
+            what: format!("{idx} (`{what}`; the file has {} for this layer)", w.len()),
+        })?;
+        if a.shape() != expected {
+            return Err(ModelError::WeightShape {
+                layer: cx.layer.name.clone(),
+                weight: what.into(),
+                expected: expected.to_vec(),
+                got: a.shape().to_vec(),
+            });
+        }
+        let data: Vec<f32> = a.iter().copied().collect();
+        let c = self.b.constant_f32(&name, expected, data);
+        self.consts.insert(name, c);
+        Ok(c)
+    }
+
+    fn activation(&mut self, cx: &Ctx, x: ValueId, act: Option<&Value>) -> Result<ValueId, ModelError> {
+        let name = activation_name(act).unwrap_or_else(|| "?".into());
+        let op = match name.as_str() {
+            "linear" | "identity" => return Ok(x),
+            "relu" => neuron(NeuronModel::Relu),
+            "sigmoid" => neuron(NeuronModel::Sigmoid),
+            "tanh" => neuron(NeuronModel::Tanh),
+            "leaky_relu" => neuron(NeuronModel::LeakyRelu { negative_slope: 0.2 }),
+            "softmax" => {
+                return self.op(cx, Op::Softmax, &[x.into()], "softmax");
+            }
+            _ => {
+                return Err(ModelError::UnsupportedActivation {
+                    layer: cx.layer.name.clone(),
+                    activation: name,
+                });
+            }
+        };
+        self.op(cx, op, &[x.into()], &name)
+    }
+
+    /// `x` with axis `from` moved to the end (or back when `to_front`), for channels_first.
+    fn channels_to_last(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
+        let r = self.ty(x).len();
+        let perm: Vec<usize> = (1..r).chain([0]).collect();
+        self.op(cx, Op::Transpose { perm }, &[x.into()], "to_channels_last")
+    }
+
+    fn channels_to_first(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
+        let r = self.ty(x).len();
+        let perm: Vec<usize> = [r - 1].into_iter().chain(0..r - 1).collect();
+        self.op(cx, Op::Transpose { perm }, &[x.into()], "to_channels_first")
+    }
+
+    fn container(
+        &mut self,
+        c: &Container,
+        path: &[(String, String)],
+        given_inputs: Option<&[ValueId]>,
+    ) -> Result<Vec<ValueId>, ModelError> {
+        // Archive weight groups: snake-cased class names, de-duplicated in model.layers order
+        // (a Sequential model's layers exclude its InputLayer).
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        let mut autos: HashMap<&str, String> = HashMap::new();
+        for l in &c.layers {
+            if c.class == "Sequential" && l.class == "InputLayer" {
+                continue;
+            }
+            let base = snake_case(&l.class);
+            let n = counts.entry(base.clone()).or_insert(0);
+            autos.insert(&l.name, if *n == 0 { base.clone() } else { format!("{base}_{n}") });
+            *n += 1;
+        }
+        let index: HashMap<&str, usize> = c.layers.iter().enumerate().map(|(i, l)| (l.name.as_str(), i)).collect();
+        let mut tensors: HashMap<(usize, usize), Vec<ValueId>> = HashMap::new();
+        for (i, k) in call_order(c)? {
+            let layer = &c.layers[i];
+            let mut lpath = path.to_vec();
+            lpath.push((layer.name.clone(), autos.get(layer.name.as_str()).cloned().unwrap_or_default()));
+            let prefix = path_key(&lpath);
+            if layer.class == "InputLayer" {
+                let pos = c.inputs.iter().position(|t| t.layer == layer.name);
+                let v = match (given_inputs, pos) {
+                    (Some(g), Some(p)) if p < g.len() => g[p],
+                    (Some(_), _) => {
+                        return Err(ModelError::Config(format!(
+                            "nested model `{}`: input layer `{}` is not fed",
+                            c.name, layer.name
+                        )));
+                    }
+                    (None, _) => {
+                        let shape = input_shape(layer)?;
+                        self.b.input(&prefix, &shape)
+                    }
+                };
+                tensors.insert((i, 0), vec![v]);
+                continue;
+            }
+            let mut ins = Vec::new();
+            for t in &layer.calls[k] {
+                let p = index[t.layer.as_str()];
+                let node = resolve_node(&c.layers[p], t.node).expect("checked by call_order");
+                let v = tensors.get(&(p, node)).and_then(|outs| outs.get(t.tensor)).copied().ok_or_else(|| {
+                    ModelError::DanglingInput { layer: layer.name.clone(), tensor: t.to_string() }
+                })?;
+                ins.push(v);
+            }
+            let outs = match &layer.inner {
+                Some(inner) => self.container(inner, &lpath, Some(&ins))?,
+                None => {
+                    let cx = Ctx { layer, path: lpath, prefix };
+                    let y = self.layer(&cx, &ins)?;
+                    if !ins.contains(&y) {
+                        self.b.rename(y, &cx.prefix);
+                    }
+                    vec![y]
+                }
+            };
+            tensors.insert((i, k), outs);
+        }
+        c.outputs
+            .iter()
+            .map(|t| {
+                let p = *index.get(t.layer.as_str()).ok_or_else(|| ModelError::DanglingInput {
+                    layer: c.name.clone(),
+                    tensor: t.to_string(),
+                })?;
+                let node = resolve_node(&c.layers[p], t.node);
+                node.and_then(|n| tensors.get(&(p, n))).and_then(|o| o.get(t.tensor)).copied().ok_or_else(|| {
+                    ModelError::DanglingInput { layer: c.name.clone(), tensor: t.to_string() }
+                })
+            })
+            .collect()
+    }
+
+    fn layer(&mut self, cx: &Ctx, ins: &[ValueId]) -> Result<ValueId, ModelError> {
+        let class = cx.layer.class.as_str();
+        let one = || -> Result<ValueId, ModelError> {
+            match ins {
+                [x] => Ok(*x),
+                _ => Err(cx.shape_err(format!("`{class}` takes one input, got {}", ins.len()))),
+            }
+        };
+        let dims = |prefix: &str| class.strip_prefix(prefix).and_then(|s| s.strip_suffix('D')).and_then(|s| s.parse::<usize>().ok());
+        match class {
+            "Dense" => self.dense(cx, one()?),
+            "Activation" => self.activation(cx, one()?, cx.cfg().get("activation")),
+            "ReLU" => self.relu(cx, one()?),
+            "LeakyReLU" => {
+                let slope = match cx.cfg().get("negative_slope") {
+                    Some(v) if !v.is_null() => v.as_f64(),
+                    _ => cx.cfg().get("alpha").and_then(Value::as_f64).or(Some(0.3)),
+                }
+                .ok_or_else(|| cx.unsupported("negative_slope is not a number"))?;
+                self.op(cx, neuron(NeuronModel::LeakyRelu { negative_slope: slope }), &[one()?.into()], "leaky_relu")
+            }
+            "Softmax" => {
+                let x = one()?;
+                let r = self.ty(x).len() as i64;
+                let axis = cx.cfg().get("axis").and_then(|a| a.as_i64().or_else(|| a.as_array().and_then(|l| (l.len() == 1).then(|| l[0].as_i64()).flatten()))).unwrap_or(-1);
+                if axis != -1 && axis != r {
+                    return Err(cx.unsupported(format!("softmax over axis {axis}; only the last axis is supported")));
+                }
+                self.op(cx, Op::Softmax, &[x.into()], "softmax")
+            }
+            "BatchNormalization" => self.batch_norm(cx, one()?),
+            "Flatten" => {
+                let mut x = one()?;
+                if cx.channels_first()? && self.ty(x).len() > 1 {
+                    x = self.channels_to_last(cx, x)?;
+                }
+                let n = self.ty(x).iter().product();
+                if self.ty(x) == [n] {
+                    return Ok(x);
+                }
+                self.op(cx, Op::Reshape { shape: vec![n] }, &[x.into()], "flatten")
+            }
+            "Reshape" => self.reshape(cx, one()?),
+            "Permute" => {
+                let x = one()?;
+                let dims = cx.ints("dims", self.ty(x).len())?.ok_or_else(|| cx.unsupported("Permute without `dims`"))?;
+                if dims.contains(&0) {
+                    return Err(cx.unsupported("Permute cannot move the batch axis"));
+                }
+                let perm = dims.iter().map(|d| d - 1).collect();
+                self.op(cx, Op::Transpose { perm }, &[x.into()], "permute")
+            }
+            "Concatenate" => {
+                let r = self.ty(ins[0]).len() as i64;
+                let axis = cx.cfg().get("axis").and_then(Value::as_i64).unwrap_or(-1);
+                let a = if axis < 0 { r + axis } else { axis - 1 };
+                if axis == 0 || a < 0 || a >= r {
+                    return Err(cx.unsupported(format!("concatenation along axis {axis} (the batch axis or out of range)")));
+                }
+                let args: Vec<Operand> = ins.iter().map(|&v| v.into()).collect();
+                self.op(cx, Op::Concat { axis: a as usize }, &args, "concat")
+            }
+            "Add" | "Average" => {
+                if ins.len() < 2 {
+                    return Err(cx.shape_err(format!("`{class}` needs at least two inputs")));
+                }
+                let args: Vec<Operand> = ins.iter().map(|&v| v.into()).collect();
+                let s = self.op(cx, Op::Add, &args, "sum")?;
+                if class == "Add" {
+                    return Ok(s);
+                }
+                let k = self.scalar(&format!("{}.inv_n", cx.prefix), 1.0 / ins.len() as f32);
+                self.op(cx, Op::Scale, &[s.into(), k.into()], "mean")
+            }
+            "Dropout" | "SpatialDropout1D" | "SpatialDropout2D" | "SpatialDropout3D" | "GaussianNoise"
+            | "GaussianDropout" | "AlphaDropout" | "ActivityRegularization" | "Identity" => one(),
+            _ => {
+                if let Some(d) = dims("Conv") {
+                    self.conv(cx, one()?, d)
+                } else if let Some(d) = dims("AveragePooling").or(dims("AvgPool")) {
+                    self.pool(cx, one()?, d, false)
+                } else if let Some(d) = dims("MaxPooling").or(dims("MaxPool")) {
+                    self.pool(cx, one()?, d, true)
+                } else if let Some(d) = dims("GlobalAveragePooling").or(dims("GlobalAvgPool")) {
+                    self.global_pool(cx, one()?, d, false)
+                } else if let Some(d) = dims("GlobalMaxPooling").or(dims("GlobalMaxPool")) {
+                    self.global_pool(cx, one()?, d, true)
+                } else if let Some(d) = dims("ZeroPadding") {
+                    self.zero_pad(cx, one()?, d)
+                } else if let Some(d) = dims("UpSampling") {
+                    self.upsample(cx, one()?, d)
+                } else {
+                    Err(ModelError::UnknownLayer {
+                        layer: cx.layer.name.clone(),
+                        class: class.into(),
+                        supported: SUPPORTED_LAYERS.join(", "),
+                    })
+                }
+            }
+        }
+    }
+
+    fn dense(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
+        let units = cx.cfg().get("units").and_then(Value::as_u64).ok_or_else(|| cx.unsupported("Dense without `units`"))? as usize;
+        let n = *self.ty(x).last().ok_or_else(|| cx.shape_err("Dense on a scalar"))?;
+        let k = self.weight(cx, 0, "kernel", &[n, units])?;
+        let mut y = self.op(cx, Op::Dense, &[x.into(), k.into()], "dense")?;
+        if cx.bool_or("use_bias", true) {
+            let b = self.weight(cx, 1, "bias", &[units])?;
+            y = self.op(cx, Op::Bias, &[y.into(), b.into()], "biased")?;
+        }
+        self.activation(cx, y, cx.cfg().get("activation"))
+    }
+
+    fn relu(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
+        let threshold = cx.f64_or("threshold", 0.0)?;
+        if threshold != 0.0 {
+            return Err(cx.unsupported(format!("threshold={threshold}: a shifted ReLU is not a neuron snnc has")));
+        }
+        let slope = cx.f64_or("negative_slope", 0.0)?;
+        let model = if slope == 0.0 { NeuronModel::Relu } else { NeuronModel::LeakyRelu { negative_slope: slope } };
+        let y = self.op(cx, neuron(model), &[x.into()], "relu")?;
+        match cx.cfg().get("max_value") {
+            None | Some(Value::Null) => Ok(y),
+            Some(m) => {
+                // min(f(x), m) = f(x) − relu(x − m) for m ≥ 0, exactly.
+                let m = m.as_f64().filter(|m| *m >= 0.0).ok_or_else(|| cx.unsupported(format!("max_value={m}")))?;
+                let neg_m = self.scalar(&format!("{}.neg_max", cx.prefix), -m as f32);
+                let minus_one = self.scalar(&format!("{}.minus_one", cx.prefix), -1.0);
+                let shifted = self.op(cx, Op::Bias, &[x.into(), neg_m.into()], "over")?;
+                let excess = self.op(cx, neuron(NeuronModel::Relu), &[shifted.into()], "excess")?;
+                let neg = self.op(cx, Op::Scale, &[excess.into(), minus_one.into()], "neg_excess")?;
+                self.op(cx, Op::Add, &[y.into(), neg.into()], "capped")
+            }
+        }
+    }
+
+    fn batch_norm(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
+        let shape = self.ty(x);
+        let r = shape.len() as i64;
+        let axis = match cx.cfg().get("axis") {
+            Some(Value::Array(a)) if a.len() == 1 => a[0].as_i64(),
+            Some(v) => v.as_i64(),
+            None => Some(-1),
+        }
+        .ok_or_else(|| cx.unsupported("normalisation over several axes"))?;
+        let a = if axis < 0 { r + axis } else { axis - 1 };
+        if axis == 0 || a < 0 || a >= r {
+            return Err(cx.unsupported(format!("normalisation over axis {axis}")));
+        }
+        let a = a as usize;
+        let c = shape[a];
+        let eps = cx.f64_or("epsilon", 1e-3)?;
+        let (center, scale) = (cx.bool_or("center", true), cx.bool_or("scale", true));
+        let mut idx = 0;
+        let mut next = |present: bool| {
+            let i = idx;
+            if present {
+                idx += 1;
+            }
+            i
+        };
+        let (gi, bi) = (next(scale), next(center));
+        let (mi, vi) = (next(true), next(true));
+        let gamma = if scale {
+            self.weight(cx, gi, "gamma", &[c])?
+        } else {
+            self.b.constant_f32(&format!("{}.gamma", cx.prefix), &[c], vec![1.0; c])
+        };
+        let beta = if center {
+            self.weight(cx, bi, "beta", &[c])?
+        } else {
+            self.b.constant_f32(&format!("{}.beta", cx.prefix), &[c], vec![0.0; c])
+        };
+        let mean = self.weight(cx, mi, "moving_mean", &[c])?;
+        let var = self.weight(cx, vi, "moving_variance", &[c])?;
+        let last = a + 1 == shape.len();
+        let mut input = x;
+        if !last {
+            let perm: Vec<usize> = (0..shape.len()).filter(|&i| i != a).chain([a]).collect();
+            input = self.op(cx, Op::Transpose { perm }, &[x.into()], "axis_last")?;
+        }
+        let args = [input.into(), gamma.into(), beta.into(), mean.into(), var.into()];
+        let y = self.op(cx, Op::BatchNorm { epsilon: eps }, &args, "bn")?;
+        if last {
+            return Ok(y);
+        }
+        // Inverse permutation: move the last axis back to position a.
+        let n = shape.len();
+        let perm: Vec<usize> = (0..n).map(|i| if i < a { i } else if i == a { n - 1 } else { i - 1 }).collect();
+        self.op(cx, Op::Transpose { perm }, &[y.into()], "axis_back")
+    }
+
+    fn reshape(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
+        let target = cx
+            .cfg()
+            .get("target_shape")
+            .and_then(Value::as_array)
+            .ok_or_else(|| cx.unsupported("Reshape without `target_shape`"))?;
+        let n: usize = self.ty(x).iter().product();
+        let mut shape = Vec::new();
+        let mut hole = None;
+        for (i, d) in target.iter().enumerate() {
+            match d.as_i64() {
+                Some(-1) | None if hole.is_none() => {
+                    hole = Some(i);
+                    shape.push(1);
+                }
+                Some(v) if v > 0 => shape.push(v as usize),
+                _ => return Err(cx.unsupported(format!("target_shape {}", Value::Array(target.clone())))),
+            }
+        }
+        let known: usize = shape.iter().product();
+        if let Some(h) = hole {
+            if known == 0 || n % known != 0 {
+                return Err(cx.shape_err(format!("cannot reshape {n} elements to {}", Value::Array(target.clone()))));
+            }
+            shape[h] = n / known;
+        }
+        self.op(cx, Op::Reshape { shape }, &[x.into()], "reshape")
+    }
+
+    fn conv(&mut self, cx: &Ctx, x: ValueId, d: usize) -> Result<ValueId, ModelError> {
+        let cf = cx.channels_first()?;
+        let input = if cf { self.channels_to_last(cx, x)? } else { x };
+        let shape = self.ty(input);
+        if shape.len() != d + 1 {
+            return Err(cx.shape_err(format!("Conv{d}D needs a rank-{} input, got {shape:?}", d + 1)));
+        }
+        let filters = cx.cfg().get("filters").and_then(Value::as_u64).ok_or_else(|| cx.unsupported("no `filters`"))? as usize;
+        let kernel = cx.ints("kernel_size", d)?.ok_or_else(|| cx.unsupported("no `kernel_size`"))?;
+        let strides = cx.ints("strides", d)?.unwrap_or(vec![1; d]);
+        let dilation = cx.ints("dilation_rate", d)?.unwrap_or(vec![1; d]);
+        let groups = cx.cfg().get("groups").and_then(Value::as_u64).unwrap_or(1) as usize;
+        let cin = shape[d];
+        if groups == 0 || cin % groups != 0 {
+            return Err(cx.shape_err(format!("groups={groups} does not divide {cin} input channels")));
+        }
+        let mut kshape = kernel.clone();
+        kshape.extend([cin / groups, filters]);
+        let k = self.weight(cx, 0, "kernel", &kshape)?;
+        let mut src = input;
+        let padding = match cx.str_or("padding", "valid") {
+            "causal" if d == 1 => {
+                let left = (kernel[0] - 1) * dilation[0];
+                src = self.op(cx, Op::Pad { pads: vec![[left, 0], [0, 0]] }, &[input.into()], "causal_pad")?;
+                Padding::Valid
+            }
+            _ => cx.padding()?,
+        };
+        let attrs = ConvAttrs { strides, padding, dilation, groups };
+        let mut y = self.op(cx, Op::Conv(attrs), &[src.into(), k.into()], "conv")?;
+        if cx.bool_or("use_bias", true) {
+            let b = self.weight(cx, 1, "bias", &[filters])?;
+            y = self.op(cx, Op::Bias, &[y.into(), b.into()], "biased")?;
+        }
+        y = self.activation(cx, y, cx.cfg().get("activation"))?;
+        if cf { self.channels_to_first(cx, y) } else { Ok(y) }
+    }
+
+    fn pool(&mut self, cx: &Ctx, x: ValueId, d: usize, is_max: bool) -> Result<ValueId, ModelError> {
+        let cf = cx.channels_first()?;
+        let input = if cf { self.channels_to_last(cx, x)? } else { x };
+        let pool = cx.ints("pool_size", d)?.unwrap_or(vec![2; d]);
+        let strides = cx.ints("strides", d)?.unwrap_or_else(|| pool.clone());
+        let attrs = PoolAttrs { pool, strides, padding: cx.padding()? };
+        let op = if is_max { Op::MaxPool(attrs) } else { Op::AvgPool(attrs) };
+        let y = self.op(cx, op, &[input.into()], if is_max { "max_pool" } else { "avg_pool" })?;
+        if cf { self.channels_to_first(cx, y) } else { Ok(y) }
+    }
+
+    fn global_pool(&mut self, cx: &Ctx, x: ValueId, d: usize, is_max: bool) -> Result<ValueId, ModelError> {
+        let cf = cx.channels_first()?;
+        let input = if cf { self.channels_to_last(cx, x)? } else { x };
+        if self.ty(input).len() != d + 1 {
+            return Err(cx.shape_err(format!("needs a rank-{} input, got {:?}", d + 1, self.ty(input))));
+        }
+        let op = if is_max { Op::GlobalMaxPool } else { Op::GlobalAvgPool };
+        let y = self.op(cx, op, &[input.into()], "global_pool")?;
+        if !cx.bool_or("keepdims", false) {
+            return Ok(y);
+        }
+        let c = self.ty(y)[0];
+        let mut shape = vec![1; d];
+        if cf { shape.insert(0, c) } else { shape.push(c) }
+        self.op(cx, Op::Reshape { shape }, &[y.into()], "keepdims")
+    }
+
+    fn zero_pad(&mut self, cx: &Ctx, x: ValueId, d: usize) -> Result<ValueId, ModelError> {
+        let cf = cx.channels_first()?;
+        let input = if cf { self.channels_to_last(cx, x)? } else { x };
+        let v = cx.cfg().get("padding").cloned().unwrap_or(Value::from(1));
+        let bad = || cx.unsupported(format!("padding {v}"));
+        let pair = |p: &Value| -> Option<[usize; 2]> {
+            match p {
+                Value::Number(n) => n.as_u64().map(|n| [n as usize; 2]),
+                Value::Array(a) if a.len() == 2 => Some([a[0].as_u64()? as usize, a[1].as_u64()? as usize]),
+                _ => None,
+            }
+        };
+        let mut pads: Vec<[usize; 2]> = match &v {
+            Value::Number(n) => vec![[n.as_u64().ok_or_else(bad)? as usize; 2]; d],
+            // ZeroPadding1D: (left, right).
+            Value::Array(a) if d == 1 && a.len() == 2 && a.iter().all(Value::is_number) => vec![pair(&v).ok_or_else(bad)?],
+            Value::Array(a) if a.len() == d => a.iter().map(pair).collect::<Option<_>>().ok_or_else(bad)?,
+            _ => return Err(bad()),
+        };
+        pads.push([0, 0]);
+        let y = self.op(cx, Op::Pad { pads }, &[input.into()], "pad")?;
+        if cf { self.channels_to_first(cx, y) } else { Ok(y) }
+    }
+
+    fn upsample(&mut self, cx: &Ctx, x: ValueId, d: usize) -> Result<ValueId, ModelError> {
+        let interp = cx.str_or("interpolation", "nearest");
+        if interp != "nearest" {
+            return Err(cx.unsupported(format!("interpolation `{interp}`; only nearest is supported")));
+        }
+        let cf = cx.channels_first()?;
+        let input = if cf { self.channels_to_last(cx, x)? } else { x };
+        let factors = cx.ints("size", d)?.unwrap_or(vec![2; d]);
+        let y = self.op(cx, Op::Upsample { factors }, &[input.into()], "upsample")?;
+        if cf { self.channels_to_first(cx, y) } else { Ok(y) }
+    }
+}
+
+fn input_shape(layer: &Layer) -> Result<Vec<usize>, ModelError> {
+    let dims = declared_batch_shape(&layer.config).ok_or_else(|| ModelError::Unsupported {
+        layer: layer.name.clone(),
+        what: "input layer without `batch_shape`".into(),
+    })?;
+    dims.iter()
+        .skip(1)
+        .map(|d| d.as_u64().map(|n| n as usize))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| ModelError::Unsupported {
+            layer: layer.name.clone(),
+            what: format!("input shapes must be fully specified, got {}", Value::Array(dims.clone())),
+        })
+}

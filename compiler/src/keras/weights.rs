@@ -1,0 +1,174 @@
+//! Finding a layer's weights in the HDF5 store of a Keras file.
+//!
+//! - `.keras` archives (`model.weights.h5`): `/layers/<auto>/vars/<i>`, where `<auto>` is the
+//!   snake-cased class name de-duplicated in `model.layers` order (not the layer name); nested
+//!   models recurse through `/layers/<auto>/layers/...`. Keras 3 also records the layer name as
+//!   `vars@name`, which is checked when present.
+//! - legacy `.h5`: `/model_weights/<layer name>` lists its datasets in the `weight_names`
+//!   attribute (possibly split into `weight_names0`, `weight_names1`, …; an empty float array
+//!   means no weights).
+
+use super::ModelError;
+use hdf5_reader::Hdf5File;
+use hdf5_reader::group::Group;
+use ndarray::ArrayD;
+
+/// The HDF5 store of a model's weights.
+pub enum WeightStore {
+    /// `model.weights.h5` of a `.keras` archive.
+    Archive(Hdf5File),
+    /// A legacy `.h5` model file.
+    Legacy(Hdf5File),
+}
+
+/// Where a layer sits: the chain of (layer name, archive auto name) from the top model down.
+pub type LayerPath = [(String, String)];
+
+fn werr(msg: impl Into<String>) -> ModelError {
+    ModelError::Weights(msg.into())
+}
+
+/// Keras's `to_snake_case`: drop non-word characters, then `_` before capitalised words and
+/// between a lower-case letter and an upper-case one, then lower-case.
+pub fn snake_case(name: &str) -> String {
+    let chars: Vec<char> = name.chars().filter(|c| c.is_alphanumeric() || *c == '_').collect();
+    // (.)([A-Z][a-z]+) → \1_\2
+    let mut step1 = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        if i > 0 && c.is_ascii_uppercase() && chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase()) {
+            step1.push('_');
+        }
+        step1.push(c);
+    }
+    // ([a-z])([A-Z]) → \1_\2
+    let s: Vec<char> = step1.chars().collect();
+    let mut out = String::new();
+    for (i, &c) in s.iter().enumerate() {
+        if i > 0 && c.is_ascii_uppercase() && s[i - 1].is_ascii_lowercase() {
+            out.push('_');
+        }
+        out.push(c);
+    }
+    out.to_lowercase()
+}
+
+fn read_f32(ds: &hdf5_reader::Dataset, what: &str) -> Result<ArrayD<f32>, ModelError> {
+    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ds.read_array::<f32>()
+            .or_else(|_| ds.read_array::<f64>().map(|a| a.mapv(|x| x as f32)))
+    }));
+    match attempt {
+        Ok(Ok(a)) => Ok(a),
+        Ok(Err(e)) => Err(werr(format!("{what}: cannot read as floats ({e})"))),
+        Err(_) => Err(werr(format!("{what}: the HDF5 reader failed on malformed data"))),
+    }
+}
+
+/// A list-of-strings attribute, following Keras's chunking and its empty-list marker.
+fn name_list(g: &Group, base: &str) -> Result<Option<Vec<String>>, ModelError> {
+    if let Ok(a) = g.attribute(base) {
+        if let Ok(v) = a.read_strings() {
+            return Ok(Some(v));
+        }
+        if a.read_1d::<f64>().is_ok_and(|v| v.is_empty()) {
+            return Ok(Some(Vec::new()));
+        }
+        return Err(werr(format!("attribute `{base}` is neither strings nor an empty list")));
+    }
+    let mut out = Vec::new();
+    let mut k = 0;
+    while let Ok(a) = g.attribute(&format!("{base}{k}")) {
+        out.extend(a.read_strings().map_err(|e| werr(format!("attribute `{base}{k}`: {e}")))?);
+        k += 1;
+    }
+    Ok((k > 0).then_some(out))
+}
+
+/// The dataset at a `/`-separated path below `g`.
+fn dataset_at(g: &Group, path: &str) -> Option<hdf5_reader::Dataset> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let (last, dirs) = parts.split_last()?;
+    let mut cur = g.clone();
+    for d in dirs {
+        cur = cur.group(d).ok()?;
+    }
+    cur.dataset(last).ok()
+}
+
+impl WeightStore {
+    /// The weights of the layer at `path`, in Keras's variable order (kernel before bias, …).
+    pub fn layer(&self, path: &LayerPath) -> Result<Vec<ArrayD<f32>>, ModelError> {
+        let (layer_name, _) = path.last().expect("a layer path is never empty");
+        let lerr = |what: String| ModelError::Weights(format!("layer `{layer_name}`: {what}"));
+        match self {
+            WeightStore::Archive(h5) => {
+                let mut group = String::from("/");
+                for (_, auto) in path {
+                    group.push_str(&format!("layers/{auto}/"));
+                }
+                let vars_path = format!("{group}vars");
+                let Ok(vars) = h5.group(&vars_path) else {
+                    return Err(lerr(format!("no group `{vars_path}` in model.weights.h5")));
+                };
+                if let Ok(recorded) = vars.attribute("name").and_then(|a| a.read_string()) {
+                    if recorded != *layer_name {
+                        return Err(lerr(format!(
+                            "`{vars_path}` belongs to layer `{recorded}`; the weights file does not match the config"
+                        )));
+                    }
+                }
+                let mut out = Vec::new();
+                while let Ok(ds) = vars.dataset(&out.len().to_string()) {
+                    out.push(read_f32(&ds, &format!("{vars_path}/{}", out.len()))?);
+                }
+                Ok(out)
+            }
+            WeightStore::Legacy(h5) => {
+                let top = h5.group("/model_weights").or_else(|_| h5.root_group()).map_err(|e| werr(e.to_string()))?;
+                let (top_name, _) = &path[0];
+                let Ok(g) = top.group(top_name) else {
+                    return Err(lerr(format!("no group `/model_weights/{top_name}`")));
+                };
+                let names = name_list(&g, "weight_names")?
+                    .ok_or_else(|| lerr(format!("`/model_weights/{top_name}` has no `weight_names`")))?;
+                // A layer inside a nested model: its weights are those whose path names it.
+                let selected: Vec<&String> = if path.len() == 1 {
+                    names.iter().collect()
+                } else {
+                    names.iter().filter(|n| n.split('/').any(|part| part == layer_name)).collect()
+                };
+                let mut out = Vec::new();
+                for n in selected {
+                    let ds = dataset_at(&g, n)
+                        .ok_or_else(|| lerr(format!("dataset `{n}` listed in weight_names is missing")))?;
+                    out.push(read_f32(&ds, n)?);
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snake_case;
+
+    #[test]
+    fn snake_case_matches_keras() {
+        for (class, want) in [
+            ("Conv2D", "conv2d"),
+            ("MaxPooling2D", "max_pooling2d"),
+            ("InputLayer", "input_layer"),
+            ("BatchNormalization", "batch_normalization"),
+            ("GlobalAveragePooling1D", "global_average_pooling1d"),
+            ("ZeroPadding3D", "zero_padding3d"),
+            ("UpSampling2D", "up_sampling2d"),
+            ("ReLU", "re_lu"),
+            ("LeakyReLU", "leaky_re_lu"),
+            ("Dense", "dense"),
+            ("LSTM", "lstm"),
+        ] {
+            assert_eq!(snake_case(class), want, "{class}");
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Every Keras fixture (tests/fixtures/keras{2,3}, written by tests/fixtures/generate.py) is
+//! converted and run for one step on the interpreter; each output must match `model.predict`
+//! within |snnc − keras| ≤ 1e-5 + 1e-4·|keras|.
+
+use ndarray::ArrayD;
+use ndarray_npy::NpzReader;
+use serde_json::Value;
+use snnc_compiler::keras::{KerasOptions, load};
+use snnc_ir::{Target, verify};
+use snnc_runtime::{Backend, Record, Simulator};
+use snnc_tests::repo_root;
+
+/// Convert and run one fixture file; `Err` describes the first mismatch or failure.
+fn check_fixture(dir: &str, file: &str, io: &str) -> Result<usize, String> {
+    let root = repo_root().join("tests/fixtures").join(dir);
+    let module = load(&root.join(file), &KerasOptions::default()).map_err(|e| e.to_string())?;
+    let module = verify(module, Target::Any).map_err(|e| format!("does not verify:\n{e}\n{module}", module = ""))?;
+    let mut npz = NpzReader::new(std::fs::File::open(root.join(io)).unwrap()).unwrap();
+    let mut inputs = Vec::new();
+    for &v in &module.inputs {
+        let name = &module.value(v).name;
+        let a: ArrayD<f32> = npz.by_name(&format!("input_{name}")).map_err(|e| format!("input {name}: {e}"))?;
+        inputs.push(a);
+    }
+    let batch = inputs[0].shape()[0];
+    let mut sim = Simulator::new(&module, Backend::Interp, batch).map_err(|e| e.to_string())?;
+    let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
+    let outs = sim.run(1, &views, Record::LastStep).map_err(|e| e.to_string())?;
+    let mut compared = 0;
+    for (o, got) in module.outputs.iter().zip(outs) {
+        let want: ArrayD<f32> = npz.by_name(&format!("output_{}", o.name)).map_err(|e| format!("output {}: {e}", o.name))?;
+        if want.shape() != got.shape() {
+            return Err(format!("output {}: shape {:?}, keras {:?}", o.name, got.shape(), want.shape()));
+        }
+        for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
+            if (g - w).abs() > 1e-5 + 1e-4 * w.abs() {
+                return Err(format!("output {} element {i}: snnc {g}, keras {w}", o.name));
+            }
+            compared += 1;
+        }
+    }
+    Ok(compared)
+}
+
+fn run_dir(dir: &str) {
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("tests/fixtures").join(dir).join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let mut failures = Vec::new();
+    let mut passed = 0;
+    for f in manifest["fixtures"].as_array().unwrap() {
+        let name = f["name"].as_str().unwrap();
+        for file in f["files"].as_array().unwrap() {
+            let file = file.as_str().unwrap();
+            match check_fixture(dir, file, &format!("{name}.io.npz")) {
+                Ok(n) => {
+                    assert!(n > 0);
+                    passed += 1;
+                }
+                Err(e) => failures.push(format!("{dir}/{file}: {e}")),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} passed, {} failed:\n{}", passed, failures.len(), failures.join("\n"));
+    assert!(passed >= 20, "only {passed} fixture files");
+}
+
+#[test]
+fn keras3_fixtures_match_model_predict() {
+    run_dir("keras3");
+}
+
+#[test]
+fn keras2_fixtures_match_model_predict() {
+    run_dir("keras2");
+}
