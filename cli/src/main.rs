@@ -33,9 +33,27 @@ enum TargetArg {
     Neural,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Emit {
+    Ir,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Print a module (.sir text, .snn artifact or .json) in canonical text or JSON.
+    /// Convert a Keras model (.keras or .h5) into an snnc module: write a .snn artifact with
+    /// `-o`, or print the IR.
+    Compile {
+        /// The model.
+        model: PathBuf,
+        /// Write the compiled module as a .snn artifact.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// What to print when no `-o` is given.
+        #[arg(long, value_enum, default_value = "ir")]
+        emit: Emit,
+    },
+    /// Print a module (.sir text, .snn artifact, .json, or a Keras model) in canonical text or JSON.
     Dump {
         /// The module file.
         file: PathBuf,
@@ -86,6 +104,33 @@ fn main() -> ExitCode {
 
 fn dispatch(cmd: Command) -> Result<u8> {
     match cmd {
+        Command::Compile { model, output, emit } => {
+            let (m, map) = load_module(&model)?;
+            let m = snnc_ir::verify(m, Target::Any).map_err(|e| {
+                anyhow::anyhow!("{} does not verify:\n{}", model.display(), e.render(map.as_ref()).trim_end())
+            })?;
+            match output {
+                Some(out) => {
+                    if out.exists() && out.canonicalize().ok() == model.canonicalize().ok() {
+                        bail!("-o {} would overwrite the model", out.display());
+                    }
+                    snnc_ir::save_snn(&m, &out).with_context(|| format!("writing {}", out.display()))?;
+                    let params: usize = m.constants.iter().map(|c| c.ty.num_elements()).sum();
+                    println!(
+                        "wrote {} ({} ops, {} inputs, {} outputs, {params} parameters)",
+                        out.display(),
+                        m.insts.len(),
+                        m.inputs.len(),
+                        m.outputs.len()
+                    );
+                }
+                None => match emit {
+                    Emit::Ir => print!("{}", *m),
+                    Emit::Json => println!("{}", serde_json::to_string_pretty(&*m).context("serialising to JSON")?),
+                },
+            }
+            Ok(0)
+        }
         Command::Dump { file, format } => {
             let (m, _) = load_module(&file)?;
             match format {
@@ -143,7 +188,7 @@ fn dispatch(cmd: Command) -> Result<u8> {
     }
 }
 
-/// Read a module from `.sir` text, a `.snn` artifact or `.json`. Text modules come with their
+/// Read a module from a Keras model (`.keras`, `.h5`), `.sir` text, a `.snn` artifact or `.json`. Text modules come with their
 /// source map so verifier errors can name lines.
 pub fn load_module(path: &Path) -> Result<(Module, Option<SourceMap>)> {
     let ext = path
@@ -173,12 +218,12 @@ pub fn load_module(path: &Path) -> Result<(Module, Option<SourceMap>)> {
             })?;
             Ok((m, Some(map)))
         }
-        "keras" | "h5" => bail!(
-            "{}: reading Keras models is not supported yet; give a .sir or .snn module",
-            path.display()
-        ),
+        "keras" | "h5" | "hdf5" => {
+            let m = snnc_compiler::keras::load(path, &snnc_compiler::keras::KerasOptions::default())?;
+            Ok((m, None))
+        }
         _ => bail!(
-            "{}: unknown file type; expected .sir, .snn or .json",
+            "{}: unknown file type; expected .keras, .h5, .sir, .snn or .json",
             path.display()
         ),
     }

@@ -18,7 +18,7 @@ pub enum BackendArg {
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The model: a .sir module or a .snn artifact.
+    /// The model: a Keras model (.keras, .h5, compiled on the fly), a .sir module or a .snn artifact.
     model: PathBuf,
     /// Input data: `FILE.npy` for a single-input model, or `NAME=FILE.npy` per input. Shape
     /// `(n, *input_shape)` is held for every step; `(n, steps, *input_shape)` is fed step by step.

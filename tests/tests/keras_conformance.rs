@@ -75,3 +75,19 @@ fn keras3_fixtures_match_model_predict() {
 fn keras2_fixtures_match_model_predict() {
     run_dir("keras2");
 }
+
+/// The IR dumps of a representative handful read like the model summary.
+#[test]
+fn keras_dumps_are_stable() {
+    for (dir, file) in [
+        ("keras3", "maxpool2d.keras"),
+        ("keras3", "functional_branches.keras"),
+        ("keras3", "conv_groups_channels_first.keras"),
+        ("keras2", "nested.h5"),
+        ("keras2", "activations.keras"),
+    ] {
+        let path = repo_root().join("tests/fixtures").join(dir).join(file);
+        let m = load(&path, &KerasOptions::default()).unwrap();
+        insta::assert_snapshot!(format!("{dir}_{file}"), m.to_string());
+    }
+}

@@ -108,7 +108,9 @@ impl WeightStore {
                 }
                 let vars_path = format!("{group}vars");
                 let Ok(vars) = h5.group(&vars_path) else {
-                    return Err(lerr(format!("no group `{vars_path}` in model.weights.h5")));
+                    return Err(lerr(format!(
+                        "no group `{vars_path}` in model.weights.h5 (the weights file is damaged or belongs to another model)"
+                    )));
                 };
                 if let Ok(recorded) = vars.attribute("name").and_then(|a| a.read_string()) {
                     if recorded != *layer_name {
