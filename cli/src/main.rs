@@ -104,17 +104,26 @@ fn main() -> ExitCode {
 
 fn dispatch(cmd: Command) -> Result<u8> {
     match cmd {
-        Command::Compile { model, output, emit } => {
+        Command::Compile {
+            model,
+            output,
+            emit,
+        } => {
             let (m, map) = load_module(&model)?;
             let m = snnc_ir::verify(m, Target::Any).map_err(|e| {
-                anyhow::anyhow!("{} does not verify:\n{}", model.display(), e.render(map.as_ref()).trim_end())
+                anyhow::anyhow!(
+                    "{} does not verify:\n{}",
+                    model.display(),
+                    e.render(map.as_ref()).trim_end()
+                )
             })?;
             match output {
                 Some(out) => {
                     if out.exists() && out.canonicalize().ok() == model.canonicalize().ok() {
                         bail!("-o {} would overwrite the model", out.display());
                     }
-                    snnc_ir::save_snn(&m, &out).with_context(|| format!("writing {}", out.display()))?;
+                    snnc_ir::save_snn(&m, &out)
+                        .with_context(|| format!("writing {}", out.display()))?;
                     let params: usize = m.constants.iter().map(|c| c.ty.num_elements()).sum();
                     println!(
                         "wrote {} ({} ops, {} inputs, {} outputs, {params} parameters)",
@@ -126,7 +135,10 @@ fn dispatch(cmd: Command) -> Result<u8> {
                 }
                 None => match emit {
                     Emit::Ir => print!("{}", *m),
-                    Emit::Json => println!("{}", serde_json::to_string_pretty(&*m).context("serialising to JSON")?),
+                    Emit::Json => println!(
+                        "{}",
+                        serde_json::to_string_pretty(&*m).context("serialising to JSON")?
+                    ),
                 },
             }
             Ok(0)
@@ -219,7 +231,8 @@ pub fn load_module(path: &Path) -> Result<(Module, Option<SourceMap>)> {
             Ok((m, Some(map)))
         }
         "keras" | "h5" | "hdf5" => {
-            let m = snnc_compiler::keras::load(path, &snnc_compiler::keras::KerasOptions::default())?;
+            let m =
+                snnc_compiler::keras::load(path, &snnc_compiler::keras::KerasOptions::default())?;
             Ok((m, None))
         }
         _ => bail!(

@@ -341,3 +341,78 @@ fn run_accepts_snn_artifacts() {
     let dumped = snnc(&["dump", s(&path)]);
     assert_eq!(stdout(&dumped), m.to_string());
 }
+
+#[test]
+fn compile_and_run_keras_models() {
+    let dir = scratch("keras");
+    let fixture = "tests/fixtures/keras3/maxpool2d.keras";
+    let ir = snnc(&["compile", fixture]);
+    assert!(ir.status.success(), "{}", stderr(&ir));
+    assert!(
+        stdout(&ir).contains("max_pool %conv2d_3 {pool=[3,3], strides=[2,2], padding=same}"),
+        "{}",
+        stdout(&ir)
+    );
+    let json = snnc(&["compile", fixture, "--emit", "json"]);
+    assert!(serde_json::from_slice::<serde_json::Value>(&json.stdout).is_ok());
+
+    let snn = dir.join("m.snn");
+    let c = snnc(&["compile", fixture, "-o", s(&snn)]);
+    assert!(c.status.success(), "{}", stderr(&c));
+    assert!(
+        stdout(&c).starts_with(&format!("wrote {}", s(&snn))),
+        "{}",
+        stdout(&c)
+    );
+
+    // Inputs and expected outputs from the fixture's npz, run from .keras and from .snn.
+    let mut io = NpzReader::new(
+        std::fs::File::open(repo().join("tests/fixtures/keras3/maxpool2d.io.npz")).unwrap(),
+    )
+    .unwrap();
+    let names = io.names().unwrap();
+    let input_name = names
+        .iter()
+        .find(|n| n.starts_with("input_"))
+        .unwrap()
+        .clone();
+    let output_name = names
+        .iter()
+        .find(|n| n.starts_with("output_"))
+        .unwrap()
+        .clone();
+    let x: ArrayD<f32> = io.by_name(&input_name).unwrap();
+    let want: ArrayD<f32> = io.by_name(&output_name).unwrap();
+    let xin = dir.join("x.npy");
+    write_npy(&xin, &x).unwrap();
+    for model in [fixture, s(&snn)] {
+        let out = dir.join("y.npy");
+        let r = snnc(&["run", model, "--input", s(&xin), "--output", s(&out)]);
+        assert!(r.status.success(), "{}", stderr(&r));
+        let got = ArrayD::<f32>::read_npy(std::fs::File::open(&out).unwrap()).unwrap();
+        assert_eq!(got.shape(), want.shape());
+        for (g, w) in got.iter().zip(want.iter()) {
+            assert!(
+                (g - w).abs() <= 1e-5 + 1e-4 * w.abs(),
+                "{model}: {g} vs keras {w}"
+            );
+        }
+    }
+
+    let bad = dir.join("bad.keras");
+    std::fs::write(&bad, b"PK\x03\x04 nope").unwrap();
+    let r = snnc(&["compile", s(&bad)]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(
+        stderr(&r).contains("bad.keras: not a readable .keras archive"),
+        "{}",
+        stderr(&r)
+    );
+    let r = snnc(&["compile", fixture, "-o", fixture]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(
+        stderr(&r).contains("would overwrite the model"),
+        "{}",
+        stderr(&r)
+    );
+}

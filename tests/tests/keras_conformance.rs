@@ -14,27 +14,42 @@ use snnc_tests::repo_root;
 fn check_fixture(dir: &str, file: &str, io: &str) -> Result<usize, String> {
     let root = repo_root().join("tests/fixtures").join(dir);
     let module = load(&root.join(file), &KerasOptions::default()).map_err(|e| e.to_string())?;
-    let module = verify(module, Target::Any).map_err(|e| format!("does not verify:\n{e}\n{module}", module = ""))?;
+    let module = verify(module, Target::Any)
+        .map_err(|e| format!("does not verify:\n{e}\n{module}", module = ""))?;
     let mut npz = NpzReader::new(std::fs::File::open(root.join(io)).unwrap()).unwrap();
     let mut inputs = Vec::new();
     for &v in &module.inputs {
         let name = &module.value(v).name;
-        let a: ArrayD<f32> = npz.by_name(&format!("input_{name}")).map_err(|e| format!("input {name}: {e}"))?;
+        let a: ArrayD<f32> = npz
+            .by_name(&format!("input_{name}"))
+            .map_err(|e| format!("input {name}: {e}"))?;
         inputs.push(a);
     }
     let batch = inputs[0].shape()[0];
     let mut sim = Simulator::new(&module, Backend::Interp, batch).map_err(|e| e.to_string())?;
     let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
-    let outs = sim.run(1, &views, Record::LastStep).map_err(|e| e.to_string())?;
+    let outs = sim
+        .run(1, &views, Record::LastStep)
+        .map_err(|e| e.to_string())?;
     let mut compared = 0;
     for (o, got) in module.outputs.iter().zip(outs) {
-        let want: ArrayD<f32> = npz.by_name(&format!("output_{}", o.name)).map_err(|e| format!("output {}: {e}", o.name))?;
+        let want: ArrayD<f32> = npz
+            .by_name(&format!("output_{}", o.name))
+            .map_err(|e| format!("output {}: {e}", o.name))?;
         if want.shape() != got.shape() {
-            return Err(format!("output {}: shape {:?}, keras {:?}", o.name, got.shape(), want.shape()));
+            return Err(format!(
+                "output {}: shape {:?}, keras {:?}",
+                o.name,
+                got.shape(),
+                want.shape()
+            ));
         }
         for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
             if (g - w).abs() > 1e-5 + 1e-4 * w.abs() {
-                return Err(format!("output {} element {i}: snnc {g}, keras {w}", o.name));
+                return Err(format!(
+                    "output {} element {i}: snnc {g}, keras {w}",
+                    o.name
+                ));
             }
             compared += 1;
         }
@@ -44,7 +59,13 @@ fn check_fixture(dir: &str, file: &str, io: &str) -> Result<usize, String> {
 
 fn run_dir(dir: &str) {
     let manifest: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo_root().join("tests/fixtures").join(dir).join("manifest.json")).unwrap(),
+        &std::fs::read_to_string(
+            repo_root()
+                .join("tests/fixtures")
+                .join(dir)
+                .join("manifest.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let mut failures = Vec::new();
@@ -62,7 +83,13 @@ fn run_dir(dir: &str) {
             }
         }
     }
-    assert!(failures.is_empty(), "{} passed, {} failed:\n{}", passed, failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} passed, {} failed:\n{}",
+        passed,
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(passed >= 20, "only {passed} fixture files");
 }
 
@@ -89,5 +116,30 @@ fn keras_dumps_are_stable() {
         let path = repo_root().join("tests/fixtures").join(dir).join(file);
         let m = load(&path, &KerasOptions::default()).unwrap();
         insta::assert_snapshot!(format!("{dir}_{file}"), m.to_string());
+    }
+}
+
+/// The MNIST example: the trained model reproduces Keras's logits on the committed test images.
+#[test]
+fn mnist_example_matches_keras() {
+    let dir = repo_root().join("examples/mnist");
+    let module = load(&dir.join("model.keras"), &KerasOptions::default()).unwrap();
+    let module = verify(module, Target::Any).unwrap();
+    let images: ArrayD<u8> = ndarray_npy::read_npy(dir.join("test_images.npy")).unwrap();
+    let want: ndarray::Array2<f32> = ndarray_npy::read_npy(dir.join("keras_logits.npy")).unwrap();
+    let n = 100;
+    let x = images
+        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n))
+        .mapv(f32::from);
+    let mut sim = Simulator::new(&module, Backend::Interp, n).unwrap();
+    let got = sim.run(1, &[x.view()], Record::LastStep).unwrap().remove(0);
+    for i in 0..n {
+        for k in 0..10 {
+            let (g, w) = (got[[i, k]], want[[i, k]]);
+            assert!(
+                (g - w).abs() <= 1e-5 + 1e-4 * w.abs(),
+                "image {i} logit {k}: snnc {g}, keras {w}"
+            );
+        }
     }
 }

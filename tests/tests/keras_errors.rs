@@ -19,7 +19,8 @@ fn rezip(bytes: &[u8], edit: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) -> Vec<u
         let mut data = Vec::new();
         f.read_to_end(&mut data).unwrap();
         if let Some(d) = edit(&name, data) {
-            out.start_file(name, zip::write::SimpleFileOptions::default()).unwrap();
+            out.start_file(name, zip::write::SimpleFileOptions::default())
+                .unwrap();
             out.write_all(&d).unwrap();
         }
     }
@@ -28,7 +29,11 @@ fn rezip(bytes: &[u8], edit: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) -> Vec<u
 
 fn edit_config(bytes: &[u8], f: impl Fn(String) -> String) -> Vec<u8> {
     rezip(bytes, |name, data| {
-        Some(if name == "config.json" { f(String::from_utf8(data).unwrap()).into_bytes() } else { data })
+        Some(if name == "config.json" {
+            f(String::from_utf8(data).unwrap()).into_bytes()
+        } else {
+            data
+        })
     })
 }
 
@@ -47,15 +52,36 @@ fn bad_files_give_specific_errors() {
         ("empty.keras", Vec::new()),
         ("notes.keras", b"just some text, not a model".to_vec()),
         ("truncated.keras", mlp[..mlp.len() / 2].to_vec()),
-        ("no_config.keras", rezip(&mlp, |n, d| (n != "config.json").then_some(d))),
-        ("bad_json.keras", edit_config(&mlp, |s| s[..s.len() / 2].to_string())),
+        (
+            "no_config.keras",
+            rezip(&mlp, |n, d| (n != "config.json").then_some(d)),
+        ),
+        (
+            "bad_json.keras",
+            edit_config(&mlp, |s| s[..s.len() / 2].to_string()),
+        ),
         (
             "bad_weights.keras",
-            rezip(&mlp, |n, d| Some(if n == "model.weights.h5" { d[..d.len() / 3].to_vec() } else { d })),
+            rezip(&mlp, |n, d| {
+                Some(if n == "model.weights.h5" {
+                    d[..d.len() / 3].to_vec()
+                } else {
+                    d
+                })
+            }),
         ),
-        ("unknown_layer.keras", edit_config(&mlp, |s| s.replacen("\"Dropout\"", "\"LSTM\"", 1))),
-        ("unsupported_activation.keras", edit_config(&mlp, |s| s.replacen("\"relu\"", "\"elu\"", 1))),
-        ("wrong_shape.keras", edit_config(&mlp, |s| s.replacen("\"units\": 16", "\"units\": 15", 1))),
+        (
+            "unknown_layer.keras",
+            edit_config(&mlp, |s| s.replacen("\"Dropout\"", "\"LSTM\"", 1)),
+        ),
+        (
+            "unsupported_activation.keras",
+            edit_config(&mlp, |s| s.replacen("\"relu\"", "\"elu\"", 1)),
+        ),
+        (
+            "wrong_shape.keras",
+            edit_config(&mlp, |s| s.replacen("\"units\": 16", "\"units\": 15", 1)),
+        ),
         (
             "cycle.keras",
             edit_config(&branches, |s| {
@@ -68,12 +94,23 @@ fn bad_files_give_specific_errors() {
                 v.to_string()
             }),
         ),
-        ("dangling.keras", edit_config(&branches, |s| s.replacen("\"branch_a\", 0, 0", "\"nowhere\", 0, 0", 1))),
+        (
+            "dangling.keras",
+            edit_config(&branches, |s| {
+                s.replacen("\"branch_a\", 0, 0", "\"nowhere\", 0, 0", 1)
+            }),
+        ),
         ("missing_weight.h5", fixture("bad/missing_weight.h5")),
         ("weights_only.h5", fixture("bad/weights_only.h5")),
         (
             "unspecified_input.keras",
-            edit_config(&mlp, |s| s.replacen("\"batch_shape\": [null, 8]", "\"batch_shape\": [null, null]", 1)),
+            edit_config(&mlp, |s| {
+                s.replacen(
+                    "\"batch_shape\": [null, 8]",
+                    "\"batch_shape\": [null, null]",
+                    1,
+                )
+            }),
         ),
     ];
     let mut report = String::new();

@@ -50,7 +50,10 @@ fn open_keras_zip(bytes: Vec<u8>) -> Result<KerasFile, String> {
             e => format!("`{name}` in the .keras archive is unreadable ({e})"),
         })?;
         if f.size() > MAX_MEMBER_BYTES {
-            return Err(format!("`{name}` is {} bytes, more than snnc reads", f.size()));
+            return Err(format!(
+                "`{name}` is {} bytes, more than snnc reads",
+                f.size()
+            ));
         }
         let mut buf = Vec::with_capacity(f.size().min(64 << 20) as usize);
         f.by_ref()
@@ -61,20 +64,31 @@ fn open_keras_zip(bytes: Vec<u8>) -> Result<KerasFile, String> {
     };
     let config = member("config.json")?;
     let weights = member("model.weights.h5")?;
-    let config: Value =
-        serde_json::from_slice(&config).map_err(|e| format!("config.json is not valid JSON ({e})"))?;
+    let config: Value = serde_json::from_slice(&config)
+        .map_err(|e| format!("config.json is not valid JSON ({e})"))?;
     let h5 = open_hdf5(weights, "model.weights.h5")?;
-    Ok(KerasFile { config, weights: WeightStore::Archive(h5) })
+    Ok(KerasFile {
+        config,
+        weights: WeightStore::Archive(h5),
+    })
 }
 
 fn open_h5(bytes: Vec<u8>) -> Result<KerasFile, String> {
     let h5 = open_hdf5(bytes, "HDF5 file")?;
-    let root = h5.root_group().map_err(|e| format!("HDF5 root group unreadable ({e})"))?;
+    let root = h5
+        .root_group()
+        .map_err(|e| format!("HDF5 root group unreadable ({e})"))?;
     let text = root
         .attribute("model_config")
         .and_then(|a| a.read_string())
-        .map_err(|_| "an HDF5 file without a `model_config` attribute: weights only, or not a Keras model".to_string())?;
-    let config: Value =
-        serde_json::from_str(&text).map_err(|e| format!("the `model_config` attribute is not valid JSON ({e})"))?;
-    Ok(KerasFile { config, weights: WeightStore::Legacy(h5) })
+        .map_err(|_| {
+            "an HDF5 file without a `model_config` attribute: weights only, or not a Keras model"
+                .to_string()
+        })?;
+    let config: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("the `model_config` attribute is not valid JSON ({e})"))?;
+    Ok(KerasFile {
+        config,
+        weights: WeightStore::Legacy(h5),
+    })
 }

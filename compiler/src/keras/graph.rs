@@ -74,7 +74,9 @@ pub fn parse_model(v: &Value) -> Result<Container, ModelError> {
             "the top-level object is a `{class}`, expected a Sequential or Functional model"
         )));
     }
-    let config = v.get("config").ok_or_else(|| cfg_err("no `config` at the top level"))?;
+    let config = v
+        .get("config")
+        .ok_or_else(|| cfg_err("no `config` at the top level"))?;
     parse_container(class, config)
 }
 
@@ -103,7 +105,11 @@ fn triples(v: Option<&Value>, what: &str) -> Result<Vec<TensorRef>, ModelError> 
     }
     v.as_array()
         .and_then(|a| a.iter().map(triple).collect::<Option<Vec<_>>>())
-        .ok_or_else(|| cfg_err(format!("`{what}` is not a list of [layer, node, tensor] triples")))
+        .ok_or_else(|| {
+            cfg_err(format!(
+                "`{what}` is not a list of [layer, node, tensor] triples"
+            ))
+        })
 }
 
 /// Every `__keras_tensor__` in a Keras 3 call's arguments, depth first.
@@ -111,7 +117,11 @@ fn keras3_tensors(v: &Value, out: &mut Vec<TensorRef>) {
     match v {
         Value::Object(o) => {
             if o.get("class_name").and_then(Value::as_str) == Some("__keras_tensor__") {
-                if let Some(t) = o.get("config").and_then(|c| c.get("keras_history")).and_then(triple) {
+                if let Some(t) = o
+                    .get("config")
+                    .and_then(|c| c.get("keras_history"))
+                    .and_then(triple)
+                {
                     out.push(t);
                 }
             } else {
@@ -124,7 +134,9 @@ fn keras3_tensors(v: &Value, out: &mut Vec<TensorRef>) {
 }
 
 fn parse_inbound(layer: &str, v: Option<&Value>) -> Result<Vec<Vec<TensorRef>>, ModelError> {
-    let Some(nodes) = v.and_then(Value::as_array) else { return Ok(Vec::new()) };
+    let Some(nodes) = v.and_then(Value::as_array) else {
+        return Ok(Vec::new());
+    };
     let mut calls = Vec::new();
     for node in nodes {
         let mut refs = Vec::new();
@@ -137,7 +149,11 @@ fn parse_inbound(layer: &str, v: Option<&Value>) -> Result<Vec<Vec<TensorRef>>, 
                     })?);
                 }
             }
-            other => return Err(cfg_err(format!("layer `{layer}`: malformed inbound node {other}"))),
+            other => {
+                return Err(cfg_err(format!(
+                    "layer `{layer}`: malformed inbound node {other}"
+                )));
+            }
         }
         calls.push(refs);
     }
@@ -153,31 +169,61 @@ fn parse_layer(v: &Value) -> Result<Layer, ModelError> {
     let name = layer_name(v).ok_or_else(|| cfg_err(format!("a `{class}` layer without a name")))?;
     let config = v.get("config").cloned().unwrap_or(Value::Null);
     let calls = parse_inbound(&name, v.get("inbound_nodes"))?;
-    let inner = if is_model_class(&class) { Some(parse_container(&class, &config)?) } else { None };
-    Ok(Layer { name, class, config, calls, inner })
+    let inner = if is_model_class(&class) {
+        Some(parse_container(&class, &config)?)
+    } else {
+        None
+    };
+    Ok(Layer {
+        name,
+        class,
+        config,
+        calls,
+        inner,
+    })
 }
 
 fn short(v: &Value) -> String {
     let s = v.to_string();
-    if s.len() > 80 { format!("{}…", &s[..s.char_indices().nth(80).map_or(s.len(), |(i, _)| i)]) } else { s }
+    if s.len() > 80 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(80).map_or(s.len(), |(i, _)| i)]
+        )
+    } else {
+        s
+    }
 }
 
 /// The batch shape an input layer (or the first layer of a Sequential) declares.
 pub fn declared_batch_shape(config: &Value) -> Option<&Vec<Value>> {
-    config.get("batch_shape").or_else(|| config.get("batch_input_shape")).and_then(Value::as_array)
+    config
+        .get("batch_shape")
+        .or_else(|| config.get("batch_input_shape"))
+        .and_then(Value::as_array)
 }
 
 fn parse_container(class: &str, config: &Value) -> Result<Container, ModelError> {
-    let name = config.get("name").and_then(Value::as_str).unwrap_or("model").to_string();
+    let name = config
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("model")
+        .to_string();
     let raw_layers = config
         .get("layers")
         .and_then(Value::as_array)
         .ok_or_else(|| cfg_err(format!("model `{name}` has no `layers` list")))?;
-    let mut layers = raw_layers.iter().map(parse_layer).collect::<Result<Vec<_>, _>>()?;
+    let mut layers = raw_layers
+        .iter()
+        .map(parse_layer)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut seen = HashMap::new();
     for l in &layers {
         if seen.insert(l.name.clone(), ()).is_some() {
-            return Err(cfg_err(format!("model `{name}` has two layers named `{}`", l.name)));
+            return Err(cfg_err(format!(
+                "model `{name}` has two layers named `{}`",
+                l.name
+            )));
         }
     }
     if class == "Sequential" {
@@ -187,8 +233,15 @@ fn parse_container(class: &str, config: &Value) -> Result<Container, ModelError>
                 .first()
                 .and_then(|l| declared_batch_shape(&l.config))
                 .cloned()
-                .or_else(|| config.get("build_input_shape").and_then(Value::as_array).cloned())
-                .ok_or_else(|| cfg_err(format!("Sequential model `{name}` declares no input shape")))?;
+                .or_else(|| {
+                    config
+                        .get("build_input_shape")
+                        .and_then(Value::as_array)
+                        .cloned()
+                })
+                .ok_or_else(|| {
+                    cfg_err(format!("Sequential model `{name}` declares no input shape"))
+                })?;
             let input_name = format!("{name}_input");
             layers.insert(
                 0,
@@ -203,25 +256,58 @@ fn parse_container(class: &str, config: &Value) -> Result<Container, ModelError>
         }
         for i in 1..layers.len() {
             let prev = layers[i - 1].name.clone();
-            layers[i].calls = vec![vec![TensorRef { layer: prev, node: 0, tensor: 0 }]];
+            layers[i].calls = vec![vec![TensorRef {
+                layer: prev,
+                node: 0,
+                tensor: 0,
+            }]];
         }
-        let first = TensorRef { layer: layers[0].name.clone(), node: 0, tensor: 0 };
-        let last = TensorRef { layer: layers.last().expect("input layer exists").name.clone(), node: 0, tensor: 0 };
-        return Ok(Container { name, class: class.into(), layers, inputs: vec![first], outputs: vec![last] });
+        let first = TensorRef {
+            layer: layers[0].name.clone(),
+            node: 0,
+            tensor: 0,
+        };
+        let last = TensorRef {
+            layer: layers.last().expect("input layer exists").name.clone(),
+            node: 0,
+            tensor: 0,
+        };
+        return Ok(Container {
+            name,
+            class: class.into(),
+            layers,
+            inputs: vec![first],
+            outputs: vec![last],
+        });
     }
     let inputs = triples(config.get("input_layers"), "input_layers")?;
     let outputs = triples(config.get("output_layers"), "output_layers")?;
-    Ok(Container { name, class: class.into(), layers, inputs, outputs })
+    Ok(Container {
+        name,
+        class: class.into(),
+        layers,
+        inputs,
+        outputs,
+    })
 }
 
 /// The calls of a container in an order where every call's inputs come first: config order
 /// whenever it allows, and an error naming a layer on a cycle. Returns `(layer, call)` pairs.
 pub fn call_order(c: &Container) -> Result<Vec<(usize, usize)>, ModelError> {
-    let index: HashMap<&str, usize> = c.layers.iter().enumerate().map(|(i, l)| (l.name.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = c
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.name.as_str(), i))
+        .collect();
     let mut g: DiGraph<(usize, usize), ()> = DiGraph::new();
     let mut node_of = HashMap::new();
     for (i, l) in c.layers.iter().enumerate() {
-        let n_calls = if l.class == "InputLayer" { 1 } else { l.calls.len() };
+        let n_calls = if l.class == "InputLayer" {
+            1
+        } else {
+            l.calls.len()
+        };
         for k in 0..n_calls {
             node_of.insert((i, k), g.add_node((i, k)));
         }
@@ -229,13 +315,17 @@ pub fn call_order(c: &Container) -> Result<Vec<(usize, usize)>, ModelError> {
     for (i, l) in c.layers.iter().enumerate() {
         for (k, call) in l.calls.iter().enumerate() {
             for t in call {
-                let &p = index.get(t.layer.as_str()).ok_or_else(|| ModelError::DanglingInput {
-                    layer: l.name.clone(),
-                    tensor: t.to_string(),
-                })?;
-                let producer = resolve_node(&c.layers[p], t.node).ok_or_else(|| ModelError::DanglingInput {
-                    layer: l.name.clone(),
-                    tensor: t.to_string(),
+                let &p = index
+                    .get(t.layer.as_str())
+                    .ok_or_else(|| ModelError::DanglingInput {
+                        layer: l.name.clone(),
+                        tensor: t.to_string(),
+                    })?;
+                let producer = resolve_node(&c.layers[p], t.node).ok_or_else(|| {
+                    ModelError::DanglingInput {
+                        layer: l.name.clone(),
+                        tensor: t.to_string(),
+                    }
                 })?;
                 g.add_edge(node_of[&(p, producer)], node_of[&(i, k)], ());
             }
@@ -253,7 +343,8 @@ pub fn call_order(c: &Container) -> Result<Vec<(usize, usize)>, ModelError> {
             .node_indices()
             .find(|&n| {
                 !done[n.index()]
-                    && g.neighbors_directed(n, petgraph::Direction::Incoming).all(|p| done[p.index()])
+                    && g.neighbors_directed(n, petgraph::Direction::Incoming)
+                        .all(|p| done[p.index()])
             })
             .expect("acyclic graphs always have a ready node");
         done[next.index()] = true;
@@ -266,7 +357,11 @@ pub fn call_order(c: &Container) -> Result<Vec<(usize, usize)>, ModelError> {
 /// Keras 2 numbers a nested model's calls after the internal node its own build created, so a
 /// reference may be one past the listed calls; anything else out of range is dangling.
 pub fn resolve_node(layer: &Layer, node: usize) -> Option<usize> {
-    let n = if layer.class == "InputLayer" { 1 } else { layer.calls.len() };
+    let n = if layer.class == "InputLayer" {
+        1
+    } else {
+        layer.calls.len()
+    };
     if node < n {
         Some(node)
     } else if layer.inner.is_some() && node == n && n > 0 {

@@ -1,13 +1,14 @@
 //! Layer-by-layer conversion of a Keras graph into IR (rate mode: exact Keras semantics).
 
+use super::KerasOptions;
 use super::ModelError;
 use super::graph::{Container, Layer, call_order, declared_batch_shape, resolve_node};
 use super::weights::{LayerPath, WeightStore, snake_case};
-use super::KerasOptions;
 use ndarray::ArrayD;
 use serde_json::Value;
 use snnc_ir::{
-    Builder, ConstId, ConvAttrs, Module, Neuron, NeuronModel, Op, Operand, Padding, PoolAttrs, ValueId,
+    Builder, ConstId, ConvAttrs, Module, Neuron, NeuronModel, Op, Operand, Padding, PoolAttrs,
+    ValueId,
 };
 use std::collections::HashMap;
 
@@ -56,6 +57,7 @@ pub const SUPPORTED_LAYERS: &[&str] = &[
     "AlphaDropout",
     "ActivityRegularization",
     "Identity",
+    "Rescaling",
     "Sequential",
     "Functional",
     "Model",
@@ -78,7 +80,11 @@ pub fn convert(
     let mut used = HashMap::new();
     for (t, v) in top.outputs.iter().zip(outs) {
         let k = used.entry(t.layer.clone()).or_insert(0usize);
-        let name = if *k == 0 { t.layer.clone() } else { format!("{}.{k}", t.layer) };
+        let name = if *k == 0 {
+            t.layer.clone()
+        } else {
+            format!("{}.{k}", t.layer)
+        };
         *k += 1;
         cv.b.output(&name, v);
     }
@@ -95,7 +101,10 @@ struct Converter<'a> {
 }
 
 fn path_key(path: &LayerPath) -> String {
-    path.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join("/")
+    path.iter()
+        .map(|(n, _)| n.as_str())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// A per-layer context: the layer, its path and name prefix, and the values it reads.
@@ -110,31 +119,50 @@ impl Ctx<'_> {
         &self.layer.config
     }
     fn unsupported(&self, what: impl Into<String>) -> ModelError {
-        ModelError::Unsupported { layer: self.layer.name.clone(), what: what.into() }
+        ModelError::Unsupported {
+            layer: self.layer.name.clone(),
+            what: what.into(),
+        }
     }
     fn shape_err(&self, message: impl Into<String>) -> ModelError {
-        ModelError::Shape { layer: self.layer.name.clone(), message: message.into() }
+        ModelError::Shape {
+            layer: self.layer.name.clone(),
+            message: message.into(),
+        }
     }
     fn str_or<'v>(&'v self, key: &str, default: &'v str) -> &'v str {
-        self.cfg().get(key).and_then(Value::as_str).unwrap_or(default)
+        self.cfg()
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or(default)
     }
     fn bool_or(&self, key: &str, default: bool) -> bool {
-        self.cfg().get(key).and_then(Value::as_bool).unwrap_or(default)
+        self.cfg()
+            .get(key)
+            .and_then(Value::as_bool)
+            .unwrap_or(default)
     }
     fn f64_or(&self, key: &str, default: f64) -> Result<f64, ModelError> {
         match self.cfg().get(key) {
             None | Some(Value::Null) => Ok(default),
-            Some(v) => v.as_f64().ok_or_else(|| self.unsupported(format!("`{key}` = {v} is not a number"))),
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| self.unsupported(format!("`{key}` = {v} is not a number"))),
         }
     }
     /// An integer or a list of `d` integers (Keras accepts both for sizes and strides).
     fn ints(&self, key: &str, d: usize) -> Result<Option<Vec<usize>>, ModelError> {
-        let bad = |v: &Value| self.unsupported(format!("`{key}` = {v} is not {d} positive integers"));
+        let bad =
+            |v: &Value| self.unsupported(format!("`{key}` = {v} is not {d} positive integers"));
         match self.cfg().get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(v @ Value::Number(_)) => v.as_u64().map(|n| Some(vec![n as usize; d])).ok_or_else(|| bad(v)),
+            Some(v @ Value::Number(_)) => v
+                .as_u64()
+                .map(|n| Some(vec![n as usize; d]))
+                .ok_or_else(|| bad(v)),
             Some(v @ Value::Array(a)) => {
-                let out: Option<Vec<usize>> = a.iter().map(|x| x.as_u64().map(|n| n as usize)).collect();
+                let out: Option<Vec<usize>> =
+                    a.iter().map(|x| x.as_u64().map(|n| n as usize)).collect();
                 match out {
                     Some(o) if o.len() == d => Ok(Some(o)),
                     _ => Err(bad(v)),
@@ -151,7 +179,11 @@ impl Ctx<'_> {
         }
     }
     fn padding(&self) -> Result<Padding, ModelError> {
-        match self.str_or("padding", "valid").to_ascii_lowercase().as_str() {
+        match self
+            .str_or("padding", "valid")
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "valid" => Ok(Padding::Valid),
             "same" => Ok(Padding::Same),
             other => Err(self.unsupported(format!("padding `{other}`"))),
@@ -160,7 +192,11 @@ impl Ctx<'_> {
 }
 
 fn neuron(model: NeuronModel) -> Op {
-    Op::Neuron(Neuron { model, gain: 1.0, amplitude: 1.0 })
+    Op::Neuron(Neuron {
+        model,
+        gain: 1.0,
+        amplitude: 1.0,
+    })
 }
 
 /// The activation named by a config value: a string, or Keras 3's serialised function object.
@@ -170,8 +206,16 @@ fn activation_name(v: Option<&Value>) -> Option<String> {
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Object(o)) => o
             .get("config")
-            .and_then(|c| c.as_str().map(str::to_string).or_else(|| c.get("name").and_then(Value::as_str).map(str::to_string)))
-            .or_else(|| o.get("class_name").and_then(Value::as_str).map(str::to_string)),
+            .and_then(|c| {
+                c.as_str()
+                    .map(str::to_string)
+                    .or_else(|| c.get("name").and_then(Value::as_str).map(str::to_string))
+            })
+            .or_else(|| {
+                o.get("class_name")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            }),
         _ => None,
     }
 }
@@ -181,9 +225,17 @@ impl Converter<'_> {
         self.b.module().value(v).ty.shape.clone()
     }
 
-    fn op(&mut self, cx: &Ctx, op: Op, args: &[Operand], suffix: &str) -> Result<ValueId, ModelError> {
+    fn op(
+        &mut self,
+        cx: &Ctx,
+        op: Op,
+        args: &[Operand],
+        suffix: &str,
+    ) -> Result<ValueId, ModelError> {
         let name = format!("{}.{suffix}", cx.prefix);
-        self.b.op1(op, args, &name).map_err(|e| cx.shape_err(e.to_string()))
+        self.b
+            .op1(op, args, &name)
+            .map_err(|e| cx.shape_err(e.to_string()))
     }
 
     fn scalar(&mut self, name: &str, v: f32) -> ConstId {
@@ -205,7 +257,13 @@ impl Converter<'_> {
     }
 
     /// Weight `idx` of the layer as a constant named `<layer>.<what>`, checked against `expected`.
-    fn weight(&mut self, cx: &Ctx, idx: usize, what: &str, expected: &[usize]) -> Result<ConstId, ModelError> {
+    fn weight(
+        &mut self,
+        cx: &Ctx,
+        idx: usize,
+        what: &str,
+        expected: &[usize],
+    ) -> Result<ConstId, ModelError> {
         let name = format!("{}.{what}", path_key(&cx.path));
         if let Some(&c) = self.consts.get(&name) {
             return Ok(c);
@@ -229,14 +287,21 @@ impl Converter<'_> {
         Ok(c)
     }
 
-    fn activation(&mut self, cx: &Ctx, x: ValueId, act: Option<&Value>) -> Result<ValueId, ModelError> {
+    fn activation(
+        &mut self,
+        cx: &Ctx,
+        x: ValueId,
+        act: Option<&Value>,
+    ) -> Result<ValueId, ModelError> {
         let name = activation_name(act).unwrap_or_else(|| "?".into());
         let op = match name.as_str() {
             "linear" | "identity" => return Ok(x),
             "relu" => neuron(NeuronModel::Relu),
             "sigmoid" => neuron(NeuronModel::Sigmoid),
             "tanh" => neuron(NeuronModel::Tanh),
-            "leaky_relu" => neuron(NeuronModel::LeakyRelu { negative_slope: 0.2 }),
+            "leaky_relu" => neuron(NeuronModel::LeakyRelu {
+                negative_slope: 0.2,
+            }),
             "softmax" => {
                 return self.op(cx, Op::Softmax, &[x.into()], "softmax");
             }
@@ -279,15 +344,30 @@ impl Converter<'_> {
             }
             let base = snake_case(&l.class);
             let n = counts.entry(base.clone()).or_insert(0);
-            autos.insert(&l.name, if *n == 0 { base.clone() } else { format!("{base}_{n}") });
+            autos.insert(
+                &l.name,
+                if *n == 0 {
+                    base.clone()
+                } else {
+                    format!("{base}_{n}")
+                },
+            );
             *n += 1;
         }
-        let index: HashMap<&str, usize> = c.layers.iter().enumerate().map(|(i, l)| (l.name.as_str(), i)).collect();
+        let index: HashMap<&str, usize> = c
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.name.as_str(), i))
+            .collect();
         let mut tensors: HashMap<(usize, usize), Vec<ValueId>> = HashMap::new();
         for (i, k) in call_order(c)? {
             let layer = &c.layers[i];
             let mut lpath = path.to_vec();
-            lpath.push((layer.name.clone(), autos.get(layer.name.as_str()).cloned().unwrap_or_default()));
+            lpath.push((
+                layer.name.clone(),
+                autos.get(layer.name.as_str()).cloned().unwrap_or_default(),
+            ));
             let prefix = path_key(&lpath);
             if layer.class == "InputLayer" {
                 let pos = c.inputs.iter().position(|t| t.layer == layer.name);
@@ -311,15 +391,24 @@ impl Converter<'_> {
             for t in &layer.calls[k] {
                 let p = index[t.layer.as_str()];
                 let node = resolve_node(&c.layers[p], t.node).expect("checked by call_order");
-                let v = tensors.get(&(p, node)).and_then(|outs| outs.get(t.tensor)).copied().ok_or_else(|| {
-                    ModelError::DanglingInput { layer: layer.name.clone(), tensor: t.to_string() }
-                })?;
+                let v = tensors
+                    .get(&(p, node))
+                    .and_then(|outs| outs.get(t.tensor))
+                    .copied()
+                    .ok_or_else(|| ModelError::DanglingInput {
+                        layer: layer.name.clone(),
+                        tensor: t.to_string(),
+                    })?;
                 ins.push(v);
             }
             let outs = match &layer.inner {
                 Some(inner) => self.container(inner, &lpath, Some(&ins))?,
                 None => {
-                    let cx = Ctx { layer, path: lpath, prefix };
+                    let cx = Ctx {
+                        layer,
+                        path: lpath,
+                        prefix,
+                    };
                     let y = self.layer(&cx, &ins)?;
                     if !ins.contains(&y) {
                         self.b.rename(y, &cx.prefix);
@@ -332,14 +421,20 @@ impl Converter<'_> {
         c.outputs
             .iter()
             .map(|t| {
-                let p = *index.get(t.layer.as_str()).ok_or_else(|| ModelError::DanglingInput {
-                    layer: c.name.clone(),
-                    tensor: t.to_string(),
-                })?;
+                let p = *index
+                    .get(t.layer.as_str())
+                    .ok_or_else(|| ModelError::DanglingInput {
+                        layer: c.name.clone(),
+                        tensor: t.to_string(),
+                    })?;
                 let node = resolve_node(&c.layers[p], t.node);
-                node.and_then(|n| tensors.get(&(p, n))).and_then(|o| o.get(t.tensor)).copied().ok_or_else(|| {
-                    ModelError::DanglingInput { layer: c.name.clone(), tensor: t.to_string() }
-                })
+                node.and_then(|n| tensors.get(&(p, n)))
+                    .and_then(|o| o.get(t.tensor))
+                    .copied()
+                    .ok_or_else(|| ModelError::DanglingInput {
+                        layer: c.name.clone(),
+                        tensor: t.to_string(),
+                    })
             })
             .collect()
     }
@@ -352,7 +447,12 @@ impl Converter<'_> {
                 _ => Err(cx.shape_err(format!("`{class}` takes one input, got {}", ins.len()))),
             }
         };
-        let dims = |prefix: &str| class.strip_prefix(prefix).and_then(|s| s.strip_suffix('D')).and_then(|s| s.parse::<usize>().ok());
+        let dims = |prefix: &str| {
+            class
+                .strip_prefix(prefix)
+                .and_then(|s| s.strip_suffix('D'))
+                .and_then(|s| s.parse::<usize>().ok())
+        };
         match class {
             "Dense" => self.dense(cx, one()?),
             "Activation" => self.activation(cx, one()?, cx.cfg().get("activation")),
@@ -363,14 +463,32 @@ impl Converter<'_> {
                     _ => cx.cfg().get("alpha").and_then(Value::as_f64).or(Some(0.3)),
                 }
                 .ok_or_else(|| cx.unsupported("negative_slope is not a number"))?;
-                self.op(cx, neuron(NeuronModel::LeakyRelu { negative_slope: slope }), &[one()?.into()], "leaky_relu")
+                self.op(
+                    cx,
+                    neuron(NeuronModel::LeakyRelu {
+                        negative_slope: slope,
+                    }),
+                    &[one()?.into()],
+                    "leaky_relu",
+                )
             }
             "Softmax" => {
                 let x = one()?;
                 let r = self.ty(x).len() as i64;
-                let axis = cx.cfg().get("axis").and_then(|a| a.as_i64().or_else(|| a.as_array().and_then(|l| (l.len() == 1).then(|| l[0].as_i64()).flatten()))).unwrap_or(-1);
+                let axis = cx
+                    .cfg()
+                    .get("axis")
+                    .and_then(|a| {
+                        a.as_i64().or_else(|| {
+                            a.as_array()
+                                .and_then(|l| (l.len() == 1).then(|| l[0].as_i64()).flatten())
+                        })
+                    })
+                    .unwrap_or(-1);
                 if axis != -1 && axis != r {
-                    return Err(cx.unsupported(format!("softmax over axis {axis}; only the last axis is supported")));
+                    return Err(cx.unsupported(format!(
+                        "softmax over axis {axis}; only the last axis is supported"
+                    )));
                 }
                 self.op(cx, Op::Softmax, &[x.into()], "softmax")
             }
@@ -389,7 +507,9 @@ impl Converter<'_> {
             "Reshape" => self.reshape(cx, one()?),
             "Permute" => {
                 let x = one()?;
-                let dims = cx.ints("dims", self.ty(x).len())?.ok_or_else(|| cx.unsupported("Permute without `dims`"))?;
+                let dims = cx
+                    .ints("dims", self.ty(x).len())?
+                    .ok_or_else(|| cx.unsupported("Permute without `dims`"))?;
                 if dims.contains(&0) {
                     return Err(cx.unsupported("Permute cannot move the batch axis"));
                 }
@@ -401,7 +521,9 @@ impl Converter<'_> {
                 let axis = cx.cfg().get("axis").and_then(Value::as_i64).unwrap_or(-1);
                 let a = if axis < 0 { r + axis } else { axis - 1 };
                 if axis == 0 || a < 0 || a >= r {
-                    return Err(cx.unsupported(format!("concatenation along axis {axis} (the batch axis or out of range)")));
+                    return Err(cx.unsupported(format!(
+                        "concatenation along axis {axis} (the batch axis or out of range)"
+                    )));
                 }
                 let args: Vec<Operand> = ins.iter().map(|&v| v.into()).collect();
                 self.op(cx, Op::Concat { axis: a as usize }, &args, "concat")
@@ -418,8 +540,16 @@ impl Converter<'_> {
                 let k = self.scalar(&format!("{}.inv_n", cx.prefix), 1.0 / ins.len() as f32);
                 self.op(cx, Op::Scale, &[s.into(), k.into()], "mean")
             }
-            "Dropout" | "SpatialDropout1D" | "SpatialDropout2D" | "SpatialDropout3D" | "GaussianNoise"
-            | "GaussianDropout" | "AlphaDropout" | "ActivityRegularization" | "Identity" => one(),
+            "Rescaling" => self.rescaling(cx, one()?),
+            "Dropout"
+            | "SpatialDropout1D"
+            | "SpatialDropout2D"
+            | "SpatialDropout3D"
+            | "GaussianNoise"
+            | "GaussianDropout"
+            | "AlphaDropout"
+            | "ActivityRegularization"
+            | "Identity" => one(),
             _ => {
                 if let Some(d) = dims("Conv") {
                     self.conv(cx, one()?, d)
@@ -447,8 +577,15 @@ impl Converter<'_> {
     }
 
     fn dense(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
-        let units = cx.cfg().get("units").and_then(Value::as_u64).ok_or_else(|| cx.unsupported("Dense without `units`"))? as usize;
-        let n = *self.ty(x).last().ok_or_else(|| cx.shape_err("Dense on a scalar"))?;
+        let units = cx
+            .cfg()
+            .get("units")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| cx.unsupported("Dense without `units`"))? as usize;
+        let n = *self
+            .ty(x)
+            .last()
+            .ok_or_else(|| cx.shape_err("Dense on a scalar"))?;
         let k = self.weight(cx, 0, "kernel", &[n, units])?;
         let mut y = self.op(cx, Op::Dense, &[x.into(), k.into()], "dense")?;
         if cx.bool_or("use_bias", true) {
@@ -458,24 +595,75 @@ impl Converter<'_> {
         self.activation(cx, y, cx.cfg().get("activation"))
     }
 
+    /// `x · scale + offset`, each a number or one value per channel.
+    fn rescaling(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
+        let c = *self.ty(x).last().unwrap_or(&1);
+        let mut y = x;
+        for (key, default, op) in [("scale", 1.0, Op::Scale), ("offset", 0.0, Op::Bias)] {
+            let values: Vec<f32> = match cx.cfg().get(key) {
+                None | Some(Value::Null) => vec![default],
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|v| v.as_f64().map(|f| f as f32))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| cx.unsupported(format!("`{key}` is not numeric")))?,
+                Some(v) => vec![
+                    v.as_f64()
+                        .ok_or_else(|| cx.unsupported(format!("`{key}` = {v}")))?
+                        as f32,
+                ],
+            };
+            if values.len() == 1 && values[0] == default {
+                continue;
+            }
+            let shape: Vec<usize> = if values.len() == 1 { vec![] } else { vec![c] };
+            if values.len() != 1 && values.len() != c {
+                return Err(
+                    cx.shape_err(format!("{} `{key}` values for {c} channels", values.len()))
+                );
+            }
+            let k = self
+                .b
+                .constant_f32(&format!("{}.{key}", cx.prefix), &shape, values);
+            y = self.op(cx, op, &[y.into(), k.into()], key)?;
+        }
+        Ok(y)
+    }
+
     fn relu(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
         let threshold = cx.f64_or("threshold", 0.0)?;
         if threshold != 0.0 {
-            return Err(cx.unsupported(format!("threshold={threshold}: a shifted ReLU is not a neuron snnc has")));
+            return Err(cx.unsupported(format!(
+                "threshold={threshold}: a shifted ReLU is not a neuron snnc has"
+            )));
         }
         let slope = cx.f64_or("negative_slope", 0.0)?;
-        let model = if slope == 0.0 { NeuronModel::Relu } else { NeuronModel::LeakyRelu { negative_slope: slope } };
+        let model = if slope == 0.0 {
+            NeuronModel::Relu
+        } else {
+            NeuronModel::LeakyRelu {
+                negative_slope: slope,
+            }
+        };
         let y = self.op(cx, neuron(model), &[x.into()], "relu")?;
         match cx.cfg().get("max_value") {
             None | Some(Value::Null) => Ok(y),
             Some(m) => {
                 // min(f(x), m) = f(x) − relu(x − m) for m ≥ 0, exactly.
-                let m = m.as_f64().filter(|m| *m >= 0.0).ok_or_else(|| cx.unsupported(format!("max_value={m}")))?;
+                let m = m
+                    .as_f64()
+                    .filter(|m| *m >= 0.0)
+                    .ok_or_else(|| cx.unsupported(format!("max_value={m}")))?;
                 let neg_m = self.scalar(&format!("{}.neg_max", cx.prefix), -m as f32);
                 let minus_one = self.scalar(&format!("{}.minus_one", cx.prefix), -1.0);
                 let shifted = self.op(cx, Op::Bias, &[x.into(), neg_m.into()], "over")?;
                 let excess = self.op(cx, neuron(NeuronModel::Relu), &[shifted.into()], "excess")?;
-                let neg = self.op(cx, Op::Scale, &[excess.into(), minus_one.into()], "neg_excess")?;
+                let neg = self.op(
+                    cx,
+                    Op::Scale,
+                    &[excess.into(), minus_one.into()],
+                    "neg_excess",
+                )?;
                 self.op(cx, Op::Add, &[y.into(), neg.into()], "capped")
             }
         }
@@ -511,12 +699,14 @@ impl Converter<'_> {
         let gamma = if scale {
             self.weight(cx, gi, "gamma", &[c])?
         } else {
-            self.b.constant_f32(&format!("{}.gamma", cx.prefix), &[c], vec![1.0; c])
+            self.b
+                .constant_f32(&format!("{}.gamma", cx.prefix), &[c], vec![1.0; c])
         };
         let beta = if center {
             self.weight(cx, bi, "beta", &[c])?
         } else {
-            self.b.constant_f32(&format!("{}.beta", cx.prefix), &[c], vec![0.0; c])
+            self.b
+                .constant_f32(&format!("{}.beta", cx.prefix), &[c], vec![0.0; c])
         };
         let mean = self.weight(cx, mi, "moving_mean", &[c])?;
         let var = self.weight(cx, vi, "moving_variance", &[c])?;
@@ -526,14 +716,30 @@ impl Converter<'_> {
             let perm: Vec<usize> = (0..shape.len()).filter(|&i| i != a).chain([a]).collect();
             input = self.op(cx, Op::Transpose { perm }, &[x.into()], "axis_last")?;
         }
-        let args = [input.into(), gamma.into(), beta.into(), mean.into(), var.into()];
+        let args = [
+            input.into(),
+            gamma.into(),
+            beta.into(),
+            mean.into(),
+            var.into(),
+        ];
         let y = self.op(cx, Op::BatchNorm { epsilon: eps }, &args, "bn")?;
         if last {
             return Ok(y);
         }
         // Inverse permutation: move the last axis back to position a.
         let n = shape.len();
-        let perm: Vec<usize> = (0..n).map(|i| if i < a { i } else if i == a { n - 1 } else { i - 1 }).collect();
+        let perm: Vec<usize> = (0..n)
+            .map(|i| {
+                if i < a {
+                    i
+                } else if i == a {
+                    n - 1
+                } else {
+                    i - 1
+                }
+            })
+            .collect();
         self.op(cx, Op::Transpose { perm }, &[y.into()], "axis_back")
     }
 
@@ -553,13 +759,20 @@ impl Converter<'_> {
                     shape.push(1);
                 }
                 Some(v) if v > 0 => shape.push(v as usize),
-                _ => return Err(cx.unsupported(format!("target_shape {}", Value::Array(target.clone())))),
+                _ => {
+                    return Err(
+                        cx.unsupported(format!("target_shape {}", Value::Array(target.clone())))
+                    );
+                }
             }
         }
         let known: usize = shape.iter().product();
         if let Some(h) = hole {
-            if known == 0 || n % known != 0 {
-                return Err(cx.shape_err(format!("cannot reshape {n} elements to {}", Value::Array(target.clone()))));
+            if known == 0 || !n.is_multiple_of(known) {
+                return Err(cx.shape_err(format!(
+                    "cannot reshape {n} elements to {}",
+                    Value::Array(target.clone())
+                )));
             }
             shape[h] = n / known;
         }
@@ -571,16 +784,27 @@ impl Converter<'_> {
         let input = if cf { self.channels_to_last(cx, x)? } else { x };
         let shape = self.ty(input);
         if shape.len() != d + 1 {
-            return Err(cx.shape_err(format!("Conv{d}D needs a rank-{} input, got {shape:?}", d + 1)));
+            return Err(cx.shape_err(format!(
+                "Conv{d}D needs a rank-{} input, got {shape:?}",
+                d + 1
+            )));
         }
-        let filters = cx.cfg().get("filters").and_then(Value::as_u64).ok_or_else(|| cx.unsupported("no `filters`"))? as usize;
-        let kernel = cx.ints("kernel_size", d)?.ok_or_else(|| cx.unsupported("no `kernel_size`"))?;
+        let filters = cx
+            .cfg()
+            .get("filters")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| cx.unsupported("no `filters`"))? as usize;
+        let kernel = cx
+            .ints("kernel_size", d)?
+            .ok_or_else(|| cx.unsupported("no `kernel_size`"))?;
         let strides = cx.ints("strides", d)?.unwrap_or(vec![1; d]);
         let dilation = cx.ints("dilation_rate", d)?.unwrap_or(vec![1; d]);
         let groups = cx.cfg().get("groups").and_then(Value::as_u64).unwrap_or(1) as usize;
         let cin = shape[d];
-        if groups == 0 || cin % groups != 0 {
-            return Err(cx.shape_err(format!("groups={groups} does not divide {cin} input channels")));
+        if groups == 0 || !cin.is_multiple_of(groups) {
+            return Err(cx.shape_err(format!(
+                "groups={groups} does not divide {cin} input channels"
+            )));
         }
         let mut kshape = kernel.clone();
         kshape.extend([cin / groups, filters]);
@@ -589,46 +813,103 @@ impl Converter<'_> {
         let padding = match cx.str_or("padding", "valid") {
             "causal" if d == 1 => {
                 let left = (kernel[0] - 1) * dilation[0];
-                src = self.op(cx, Op::Pad { pads: vec![[left, 0], [0, 0]] }, &[input.into()], "causal_pad")?;
+                src = self.op(
+                    cx,
+                    Op::Pad {
+                        pads: vec![[left, 0], [0, 0]],
+                    },
+                    &[input.into()],
+                    "causal_pad",
+                )?;
                 Padding::Valid
             }
             _ => cx.padding()?,
         };
-        let attrs = ConvAttrs { strides, padding, dilation, groups };
+        let attrs = ConvAttrs {
+            strides,
+            padding,
+            dilation,
+            groups,
+        };
         let mut y = self.op(cx, Op::Conv(attrs), &[src.into(), k.into()], "conv")?;
         if cx.bool_or("use_bias", true) {
             let b = self.weight(cx, 1, "bias", &[filters])?;
             y = self.op(cx, Op::Bias, &[y.into(), b.into()], "biased")?;
         }
         y = self.activation(cx, y, cx.cfg().get("activation"))?;
-        if cf { self.channels_to_first(cx, y) } else { Ok(y) }
+        if cf {
+            self.channels_to_first(cx, y)
+        } else {
+            Ok(y)
+        }
     }
 
-    fn pool(&mut self, cx: &Ctx, x: ValueId, d: usize, is_max: bool) -> Result<ValueId, ModelError> {
+    fn pool(
+        &mut self,
+        cx: &Ctx,
+        x: ValueId,
+        d: usize,
+        is_max: bool,
+    ) -> Result<ValueId, ModelError> {
         let cf = cx.channels_first()?;
         let input = if cf { self.channels_to_last(cx, x)? } else { x };
         let pool = cx.ints("pool_size", d)?.unwrap_or(vec![2; d]);
         let strides = cx.ints("strides", d)?.unwrap_or_else(|| pool.clone());
-        let attrs = PoolAttrs { pool, strides, padding: cx.padding()? };
-        let op = if is_max { Op::MaxPool(attrs) } else { Op::AvgPool(attrs) };
-        let y = self.op(cx, op, &[input.into()], if is_max { "max_pool" } else { "avg_pool" })?;
-        if cf { self.channels_to_first(cx, y) } else { Ok(y) }
+        let attrs = PoolAttrs {
+            pool,
+            strides,
+            padding: cx.padding()?,
+        };
+        let op = if is_max {
+            Op::MaxPool(attrs)
+        } else {
+            Op::AvgPool(attrs)
+        };
+        let y = self.op(
+            cx,
+            op,
+            &[input.into()],
+            if is_max { "max_pool" } else { "avg_pool" },
+        )?;
+        if cf {
+            self.channels_to_first(cx, y)
+        } else {
+            Ok(y)
+        }
     }
 
-    fn global_pool(&mut self, cx: &Ctx, x: ValueId, d: usize, is_max: bool) -> Result<ValueId, ModelError> {
+    fn global_pool(
+        &mut self,
+        cx: &Ctx,
+        x: ValueId,
+        d: usize,
+        is_max: bool,
+    ) -> Result<ValueId, ModelError> {
         let cf = cx.channels_first()?;
         let input = if cf { self.channels_to_last(cx, x)? } else { x };
         if self.ty(input).len() != d + 1 {
-            return Err(cx.shape_err(format!("needs a rank-{} input, got {:?}", d + 1, self.ty(input))));
+            return Err(cx.shape_err(format!(
+                "needs a rank-{} input, got {:?}",
+                d + 1,
+                self.ty(input)
+            )));
         }
-        let op = if is_max { Op::GlobalMaxPool } else { Op::GlobalAvgPool };
+        let op = if is_max {
+            Op::GlobalMaxPool
+        } else {
+            Op::GlobalAvgPool
+        };
         let y = self.op(cx, op, &[input.into()], "global_pool")?;
         if !cx.bool_or("keepdims", false) {
             return Ok(y);
         }
         let c = self.ty(y)[0];
         let mut shape = vec![1; d];
-        if cf { shape.insert(0, c) } else { shape.push(c) }
+        if cf {
+            shape.insert(0, c)
+        } else {
+            shape.push(c)
+        }
         self.op(cx, Op::Reshape { shape }, &[y.into()], "keepdims")
     }
 
@@ -640,32 +921,48 @@ impl Converter<'_> {
         let pair = |p: &Value| -> Option<[usize; 2]> {
             match p {
                 Value::Number(n) => n.as_u64().map(|n| [n as usize; 2]),
-                Value::Array(a) if a.len() == 2 => Some([a[0].as_u64()? as usize, a[1].as_u64()? as usize]),
+                Value::Array(a) if a.len() == 2 => {
+                    Some([a[0].as_u64()? as usize, a[1].as_u64()? as usize])
+                }
                 _ => None,
             }
         };
         let mut pads: Vec<[usize; 2]> = match &v {
             Value::Number(n) => vec![[n.as_u64().ok_or_else(bad)? as usize; 2]; d],
             // ZeroPadding1D: (left, right).
-            Value::Array(a) if d == 1 && a.len() == 2 && a.iter().all(Value::is_number) => vec![pair(&v).ok_or_else(bad)?],
-            Value::Array(a) if a.len() == d => a.iter().map(pair).collect::<Option<_>>().ok_or_else(bad)?,
+            Value::Array(a) if d == 1 && a.len() == 2 && a.iter().all(Value::is_number) => {
+                vec![pair(&v).ok_or_else(bad)?]
+            }
+            Value::Array(a) if a.len() == d => {
+                a.iter().map(pair).collect::<Option<_>>().ok_or_else(bad)?
+            }
             _ => return Err(bad()),
         };
         pads.push([0, 0]);
         let y = self.op(cx, Op::Pad { pads }, &[input.into()], "pad")?;
-        if cf { self.channels_to_first(cx, y) } else { Ok(y) }
+        if cf {
+            self.channels_to_first(cx, y)
+        } else {
+            Ok(y)
+        }
     }
 
     fn upsample(&mut self, cx: &Ctx, x: ValueId, d: usize) -> Result<ValueId, ModelError> {
         let interp = cx.str_or("interpolation", "nearest");
         if interp != "nearest" {
-            return Err(cx.unsupported(format!("interpolation `{interp}`; only nearest is supported")));
+            return Err(cx.unsupported(format!(
+                "interpolation `{interp}`; only nearest is supported"
+            )));
         }
         let cf = cx.channels_first()?;
         let input = if cf { self.channels_to_last(cx, x)? } else { x };
         let factors = cx.ints("size", d)?.unwrap_or(vec![2; d]);
         let y = self.op(cx, Op::Upsample { factors }, &[input.into()], "upsample")?;
-        if cf { self.channels_to_first(cx, y) } else { Ok(y) }
+        if cf {
+            self.channels_to_first(cx, y)
+        } else {
+            Ok(y)
+        }
     }
 }
 
@@ -680,6 +977,9 @@ fn input_shape(layer: &Layer) -> Result<Vec<usize>, ModelError> {
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| ModelError::Unsupported {
             layer: layer.name.clone(),
-            what: format!("input shapes must be fully specified, got {}", Value::Array(dims.clone())),
+            what: format!(
+                "input shapes must be fully specified, got {}",
+                Value::Array(dims.clone())
+            ),
         })
 }

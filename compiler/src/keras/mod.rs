@@ -54,7 +54,9 @@ pub enum ModelError {
     #[error("model config: {0}")]
     Config(String),
     /// A layer class snnc does not convert.
-    #[error("layer `{layer}` has class `{class}`, which snnc cannot convert; supported classes: {supported}")]
+    #[error(
+        "layer `{layer}` has class `{class}`, which snnc cannot convert; supported classes: {supported}"
+    )]
     UnknownLayer {
         /// Layer name.
         layer: String,
@@ -64,7 +66,9 @@ pub enum ModelError {
         supported: String,
     },
     /// An activation snnc does not convert.
-    #[error("layer `{layer}`: unsupported activation `{activation}`; supported: linear, relu, sigmoid, tanh, leaky_relu, softmax")]
+    #[error(
+        "layer `{layer}`: unsupported activation `{activation}`; supported: linear, relu, sigmoid, tanh, leaky_relu, softmax"
+    )]
     UnsupportedActivation {
         /// Layer name.
         layer: String,
@@ -88,7 +92,9 @@ pub enum ModelError {
         what: String,
     },
     /// A weight whose shape does not match the layer's config.
-    #[error("layer `{layer}`: weight `{weight}` has shape {got:?}, the config implies {expected:?}")]
+    #[error(
+        "layer `{layer}`: weight `{weight}` has shape {got:?}, the config implies {expected:?}"
+    )]
     WeightShape {
         /// Layer name.
         layer: String,
@@ -138,16 +144,29 @@ impl Default for KerasOptions {
 
 /// Convert a `.keras` or `.h5` file into a module (not yet verified: verify it before running).
 pub fn load(path: &Path, options: &KerasOptions) -> Result<Module, KerasError> {
-    let bytes = std::fs::read(path).map_err(|source| KerasError::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| KerasError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     load_bytes(path, bytes, options)
 }
 
 /// Convert a model from its bytes; `path` names it in errors and selects nothing: the format is
 /// recognised from the content (zip or HDF5).
-pub fn load_bytes(path: &Path, bytes: Vec<u8>, options: &KerasOptions) -> Result<Module, KerasError> {
-    let file = files::open(bytes).map_err(|why| KerasError::NotKeras { path: path.to_path_buf(), why })?;
+pub fn load_bytes(
+    path: &Path,
+    bytes: Vec<u8>,
+    options: &KerasOptions,
+) -> Result<Module, KerasError> {
+    let file = files::open(bytes).map_err(|why| KerasError::NotKeras {
+        path: path.to_path_buf(),
+        why,
+    })?;
     let model_name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
-    let wrap = |error| KerasError::Model { path: path.to_path_buf(), error };
+    let wrap = |error| KerasError::Model {
+        path: path.to_path_buf(),
+        error,
+    };
     let graph = graph::parse_model(&file.config).map_err(wrap)?;
     layers::convert(&graph, &file.weights, model_name, options).map_err(wrap)
 }

@@ -31,11 +31,17 @@ fn werr(msg: impl Into<String>) -> ModelError {
 /// Keras's `to_snake_case`: drop non-word characters, then `_` before capitalised words and
 /// between a lower-case letter and an upper-case one, then lower-case.
 pub fn snake_case(name: &str) -> String {
-    let chars: Vec<char> = name.chars().filter(|c| c.is_alphanumeric() || *c == '_').collect();
+    let chars: Vec<char> = name
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
     // (.)([A-Z][a-z]+) → \1_\2
     let mut step1 = String::new();
     for (i, &c) in chars.iter().enumerate() {
-        if i > 0 && c.is_ascii_uppercase() && chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase()) {
+        if i > 0
+            && c.is_ascii_uppercase()
+            && chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase())
+        {
             step1.push('_');
         }
         step1.push(c);
@@ -60,7 +66,9 @@ fn read_f32(ds: &hdf5_reader::Dataset, what: &str) -> Result<ArrayD<f32>, ModelE
     match attempt {
         Ok(Ok(a)) => Ok(a),
         Ok(Err(e)) => Err(werr(format!("{what}: cannot read as floats ({e})"))),
-        Err(_) => Err(werr(format!("{what}: the HDF5 reader failed on malformed data"))),
+        Err(_) => Err(werr(format!(
+            "{what}: the HDF5 reader failed on malformed data"
+        ))),
     }
 }
 
@@ -73,12 +81,17 @@ fn name_list(g: &Group, base: &str) -> Result<Option<Vec<String>>, ModelError> {
         if a.read_1d::<f64>().is_ok_and(|v| v.is_empty()) {
             return Ok(Some(Vec::new()));
         }
-        return Err(werr(format!("attribute `{base}` is neither strings nor an empty list")));
+        return Err(werr(format!(
+            "attribute `{base}` is neither strings nor an empty list"
+        )));
     }
     let mut out = Vec::new();
     let mut k = 0;
     while let Ok(a) = g.attribute(&format!("{base}{k}")) {
-        out.extend(a.read_strings().map_err(|e| werr(format!("attribute `{base}{k}`: {e}")))?);
+        out.extend(
+            a.read_strings()
+                .map_err(|e| werr(format!("attribute `{base}{k}`: {e}")))?,
+        );
         k += 1;
     }
     Ok((k > 0).then_some(out))
@@ -112,12 +125,12 @@ impl WeightStore {
                         "no group `{vars_path}` in model.weights.h5 (the weights file is damaged or belongs to another model)"
                     )));
                 };
-                if let Ok(recorded) = vars.attribute("name").and_then(|a| a.read_string()) {
-                    if recorded != *layer_name {
-                        return Err(lerr(format!(
-                            "`{vars_path}` belongs to layer `{recorded}`; the weights file does not match the config"
-                        )));
-                    }
+                if let Ok(recorded) = vars.attribute("name").and_then(|a| a.read_string())
+                    && recorded != *layer_name
+                {
+                    return Err(lerr(format!(
+                        "`{vars_path}` belongs to layer `{recorded}`; the weights file does not match the config"
+                    )));
                 }
                 let mut out = Vec::new();
                 while let Ok(ds) = vars.dataset(&out.len().to_string()) {
@@ -126,23 +139,31 @@ impl WeightStore {
                 Ok(out)
             }
             WeightStore::Legacy(h5) => {
-                let top = h5.group("/model_weights").or_else(|_| h5.root_group()).map_err(|e| werr(e.to_string()))?;
+                let top = h5
+                    .group("/model_weights")
+                    .or_else(|_| h5.root_group())
+                    .map_err(|e| werr(e.to_string()))?;
                 let (top_name, _) = &path[0];
                 let Ok(g) = top.group(top_name) else {
                     return Err(lerr(format!("no group `/model_weights/{top_name}`")));
                 };
-                let names = name_list(&g, "weight_names")?
-                    .ok_or_else(|| lerr(format!("`/model_weights/{top_name}` has no `weight_names`")))?;
+                let names = name_list(&g, "weight_names")?.ok_or_else(|| {
+                    lerr(format!("`/model_weights/{top_name}` has no `weight_names`"))
+                })?;
                 // A layer inside a nested model: its weights are those whose path names it.
                 let selected: Vec<&String> = if path.len() == 1 {
                     names.iter().collect()
                 } else {
-                    names.iter().filter(|n| n.split('/').any(|part| part == layer_name)).collect()
+                    names
+                        .iter()
+                        .filter(|n| n.split('/').any(|part| part == layer_name))
+                        .collect()
                 };
                 let mut out = Vec::new();
                 for n in selected {
-                    let ds = dataset_at(&g, n)
-                        .ok_or_else(|| lerr(format!("dataset `{n}` listed in weight_names is missing")))?;
+                    let ds = dataset_at(&g, n).ok_or_else(|| {
+                        lerr(format!("dataset `{n}` listed in weight_names is missing"))
+                    })?;
                     out.push(read_f32(&ds, n)?);
                 }
                 Ok(out)
