@@ -1,5 +1,6 @@
 //! `snnc`: compile, inspect and simulate spiking neural networks.
 
+mod convert;
 mod npy;
 mod run;
 
@@ -52,6 +53,8 @@ enum Command {
         /// What to print when no `-o` is given.
         #[arg(long, value_enum, default_value = "ir")]
         emit: Emit,
+        #[command(flatten)]
+        convert: convert::ConvertArgs,
     },
     /// Print a module (.sir text, .snn artifact, .json, or a Keras model) in canonical text or JSON.
     Dump {
@@ -108,8 +111,9 @@ fn dispatch(cmd: Command) -> Result<u8> {
             model,
             output,
             emit,
+            convert,
         } => {
-            let (m, map) = load_module(&model)?;
+            let (m, map) = convert::load_converted(&model, &convert)?;
             let m = snnc_ir::verify(m, Target::Any).map_err(|e| {
                 anyhow::anyhow!(
                     "{} does not verify:\n{}",

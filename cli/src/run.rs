@@ -5,7 +5,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
-use snnc_ir::Target;
+use snnc_compiler::passes::SPIKE_OUTPUT_PREFIX;
+use snnc_ir::{Op, Operand, Target};
 use snnc_runtime::{Backend, Record, Simulator};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -47,6 +48,11 @@ pub struct RunArgs {
     /// Reset seed (re-keys `uniform` initial states).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// With --labels, also print the accuracy at these steps (comma separated), e.g. 10,20,30.
+    #[arg(long = "accuracy-at", value_delimiter = ',')]
+    accuracy_at: Vec<usize>,
+    #[command(flatten)]
+    convert: crate::convert::ConvertArgs,
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -57,7 +63,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 pub fn run(args: RunArgs) -> Result<u8> {
-    let (module, map) = crate::load_module(&args.model)?;
+    let (module, map) = crate::convert::load_converted(&args.model, &args.convert)?;
     let module = snnc_ir::verify(module, Target::Any).map_err(|e| {
         anyhow::anyhow!(
             "{} does not verify:\n{}",
@@ -189,6 +195,41 @@ pub fn run(args: RunArgs) -> Result<u8> {
         Record::LastStep
     };
     let n_out = module.outputs.len();
+    // Outputs named `spikes/<population>` carry raw spikes: they are counted, not reported.
+    let spike_outputs: Vec<(usize, String, f64)> = module
+        .outputs
+        .iter()
+        .enumerate()
+        .filter_map(|(k, o)| {
+            let pop = o.name.strip_prefix(SPIKE_OUTPUT_PREFIX)?;
+            let amplitude = match o.value {
+                Operand::Value(v) => module
+                    .insts
+                    .iter()
+                    .find(|i| i.results.first() == Some(&v))
+                    .and_then(|i| match &i.op {
+                        Op::Neuron(n) => Some(n.amplitude),
+                        _ => None,
+                    }),
+                _ => None,
+            }?;
+            Some((k, pop.to_string(), amplitude))
+        })
+        .collect();
+    let reported: Vec<usize> = (0..n_out)
+        .filter(|k| !spike_outputs.iter().any(|(s, _, _)| s == k))
+        .collect();
+    let mut spike_totals = vec![0f64; spike_outputs.len()];
+    let mut checkpoints: Vec<usize> = args.accuracy_at.clone();
+    checkpoints.sort_unstable();
+    checkpoints.dedup();
+    if let Some(&c) = checkpoints.iter().find(|&&c| c == 0 || c > steps) {
+        bail!("--accuracy-at {c} is outside the {steps} steps simulated");
+    }
+    if !checkpoints.is_empty() && labels.is_none() {
+        bail!("--accuracy-at needs --labels");
+    }
+    let mut correct_at = vec![0usize; checkpoints.len()];
     let mut collected: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); n_out];
     let mut last_step: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); n_out];
 
@@ -214,7 +255,28 @@ pub fn run(args: RunArgs) -> Result<u8> {
             .collect();
         let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
         sim.reset(args.seed);
-        let outs = sim.run(steps, &views, record)?;
+        let real = hi - lo;
+        let dt = module.dt;
+        let first = reported.first().copied();
+        let outs = sim.run_observed(steps, &views, record, &mut |t, sim| {
+            for (total, (k, _, amp)) in spike_totals.iter_mut().zip(&spike_outputs) {
+                let vals = sim.output_slice(*k);
+                let per = vals.len() / batch;
+                let sum: f64 = vals[..real * per].iter().map(|&v| v as f64).sum();
+                *total += sum * dt / amp;
+            }
+            if let (Some(pos), Some(labels), Some(k)) =
+                (checkpoints.iter().position(|&c| c == t + 1), &labels, first)
+            {
+                let vals = sim.output_slice(k);
+                let per = vals.len() / batch;
+                for i in 0..real {
+                    if argmax(&vals[i * per..(i + 1) * per]) as i64 == labels[lo + i] {
+                        correct_at[pos] += 1;
+                    }
+                }
+            }
+        })?;
         for (k, o) in outs.into_iter().enumerate() {
             let real = o.slice_axis(Axis(0), Slice::from(0..hi - lo)).to_owned();
             let last = if args.all_steps && steps > 0 {
@@ -253,37 +315,60 @@ pub fn run(args: RunArgs) -> Result<u8> {
         elapsed.as_secs_f64() * 1e6 / step_count as f64
     );
     if let Some(labels) = labels {
-        if n_out == 0 {
+        let Some(&first) = reported.first() else {
             bail!("--labels needs a model output to score");
-        }
-        let logits = concat(&last_step[0])?;
+        };
+        let logits = concat(&last_step[first])?;
         let classes = logits.len() / n.max(1);
         let flat = logits
             .into_shape_with_order(IxDyn(&[n, classes]))
             .context("flattening the first output")?;
         let mut correct = 0;
         for (row, &label) in flat.outer_iter().zip(&labels) {
-            let mut best = 0;
-            for (i, &v) in row.iter().enumerate() {
-                if v > row[best] {
-                    best = i;
-                }
-            }
-            if best as i64 == label {
+            if argmax(row.as_slice().expect("standard layout")) as i64 == label {
                 correct += 1;
             }
         }
         println!("accuracy: {:.4} ({correct}/{n})", correct as f64 / n as f64);
+        for (c, k) in checkpoints.iter().zip(&correct_at) {
+            println!(
+                "accuracy at step {c}: {:.4} ({k}/{n})",
+                *k as f64 / n as f64
+            );
+        }
+    }
+    if !spike_outputs.is_empty() {
+        let total: f64 = spike_totals.iter().sum();
+        let per: Vec<String> = spike_outputs
+            .iter()
+            .zip(&spike_totals)
+            .map(|((_, pop, _), t)| format!("{pop} {:.0}", t / n as f64))
+            .collect();
+        println!(
+            "spikes per sample: {:.0} ({})",
+            total / n as f64,
+            per.join(", ")
+        );
     }
     if let Some(path) = &args.output {
         let mut arrays = Vec::new();
-        for (k, o) in module.outputs.iter().enumerate() {
-            arrays.push((o.name.clone(), concat(&collected[k])?));
+        for &k in &reported {
+            arrays.push((module.outputs[k].name.clone(), concat(&collected[k])?));
         }
         write_outputs(path, &arrays)?;
         println!("wrote {}", path.display());
     }
     Ok(0)
+}
+
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
 }
 
 fn dims(shape: &[usize]) -> String {

@@ -175,6 +175,21 @@ impl Builder {
         self.module.values[v.index()].name = fresh(&mut self.value_names, name);
     }
 
+    /// Add an instruction whose results take the given names (made valid and unique).
+    pub fn op_named(
+        &mut self,
+        op: Op,
+        args: &[Operand],
+        names: &[&str],
+    ) -> Result<Vec<ValueId>, BuildError> {
+        let first = names.first().copied().unwrap_or("v");
+        let rs = self.op(op, args, first)?;
+        for (r, n) in rs.iter().zip(names).skip(1) {
+            self.rename(*r, n);
+        }
+        Ok(rs)
+    }
+
     /// Add a single-result instruction.
     pub fn op1(&mut self, op: Op, args: &[Operand], name: &str) -> Result<ValueId, BuildError> {
         Ok(self.op(op, args, name)?[0])

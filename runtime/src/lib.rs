@@ -183,6 +183,22 @@ impl Simulator {
         inputs: &[ArrayViewD<f32>],
         record: Record,
     ) -> Result<Vec<ArrayD<f32>>, SimError> {
+        self.run_observed(steps, inputs, record, &mut |_, _| {})
+    }
+
+    /// The flat values of output `k` after the last step, for the whole batch (no copy).
+    pub fn output_slice(&self, k: usize) -> &[f32] {
+        self.engine.output(k)
+    }
+
+    /// As [`Simulator::run`], calling `observe(step, self)` after every step (steps count from 0).
+    pub fn run_observed(
+        &mut self,
+        steps: usize,
+        inputs: &[ArrayViewD<f32>],
+        record: Record,
+        observe: &mut dyn FnMut(usize, &Simulator),
+    ) -> Result<Vec<ArrayD<f32>>, SimError> {
         let m = self.module();
         let n = m.inputs.len();
         if inputs.len() != n {
@@ -228,6 +244,7 @@ impl Simulator {
                 .collect();
             self.engine.step(&slices);
             self.steps_done += 1;
+            observe(t, self);
             if record == Record::AllSteps {
                 for (k, r) in recorded.iter_mut().enumerate() {
                     r.push(self.output(k));

@@ -1,0 +1,102 @@
+//! Rebuilding a module instruction by instruction: the common machinery of the passes.
+
+use snnc_ir::{
+    BuildError, Builder, ConstId, Inst, Module, Operand, StateId, StateInit, ValueData, ValueId,
+};
+
+/// Copies a module into a [`Builder`], letting a pass replace any instruction. Old operands map
+/// to new ones; a replaced value may map to any operand (a state, say, for a delayed reader).
+pub struct Rewriter<'m> {
+    /// The module being rewritten.
+    pub old: &'m Module,
+    /// The module being built.
+    pub b: Builder,
+    values: Vec<Option<Operand>>,
+    consts: Vec<ConstId>,
+    states: Vec<StateId>,
+}
+
+impl<'m> Rewriter<'m> {
+    /// Start from `old`'s inputs, constants and states (same names, same order).
+    pub fn new(old: &'m Module) -> Self {
+        let mut b = Builder::new(&old.name, old.dt);
+        let mut values = vec![None; old.values.len()];
+        for &v in &old.inputs {
+            let d = &old.values[v.index()];
+            values[v.index()] = Some(Operand::Value(b.input(&d.name, &d.ty.shape)));
+        }
+        let consts = old
+            .constants
+            .iter()
+            .map(|c| b.constant(&c.name, c.ty.clone(), c.data.clone()))
+            .collect::<Vec<_>>();
+        let states = old
+            .states
+            .iter()
+            .map(|s| {
+                let init = match &s.init {
+                    StateInit::Const(c) => StateInit::Const(consts[c.index()]),
+                    other => other.clone(),
+                };
+                b.state(&s.name, &s.ty.shape, init)
+            })
+            .collect();
+        Rewriter {
+            old,
+            b,
+            values,
+            consts,
+            states,
+        }
+    }
+
+    /// The new operand for an old one.
+    pub fn map(&self, o: Operand) -> Operand {
+        match o {
+            Operand::Value(v) => {
+                self.values[v.index()].expect("values are mapped before use (SSA order)")
+            }
+            Operand::Const(c) => Operand::Const(self.consts[c.index()]),
+            Operand::State(s) => Operand::State(self.states[s.index()]),
+        }
+    }
+
+    /// Make readers of old value `v` read `to` instead.
+    pub fn set(&mut self, v: ValueId, to: Operand) {
+        self.values[v.index()] = Some(to);
+    }
+
+    /// The old value's data.
+    pub fn old_value(&self, v: ValueId) -> &ValueData {
+        &self.old.values[v.index()]
+    }
+
+    /// Copy an instruction unchanged (operands mapped, result names kept).
+    pub fn copy(&mut self, inst: &Inst) -> Result<Vec<ValueId>, BuildError> {
+        let args: Vec<Operand> = inst.args.iter().map(|&a| self.map(a)).collect();
+        let names: Vec<String> = inst
+            .results
+            .iter()
+            .map(|r| self.old.values[r.index()].name.clone())
+            .collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let new = self.b.op_named(inst.op.clone(), &args, &refs)?;
+        for (r, n) in inst.results.iter().zip(&new) {
+            self.set(*r, Operand::Value(*n));
+        }
+        Ok(new)
+    }
+
+    /// Finish: copy `next`s and outputs through the mapping.
+    pub fn finish(mut self) -> Module {
+        for n in &self.old.nexts {
+            let value = self.map(n.value);
+            self.b.next(self.states[n.state.index()], value);
+        }
+        for o in &self.old.outputs {
+            let value = self.map(o.value);
+            self.b.output(&o.name, value);
+        }
+        self.b.finish()
+    }
+}

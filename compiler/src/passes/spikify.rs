@@ -1,0 +1,172 @@
+//! `spikify`: NengoDL's conversion options on a rate module.
+//!
+//! After this pass every ReLU-family rate neuron (`relu`, `leaky_relu`) is its spiking twin
+//! (`spiking_relu`, `spiking_leaky_relu`) with gain × s and amplitude ÷ s (`scale_firing_rates`,
+//! global or per layer), a voltage state initialised to U(0,1) (Nengo's default) or a fixed value,
+//! and — with a synapse — a lowpass filter on its output whose state every reader reads (the
+//! one-step delay NengoDL's synapse has; output probes read it too). Other rate neurons (sigmoid,
+//! tanh, LIF rate) stay rate neurons, as in NengoDL.
+//!
+//! Max pooling of a spiking population: with [`MaxPoolMode::Neural`] the pool reads the raw
+//! spikes and the synapse moves after the pool (the circuit `lower-maxpool` builds has no synapse
+//! inside); with [`MaxPoolMode::Keep`] the pool reads raw spikes and nothing is filtered after it
+//! (what NengoDL's TensorNode fallback does); with [`MaxPoolMode::Avg`] it reads filtered spikes
+//! like any linear map. Each spiking population's raw spikes are also an output named
+//! `spikes/<population>`, for spike counting.
+
+use super::lower_maxpool::MaxPoolMode;
+use super::rewrite::Rewriter;
+use super::{PassError, SPIKE_OUTPUT_PREFIX, build_err};
+use snnc_ir::{Module, Neuron, NeuronModel, Op, Operand, StateInit, ValueId};
+
+/// Initial membrane voltage of spiking neurons.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum InitialVoltage {
+    /// Uniform in [0, 1), seeded per population (Nengo's default).
+    Uniform,
+    /// One value for every neuron.
+    Fixed(f64),
+}
+
+/// Options of `spikify` (NengoDL's converter arguments).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpikeOptions {
+    /// `scale_firing_rates` for every layer without its own.
+    pub scale: f64,
+    /// Per-layer scales, by layer (population) name.
+    pub layer_scales: Vec<(String, f64)>,
+    /// Lowpass synapse time constant on connections out of neurons, or none.
+    pub synapse: Option<f64>,
+    /// Initial voltages.
+    pub initial_voltage: InitialVoltage,
+    /// How max pooling will be lowered (decides where synapses go around pools).
+    pub max_pool: MaxPoolMode,
+}
+
+impl Default for SpikeOptions {
+    fn default() -> Self {
+        SpikeOptions {
+            scale: 1.0,
+            layer_scales: Vec::new(),
+            synapse: Some(0.005),
+            initial_voltage: InitialVoltage::Uniform,
+            max_pool: MaxPoolMode::Neural,
+        }
+    }
+}
+
+impl SpikeOptions {
+    /// The scale of a population named `name` (a layer name, or the layer's value name).
+    pub fn scale_for(&self, name: &str) -> f64 {
+        let layer = name.split('.').next().unwrap_or(name);
+        self.layer_scales
+            .iter()
+            .find(|(n, _)| n == name || n == layer)
+            .map(|&(_, s)| s)
+            .unwrap_or(self.scale)
+    }
+}
+
+/// Run the pass.
+pub fn spikify(m: &Module, opts: &SpikeOptions) -> Result<Module, PassError> {
+    let mut rw = Rewriter::new(m);
+    // Old values that are spike trains → their raw (unfiltered) spikes in the new module.
+    let mut raw: Vec<Option<Operand>> = vec![None; m.values.len()];
+    let mut population = 0u64;
+    let err = |e| build_err("spikify", e);
+    for inst in &m.insts {
+        match &inst.op {
+            Op::Neuron(n)
+                if matches!(n.model, NeuronModel::Relu | NeuronModel::LeakyRelu { .. }) =>
+            {
+                let name = rw.old_value(inst.results[0]).name.clone();
+                let s = opts.scale_for(&name);
+                if !(s > 0.0 && s.is_finite()) {
+                    return Err(PassError::Invalid {
+                        pass: "spikify".into(),
+                        message: format!("scale {s} for `{name}` must be positive"),
+                    });
+                }
+                let model = match n.model {
+                    NeuronModel::LeakyRelu { negative_slope } => {
+                        NeuronModel::SpikingLeakyRelu { negative_slope }
+                    }
+                    _ => NeuronModel::SpikingRelu,
+                };
+                let shape = rw.old_value(inst.results[0]).ty.shape.clone();
+                let init = match opts.initial_voltage {
+                    InitialVoltage::Uniform => StateInit::Uniform {
+                        lo: 0.0,
+                        hi: 1.0,
+                        seed: population,
+                    },
+                    InitialVoltage::Fixed(v) => StateInit::Uniform {
+                        lo: v,
+                        hi: v,
+                        seed: 0,
+                    },
+                };
+                population += 1;
+                let v = rw.b.state(&format!("{name}.v"), &shape, init);
+                let op = Op::Neuron(Neuron {
+                    model,
+                    gain: n.gain * s,
+                    amplitude: n.amplitude / s,
+                });
+                let j = rw.map(inst.args[0]);
+                let r =
+                    rw.b.op_named(op, &[j, v.into()], &[&name, &format!("{name}.v1")])
+                        .map_err(err)?;
+                rw.b.next(v, r[1]);
+                rw.b.output(&format!("{SPIKE_OUTPUT_PREFIX}{name}"), r[0]);
+                raw[inst.results[0].index()] = Some(Operand::Value(r[0]));
+                let read = filtered(&mut rw, r[0], &name, opts.synapse).map_err(err)?;
+                rw.set(inst.results[0], read);
+            }
+            Op::MaxPool(_) | Op::GlobalMaxPool if opts.max_pool != MaxPoolMode::Avg => {
+                let source = match inst.args[0] {
+                    Operand::Value(v) => raw[v.index()],
+                    _ => None,
+                };
+                let Some(spikes) = source else {
+                    rw.copy(inst).map_err(err)?;
+                    continue;
+                };
+                let name = rw.old_value(inst.results[0]).name.clone();
+                let y = rw.b.op1(inst.op.clone(), &[spikes], &name).map_err(err)?;
+                let read = if opts.max_pool == MaxPoolMode::Neural {
+                    raw[inst.results[0].index()] = Some(Operand::Value(y));
+                    filtered(&mut rw, y, &name, opts.synapse).map_err(err)?
+                } else {
+                    Operand::Value(y)
+                };
+                rw.set(inst.results[0], read);
+            }
+            _ => {
+                rw.copy(inst).map_err(err)?;
+            }
+        }
+    }
+    Ok(rw.finish())
+}
+
+/// What readers of a spike train read: the state of a lowpass on it, or the spikes themselves.
+fn filtered(
+    rw: &mut Rewriter,
+    spikes: ValueId,
+    name: &str,
+    synapse: Option<f64>,
+) -> Result<Operand, snnc_ir::BuildError> {
+    let Some(tau) = synapse else {
+        return Ok(Operand::Value(spikes));
+    };
+    let shape = rw.b.module().value(spikes).ty.shape.clone();
+    let syn = rw.b.state(&format!("{name}.syn"), &shape, StateInit::Zeros);
+    let y = rw.b.op1(
+        Op::Lowpass { tau },
+        &[spikes.into(), syn.into()],
+        &format!("{name}.filtered"),
+    )?;
+    rw.b.next(syn, y);
+    Ok(Operand::State(syn))
+}
