@@ -21,7 +21,7 @@ use snnc_ir::{Target, parse, parse_with_source_map, verify};
 use snnc_runtime::{Backend, Record, Simulator};
 
 /// The kind of a filetest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// Run and compare outputs.
     Run,
@@ -29,6 +29,8 @@ pub enum Kind {
     Verify,
     /// Parse and compare the error.
     Parse,
+    /// Run a pass (`lower-maxpool`, `lower-maxpool-avg`, `spikify`) and compare the printed result.
+    Pass(&'static str),
 }
 
 /// A parsed filetest.
@@ -103,6 +105,9 @@ impl FileTest {
                     "run" => Kind::Run,
                     "verify" => Kind::Verify,
                     "parse" => Kind::Parse,
+                    "pass lower-maxpool" => Kind::Pass("lower-maxpool"),
+                    "pass lower-maxpool-avg" => Kind::Pass("lower-maxpool-avg"),
+                    "pass spikify" => Kind::Pass("spikify"),
                     other => return Err(format!("unknown test kind `{other}`")),
                 });
             } else if let Some(s) = line.strip_prefix("; steps: ") {
@@ -128,6 +133,21 @@ impl FileTest {
     /// Produce the check lines this test yields now.
     pub fn actual(&self) -> Result<Vec<String>, String> {
         match self.kind {
+            Kind::Pass(pass) => {
+                use snnc_compiler::passes::{MaxPoolMode, SpikeOptions, lower_maxpool, spikify};
+                let m = parse(&self.body).map_err(|e| e.to_string())?;
+                let out = match pass {
+                    "lower-maxpool" => lower_maxpool(&m, MaxPoolMode::Neural),
+                    "lower-maxpool-avg" => lower_maxpool(&m, MaxPoolMode::Avg),
+                    _ => spikify(&m, &SpikeOptions { scale: 100.0, ..SpikeOptions::default() }),
+                }
+                .map_err(|e| e.to_string())?;
+                let errors = snnc_ir::check(&out, self.target);
+                if !errors.is_empty() {
+                    return Err(format!("the result does not verify:\n{}", snnc_ir::VerifyErrors(errors)));
+                }
+                Ok(out.to_string().lines().map(str::to_string).collect())
+            }
             Kind::Parse => match parse(&self.body) {
                 Ok(_) => Ok(vec!["ok".into()]),
                 Err(e) => Ok(vec![e.to_string()]),
