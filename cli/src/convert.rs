@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use snnc_compiler::calibrate::NormalizeRule;
 use snnc_compiler::passes::{ConvertOptions, InitialVoltage, MaxPoolMode, SpikeOptions};
 use snnc_ir::{Module, SourceMap};
 use std::path::Path;
@@ -38,12 +39,39 @@ pub struct ConvertArgs {
     /// Simulation timestep in seconds [default: 0.001, or the module's own].
     #[arg(long)]
     pub dt: Option<f64>,
+    /// Choose each layer's firing-rate scale from calibration inputs `(n, *input_shape)` run
+    /// through the rate network (explicit `--scale-firing-rates LAYER=S` still win).
+    #[arg(long = "normalize-rates", value_name = "DATA.npy")]
+    pub normalize_rates: Option<std::path::PathBuf>,
+    /// The rule for --normalize-rates: `budget` (fewest spikes for a bounded logit error) or
+    /// `percentile` (the p-th percentile activation fires at --max-rate).
+    #[arg(long = "normalize-rule", value_enum, default_value = "budget")]
+    pub normalize_rule: NormalizeRuleArg,
+    /// Percentile of non-zero activations used by the percentile rule.
+    #[arg(long, default_value_t = 99.0)]
+    pub percentile: f64,
+    /// Target rate (Hz) of the percentile activation for the percentile rule.
+    #[arg(long = "max-rate", default_value_t = 1000.0)]
+    pub max_rate: f64,
+    /// Budget rule: allowed logit error (standard deviation) as a fraction of the median margin.
+    #[arg(long = "error-fraction", default_value_t = 0.3)]
+    pub error_fraction: f64,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug, Default)]
+pub enum NormalizeRuleArg {
+    /// Fewest spikes for a bounded logit error.
+    #[default]
+    Budget,
+    /// Rueckauer et al.'s percentile normalisation.
+    Percentile,
 }
 
 impl ConvertArgs {
     /// True when any conversion flag was given.
     fn any(&self) -> bool {
-        self.spiking
+        self.normalize_rates.is_some()
+            || self.spiking
             || !self.scale.is_empty()
             || self.synapse.is_some()
             || self.initial_voltage.is_some()
@@ -134,10 +162,42 @@ pub fn load_converted(path: &Path, args: &ConvertArgs) -> Result<(Module, Option
     if let Some(dt) = args.dt {
         m.dt = dt;
     }
-    let opts = args.options()?;
+    let mut opts = args.options()?;
     // A module that does not verify is reported by the caller with its lines.
     if !snnc_ir::check(&m, snnc_ir::Target::Any).is_empty() {
         return Ok((m, map));
+    }
+    if let Some(data_path) = &args.normalize_rates {
+        let Some(spiking) = opts.spiking.as_mut() else {
+            bail!("--normalize-rates needs --spiking");
+        };
+        let data = crate::npy::read_f32(data_path)?;
+        // Calibrate the network's own layers: max pooling stays the exact op here.
+        let rate = snnc_compiler::passes::convert(
+            m.clone(),
+            &ConvertOptions {
+                max_pool: MaxPoolMode::Keep,
+                spiking: None,
+            },
+        )
+        .with_context(|| format!("converting {}", path.display()))?;
+        let tau = spiking.synapse.unwrap_or(0.03);
+        let rule = match args.normalize_rule {
+            NormalizeRuleArg::Budget => NormalizeRule::Budget {
+                error_fraction: args.error_fraction,
+                tau,
+            },
+            NormalizeRuleArg::Percentile => NormalizeRule::Percentile {
+                max_rate: args.max_rate,
+            },
+        };
+        let chosen = crate::normalize::gains(&rate, &data, rule, args.percentile)
+            .with_context(|| format!("--normalize-rates {}", data_path.display()))?;
+        for (layer, g) in chosen {
+            if !spiking.layer_scales.iter().any(|(l, _)| *l == layer) {
+                spiking.layer_scales.push((layer, g));
+            }
+        }
     }
     let m = snnc_compiler::passes::convert(m, &opts)
         .with_context(|| format!("converting {}", path.display()))?;

@@ -1,6 +1,7 @@
 //! `snnc`: compile, inspect and simulate spiking neural networks.
 
 mod convert;
+mod normalize;
 mod npy;
 mod run;
 

@@ -5,4 +5,5 @@
 
 pub mod keras;
 
+pub mod calibrate;
 pub mod passes;

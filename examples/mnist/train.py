@@ -9,7 +9,9 @@ environment outside the repository:
     KERAS_BACKEND=jax /tmp/k3/bin/python examples/mnist/train.py mnist.pkl.gz
 
 Writes, next to this script: model.keras, test_images.npy (first 1000 test images, uint8 0-255,
-shape (1000, 28, 28, 1); the model's first layer divides by 256), test_labels.npy (int64) and keras_logits.npy (model.predict on them).
+shape (1000, 28, 28, 1); the model's first layer divides by 256), test_labels.npy (int64),
+keras_logits.npy (model.predict on them) and calibration_images.npy (the first 200 validation
+images, for --normalize-rates).
 """
 import gzip
 import os
@@ -59,6 +61,7 @@ def main(path):
     np.save(os.path.join(HERE, "test_images.npy"), images)
     np.save(os.path.join(HERE, "test_labels.npy"), yte[:1000].astype(np.int64))
     np.save(os.path.join(HERE, "keras_logits.npy"), logits.astype(np.float32))
+    np.save(os.path.join(HERE, "calibration_images.npy"), xva[:200].astype(np.uint8))
 
 
 if __name__ == "__main__":

@@ -139,12 +139,21 @@ impl FileTest {
                 let out = match pass {
                     "lower-maxpool" => lower_maxpool(&m, MaxPoolMode::Neural),
                     "lower-maxpool-avg" => lower_maxpool(&m, MaxPoolMode::Avg),
-                    _ => spikify(&m, &SpikeOptions { scale: 100.0, ..SpikeOptions::default() }),
+                    _ => spikify(
+                        &m,
+                        &SpikeOptions {
+                            scale: 100.0,
+                            ..SpikeOptions::default()
+                        },
+                    ),
                 }
                 .map_err(|e| e.to_string())?;
                 let errors = snnc_ir::check(&out, self.target);
                 if !errors.is_empty() {
-                    return Err(format!("the result does not verify:\n{}", snnc_ir::VerifyErrors(errors)));
+                    return Err(format!(
+                        "the result does not verify:\n{}",
+                        snnc_ir::VerifyErrors(errors)
+                    ));
                 }
                 Ok(out.to_string().lines().map(str::to_string).collect())
             }

@@ -6,7 +6,9 @@ use ndarray::{ArrayD, IxDyn};
 use snnc_compiler::passes::{
     ConvertOptions, InitialVoltage, MaxPoolMode, SpikeOptions, convert, lower_maxpool, spikify,
 };
-use snnc_ir::{Builder, Module, Neuron, NeuronModel, Op, Padding, PoolAttrs, StateInit, Target, parse, verify};
+use snnc_ir::{
+    Builder, Module, Neuron, NeuronModel, Op, Padding, PoolAttrs, StateInit, Target, parse, verify,
+};
 use snnc_runtime::{Backend, Record, Simulator};
 use snnc_tests::repo_root;
 
@@ -39,7 +41,11 @@ fn pool_module(shape: &[usize], op: Op) -> Module {
 #[test]
 fn rate_circuit_equals_max_pool() {
     let p = |pool: &[usize], strides: &[usize], padding| {
-        Op::MaxPool(PoolAttrs { pool: pool.to_vec(), strides: strides.to_vec(), padding })
+        Op::MaxPool(PoolAttrs {
+            pool: pool.to_vec(),
+            strides: strides.to_vec(),
+            padding,
+        })
     };
     let cases: Vec<(Vec<usize>, Op)> = vec![
         (vec![8, 3], p(&[2], &[2], Padding::Valid)),
@@ -56,15 +62,22 @@ fn rate_circuit_equals_max_pool() {
     for (i, (shape, op)) in cases.into_iter().enumerate() {
         let m = pool_module(&shape, op);
         let lowered = lower_maxpool(&m, MaxPoolMode::Neural).unwrap();
-        assert!(snnc_ir::check(&lowered, Target::Neural).is_empty(), "case {i}: not neural:\n{lowered}");
+        assert!(
+            snnc_ir::check(&lowered, Target::Neural).is_empty(),
+            "case {i}: not neural:\n{lowered}"
+        );
         let mut full = vec![3];
         full.extend(&shape);
-        let x = ArrayD::from_shape_vec(IxDyn(&full), data(full.iter().product(), i as u64)).unwrap();
+        let x =
+            ArrayD::from_shape_vec(IxDyn(&full), data(full.iter().product(), i as u64)).unwrap();
         let want = run1(&m, &x).remove(0);
         let got = run1(&lowered, &x).remove(0);
         assert_eq!(want.shape(), got.shape());
         for (g, w) in got.iter().zip(want.iter()) {
-            assert!((g - w).abs() <= 2e-6 * (1.0 + w.abs()), "case {i}: circuit {g}, max_pool {w}");
+            assert!(
+                (g - w).abs() <= 2e-6 * (1.0 + w.abs()),
+                "case {i}: circuit {g}, max_pool {w}"
+            );
         }
         // k − 1 units per window of k cells.
         let windows = snnc_compiler::passes::lower_maxpool::pool_windows(
@@ -81,16 +94,30 @@ fn rate_circuit_equals_max_pool() {
             .filter(|inst| matches!(&inst.op, Op::Neuron(_)))
             .map(|inst| lowered.value(inst.results[0]).ty.num_elements())
             .sum();
-        assert_eq!(units, windows.iter().map(|w| w.len() - 1).sum::<usize>(), "case {i}");
+        assert_eq!(
+            units,
+            windows.iter().map(|w| w.len() - 1).sum::<usize>(),
+            "case {i}"
+        );
     }
 }
 
 #[test]
 fn avg_and_keep_modes() {
-    let m = pool_module(&[4, 4, 1], Op::MaxPool(PoolAttrs { pool: vec![2, 2], strides: vec![2, 2], padding: Padding::Valid }));
+    let m = pool_module(
+        &[4, 4, 1],
+        Op::MaxPool(PoolAttrs {
+            pool: vec![2, 2],
+            strides: vec![2, 2],
+            padding: Padding::Valid,
+        }),
+    );
     let avg = lower_maxpool(&m, MaxPoolMode::Avg).unwrap();
     assert!(matches!(avg.insts[0].op, Op::AvgPool(_)));
-    assert_eq!(lower_maxpool(&m, MaxPoolMode::Keep).unwrap().to_string(), m.to_string());
+    assert_eq!(
+        lower_maxpool(&m, MaxPoolMode::Keep).unwrap().to_string(),
+        m.to_string()
+    );
 }
 
 /// Four spiking populations at different rates pooled by the IF circuit: after 1000 steps the
@@ -108,7 +135,12 @@ output \"inputs\" = %s
 ";
     let m = parse(text).unwrap();
     let lowered = lower_maxpool(&m, MaxPoolMode::Neural).unwrap();
-    assert!(lowered.insts.iter().any(|i| matches!(&i.op, Op::Neuron(n) if n.model == NeuronModel::IfNeuron)));
+    assert!(
+        lowered
+            .insts
+            .iter()
+            .any(|i| matches!(&i.op, Op::Neuron(n) if n.model == NeuronModel::IfNeuron))
+    );
     let v = verify(lowered, Target::Neural).unwrap();
     let mut sim = Simulator::new(&v, Backend::Interp, 1).unwrap();
     // Rates (Hz) that cross: input 2 leads early, input 0 overtakes.
@@ -117,10 +149,18 @@ output \"inputs\" = %s
     let (mut out, mut ins) = (0.0f64, [0.0f64; 4]);
     let mut worst: f64 = 0.0;
     for t in 0..1000 {
-        let j = if t < 300 { [0.2, 0.5, 0.9, 0.0] } else { [1.6, 0.5, 0.1, -0.3] };
+        let j = if t < 300 {
+            [0.2, 0.5, 0.9, 0.0]
+        } else {
+            [1.6, 0.5, 0.1, -0.3]
+        };
         let x = ArrayD::from_shape_vec(IxDyn(&[1, 1, 4, 1]), j.to_vec()).unwrap();
         sim.step(&[x.view()]).unwrap();
-        out += sim.output(k_pool).iter().map(|&s| s as f64 * 0.001 / 0.01).sum::<f64>();
+        out += sim
+            .output(k_pool)
+            .iter()
+            .map(|&s| s as f64 * 0.001 / 0.01)
+            .sum::<f64>();
         for (c, &s) in ins.iter_mut().zip(sim.output(k_in).iter()) {
             *c += s as f64 * 0.001 / 0.01;
         }
@@ -129,8 +169,14 @@ output \"inputs\" = %s
     }
     let max_in = ins.iter().copied().fold(f64::MIN, f64::max);
     assert!(max_in > 100.0, "inputs should spike: {ins:?}");
-    assert!((out - max_in).abs() <= 1.0, "pool count {out}, max input count {max_in}");
-    assert!(worst <= 2.0, "the count tracks the maximum at every step (worst gap {worst})");
+    assert!(
+        (out - max_in).abs() <= 1.0,
+        "pool count {out}, max input count {max_in}"
+    );
+    assert!(
+        worst <= 2.0,
+        "the count tracks the maximum at every step (worst gap {worst})"
+    );
 }
 
 #[test]
@@ -142,11 +188,21 @@ output \"y\" = %y
 ";
     let m = parse(text).unwrap();
     let s = 5.0;
-    let opts = SpikeOptions { scale: s, synapse: None, initial_voltage: InitialVoltage::Fixed(0.0), ..SpikeOptions::default() };
+    let opts = SpikeOptions {
+        scale: s,
+        synapse: None,
+        initial_voltage: InitialVoltage::Fixed(0.0),
+        ..SpikeOptions::default()
+    };
     let spiking = spikify(&m, &opts).unwrap();
     let inst = &spiking.insts[0];
-    let Op::Neuron(n) = &inst.op else { panic!("{spiking}") };
-    assert_eq!((n.model.clone(), n.gain, n.amplitude), (NeuronModel::SpikingRelu, s, 1.0 / s));
+    let Op::Neuron(n) = &inst.op else {
+        panic!("{spiking}")
+    };
+    assert_eq!(
+        (n.model.clone(), n.gain, n.amplitude),
+        (NeuronModel::SpikingRelu, s, 1.0 / s)
+    );
     assert!(spiking.find_output("spikes/y").is_some());
     let v = verify(spiking, Target::Neural).unwrap();
     let mut sim = Simulator::new(&v, Backend::Interp, 1).unwrap();
@@ -157,21 +213,46 @@ output \"y\" = %y
         let mut count = 0.0;
         for t in 0..1000 {
             let o = out[0][[0, t, k]];
-            assert!(o == 0.0 || (o / height - (o / height).round()).abs() < 1e-4, "a spike has height 1/(dt·S): {o}");
+            assert!(
+                o == 0.0 || (o / height - (o / height).round()).abs() < 1e-4,
+                "a spike has height 1/(dt·S): {o}"
+            );
             count += o / height;
         }
         // rate = relu(x)·S spikes per second for 1 s.
         let want = (x[[0, k]].max(0.0) as f64 * s) as f32;
-        assert!((count - want).abs() <= 1.0, "input {k}: {count} spikes, expected {want} ± 1");
+        assert!(
+            (count - want).abs() <= 1.0,
+            "input {k}: {count} spikes, expected {want} ± 1"
+        );
     }
     // With a synapse, readers see the filtered spikes one step late.
-    let delayed = spikify(&m, &SpikeOptions { scale: s, ..SpikeOptions::default() }).unwrap();
+    let delayed = spikify(
+        &m,
+        &SpikeOptions {
+            scale: s,
+            ..SpikeOptions::default()
+        },
+    )
+    .unwrap();
     let y = delayed.find_output("y").unwrap();
     assert!(matches!(y.value, snnc_ir::Operand::State(_)), "{delayed}");
     // Every ReLU becomes spiking; a softmax readout stays.
     let mut b = Builder::new("m", 0.001);
     let x = b.input("x", &[2]);
-    let r = b.op1(Op::Neuron(Neuron { model: NeuronModel::LeakyRelu { negative_slope: 0.1 }, gain: 1.0, amplitude: 1.0 }), &[x.into()], "l").unwrap();
+    let r = b
+        .op1(
+            Op::Neuron(Neuron {
+                model: NeuronModel::LeakyRelu {
+                    negative_slope: 0.1,
+                },
+                gain: 1.0,
+                amplitude: 1.0,
+            }),
+            &[x.into()],
+            "l",
+        )
+        .unwrap();
     let sm = b.op1(Op::Softmax, &[r.into()], "sm").unwrap();
     b.output("p", sm);
     let st = b.state("unused", &[1], StateInit::Zeros);
@@ -188,16 +269,24 @@ fn mnist_spiking_regression() {
     let m = snnc_compiler::keras::load(&dir.join("model.keras"), &Default::default()).unwrap();
     let opts = ConvertOptions {
         max_pool: MaxPoolMode::Neural,
-        spiking: Some(SpikeOptions { scale: 200.0, ..SpikeOptions::default() }),
+        spiking: Some(SpikeOptions {
+            scale: 200.0,
+            ..SpikeOptions::default()
+        }),
     };
     let m = verify(convert(m, &opts).unwrap(), Target::Neural).unwrap();
     let images: ArrayD<u8> = ndarray_npy::read_npy(dir.join("test_images.npy")).unwrap();
     let labels: ndarray::Array1<i64> = ndarray_npy::read_npy(dir.join("test_labels.npy")).unwrap();
     let n = 200;
-    let x = images.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n)).mapv(f32::from);
+    let x = images
+        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n))
+        .mapv(f32::from);
     let mut sim = Simulator::new(&m, Backend::Interp, n).unwrap();
     let logits_k = m.outputs.iter().position(|o| o.name == "logits").unwrap();
-    let out = sim.run(40, &[x.view()], Record::LastStep).unwrap().remove(logits_k);
+    let out = sim
+        .run(40, &[x.view()], Record::LastStep)
+        .unwrap()
+        .remove(logits_k);
     let correct = (0..n)
         .filter(|&i| {
             let row = out.index_axis(ndarray::Axis(0), i);

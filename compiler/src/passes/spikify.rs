@@ -75,7 +75,9 @@ pub fn spikify(m: &Module, opts: &SpikeOptions) -> Result<Module, PassError> {
     let mut population = 0u64;
     let err = |e| build_err("spikify", e);
     // Values some reader takes filtered: everything except pools that read raw spikes.
-    let raw_reader = |op: &Op| matches!(op, Op::MaxPool(_) | Op::GlobalMaxPool) && opts.max_pool != MaxPoolMode::Avg;
+    let raw_reader = |op: &Op| {
+        matches!(op, Op::MaxPool(_) | Op::GlobalMaxPool) && opts.max_pool != MaxPoolMode::Avg
+    };
     let mut filtered_readers = vec![false; m.values.len()];
     for inst in &m.insts {
         if !raw_reader(&inst.op) {
@@ -86,7 +88,12 @@ pub fn spikify(m: &Module, opts: &SpikeOptions) -> Result<Module, PassError> {
             }
         }
     }
-    for o in m.outputs.iter().map(|o| o.value).chain(m.nexts.iter().map(|n| n.value)) {
+    for o in m
+        .outputs
+        .iter()
+        .map(|o| o.value)
+        .chain(m.nexts.iter().map(|n| n.value))
+    {
         if let Operand::Value(v) = o {
             filtered_readers[v.index()] = true;
         }
@@ -137,7 +144,9 @@ pub fn spikify(m: &Module, opts: &SpikeOptions) -> Result<Module, PassError> {
                 rw.b.next(v, r[1]);
                 rw.b.output(&format!("{SPIKE_OUTPUT_PREFIX}{name}"), r[0]);
                 raw[inst.results[0].index()] = Some(Operand::Value(r[0]));
-                let synapse = opts.synapse.filter(|_| filtered_readers[inst.results[0].index()]);
+                let synapse = opts
+                    .synapse
+                    .filter(|_| filtered_readers[inst.results[0].index()]);
                 let read = filtered(&mut rw, r[0], &name, synapse).map_err(err)?;
                 rw.set(inst.results[0], read);
             }
@@ -154,7 +163,9 @@ pub fn spikify(m: &Module, opts: &SpikeOptions) -> Result<Module, PassError> {
                 let y = rw.b.op1(inst.op.clone(), &[spikes], &name).map_err(err)?;
                 let read = if opts.max_pool == MaxPoolMode::Neural {
                     raw[inst.results[0].index()] = Some(Operand::Value(y));
-                    let synapse = opts.synapse.filter(|_| filtered_readers[inst.results[0].index()]);
+                    let synapse = opts
+                        .synapse
+                        .filter(|_| filtered_readers[inst.results[0].index()]);
                     filtered(&mut rw, y, &name, synapse).map_err(err)?
                 } else {
                     Operand::Value(y)
