@@ -146,10 +146,10 @@ impl ConvertArgs {
 /// Load a model and run the conversion pipeline: always for Keras models, and for IR modules
 /// when any conversion flag is given.
 pub fn load_converted(path: &Path, args: &ConvertArgs) -> Result<(Module, Option<SourceMap>)> {
-    if let Some(dt) = args.dt {
-        if !(dt > 0.0 && dt.is_finite()) {
-            bail!("--dt must be a positive number of seconds");
-        }
+    if let Some(dt) = args.dt
+        && !(dt > 0.0 && dt.is_finite())
+    {
+        bail!("--dt must be a positive number of seconds");
     }
     let is_keras = path
         .extension()

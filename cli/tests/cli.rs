@@ -346,8 +346,15 @@ fn run_accepts_snn_artifacts() {
 fn compile_and_run_keras_models() {
     let dir = scratch("keras");
     let fixture = "tests/fixtures/keras3/maxpool2d.keras";
-    let ir = snnc(&["compile", fixture]);
+    let ir = snnc(&["compile", fixture, "--max-pool", "keep"]);
     assert!(ir.status.success(), "{}", stderr(&ir));
+    // By default max pooling becomes a neural circuit.
+    let lowered = stdout(&snnc(&["compile", fixture]));
+    assert!(!lowered.contains(" = max_pool "), "{lowered}");
+    assert!(
+        lowered.contains("%max_pooling2d.l0.j = sparse %conv2d_3"),
+        "{lowered}"
+    );
     assert!(
         stdout(&ir).contains("max_pool %conv2d_3 {pool=[3,3], strides=[2,2], padding=same}"),
         "{}",
@@ -415,4 +422,80 @@ fn compile_and_run_keras_models() {
         "{}",
         stderr(&r)
     );
+}
+
+#[test]
+fn spiking_conversion_flags() {
+    let base = [
+        "run",
+        "examples/xor/xor.sir",
+        "--input",
+        "examples/xor/inputs.npy",
+        "--labels",
+        "examples/xor/labels.npy",
+    ];
+    let with = |extra: &[&str]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend_from_slice(extra);
+        snnc(&a)
+    };
+    let r = with(&[
+        "--spiking",
+        "--scale-firing-rates",
+        "1000",
+        "--steps",
+        "50",
+        "--accuracy-at",
+        "10,50",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let out = stdout(&r);
+    assert!(out.contains("accuracy at step 10: "), "{out}");
+    let spikes_line = out
+        .lines()
+        .find(|l| l.starts_with("spikes per sample: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(spikes_line.contains("(hidden "), "{spikes_line}");
+    // The spiking network is converted from the rate one: same module, spiking twin, synapse.
+    let c = snnc(&[
+        "compile",
+        "examples/xor/xor.sir",
+        "--spiking",
+        "--scale-firing-rates",
+        "hidden=50",
+        "--synapse",
+        "0.01",
+        "--initial-voltage",
+        "0.5",
+    ]);
+    let ir = stdout(&c);
+    assert!(
+        ir.contains("spiking_relu %hidden.jb, $hidden.v {gain=50, amplitude=0.02}"),
+        "{ir}"
+    );
+    assert!(
+        ir.contains("lowpass %hidden, $hidden.syn {tau=0.01}"),
+        "{ir}"
+    );
+    assert!(ir.contains("uniform(0.5, 0.5, seed=0)"), "{ir}");
+    for (args, msg) in [
+        (vec!["--synapse", "0.01"], "need --spiking"),
+        (
+            vec!["--spiking", "--scale-firing-rates", "0"],
+            "must be positive",
+        ),
+        (
+            vec!["--spiking", "--steps", "5", "--accuracy-at", "9"],
+            "outside the 5 steps",
+        ),
+        (
+            vec!["--spiking", "--initial-voltage", "high"],
+            "neither `uniform` nor a number",
+        ),
+        (vec!["--dt", "0"], "--dt must be a positive"),
+    ] {
+        let r = with(&args);
+        assert_eq!(r.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&r).contains(msg), "{args:?}: {}", stderr(&r));
+    }
 }

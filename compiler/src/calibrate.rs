@@ -24,15 +24,15 @@ pub fn probe_activations(m: &Module) -> (Module, Vec<String>) {
     let mut out = m.clone();
     let mut names = Vec::new();
     for inst in &m.insts {
-        if let Op::Neuron(n) = &inst.op {
-            if matches!(n.model, NeuronModel::Relu | NeuronModel::LeakyRelu { .. }) {
-                let name = m.value(inst.results[0]).name.clone();
-                out.outputs.push(snnc_ir::Output {
-                    name: format!("act/{name}"),
-                    value: Operand::Value(inst.results[0]),
-                });
-                names.push(name);
-            }
+        if let Op::Neuron(n) = &inst.op
+            && matches!(n.model, NeuronModel::Relu | NeuronModel::LeakyRelu { .. })
+        {
+            let name = m.value(inst.results[0]).name.clone();
+            out.outputs.push(snnc_ir::Output {
+                name: format!("act/{name}"),
+                value: Operand::Value(inst.results[0]),
+            });
+            names.push(name);
         }
     }
     (out, names)

@@ -91,10 +91,10 @@ pub fn lower_maxpool(m: &Module, mode: MaxPoolMode) -> Result<Module, PassError>
     // Which values are spike trains, and their amplitude.
     let mut spike_amplitude: Vec<Option<f64>> = vec![None; m.values.len()];
     for inst in &m.insts {
-        if let Op::Neuron(n) = &inst.op {
-            if n.model.is_spiking() {
-                spike_amplitude[inst.results[0].index()] = Some(n.amplitude);
-            }
+        if let Op::Neuron(n) = &inst.op
+            && n.model.is_spiking()
+        {
+            spike_amplitude[inst.results[0].index()] = Some(n.amplitude);
         }
     }
     for inst in &m.insts {
