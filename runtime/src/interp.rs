@@ -15,6 +15,8 @@ pub struct Interpreter {
     values: Vec<Vec<f32>>,
     states: Vec<Vec<f32>>,
     outputs: Vec<Vec<f32>>,
+    /// Per instruction: the discretised coefficients of an `alpha` synapse.
+    alpha: Vec<Option<crate::synapse::AlphaCoefficients>>,
 }
 
 fn operand_len(m: &Module, o: Operand) -> usize {
@@ -65,6 +67,14 @@ impl Interpreter {
             .iter()
             .map(|o| alloc(operand_len(&m, o.value)))
             .collect::<Result<_, _>>()?;
+        let alpha = m
+            .insts
+            .iter()
+            .map(|i| match i.op {
+                Op::Alpha { tau } => Some(crate::synapse::AlphaCoefficients::new(m.dt, tau)),
+                _ => None,
+            })
+            .collect();
         let mut it = Interpreter {
             module: m,
             batch,
@@ -73,6 +83,7 @@ impl Interpreter {
             values,
             states,
             outputs,
+            alpha,
         };
         it.reset(0);
         Ok(it)
@@ -410,8 +421,8 @@ fn eval(it: &Interpreter, i: usize, args: &[&[f32]], outs: &mut [&mut [f32]]) {
                 out[k] = decay * args[1][k] + (1.0 - decay) * args[0][k];
             }
         }
-        Op::Alpha { tau } => {
-            let c = crate::synapse::AlphaCoefficients::new(m.dt, *tau);
+        Op::Alpha { .. } => {
+            let c = it.alpha[i].expect("computed for every alpha");
             let z_out = &mut *rest[0];
             for k in 0..out.len() {
                 let (u, y, z) = (args[0][k], args[1][k], args[2][k]);

@@ -291,15 +291,21 @@ fn parse_container(class: &str, config: &Value) -> Result<Container, ModelError>
     })
 }
 
+impl Container {
+    /// Layer index by name.
+    pub fn index(&self) -> HashMap<&str, usize> {
+        self.layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.name.as_str(), i))
+            .collect()
+    }
+}
+
 /// The calls of a container in an order where every call's inputs come first: config order
 /// whenever it allows, and an error naming a layer on a cycle. Returns `(layer, call)` pairs.
 pub fn call_order(c: &Container) -> Result<Vec<(usize, usize)>, ModelError> {
-    let index: HashMap<&str, usize> = c
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.name.as_str(), i))
-        .collect();
+    let index = c.index();
     let mut g: DiGraph<(usize, usize), ()> = DiGraph::new();
     let mut node_of = HashMap::new();
     for (i, l) in c.layers.iter().enumerate() {

@@ -322,6 +322,21 @@ impl Converter<'_> {
         self.op(cx, Op::Transpose { perm }, &[x.into()], "to_channels_last")
     }
 
+    /// Apply `f` (which works channels-last) to `x`, transposing around it for `channels_first`.
+    fn channels_last(
+        &mut self,
+        cx: &Ctx,
+        x: ValueId,
+        f: impl FnOnce(&mut Self, ValueId) -> Result<ValueId, ModelError>,
+    ) -> Result<ValueId, ModelError> {
+        if !cx.channels_first()? {
+            return f(self, x);
+        }
+        let input = self.channels_to_last(cx, x)?;
+        let y = f(self, input)?;
+        self.channels_to_first(cx, y)
+    }
+
     fn channels_to_first(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
         let r = self.ty(x).len();
         let perm: Vec<usize> = [r - 1].into_iter().chain(0..r - 1).collect();
@@ -354,12 +369,7 @@ impl Converter<'_> {
             );
             *n += 1;
         }
-        let index: HashMap<&str, usize> = c
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.name.as_str(), i))
-            .collect();
+        let index = c.index();
         let mut tensors: HashMap<(usize, usize), Vec<ValueId>> = HashMap::new();
         for (i, k) in call_order(c)? {
             let layer = &c.layers[i];
@@ -552,19 +562,19 @@ impl Converter<'_> {
             | "Identity" => one(),
             _ => {
                 if let Some(d) = dims("Conv") {
-                    self.conv(cx, one()?, d)
+                    self.channels_last(cx, one()?, |me, x| me.conv(cx, x, d))
                 } else if let Some(d) = dims("AveragePooling").or(dims("AvgPool")) {
-                    self.pool(cx, one()?, d, false)
+                    self.channels_last(cx, one()?, |me, x| me.pool(cx, x, d, false))
                 } else if let Some(d) = dims("MaxPooling").or(dims("MaxPool")) {
-                    self.pool(cx, one()?, d, true)
+                    self.channels_last(cx, one()?, |me, x| me.pool(cx, x, d, true))
                 } else if let Some(d) = dims("GlobalAveragePooling").or(dims("GlobalAvgPool")) {
-                    self.global_pool(cx, one()?, d, false)
+                    self.channels_last(cx, one()?, |me, x| me.global_pool(cx, x, d, false))
                 } else if let Some(d) = dims("GlobalMaxPooling").or(dims("GlobalMaxPool")) {
-                    self.global_pool(cx, one()?, d, true)
+                    self.channels_last(cx, one()?, |me, x| me.global_pool(cx, x, d, true))
                 } else if let Some(d) = dims("ZeroPadding") {
-                    self.zero_pad(cx, one()?, d)
+                    self.channels_last(cx, one()?, |me, x| me.zero_pad(cx, x, d))
                 } else if let Some(d) = dims("UpSampling") {
-                    self.upsample(cx, one()?, d)
+                    self.channels_last(cx, one()?, |me, x| me.upsample(cx, x, d))
                 } else {
                     Err(ModelError::UnknownLayer {
                         layer: cx.layer.name.clone(),
@@ -780,8 +790,7 @@ impl Converter<'_> {
     }
 
     fn conv(&mut self, cx: &Ctx, x: ValueId, d: usize) -> Result<ValueId, ModelError> {
-        let cf = cx.channels_first()?;
-        let input = if cf { self.channels_to_last(cx, x)? } else { x };
+        let input = x;
         let shape = self.ty(input);
         if shape.len() != d + 1 {
             return Err(cx.shape_err(format!(
@@ -837,11 +846,7 @@ impl Converter<'_> {
             y = self.op(cx, Op::Bias, &[y.into(), b.into()], "biased")?;
         }
         y = self.activation(cx, y, cx.cfg().get("activation"))?;
-        if cf {
-            self.channels_to_first(cx, y)
-        } else {
-            Ok(y)
-        }
+        Ok(y)
     }
 
     fn pool(
@@ -851,8 +856,7 @@ impl Converter<'_> {
         d: usize,
         is_max: bool,
     ) -> Result<ValueId, ModelError> {
-        let cf = cx.channels_first()?;
-        let input = if cf { self.channels_to_last(cx, x)? } else { x };
+        let input = x;
         let pool = cx.ints("pool_size", d)?.unwrap_or(vec![2; d]);
         let strides = cx.ints("strides", d)?.unwrap_or_else(|| pool.clone());
         let attrs = PoolAttrs {
@@ -871,11 +875,7 @@ impl Converter<'_> {
             &[input.into()],
             if is_max { "max_pool" } else { "avg_pool" },
         )?;
-        if cf {
-            self.channels_to_first(cx, y)
-        } else {
-            Ok(y)
-        }
+        Ok(y)
     }
 
     fn global_pool(
@@ -885,8 +885,7 @@ impl Converter<'_> {
         d: usize,
         is_max: bool,
     ) -> Result<ValueId, ModelError> {
-        let cf = cx.channels_first()?;
-        let input = if cf { self.channels_to_last(cx, x)? } else { x };
+        let input = x;
         if self.ty(input).len() != d + 1 {
             return Err(cx.shape_err(format!(
                 "needs a rank-{} input, got {:?}",
@@ -905,17 +904,12 @@ impl Converter<'_> {
         }
         let c = self.ty(y)[0];
         let mut shape = vec![1; d];
-        if cf {
-            shape.insert(0, c)
-        } else {
-            shape.push(c)
-        }
+        shape.push(c);
         self.op(cx, Op::Reshape { shape }, &[y.into()], "keepdims")
     }
 
     fn zero_pad(&mut self, cx: &Ctx, x: ValueId, d: usize) -> Result<ValueId, ModelError> {
-        let cf = cx.channels_first()?;
-        let input = if cf { self.channels_to_last(cx, x)? } else { x };
+        let input = x;
         let v = cx.cfg().get("padding").cloned().unwrap_or(Value::from(1));
         let bad = || cx.unsupported(format!("padding {v}"));
         let pair = |p: &Value| -> Option<[usize; 2]> {
@@ -940,11 +934,7 @@ impl Converter<'_> {
         };
         pads.push([0, 0]);
         let y = self.op(cx, Op::Pad { pads }, &[input.into()], "pad")?;
-        if cf {
-            self.channels_to_first(cx, y)
-        } else {
-            Ok(y)
-        }
+        Ok(y)
     }
 
     fn upsample(&mut self, cx: &Ctx, x: ValueId, d: usize) -> Result<ValueId, ModelError> {
@@ -954,15 +944,10 @@ impl Converter<'_> {
                 "interpolation `{interp}`; only nearest is supported"
             )));
         }
-        let cf = cx.channels_first()?;
-        let input = if cf { self.channels_to_last(cx, x)? } else { x };
+        let input = x;
         let factors = cx.ints("size", d)?.unwrap_or(vec![2; d]);
         let y = self.op(cx, Op::Upsample { factors }, &[input.into()], "upsample")?;
-        if cf {
-            self.channels_to_first(cx, y)
-        } else {
-            Ok(y)
-        }
+        Ok(y)
     }
 }
 
