@@ -22,6 +22,10 @@ pub struct ConvertArgs {
     /// Swap every ReLU-family activation for its spiking twin (NengoDL's swap_activations).
     #[arg(long)]
     pub spiking: bool,
+    /// Neuron for ReLU layers when spiking: `relu=spiking_relu` (default) or `relu=lif`
+    /// (Nengo's LIF; changes the function, as NengoDL's swap_activations does).
+    #[arg(long, value_name = "relu=MODEL")]
+    pub swap: Option<String>,
     /// Firing-rate scale: gain × S on the input current, amplitude ÷ S on the output. `S` for
     /// every layer, or `LAYER=S` for one (repeatable).
     #[arg(long = "scale-firing-rates", value_name = "S|LAYER=S")]
@@ -87,8 +91,14 @@ impl ConvertArgs {
             MaxPoolArg::Keep => MaxPoolMode::Keep,
         };
         if !self.spiking {
-            if !self.scale.is_empty() || self.synapse.is_some() || self.initial_voltage.is_some() {
-                bail!("--scale-firing-rates, --synapse and --initial-voltage need --spiking");
+            if !self.scale.is_empty()
+                || self.synapse.is_some()
+                || self.initial_voltage.is_some()
+                || self.swap.is_some()
+            {
+                bail!(
+                    "--scale-firing-rates, --synapse, --initial-voltage and --swap need --spiking"
+                );
             }
             return Ok(ConvertOptions {
                 max_pool,
@@ -99,6 +109,11 @@ impl ConvertArgs {
             max_pool,
             ..SpikeOptions::default()
         };
+        match self.swap.as_deref() {
+            None | Some("relu=spiking_relu") => {}
+            Some("relu=lif") => s.relu_to_lif = true,
+            Some(other) => bail!("--swap {other}: supported are relu=spiking_relu and relu=lif"),
+        }
         for spec in &self.scale {
             let parse = |v: &str| -> Result<f64> {
                 let x: f64 = v.parse().with_context(|| {

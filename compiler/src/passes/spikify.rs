@@ -1,7 +1,7 @@
 //! `spikify`: NengoDL's conversion options on a rate module.
 //!
 //! After this pass every ReLU-family rate neuron (`relu`, `leaky_relu`) is its spiking twin
-//! (`spiking_relu`, `spiking_leaky_relu`) with gain × s and amplitude ÷ s (`scale_firing_rates`,
+//! (`spiking_relu`, `spiking_leaky_relu`; or `lif` for `relu` with `relu_to_lif`) with gain × s and amplitude ÷ s (`scale_firing_rates`,
 //! global or per layer), a voltage state initialised to U(0,1) (Nengo's default) or a fixed value,
 //! and — with a synapse — a lowpass filter on its output whose state every reader reads (the
 //! one-step delay NengoDL's synapse has; output probes read it too). Other rate neurons (sigmoid,
@@ -41,6 +41,9 @@ pub struct SpikeOptions {
     pub initial_voltage: InitialVoltage,
     /// How max pooling will be lowered (decides where synapses go around pools).
     pub max_pool: MaxPoolMode,
+    /// Swap `relu` for Nengo's `LIF` (default tau_rc 0.02, tau_ref 0.002) instead of the spiking
+    /// ReLU (NengoDL's `swap_activations={relu: nengo.LIF()}`; it changes the function).
+    pub relu_to_lif: bool,
 }
 
 impl Default for SpikeOptions {
@@ -51,6 +54,7 @@ impl Default for SpikeOptions {
             synapse: Some(0.005),
             initial_voltage: InitialVoltage::Uniform,
             max_pool: MaxPoolMode::Neural,
+            relu_to_lif: false,
         }
     }
 }
@@ -115,6 +119,11 @@ pub fn spikify(m: &Module, opts: &SpikeOptions) -> Result<Module, PassError> {
                     NeuronModel::LeakyRelu { negative_slope } => {
                         NeuronModel::SpikingLeakyRelu { negative_slope }
                     }
+                    _ if opts.relu_to_lif => NeuronModel::Lif {
+                        tau_rc: 0.02,
+                        tau_ref: 0.002,
+                        min_voltage: 0.0,
+                    },
                     _ => NeuronModel::SpikingRelu,
                 };
                 let shape = rw.old_value(inst.results[0]).ty.shape.clone();
@@ -138,10 +147,24 @@ pub fn spikify(m: &Module, opts: &SpikeOptions) -> Result<Module, PassError> {
                     amplitude: n.amplitude / s,
                 });
                 let j = rw.map(inst.args[0]);
-                let r =
-                    rw.b.op_named(op, &[j, v.into()], &[&name, &format!("{name}.v1")])
-                        .map_err(err)?;
-                rw.b.next(v, r[1]);
+                let mut args = vec![j, v.into()];
+                let mut names = vec![name.clone(), format!("{name}.v1")];
+                let mut states = vec![v];
+                if let Op::Neuron(Neuron {
+                    model: NeuronModel::Lif { .. },
+                    ..
+                }) = op
+                {
+                    let r = rw.b.state(&format!("{name}.ref"), &shape, StateInit::Zeros);
+                    args.push(r.into());
+                    names.push(format!("{name}.ref1"));
+                    states.push(r);
+                }
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                let r = rw.b.op_named(op, &args, &refs).map_err(err)?;
+                for (st, nv) in states.iter().zip(&r[1..]) {
+                    rw.b.next(*st, *nv);
+                }
                 rw.b.output(&format!("{SPIKE_OUTPUT_PREFIX}{name}"), r[0]);
                 raw[inst.results[0].index()] = Some(Operand::Value(r[0]));
                 let synapse = opts
