@@ -3,7 +3,8 @@
 # 1000 test images for 100 steps (dt = 1 ms) and prints accuracy at 10/20/30/60/100 steps and
 # spikes per image. Run from the repository root: bash examples/mnist/table.sh
 set -euo pipefail
-snnc() { cargo run -q --release -p snnc -- "$@"; }
+cargo build -q --release -p snnc
+snnc() { ./target/release/snnc "$@"; }
 M=examples/mnist
 common=(run $M/model.keras --input $M/test_images.npy --labels $M/test_labels.npy)
 spiking=(--spiking --steps 100 --accuracy-at 10,20,30,60,100)
