@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use snnc_compiler::calibrate::NormalizeRule;
-use snnc_compiler::passes::{ConvertOptions, InitialVoltage, MaxPoolMode, SpikeOptions};
+use snnc_compiler::passes::{ConvertOptions, InitialVoltage, MaxPoolMode, PassHooks, SpikeOptions};
 use snnc_ir::{Module, SourceMap};
 use std::path::Path;
 
@@ -43,6 +43,18 @@ pub struct ConvertArgs {
     /// Simulation timestep in seconds [default: 0.001, or the module's own].
     #[arg(long)]
     pub dt: Option<f64>,
+    /// The passes to run, comma separated [default: spikify,lower-maxpool,simplify].
+    #[arg(long, value_delimiter = ',', value_name = "PASS,...")]
+    pub passes: Option<Vec<String>>,
+    /// Print the module to stderr after this pass (repeatable).
+    #[arg(long = "print-after", value_name = "PASS")]
+    pub print_after: Vec<String>,
+    /// Print the module to stderr after every pass.
+    #[arg(long = "print-after-all")]
+    pub print_after_all: bool,
+    /// Print each pass's time and instruction counts to stderr.
+    #[arg(long = "time-passes")]
+    pub time_passes: bool,
     /// Choose each layer's firing-rate scale from calibration inputs `(n, *input_shape)` run
     /// through the rate network (explicit `--scale-firing-rates LAYER=S` still win).
     #[arg(long = "normalize-rates", value_name = "DATA.npy")]
@@ -74,7 +86,11 @@ pub enum NormalizeRuleArg {
 impl ConvertArgs {
     /// True when any conversion flag was given.
     fn any(&self) -> bool {
-        self.normalize_rates.is_some()
+        self.passes.is_some()
+            || !self.print_after.is_empty()
+            || self.print_after_all
+            || self.time_passes
+            || self.normalize_rates.is_some()
             || self.spiking
             || !self.scale.is_empty()
             || self.synapse.is_some()
@@ -214,7 +230,34 @@ pub fn load_converted(path: &Path, args: &ConvertArgs) -> Result<(Module, Option
             }
         }
     }
-    let m = snnc_compiler::passes::convert(m, &opts)
+    let default: Vec<String> = snnc_compiler::passes::DEFAULT_PIPELINE
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    let names = args.passes.clone().unwrap_or(default);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut print = |pass: &str, m: &Module| eprint!("; after pass {pass}\n{m}\n");
+    let mut hooks = PassHooks {
+        print_after: if args.print_after_all {
+            vec!["all".into()]
+        } else {
+            args.print_after.clone()
+        },
+        printer: Some(&mut print),
+        timings: Vec::new(),
+    };
+    let m = snnc_compiler::passes::run_pipeline(m, &names, &opts, &mut hooks)
         .with_context(|| format!("converting {}", path.display()))?;
+    if args.time_passes {
+        for t in &hooks.timings {
+            eprintln!(
+                "pass {:<14} {:>9.3} ms  {} → {} instructions",
+                t.pass,
+                t.time.as_secs_f64() * 1e3,
+                t.ops.0,
+                t.ops.1
+            );
+        }
+    }
     Ok((m, None))
 }

@@ -108,6 +108,7 @@ impl FileTest {
                     "pass lower-maxpool" => Kind::Pass("lower-maxpool"),
                     "pass lower-maxpool-avg" => Kind::Pass("lower-maxpool-avg"),
                     "pass spikify" => Kind::Pass("spikify"),
+                    "pass simplify" => Kind::Pass("simplify"),
                     other => return Err(format!("unknown test kind `{other}`")),
                 });
             } else if let Some(s) = line.strip_prefix("; steps: ") {
@@ -134,11 +135,14 @@ impl FileTest {
     pub fn actual(&self) -> Result<Vec<String>, String> {
         match self.kind {
             Kind::Pass(pass) => {
-                use snnc_compiler::passes::{MaxPoolMode, SpikeOptions, lower_maxpool, spikify};
+                use snnc_compiler::passes::{
+                    MaxPoolMode, SpikeOptions, lower_maxpool, simplify, spikify,
+                };
                 let m = parse(&self.body).map_err(|e| e.to_string())?;
                 let out = match pass {
                     "lower-maxpool" => lower_maxpool(&m, MaxPoolMode::Neural),
                     "lower-maxpool-avg" => lower_maxpool(&m, MaxPoolMode::Avg),
+                    "simplify" => simplify(&m),
                     _ => spikify(
                         &m,
                         &SpikeOptions {

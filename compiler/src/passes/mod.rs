@@ -3,9 +3,11 @@
 
 pub mod lower_maxpool;
 pub mod rewrite;
+pub mod simplify;
 pub mod spikify;
 
 pub use lower_maxpool::{MaxPoolMode, lower_maxpool};
+pub use simplify::simplify;
 pub use spikify::{InitialVoltage, SpikeOptions, spikify};
 
 use snnc_ir::{Module, Target, VerifyErrors};
@@ -63,18 +65,81 @@ pub struct ConvertOptions {
     pub spiking: Option<SpikeOptions>,
 }
 
+/// The passes `convert` runs, in order (`spikify` only when spiking).
+pub const DEFAULT_PIPELINE: &[&str] = &["spikify", "lower-maxpool", "simplify"];
+
+/// Every pass a pipeline may name.
+pub const PASSES: &[&str] = &["spikify", "lower-maxpool", "simplify"];
+
+/// What one pass did.
+#[derive(Clone, Debug)]
+pub struct PassTiming {
+    /// Pass name.
+    pub pass: String,
+    /// Wall time.
+    pub time: std::time::Duration,
+    /// Instructions before and after.
+    pub ops: (usize, usize),
+}
+
+/// Observation hooks of a pipeline run: printing after passes and timing them.
+#[derive(Default)]
+pub struct PassHooks<'a> {
+    /// Print the module after these passes (`all` for every pass).
+    pub print_after: Vec<String>,
+    /// Where printed modules go.
+    pub printer: Option<&'a mut dyn FnMut(&str, &Module)>,
+    /// Filled with one entry per pass run.
+    pub timings: Vec<PassTiming>,
+}
+
 /// Run the conversion pipeline, verifying after every pass. With `max_pool: Neural` no max
 /// pooling is left (the module verifies for the neural target unless it has other non-neural
 /// ops, such as a softmax readout).
 pub fn convert(module: Module, opts: &ConvertOptions) -> Result<Module, PassError> {
+    run_pipeline(module, DEFAULT_PIPELINE, opts, &mut PassHooks::default())
+}
+
+/// Run the named passes in order, verifying after each one.
+pub fn run_pipeline(
+    module: Module,
+    passes: &[&str],
+    opts: &ConvertOptions,
+    hooks: &mut PassHooks,
+) -> Result<Module, PassError> {
     let mut m = module;
-    if let Some(s) = &opts.spiking {
-        let mut s = s.clone();
-        s.max_pool = opts.max_pool;
-        m = spikify(&m, &s)?;
-        verify_after("spikify", &m, Target::Any)?;
+    for &pass in passes {
+        let start = std::time::Instant::now();
+        let before = m.insts.len();
+        m = match pass {
+            "spikify" => match &opts.spiking {
+                Some(s) => {
+                    let mut s = s.clone();
+                    s.max_pool = opts.max_pool;
+                    spikify(&m, &s)?
+                }
+                None => continue,
+            },
+            "lower-maxpool" => lower_maxpool(&m, opts.max_pool)?,
+            "simplify" => simplify(&m)?,
+            other => {
+                return Err(PassError::Invalid {
+                    pass: other.into(),
+                    message: format!("no such pass; the passes are {}", PASSES.join(", ")),
+                });
+            }
+        };
+        hooks.timings.push(PassTiming {
+            pass: pass.into(),
+            time: start.elapsed(),
+            ops: (before, m.insts.len()),
+        });
+        verify_after(pass, &m, Target::Any)?;
+        if hooks.print_after.iter().any(|p| p == pass || p == "all") {
+            if let Some(print) = hooks.printer.as_mut() {
+                print(pass, &m);
+            }
+        }
     }
-    m = lower_maxpool(&m, opts.max_pool)?;
-    verify_after("lower-maxpool", &m, Target::Any)?;
     Ok(m)
 }

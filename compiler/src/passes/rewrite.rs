@@ -12,33 +12,55 @@ pub struct Rewriter<'m> {
     /// The module being built.
     pub b: Builder,
     values: Vec<Option<Operand>>,
-    consts: Vec<ConstId>,
-    states: Vec<StateId>,
+    consts: Vec<Option<ConstId>>,
+    states: Vec<Option<StateId>>,
 }
 
 impl<'m> Rewriter<'m> {
     /// Start from `old`'s inputs, constants and states (same names, same order).
     pub fn new(old: &'m Module) -> Self {
+        Self::keeping(
+            old,
+            &vec![true; old.constants.len()],
+            &vec![true; old.states.len()],
+        )
+    }
+
+    /// Start from `old`'s inputs and only the constants and states marked live (a state's
+    /// constant initialiser is kept with it).
+    pub fn keeping(old: &'m Module, live_consts: &[bool], live_states: &[bool]) -> Self {
         let mut b = Builder::new(&old.name, old.dt);
         let mut values = vec![None; old.values.len()];
         for &v in &old.inputs {
             let d = &old.values[v.index()];
             values[v.index()] = Some(Operand::Value(b.input(&d.name, &d.ty.shape)));
         }
-        let consts = old
+        let mut keep_const = live_consts.to_vec();
+        for (s, &live) in old.states.iter().zip(live_states) {
+            if let (true, StateInit::Const(c)) = (live, &s.init) {
+                keep_const[c.index()] = true;
+            }
+        }
+        let consts: Vec<Option<ConstId>> = old
             .constants
             .iter()
-            .map(|c| b.constant(&c.name, c.ty.clone(), c.data.clone()))
-            .collect::<Vec<_>>();
+            .zip(&keep_const)
+            .map(|(c, &keep)| keep.then(|| b.constant(&c.name, c.ty.clone(), c.data.clone())))
+            .collect();
         let states = old
             .states
             .iter()
-            .map(|s| {
-                let init = match &s.init {
-                    StateInit::Const(c) => StateInit::Const(consts[c.index()]),
-                    other => other.clone(),
-                };
-                b.state(&s.name, &s.ty.shape, init)
+            .zip(live_states)
+            .map(|(s, &keep)| {
+                keep.then(|| {
+                    let init = match &s.init {
+                        StateInit::Const(c) => {
+                            StateInit::Const(consts[c.index()].expect("kept above"))
+                        }
+                        other => other.clone(),
+                    };
+                    b.state(&s.name, &s.ty.shape, init)
+                })
             })
             .collect();
         Rewriter {
@@ -56,8 +78,8 @@ impl<'m> Rewriter<'m> {
             Operand::Value(v) => {
                 self.values[v.index()].expect("values are mapped before use (SSA order)")
             }
-            Operand::Const(c) => Operand::Const(self.consts[c.index()]),
-            Operand::State(s) => Operand::State(self.states[s.index()]),
+            Operand::Const(c) => Operand::Const(self.consts[c.index()].expect("a live constant")),
+            Operand::State(s) => Operand::State(self.states[s.index()].expect("a live state")),
         }
     }
 
@@ -90,8 +112,10 @@ impl<'m> Rewriter<'m> {
     /// Finish: copy `next`s and outputs through the mapping.
     pub fn finish(mut self) -> Module {
         for n in &self.old.nexts {
-            let value = self.map(n.value);
-            self.b.next(self.states[n.state.index()], value);
+            if let Some(state) = self.states[n.state.index()] {
+                let value = self.map(n.value);
+                self.b.next(state, value);
+            }
         }
         for o in &self.old.outputs {
             let value = self.map(o.value);

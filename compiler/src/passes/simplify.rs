@@ -1,0 +1,143 @@
+//! `simplify`: afterwards the module has no dead instructions, states or constants (nothing that
+//! cannot reach an output or a live state's `next`), no identity ops (a reshape or transpose that
+//! changes nothing, a bias of zeros, a scale by ones), no reshape of a reshape, and no two
+//! instructions computing the same op on the same operands. Outputs are unchanged.
+//! (Constant folding is left to a later version of this pass.)
+
+use super::rewrite::Rewriter;
+use super::{PassError, build_err};
+use snnc_ir::{ConstData, Inst, Module, Op, Operand};
+use std::collections::HashMap;
+
+/// Which instructions, states and constants can reach an output (or a live state's `next`).
+fn liveness(m: &Module) -> (Vec<bool>, Vec<bool>, Vec<bool>) {
+    let mut def = vec![None; m.values.len()];
+    for (i, inst) in m.insts.iter().enumerate() {
+        for r in &inst.results {
+            def[r.index()] = Some(i);
+        }
+    }
+    let mut live_inst = vec![false; m.insts.len()];
+    let mut live_state = vec![false; m.states.len()];
+    let mut live_const = vec![false; m.constants.len()];
+    let mut work: Vec<Operand> = m.outputs.iter().map(|o| o.value).collect();
+    let next_of: HashMap<usize, Operand> =
+        m.nexts.iter().map(|n| (n.state.index(), n.value)).collect();
+    while let Some(o) = work.pop() {
+        match o {
+            Operand::Value(v) => {
+                if let Some(i) = def[v.index()] {
+                    if !live_inst[i] {
+                        live_inst[i] = true;
+                        work.extend(m.insts[i].args.iter().copied());
+                    }
+                }
+            }
+            Operand::State(s) => {
+                if !live_state[s.index()] {
+                    live_state[s.index()] = true;
+                    if let Some(&v) = next_of.get(&s.index()) {
+                        work.push(v);
+                    }
+                }
+            }
+            Operand::Const(c) => live_const[c.index()] = true,
+        }
+    }
+    (live_inst, live_state, live_const)
+}
+
+fn all_equal(d: &ConstData, x: f32) -> bool {
+    matches!(d, ConstData::F32(v) if v.iter().all(|&y| y == x))
+}
+
+/// Run the pass, repeating it until nothing more changes (collapsing a reshape chain can leave
+/// the inner reshape dead for the next round).
+pub fn simplify(m: &Module) -> Result<Module, PassError> {
+    let mut cur = simplify_once(m)?;
+    for _ in 0..8 {
+        let next = simplify_once(&cur)?;
+        if next.insts.len() == cur.insts.len() && next.states.len() == cur.states.len() {
+            return Ok(next);
+        }
+        cur = next;
+    }
+    Ok(cur)
+}
+
+fn simplify_once(m: &Module) -> Result<Module, PassError> {
+    let (live_inst, live_state, live_const) = liveness(m);
+    let mut rw = Rewriter::keeping(m, &live_const, &live_state);
+    let mut seen: HashMap<String, Vec<snnc_ir::ValueId>> = HashMap::new();
+    // The original source of each (new) reshape result, to collapse reshape chains.
+    let mut reshape_source: HashMap<snnc_ir::ValueId, Operand> = HashMap::new();
+    for (i, inst) in m.insts.iter().enumerate() {
+        if !live_inst[i] {
+            continue;
+        }
+        let args: Vec<Operand> = inst.args.iter().map(|&a| rw.map(a)).collect();
+        let arg_ty = |k: usize| m.operand_type(inst.args[k]).expect("verified").clone();
+        let result_ty = rw.old_value(inst.results[0]).ty.clone();
+        // Identity ops forward their input.
+        let identity = match &inst.op {
+            Op::Reshape { .. } => arg_ty(0) == result_ty,
+            Op::Transpose { perm } => perm.iter().enumerate().all(|(a, &p)| a == p),
+            Op::Bias | Op::Scale => match inst.args[1] {
+                Operand::Const(c) => all_equal(
+                    &m.constant(c).data,
+                    if inst.op == Op::Bias { 0.0 } else { 1.0 },
+                ),
+                _ => false,
+            },
+            _ => false,
+        };
+        if identity {
+            rw.set(inst.results[0], args[0]);
+            continue;
+        }
+        let mut op = inst.op.clone();
+        let mut args = args;
+        if let (Op::Reshape { .. }, Operand::Value(v)) = (&op, args[0]) {
+            if let Some(&src) = reshape_source.get(&v) {
+                args[0] = src;
+                if rw
+                    .b
+                    .module()
+                    .operand_type(src)
+                    .is_some_and(|t| t.shape == result_ty.shape)
+                {
+                    rw.set(inst.results[0], src);
+                    continue;
+                }
+            }
+        }
+        let key = format!("{op:?}|{args:?}");
+        if let Some(prev) = seen.get(&key) {
+            for (r, p) in inst.results.iter().zip(prev.clone()) {
+                rw.set(*r, Operand::Value(p));
+            }
+            continue;
+        }
+        let names: Vec<String> = inst
+            .results
+            .iter()
+            .map(|r| rw.old_value(*r).name.clone())
+            .collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let new =
+            rw.b.op_named(std::mem::replace(&mut op, Op::Add), &args, &refs)
+                .map_err(|e| build_err("simplify", e))?;
+        if let Inst {
+            op: Op::Reshape { .. },
+            ..
+        } = inst
+        {
+            reshape_source.insert(new[0], args[0]);
+        }
+        for (r, n) in inst.results.iter().zip(&new) {
+            rw.set(*r, Operand::Value(*n));
+        }
+        seen.insert(key, new);
+    }
+    Ok(rw.finish())
+}
