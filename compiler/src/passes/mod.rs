@@ -82,13 +82,16 @@ pub struct PassTiming {
     pub ops: (usize, usize),
 }
 
+/// Receives the module after a pass, with the pass name.
+pub type ModulePrinter<'a> = &'a mut dyn FnMut(&str, &Module);
+
 /// Observation hooks of a pipeline run: printing after passes and timing them.
 #[derive(Default)]
 pub struct PassHooks<'a> {
     /// Print the module after these passes (`all` for every pass).
     pub print_after: Vec<String>,
     /// Where printed modules go.
-    pub printer: Option<&'a mut dyn FnMut(&str, &Module)>,
+    pub printer: Option<ModulePrinter<'a>>,
     /// Filled with one entry per pass run.
     pub timings: Vec<PassTiming>,
 }
@@ -135,10 +138,10 @@ pub fn run_pipeline(
             ops: (before, m.insts.len()),
         });
         verify_after(pass, &m, Target::Any)?;
-        if hooks.print_after.iter().any(|p| p == pass || p == "all") {
-            if let Some(print) = hooks.printer.as_mut() {
-                print(pass, &m);
-            }
+        if hooks.print_after.iter().any(|p| p == pass || p == "all")
+            && let Some(print) = hooks.printer.as_mut()
+        {
+            print(pass, &m);
         }
     }
     Ok(m)

@@ -26,11 +26,11 @@ fn liveness(m: &Module) -> (Vec<bool>, Vec<bool>, Vec<bool>) {
     while let Some(o) = work.pop() {
         match o {
             Operand::Value(v) => {
-                if let Some(i) = def[v.index()] {
-                    if !live_inst[i] {
-                        live_inst[i] = true;
-                        work.extend(m.insts[i].args.iter().copied());
-                    }
+                if let Some(i) = def[v.index()]
+                    && !live_inst[i]
+                {
+                    live_inst[i] = true;
+                    work.extend(m.insts[i].args.iter().copied());
                 }
             }
             Operand::State(s) => {
@@ -97,18 +97,18 @@ fn simplify_once(m: &Module) -> Result<Module, PassError> {
         }
         let mut op = inst.op.clone();
         let mut args = args;
-        if let (Op::Reshape { .. }, Operand::Value(v)) = (&op, args[0]) {
-            if let Some(&src) = reshape_source.get(&v) {
-                args[0] = src;
-                if rw
-                    .b
-                    .module()
-                    .operand_type(src)
-                    .is_some_and(|t| t.shape == result_ty.shape)
-                {
-                    rw.set(inst.results[0], src);
-                    continue;
-                }
+        if let (Op::Reshape { .. }, Operand::Value(v)) = (&op, args[0])
+            && let Some(&src) = reshape_source.get(&v)
+        {
+            args[0] = src;
+            if rw
+                .b
+                .module()
+                .operand_type(src)
+                .is_some_and(|t| t.shape == result_ty.shape)
+            {
+                rw.set(inst.results[0], src);
+                continue;
             }
         }
         let key = format!("{op:?}|{args:?}");
