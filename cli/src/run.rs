@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 pub enum BackendArg {
     /// The reference interpreter.
     Interp,
+    /// Cranelift native code (elementwise, neuron, synapse and index-map loops; the rest via
+    /// the reference kernels).
+    Jit,
 }
 
 #[derive(Args)]
@@ -187,6 +190,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let batch = args.batch.min(n);
     let backend = match args.backend {
         BackendArg::Interp => Backend::Interp,
+        BackendArg::Jit => Backend::Jit,
     };
     let mut sim = Simulator::new(&module, backend, batch)?;
     let record = if args.all_steps {
@@ -307,6 +311,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         "samples: {n}  steps: {steps}  batch: {batch}  backend: {}",
         match args.backend {
             BackendArg::Interp => "interp",
+            BackendArg::Jit => "jit",
         }
     );
     println!(

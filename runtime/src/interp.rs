@@ -106,6 +106,90 @@ impl Interpreter {
     }
 }
 
+impl Interpreter {
+    /// Copy this step's inputs into their buffers.
+    pub(crate) fn load_inputs(&mut self, inputs: &[&[f32]]) {
+        for (k, &v) in self.module.inputs.iter().enumerate() {
+            self.values[v.index()].copy_from_slice(inputs[k]);
+        }
+    }
+
+    /// Run instruction `i` for the whole batch. Buffers keep their addresses (the JIT relies on it).
+    pub(crate) fn run_inst(&mut self, i: usize) {
+        let inst = &self.module.insts[i];
+        let mut outs: Vec<Vec<f32>> = inst
+            .results
+            .iter()
+            .map(|r| std::mem::take(&mut self.values[r.index()]))
+            .collect();
+        let out_lens: Vec<usize> = inst
+            .results
+            .iter()
+            .map(|r| self.module.value(*r).ty.num_elements())
+            .collect();
+        for b in 0..self.batch {
+            let args: Vec<&[f32]> = inst.args.iter().map(|&a| self.sample(a, b)).collect();
+            let mut out_slices: Vec<&mut [f32]> = outs
+                .iter_mut()
+                .zip(&out_lens)
+                .map(|(o, &n)| &mut o[b * n..(b + 1) * n])
+                .collect();
+            eval(self, i, &args, &mut out_slices);
+        }
+        for (r, o) in inst.results.iter().zip(outs) {
+            self.values[r.index()] = o;
+        }
+    }
+
+    /// Read the outputs (this step's values; states as they were at the start of the step), then
+    /// apply every `next` at once. State buffers are overwritten in place.
+    pub(crate) fn finish_step(&mut self) {
+        for k in 0..self.module.outputs.len() {
+            let o = self.module.outputs[k].value;
+            let n = operand_len(&self.module, o);
+            let mut buf = std::mem::take(&mut self.outputs[k]);
+            for b in 0..self.batch {
+                buf[b * n..(b + 1) * n].copy_from_slice(&self.sample(o, b)[..n]);
+            }
+            self.outputs[k] = buf;
+        }
+        let mut staged: Vec<Vec<f32>> = Vec::with_capacity(self.module.nexts.len());
+        for nx in &self.module.nexts {
+            let n = self.module.state(nx.state).ty.num_elements();
+            let mut v = Vec::with_capacity(n * self.batch);
+            for b in 0..self.batch {
+                v.extend_from_slice(&self.sample(nx.value, b)[..n]);
+            }
+            staged.push(v);
+        }
+        for (nx, v) in self.module.nexts.iter().zip(staged) {
+            self.states[nx.state.index()].copy_from_slice(&v);
+        }
+    }
+
+    /// The batch size.
+    pub(crate) fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Address of the buffer behind an operand (values and states hold the whole batch).
+    pub(crate) fn operand_ptr(&self, o: Operand) -> *const f32 {
+        match o {
+            Operand::Value(v) => self.values[v.index()].as_ptr(),
+            Operand::State(s) => self.states[s.index()].as_ptr(),
+            Operand::Const(c) => self.consts_f32[c.index()].as_ptr(),
+        }
+    }
+
+    /// Address of an `i32` constant's data.
+    pub(crate) fn index_ptr(&self, o: Operand) -> *const i32 {
+        match o {
+            Operand::Const(c) => self.consts_i32[c.index()].as_ptr(),
+            _ => std::ptr::null(),
+        }
+    }
+}
+
 impl Engine for Interpreter {
     fn reset(&mut self, seed: u64) {
         for (k, s) in self.module.states.iter().enumerate() {
@@ -129,57 +213,11 @@ impl Engine for Interpreter {
     }
 
     fn step(&mut self, inputs: &[&[f32]]) {
-        let m = &self.module;
-        for (k, &v) in m.inputs.iter().enumerate() {
-            self.values[v.index()].copy_from_slice(inputs[k]);
-        }
+        self.load_inputs(inputs);
         for i in 0..self.module.insts.len() {
-            let inst = &self.module.insts[i];
-            let mut outs: Vec<Vec<f32>> = inst
-                .results
-                .iter()
-                .map(|r| std::mem::take(&mut self.values[r.index()]))
-                .collect();
-            let out_lens: Vec<usize> = inst
-                .results
-                .iter()
-                .map(|r| self.module.value(*r).ty.num_elements())
-                .collect();
-            for b in 0..self.batch {
-                let args: Vec<&[f32]> = inst.args.iter().map(|&a| self.sample(a, b)).collect();
-                let mut out_slices: Vec<&mut [f32]> = outs
-                    .iter_mut()
-                    .zip(&out_lens)
-                    .map(|(o, &n)| &mut o[b * n..(b + 1) * n])
-                    .collect();
-                eval(self, i, &args, &mut out_slices);
-            }
-            for (r, o) in inst.results.iter().zip(outs) {
-                self.values[r.index()] = o;
-            }
+            self.run_inst(i);
         }
-        // Outputs read this step's values and the states as they were at the start of the step.
-        for k in 0..self.module.outputs.len() {
-            let o = self.module.outputs[k].value;
-            let n = operand_len(&self.module, o);
-            let mut buf = std::mem::take(&mut self.outputs[k]);
-            for b in 0..self.batch {
-                buf[b * n..(b + 1) * n].copy_from_slice(&self.sample(o, b)[..n]);
-            }
-            self.outputs[k] = buf;
-        }
-        let mut new_states: Vec<Vec<f32>> = Vec::with_capacity(self.module.nexts.len());
-        for nx in &self.module.nexts {
-            let n = self.module.state(nx.state).ty.num_elements();
-            let mut v = Vec::with_capacity(n * self.batch);
-            for b in 0..self.batch {
-                v.extend_from_slice(&self.sample(nx.value, b)[..n]);
-            }
-            new_states.push(v);
-        }
-        for (nx, v) in self.module.nexts.iter().zip(new_states) {
-            self.states[nx.state.index()] = v;
-        }
+        self.finish_step();
     }
 
     fn output(&self, k: usize) -> &[f32] {

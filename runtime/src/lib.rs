@@ -5,6 +5,7 @@
 //! clarity and used to check every faster backend.
 
 pub mod interp;
+pub mod jit;
 pub mod kernels;
 pub mod rng;
 pub mod synapse;
@@ -27,6 +28,9 @@ pub enum SimError {
     /// Batch size 0.
     #[error("batch size must be at least 1")]
     ZeroBatch,
+    /// Cranelift could not compile the module.
+    #[error("JIT compilation failed: {0}")]
+    Jit(String),
     /// Wrong number of input arrays.
     #[error("the module has {expected} inputs, {got} were given")]
     InputCount {
@@ -53,6 +57,8 @@ pub enum Backend {
     /// The reference interpreter.
     #[default]
     Interp,
+    /// Native code from Cranelift (see [`jit`]).
+    Jit,
 }
 
 /// What a backend implements. Buffers are flat, batch-major: sample `b` of a tensor of `n`
@@ -92,6 +98,7 @@ impl Simulator {
         }
         let engine: Box<dyn Engine> = match backend {
             Backend::Interp => Box::new(interp::Interpreter::new(module, batch)?),
+            Backend::Jit => Box::new(jit::JitEngine::new(module, batch)?),
         };
         Ok(Simulator {
             engine,
