@@ -157,3 +157,21 @@ fn mnist_example_matches_keras() {
         }
     }
 }
+
+/// Keras 2 files with old-h5py attributes: fixed-length byte strings for `model_config` and
+/// `weight_names`, and `weight_names` split into `weight_names0`, `weight_names1`.
+#[test]
+fn legacy_fixed_length_and_chunked_attributes() {
+    for name in ["conv2d_fixed_strings", "nested_fixed_strings"] {
+        for lowered in [false, true] {
+            let n = check_fixture(
+                "variants",
+                &format!("{name}.h5"),
+                &format!("{name}.io.npz"),
+                lowered,
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(n > 0);
+        }
+    }
+}
