@@ -1,5 +1,6 @@
 //! `snnc`: compile, inspect and simulate spiking neural networks.
 
+mod bench;
 mod convert;
 mod normalize;
 mod npy;
@@ -88,6 +89,8 @@ enum Command {
     },
     /// Run a module on inputs from .npy files.
     Run(run::RunArgs),
+    /// Time setup (JIT compilation) and steps on each backend, side by side.
+    Bench(bench::BenchArgs),
 }
 
 /// Exit status for a difference found (`diff`) or a module that does not verify (`verify`).
@@ -202,6 +205,7 @@ fn dispatch(cmd: Command) -> Result<u8> {
             }
         }
         Command::Run(args) => run::run(args),
+        Command::Bench(args) => bench::bench(args),
     }
 }
 

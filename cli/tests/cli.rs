@@ -499,3 +499,29 @@ fn spiking_conversion_flags() {
         assert!(stderr(&r).contains(msg), "{args:?}: {}", stderr(&r));
     }
 }
+
+#[test]
+fn bench_reports_both_backends() {
+    let r = snnc(&[
+        "bench",
+        "examples/xor/xor_spiking.sir",
+        "--steps",
+        "5",
+        "--runs",
+        "2",
+        "--batch",
+        "4",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let out = stdout(&r);
+    for needle in [
+        "interp: setup",
+        "jit: setup",
+        "µs/step",
+        "jit / interp time per step:",
+    ] {
+        assert!(out.contains(needle), "{needle} missing in\n{out}");
+    }
+    let r = snnc(&["bench", "examples/xor/xor.sir", "--runs", "0"]);
+    assert_eq!(r.status.code(), Some(2));
+}

@@ -1,0 +1,111 @@
+//! `snnc bench`: compile time and time per step of a model on each backend, measured side by side.
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+use ndarray::{ArrayD, IxDyn};
+use snnc_ir::Target;
+use snnc_runtime::{Backend, Record, Simulator};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum BenchBackend {
+    Interp,
+    Jit,
+    Both,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The model (.keras, .h5, .sir or .snn).
+    model: PathBuf,
+    /// Steps per timed run.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Minibatch size.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Timed runs per backend (the median is reported, after one warm-up run).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Backends to measure.
+    #[arg(long, value_enum, default_value = "both")]
+    backend: BenchBackend,
+    #[command(flatten)]
+    convert: crate::convert::ConvertArgs,
+}
+
+pub fn bench(args: BenchArgs) -> Result<u8> {
+    if args.batch == 0 || args.steps == 0 || args.runs == 0 {
+        bail!("--batch, --steps and --runs must be at least 1");
+    }
+    let (m, map) = crate::convert::load_converted(&args.model, &args.convert)?;
+    let m = snnc_ir::verify(m, Target::Any).map_err(|e| {
+        anyhow::anyhow!(
+            "{} does not verify:\n{}",
+            args.model.display(),
+            e.render(map.as_ref()).trim_end()
+        )
+    })?;
+    // Deterministic inputs in [0, 1), held for every step.
+    let inputs: Vec<ArrayD<f32>> = m
+        .inputs
+        .iter()
+        .map(|&v| {
+            let mut shape = vec![args.batch];
+            shape.extend(&m.value(v).ty.shape);
+            let n: usize = shape.iter().product();
+            let data = (0..n)
+                .map(|i| ((i as u64).wrapping_mul(2654435761) % 1000) as f32 / 1000.0)
+                .collect();
+            ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape matches")
+        })
+        .collect();
+    let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
+    let backends: Vec<(&str, Backend)> = match args.backend {
+        BenchBackend::Interp => vec![("interp", Backend::Interp)],
+        BenchBackend::Jit => vec![("jit", Backend::Jit)],
+        BenchBackend::Both => vec![("interp", Backend::Interp), ("jit", Backend::Jit)],
+    };
+    println!(
+        "model: {}  ops: {}  batch: {}  steps per run: {}  runs: {}",
+        args.model.display(),
+        m.insts.len(),
+        args.batch,
+        args.steps,
+        args.runs
+    );
+    let mut medians = Vec::new();
+    for (name, backend) in backends {
+        let t0 = Instant::now();
+        let mut sim = Simulator::new(&m, backend, args.batch)?;
+        let compile = t0.elapsed();
+        sim.run(args.steps, &views, Record::LastStep)?;
+        let mut per_step = Vec::with_capacity(args.runs);
+        for _ in 0..args.runs {
+            sim.reset(0);
+            let t = Instant::now();
+            sim.run(args.steps, &views, Record::LastStep)?;
+            per_step.push(t.elapsed().as_secs_f64() * 1e6 / args.steps as f64);
+        }
+        per_step.sort_by(f64::total_cmp);
+        let median = per_step[per_step.len() / 2];
+        medians.push(median);
+        println!(
+            "{name:>6}: setup {:>9.2} ms   {:>10.1} µs/step   {:>9.1} steps/s   (min {:.1}, max {:.1} µs/step)",
+            compile.as_secs_f64() * 1e3,
+            median,
+            1e6 / median,
+            per_step[0],
+            per_step[per_step.len() - 1]
+        );
+    }
+    if let [interp, jit] = medians[..] {
+        println!(
+            "jit / interp time per step: {:.3} (jit {:.2}× faster)",
+            jit / interp,
+            interp / jit
+        );
+    }
+    Ok(0)
+}
