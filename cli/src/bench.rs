@@ -3,7 +3,6 @@
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use ndarray::{ArrayD, IxDyn};
-use snnc_ir::Target;
 use snnc_runtime::{Backend, Record, Simulator};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -39,14 +38,7 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
     if args.batch == 0 || args.steps == 0 || args.runs == 0 {
         bail!("--batch, --steps and --runs must be at least 1");
     }
-    let (m, map) = crate::convert::load_converted(&args.model, &args.convert)?;
-    let m = snnc_ir::verify(m, Target::Any).map_err(|e| {
-        anyhow::anyhow!(
-            "{} does not verify:\n{}",
-            args.model.display(),
-            e.render(map.as_ref()).trim_end()
-        )
-    })?;
+    let m = crate::convert::load_verified(&args.model, &args.convert)?;
     // Deterministic inputs in [0, 1), held for every step.
     let inputs: Vec<ArrayD<f32>> = m
         .inputs

@@ -261,3 +261,15 @@ pub fn load_converted(path: &Path, args: &ConvertArgs) -> Result<(Module, Option
     }
     Ok((m, None))
 }
+
+/// [`load_converted`], then verify: the error lists every problem with its line.
+pub fn load_verified(path: &Path, args: &ConvertArgs) -> Result<snnc_ir::Verified> {
+    let (m, map) = load_converted(path, args)?;
+    snnc_ir::verify(m, snnc_ir::Target::Any).map_err(|e| {
+        anyhow::anyhow!(
+            "{} does not verify:\n{}",
+            path.display(),
+            e.render(map.as_ref()).trim_end()
+        )
+    })
+}

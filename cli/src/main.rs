@@ -117,14 +117,7 @@ fn dispatch(cmd: Command) -> Result<u8> {
             emit,
             convert,
         } => {
-            let (m, map) = convert::load_converted(&model, &convert)?;
-            let m = snnc_ir::verify(m, Target::Any).map_err(|e| {
-                anyhow::anyhow!(
-                    "{} does not verify:\n{}",
-                    model.display(),
-                    e.render(map.as_ref()).trim_end()
-                )
-            })?;
+            let m = convert::load_verified(&model, &convert)?;
             match output {
                 Some(out) => {
                     if out.exists() && out.canonicalize().ok() == model.canonicalize().ok() {

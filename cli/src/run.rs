@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use snnc_compiler::passes::SPIKE_OUTPUT_PREFIX;
-use snnc_ir::{Op, Operand, Target};
+use snnc_ir::{Op, Operand};
 use snnc_runtime::{Backend, Record, Simulator};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -66,14 +66,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 pub fn run(args: RunArgs) -> Result<u8> {
-    let (module, map) = crate::convert::load_converted(&args.model, &args.convert)?;
-    let module = snnc_ir::verify(module, Target::Any).map_err(|e| {
-        anyhow::anyhow!(
-            "{} does not verify:\n{}",
-            args.model.display(),
-            e.render(map.as_ref()).trim_end()
-        )
-    })?;
+    let module = crate::convert::load_verified(&args.model, &args.convert)?;
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }

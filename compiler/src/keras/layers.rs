@@ -790,8 +790,7 @@ impl Converter<'_> {
     }
 
     fn conv(&mut self, cx: &Ctx, x: ValueId, d: usize) -> Result<ValueId, ModelError> {
-        let input = x;
-        let shape = self.ty(input);
+        let shape = self.ty(x);
         if shape.len() != d + 1 {
             return Err(cx.shape_err(format!(
                 "Conv{d}D needs a rank-{} input, got {shape:?}",
@@ -818,7 +817,7 @@ impl Converter<'_> {
         let mut kshape = kernel.clone();
         kshape.extend([cin / groups, filters]);
         let k = self.weight(cx, 0, "kernel", &kshape)?;
-        let mut src = input;
+        let mut src = x;
         let padding = match cx.str_or("padding", "valid") {
             "causal" if d == 1 => {
                 let left = (kernel[0] - 1) * dilation[0];
@@ -827,7 +826,7 @@ impl Converter<'_> {
                     Op::Pad {
                         pads: vec![[left, 0], [0, 0]],
                     },
-                    &[input.into()],
+                    &[x.into()],
                     "causal_pad",
                 )?;
                 Padding::Valid
@@ -856,7 +855,6 @@ impl Converter<'_> {
         d: usize,
         is_max: bool,
     ) -> Result<ValueId, ModelError> {
-        let input = x;
         let pool = cx.ints("pool_size", d)?.unwrap_or(vec![2; d]);
         let strides = cx.ints("strides", d)?.unwrap_or_else(|| pool.clone());
         let attrs = PoolAttrs {
@@ -872,7 +870,7 @@ impl Converter<'_> {
         let y = self.op(
             cx,
             op,
-            &[input.into()],
+            &[x.into()],
             if is_max { "max_pool" } else { "avg_pool" },
         )?;
         Ok(y)
@@ -885,12 +883,11 @@ impl Converter<'_> {
         d: usize,
         is_max: bool,
     ) -> Result<ValueId, ModelError> {
-        let input = x;
-        if self.ty(input).len() != d + 1 {
+        if self.ty(x).len() != d + 1 {
             return Err(cx.shape_err(format!(
                 "needs a rank-{} input, got {:?}",
                 d + 1,
-                self.ty(input)
+                self.ty(x)
             )));
         }
         let op = if is_max {
@@ -898,7 +895,7 @@ impl Converter<'_> {
         } else {
             Op::GlobalAvgPool
         };
-        let y = self.op(cx, op, &[input.into()], "global_pool")?;
+        let y = self.op(cx, op, &[x.into()], "global_pool")?;
         if !cx.bool_or("keepdims", false) {
             return Ok(y);
         }
@@ -909,7 +906,6 @@ impl Converter<'_> {
     }
 
     fn zero_pad(&mut self, cx: &Ctx, x: ValueId, d: usize) -> Result<ValueId, ModelError> {
-        let input = x;
         let v = cx.cfg().get("padding").cloned().unwrap_or(Value::from(1));
         let bad = || cx.unsupported(format!("padding {v}"));
         let pair = |p: &Value| -> Option<[usize; 2]> {
@@ -933,7 +929,7 @@ impl Converter<'_> {
             _ => return Err(bad()),
         };
         pads.push([0, 0]);
-        let y = self.op(cx, Op::Pad { pads }, &[input.into()], "pad")?;
+        let y = self.op(cx, Op::Pad { pads }, &[x.into()], "pad")?;
         Ok(y)
     }
 
@@ -944,9 +940,8 @@ impl Converter<'_> {
                 "interpolation `{interp}`; only nearest is supported"
             )));
         }
-        let input = x;
         let factors = cx.ints("size", d)?.unwrap_or(vec![2; d]);
-        let y = self.op(cx, Op::Upsample { factors }, &[input.into()], "upsample")?;
+        let y = self.op(cx, Op::Upsample { factors }, &[x.into()], "upsample")?;
         Ok(y)
     }
 }
