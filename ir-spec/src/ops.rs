@@ -808,12 +808,13 @@ impl Op {
                 if pads.len() != x.rank() {
                     return Err(format!("pads needs {} pairs for {x}", x.rank()));
                 }
-                one(x
+                let shape: Option<Vec<usize>> = x
                     .shape
                     .iter()
                     .zip(pads)
-                    .map(|(d, p)| d + p[0] + p[1])
-                    .collect())
+                    .map(|(d, p)| d.checked_add(p[0])?.checked_add(p[1]))
+                    .collect();
+                one(shape.ok_or("padding too large")?)
             }
             Op::Upsample { factors } => {
                 if x.rank() < 2 || factors.len() != x.rank() - 1 || factors.contains(&0) {
@@ -822,7 +823,13 @@ impl Op {
                         x.rank().max(1) - 1
                     ));
                 }
-                let mut s: Vec<usize> = x.shape.iter().zip(factors).map(|(d, f)| d * f).collect();
+                let mut s: Vec<usize> = x
+                    .shape
+                    .iter()
+                    .zip(factors)
+                    .map(|(d, f)| d.checked_mul(*f))
+                    .collect::<Option<_>>()
+                    .ok_or("upsampling factors too large")?;
                 s.push(*x.shape.last().unwrap());
                 one(s)
             }

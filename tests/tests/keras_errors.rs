@@ -100,6 +100,16 @@ fn bad_files_give_specific_errors() {
                 s.replacen("\"branch_a\", 0, 0", "\"nowhere\", 0, 0", 1)
             }),
         ),
+        (
+            "empty_concat.keras",
+            edit_config(&branches, |s| {
+                let mut v: serde_json::Value = serde_json::from_str(&s).unwrap();
+                let layers = v["config"]["layers"].as_array_mut().unwrap();
+                let c = layers.iter_mut().find(|l| l["name"] == "cat").unwrap();
+                c["inbound_nodes"] = serde_json::json!([{"args": [[]], "kwargs": {}}]);
+                v.to_string()
+            }),
+        ),
         ("missing_weight.h5", fixture("bad/missing_weight.h5")),
         ("weights_only.h5", fixture("bad/weights_only.h5")),
         (

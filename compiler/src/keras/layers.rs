@@ -527,7 +527,10 @@ impl Converter<'_> {
                 self.op(cx, Op::Transpose { perm }, &[x.into()], "permute")
             }
             "Concatenate" => {
-                let r = self.ty(ins[0]).len() as i64;
+                let Some(&first) = ins.first() else {
+                    return Err(cx.shape_err("`Concatenate` needs at least one input"));
+                };
+                let r = self.ty(first).len() as i64;
                 let axis = cx.cfg().get("axis").and_then(Value::as_i64).unwrap_or(-1);
                 let a = if axis < 0 { r + axis } else { axis - 1 };
                 if axis == 0 || a < 0 || a >= r {
