@@ -185,15 +185,12 @@ fn build_circuit(
             );
         }
         let prefix = format!("{name}.l{level}");
+        // Unit j's current: +1·s[a_j] − 1·s[b_j], as (row, column) entries.
         let idx: Vec<i32> = pairs
             .iter()
-            .flat_map(|&(a, bb)| [0, a as i32, 0, bb as i32])
+            .enumerate()
+            .flat_map(|(j, &(a, bb))| [j as i32, a as i32, j as i32, bb as i32])
             .collect();
-        let mut idx = idx;
-        for (j, chunk) in idx.chunks_mut(4).enumerate() {
-            chunk[0] = j as i32;
-            chunk[2] = j as i32;
-        }
         let w: Vec<f32> = (0..p).flat_map(|_| [1.0, -1.0]).collect();
         let idx_c = b.constant_i32(&format!("{prefix}.idx"), &[2 * p, 2], idx);
         let w_c = b.constant_f32(&format!("{prefix}.w"), &[2 * p], w);
