@@ -28,6 +28,16 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The command failed with exit status 2 and `msg` in its error output.
+fn assert_fails(o: &Output, msg: &str) {
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(o));
+    assert!(
+        stderr(o).contains(msg),
+        "expected `{msg}` in: {}",
+        stderr(o)
+    );
+}
+
 /// A fresh scratch directory per test.
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("snnc-cli-{}-{name}", std::process::id()));
@@ -85,12 +95,7 @@ fn verify_reports_ok_or_every_error_with_its_line() {
     let any = snnc(&["verify", "tests/ir/verify/neural.sir"]);
     assert_eq!(any.status.code(), Some(0));
     let parse_error = snnc(&["verify", "tests/ir/parse/unknown_op.sir"]);
-    assert_eq!(parse_error.status.code(), Some(2));
-    assert!(
-        stderr(&parse_error).contains("unknown_op.sir:5:6: unknown op `relu2`"),
-        "{}",
-        stderr(&parse_error)
-    );
+    assert_fails(&parse_error, "unknown_op.sir:5:6: unknown op `relu2`");
 }
 
 #[test]
@@ -242,12 +247,7 @@ fn run_errors_are_one_line_and_never_touch_inputs() {
     let wrong = dir.join("wrong.npy");
     write_npy(&wrong, &Array2::<f32>::zeros((4, 3))).unwrap();
     let r = snnc(&["run", "examples/xor/xor.sir", "--input", s(&wrong)]);
-    assert_eq!(r.status.code(), Some(2));
-    assert!(
-        stderr(&r).contains("shape [4, 3] does not fit input `x` f32[2]"),
-        "{}",
-        stderr(&r)
-    );
+    assert_fails(&r, "shape [4, 3] does not fit input `x` f32[2]");
 
     // --output naming an input file is refused and the input is left intact.
     let inp = dir.join("in.npy");
@@ -261,12 +261,7 @@ fn run_errors_are_one_line_and_never_touch_inputs() {
         "--output",
         s(&inp),
     ]);
-    assert_eq!(r.status.code(), Some(2));
-    assert!(
-        stderr(&r).contains("would overwrite an input file"),
-        "{}",
-        stderr(&r)
-    );
+    assert_fails(&r, "would overwrite an input file");
     assert_eq!(std::fs::read(&inp).unwrap(), before);
 
     let labels = dir.join("labels.npy");
@@ -288,22 +283,12 @@ fn run_errors_are_one_line_and_never_touch_inputs() {
     let junk = dir.join("junk.npy");
     std::fs::write(&junk, b"\x93NUMPY garbage").unwrap();
     let r = snnc(&["run", "examples/xor/xor.sir", "--input", s(&junk)]);
-    assert_eq!(r.status.code(), Some(2));
-    assert!(
-        stderr(&r).contains("junk.npy: not a readable numeric .npy array"),
-        "{}",
-        stderr(&r)
-    );
+    assert_fails(&r, "junk.npy: not a readable numeric .npy array");
 
     let snn = dir.join("broken.snn");
     std::fs::write(&snn, b"PK\x03\x04 not really").unwrap();
     let r = snnc(&["run", s(&snn), "--input", s(&inp)]);
-    assert_eq!(r.status.code(), Some(2));
-    assert!(
-        stderr(&r).contains("broken.snn: not a readable .snn archive"),
-        "{}",
-        stderr(&r)
-    );
+    assert_fails(&r, "broken.snn: not a readable .snn archive");
 
     let r = snnc(&["run", "tests/ir/verify/errors.sir", "--input", s(&inp)]);
     assert!(stderr(&r).contains("does not verify"), "{}", stderr(&r));
@@ -409,19 +394,9 @@ fn compile_and_run_keras_models() {
     let bad = dir.join("bad.keras");
     std::fs::write(&bad, b"PK\x03\x04 nope").unwrap();
     let r = snnc(&["compile", s(&bad)]);
-    assert_eq!(r.status.code(), Some(2));
-    assert!(
-        stderr(&r).contains("bad.keras: not a readable .keras archive"),
-        "{}",
-        stderr(&r)
-    );
+    assert_fails(&r, "bad.keras: not a readable .keras archive");
     let r = snnc(&["compile", fixture, "-o", fixture]);
-    assert_eq!(r.status.code(), Some(2));
-    assert!(
-        stderr(&r).contains("would overwrite the model"),
-        "{}",
-        stderr(&r)
-    );
+    assert_fails(&r, "would overwrite the model");
 }
 
 #[test]

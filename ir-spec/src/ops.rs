@@ -645,13 +645,7 @@ impl Op {
             }
             Op::Conv(c) => {
                 let w = args[1];
-                let d = x
-                    .rank()
-                    .checked_sub(1)
-                    .filter(|d| (1..=3).contains(d))
-                    .ok_or_else(|| {
-                        format!("conv input must have 1-3 spatial axes and channels, got {x}")
-                    })?;
+                let d = spatial_axes(x, "conv")?;
                 if w.rank() != d + 2 {
                     return Err(format!(
                         "conv kernel must be [k{}..., cin/groups, cout], got {w}",
@@ -728,13 +722,7 @@ impl Op {
                 one(x.shape.clone())
             }
             Op::AvgPool(p) | Op::MaxPool(p) => {
-                let d = x
-                    .rank()
-                    .checked_sub(1)
-                    .filter(|d| (1..=3).contains(d))
-                    .ok_or_else(|| {
-                        format!("pool input must have 1-3 spatial axes and channels, got {x}")
-                    })?;
+                let d = spatial_axes(x, "pool")?;
                 if p.pool.len() != d || p.strides.len() != d {
                     return Err(format!("pool and strides need {d} entries for {x}"));
                 }
@@ -872,6 +860,14 @@ impl Op {
             }
         }
     }
+}
+
+/// The number of spatial axes of a `[s..., c]` input of a window op (1-3).
+fn spatial_axes(x: &TensorType, op: &str) -> Result<usize, String> {
+    x.rank()
+        .checked_sub(1)
+        .filter(|d| (1..=3).contains(d))
+        .ok_or_else(|| format!("{op} input must have 1-3 spatial axes and channels, got {x}"))
 }
 
 fn as_ints(v: &AttrValue) -> Option<Vec<usize>> {
