@@ -1,6 +1,7 @@
 //! The reference interpreter: every op, f32, one sample at a time, straight from SPEC.md.
 
 use crate::kernels::{self, for_each_index, strides_of};
+use crate::linear::LinearPlan;
 use crate::rng::uniform_fill;
 use crate::{Engine, SimError};
 use ndarray::{ArrayView1, ArrayView2};
@@ -17,6 +18,10 @@ pub struct Interpreter {
     outputs: Vec<Vec<f32>>,
     /// Per instruction: the discretised coefficients of an `alpha` synapse.
     alpha: Vec<Option<crate::synapse::AlphaCoefficients>>,
+    /// Per instruction: the GEMM plan of a dense map or convolution with constant weights.
+    linear: Vec<Option<LinearPlan>>,
+    /// im2col space shared by every convolution.
+    scratch: Vec<f32>,
 }
 
 fn operand_len(m: &Module, o: Operand) -> usize {
@@ -65,7 +70,10 @@ impl Interpreter {
         let outputs = m
             .outputs
             .iter()
-            .map(|o| alloc(operand_len(&m, o.value)))
+            .map(|o| match o.value {
+                Operand::Value(_) => Ok(Vec::new()),
+                _ => alloc(operand_len(&m, o.value)),
+            })
             .collect::<Result<_, _>>()?;
         let alpha = m
             .insts
@@ -75,6 +83,35 @@ impl Interpreter {
                 _ => None,
             })
             .collect();
+        let linear: Vec<Option<LinearPlan>> = m
+            .insts
+            .iter()
+            .map(|i| match (i.args.first(), i.args.get(1)) {
+                (
+                    Some(&x @ (Operand::Value(_) | Operand::State(_))),
+                    Some(&w @ Operand::Const(_)),
+                ) => {
+                    let shape = |o| {
+                        m.operand_type(o)
+                            .map(|t| t.shape.clone())
+                            .unwrap_or_default()
+                    };
+                    LinearPlan::new(&i.op, &shape(x), &shape(w))
+                }
+                _ => None,
+            })
+            .collect();
+        let scratch_len = linear
+            .iter()
+            .flatten()
+            .map(|p| p.scratch_len(batch))
+            .max()
+            .unwrap_or(0);
+        let mut scratch = Vec::new();
+        scratch
+            .try_reserve_exact(scratch_len)
+            .map_err(|_| SimError::TooLarge)?;
+        scratch.resize(scratch_len, 0.0);
         let mut it = Interpreter {
             module: m,
             batch,
@@ -84,6 +121,8 @@ impl Interpreter {
             states,
             outputs,
             alpha,
+            linear,
+            scratch,
         };
         it.reset(0);
         Ok(it)
@@ -117,6 +156,21 @@ impl Interpreter {
     /// Run instruction `i` for the whole batch. Buffers keep their addresses (the JIT relies on it).
     pub(crate) fn run_inst(&mut self, i: usize) {
         let inst = &self.module.insts[i];
+        if let Some(plan) = &self.linear[i] {
+            let mut y = std::mem::take(&mut self.values[inst.results[0].index()]);
+            let x = match inst.args[0] {
+                Operand::Value(v) => &self.values[v.index()],
+                Operand::State(s) => &self.states[s.index()],
+                Operand::Const(_) => unreachable!("plans are only made for batched inputs"),
+            };
+            let Operand::Const(w) = inst.args[1] else {
+                unreachable!("plans are only made for constant weights")
+            };
+            let w = &self.consts_f32[w.index()];
+            plan.run(self.batch, x, w, &mut y, &mut self.scratch);
+            self.values[inst.results[0].index()] = y;
+            return;
+        }
         let mut outs: Vec<Vec<f32>> = inst
             .results
             .iter()
@@ -141,29 +195,38 @@ impl Interpreter {
         }
     }
 
-    /// Read the outputs (this step's values; states as they were at the start of the step), then
-    /// apply every `next` at once. State buffers are overwritten in place.
+    /// Keep the outputs that read states (as they were at the start of the step; outputs of values
+    /// are read from the value buffers, which hold until the next step), then apply every `next`
+    /// at once. State buffers are overwritten in place.
     pub(crate) fn finish_step(&mut self) {
         for k in 0..self.module.outputs.len() {
-            let o = self.module.outputs[k].value;
-            let n = operand_len(&self.module, o);
-            let mut buf = std::mem::take(&mut self.outputs[k]);
-            for b in 0..self.batch {
-                buf[b * n..(b + 1) * n].copy_from_slice(&self.sample(o, b)[..n]);
+            match self.module.outputs[k].value {
+                Operand::State(st) => self.outputs[k].copy_from_slice(&self.states[st.index()]),
+                Operand::Const(c) => replicate(&self.consts_f32[c.index()], &mut self.outputs[k]),
+                Operand::Value(_) => {}
             }
-            self.outputs[k] = buf;
         }
-        let mut staged: Vec<Vec<f32>> = Vec::with_capacity(self.module.nexts.len());
+        // A next that reads a state must see it before any next overwrites it.
+        let staged: Vec<Vec<f32>> = self
+            .module
+            .nexts
+            .iter()
+            .filter_map(|nx| match nx.value {
+                Operand::State(st) => Some(self.states[st.index()].clone()),
+                _ => None,
+            })
+            .collect();
+        let mut staged = staged.into_iter();
         for nx in &self.module.nexts {
-            let n = self.module.state(nx.state).ty.num_elements();
-            let mut v = Vec::with_capacity(n * self.batch);
-            for b in 0..self.batch {
-                v.extend_from_slice(&self.sample(nx.value, b)[..n]);
+            let dst = nx.state.index();
+            match nx.value {
+                Operand::Value(v) => self.states[dst].copy_from_slice(&self.values[v.index()]),
+                Operand::State(_) => {
+                    let v = staged.next().expect("staged above");
+                    self.states[dst].copy_from_slice(&v);
+                }
+                Operand::Const(c) => replicate(&self.consts_f32[c.index()], &mut self.states[dst]),
             }
-            staged.push(v);
-        }
-        for (nx, v) in self.module.nexts.iter().zip(staged) {
-            self.states[nx.state.index()].copy_from_slice(&v);
         }
     }
 
@@ -203,11 +266,7 @@ impl Engine for Interpreter {
                     rest.chunks_mut(n.max(1))
                         .for_each(|c| c.copy_from_slice(&first[..c.len()]));
                 }
-                StateInit::Const(c) => {
-                    let data = &self.consts_f32[c.index()];
-                    buf.chunks_mut(n.max(1))
-                        .for_each(|ch| ch.copy_from_slice(&data[..ch.len()]));
-                }
+                StateInit::Const(c) => replicate(&self.consts_f32[c.index()], buf),
             }
         }
     }
@@ -221,12 +280,21 @@ impl Engine for Interpreter {
     }
 
     fn output(&self, k: usize) -> &[f32] {
-        &self.outputs[k]
+        match self.module.outputs[k].value {
+            Operand::Value(v) => &self.values[v.index()],
+            Operand::State(_) | Operand::Const(_) => &self.outputs[k],
+        }
     }
 
     fn module(&self) -> &Module {
         &self.module
     }
+}
+
+/// Fill a batch buffer with copies of one sample.
+fn replicate(sample: &[f32], buf: &mut [f32]) {
+    buf.chunks_mut(sample.len().max(1))
+        .for_each(|ch| ch.copy_from_slice(&sample[..ch.len()]));
 }
 
 /// Evaluate instruction `i` on one sample.

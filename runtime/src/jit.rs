@@ -10,13 +10,15 @@
 
 use crate::interp::Interpreter;
 use crate::{Engine, SimError};
-use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, UserFuncName, Value, types};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{
+    AbiParam, InstBuilder, MemFlagsData, Type, UserFuncName, Value, types,
+};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module as _, default_libcall_names};
-use snnc_ir::{Module, NeuronModel, Op, Operand, Verified};
+use snnc_ir::{ConstData, Module, NeuronModel, Op, Operand, Verified};
 
 /// Runs instruction `inst` of the interpreter behind `interp` (the fallback for ops the JIT does
 /// not emit yet).
@@ -32,6 +34,8 @@ pub struct JitEngine {
     interp: Box<Interpreter>,
     // Keeps the code alive; never touched after compilation.
     _code: JITModule,
+    // Read by the code; never touched after compilation.
+    _tables: Tables,
     step_fn: unsafe extern "C" fn(*mut Interpreter),
     /// Instructions emitted natively and instructions left to the fallback.
     pub emitted: (usize, usize),
@@ -41,39 +45,58 @@ fn jit_err(e: impl std::fmt::Display) -> SimError {
     SimError::Jit(e.to_string())
 }
 
-/// Emit `for i in 0..count { body(i) }` with `i` a pointer-sized integer.
-fn emit_loop(
+/// Emit `for i in (start..end).step_by(step) { body(i) }` with `i` a pointer-sized integer, as a
+/// bottom-tested loop (one taken branch per iteration). The bounds are compile-time constants.
+fn emit_range(
     b: &mut FunctionBuilder,
-    count: usize,
+    start: usize,
+    end: usize,
+    step: usize,
     mut body: impl FnMut(&mut FunctionBuilder, Value),
 ) {
-    if count == 0 {
+    if start >= end {
         return;
     }
     let ptr = types::I64;
-    let header = b.create_block();
     let block = b.create_block();
     let exit = b.create_block();
-    let i = b.append_block_param(header, ptr);
-    let zero = b.ins().iconst(ptr, 0);
-    b.ins().jump(header, &[zero.into()]);
-    b.switch_to_block(header);
-    let n = b.ins().iconst(ptr, count as i64);
-    let c = b.ins().icmp(
-        cranelift_codegen::ir::condcodes::IntCC::UnsignedLessThan,
-        i,
-        n,
-    );
-    b.ins().brif(c, block, &[], exit, &[]);
+    let i = b.append_block_param(block, ptr);
+    let first = b.ins().iconst(ptr, start as i64);
+    b.ins().jump(block, &[first.into()]);
     b.switch_to_block(block);
     body(b, i);
-    let next = b.ins().iadd_imm_s(i, 1);
-    b.ins().jump(header, &[next.into()]);
+    let next = b.ins().iadd_imm_s(i, step as i64);
+    // The last start that still begins an iteration.
+    let last = start + (end - 1 - start) / step * step;
+    let more = b
+        .ins()
+        .icmp_imm_u(IntCC::UnsignedLessThanOrEqual, next, last as i64);
+    b.ins().brif(more, block, &[next.into()], exit, &[]);
     b.switch_to_block(exit);
 }
 
+/// Emit `for i in 0..count { body(i) }`.
+fn emit_loop(b: &mut FunctionBuilder, count: usize, body: impl FnMut(&mut FunctionBuilder, Value)) {
+    emit_range(b, 0, count, 1, body)
+}
+
+/// Emit an elementwise loop over `count` elements: f32x4 over the largest multiple of four, then
+/// scalar f32 for the rest. `body(b, ty, i)` handles lanes of type `ty` starting at element `i`;
+/// every operation it emits must be lane-wise, so both halves compute bit-identical results.
+fn emit_map(
+    b: &mut FunctionBuilder,
+    count: usize,
+    mut body: impl FnMut(&mut FunctionBuilder, Type, Value),
+) {
+    let whole = count / 4 * 4;
+    emit_range(b, 0, whole, 4, |b, i| body(b, types::F32X4, i));
+    emit_range(b, whole, count, 1, |b, i| body(b, types::F32, i));
+}
+
+/// Plain loads and stores: nothing traps (addresses are checked when the code is generated) and
+/// vector accesses may be unaligned.
 fn flags() -> MemFlagsData {
-    MemFlagsData::trusted()
+    MemFlagsData::new().with_notrap()
 }
 
 /// Address `base + 4·index`.
@@ -83,9 +106,10 @@ fn addr(b: &mut FunctionBuilder, base: *const f32, index: Value) -> Value {
     b.ins().iadd(base, off)
 }
 
-fn load(b: &mut FunctionBuilder, base: *const f32, index: Value) -> Value {
+/// Load lanes of type `ty` from element `index` of `base`.
+fn load(b: &mut FunctionBuilder, ty: Type, base: *const f32, index: Value) -> Value {
     let a = addr(b, base, index);
-    b.ins().load(types::F32, flags(), a, 0)
+    b.ins().load(ty, flags(), a, 0)
 }
 
 fn store(b: &mut FunctionBuilder, base: *const f32, index: Value, v: Value) {
@@ -93,14 +117,44 @@ fn store(b: &mut FunctionBuilder, base: *const f32, index: Value, v: Value) {
     b.ins().store(flags(), v, a, 0);
 }
 
-fn fconst(b: &mut FunctionBuilder, x: f32) -> Value {
-    b.ins().f32const(x)
+/// `x` in every lane of `ty`.
+fn fconst(b: &mut FunctionBuilder, ty: Type, x: f32) -> Value {
+    let c = b.ins().f32const(x);
+    if ty.is_vector() {
+        b.ins().splat(ty, c)
+    } else {
+        c
+    }
+}
+
+/// Lane-wise `if cond(x, y) { a } else { c }`, branch-free for vectors.
+fn select(
+    b: &mut FunctionBuilder,
+    ty: Type,
+    cc: FloatCC,
+    (x, y): (Value, Value),
+    a: Value,
+    c: Value,
+) -> Value {
+    let mask = b.ins().fcmp(cc, x, y);
+    if ty.is_vector() {
+        let mask = b.ins().bitcast(ty, MemFlagsData::new(), mask);
+        b.ins().bitselect(mask, a, c)
+    } else {
+        b.ins().select(mask, a, c)
+    }
+}
+
+/// `max(x, 0)` as the interpreter computes it (`NaN` and `±0` give `0`).
+fn relu(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
+    let zero = fconst(b, ty, 0.0);
+    select(b, ty, FloatCC::GreaterThan, (x, zero), x, zero)
 }
 
 impl JitEngine {
     /// Compile `module` for minibatches of `batch` samples.
     pub fn new(module: &Verified, batch: usize) -> Result<Self, SimError> {
-        let mut interp = Box::new(Interpreter::new(module, batch)?);
+        let interp = Box::new(Interpreter::new(module, batch)?);
         let mut fb = settings::builder();
         fb.set("use_colocated_libcalls", "false").map_err(jit_err)?;
         fb.set("is_pic", "false").map_err(jit_err)?;
@@ -128,6 +182,7 @@ impl JitEngine {
         let fallback = code.declare_func_in_func(fallback_id, &mut ctx.func);
         let m: Module = (**module).clone();
         let mut emitted = (0, 0);
+        let mut tables = Tables::default();
         {
             let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
             let entry = b.create_block();
@@ -135,7 +190,7 @@ impl JitEngine {
             b.switch_to_block(entry);
             let this = b.block_params(entry)[0];
             for i in 0..m.insts.len() {
-                if emit_inst(&mut b, &m, &mut interp, i) {
+                if emit_inst(&mut b, &m, &interp, &mut tables, i) {
                     emitted.0 += 1;
                 } else {
                     let idx = b.ins().iconst(types::I64, i as i64);
@@ -147,7 +202,14 @@ impl JitEngine {
             b.seal_all_blocks();
             b.finalize(code.target_config());
         }
+        let disasm = std::env::var_os("SNNC_JIT_DISASM").is_some();
+        ctx.set_disasm(disasm);
         code.define_function(id, &mut ctx).map_err(jit_err)?;
+        if disasm {
+            if let Some(text) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+                eprintln!("{text}");
+            }
+        }
         code.clear_context(&mut ctx);
         code.finalize_definitions().map_err(jit_err)?;
         let ptr = code.get_finalized_function(id);
@@ -158,14 +220,29 @@ impl JitEngine {
         Ok(JitEngine {
             interp,
             _code: code,
+            _tables: tables,
             step_fn,
             emitted,
         })
     }
 }
 
+/// Tables the generated code reads that the module does not hold in this form (row-sorted sparse
+/// maps). Their heap addresses are baked into the code, so they live as long as it does.
+#[derive(Default)]
+struct Tables {
+    index: Vec<Vec<i32>>,
+    weight: Vec<Vec<f32>>,
+}
+
 /// Emit instruction `i` natively when the JIT knows how; false leaves it to the fallback.
-fn emit_inst(b: &mut FunctionBuilder, m: &Module, it: &mut Interpreter, i: usize) -> bool {
+fn emit_inst(
+    b: &mut FunctionBuilder,
+    m: &Module,
+    it: &Interpreter,
+    tables: &mut Tables,
+    i: usize,
+) -> bool {
     let inst = &m.insts[i];
     let batch = it.batch();
     let n_of = |o: Operand| m.operand_type(o).expect("verified").num_elements();
@@ -174,7 +251,7 @@ fn emit_inst(b: &mut FunctionBuilder, m: &Module, it: &mut Interpreter, i: usize
     let dt = m.dt as f32;
     match &inst.op {
         Op::Neuron(n)
-            if !is_const(&inst.args[0])
+            if !inst.args.iter().any(is_const)
                 && matches!(
                     n.model,
                     NeuronModel::Relu
@@ -184,9 +261,6 @@ fn emit_inst(b: &mut FunctionBuilder, m: &Module, it: &mut Interpreter, i: usize
                         | NeuronModel::IfNeuron
                 ) =>
         {
-            if inst.args.iter().skip(1).any(is_const) {
-                return false;
-            }
             let total = n_of(inst.args[0]) * batch;
             let (g, a) = (n.gain as f32, n.amplitude as f32);
             let j = it.operand_ptr(inst.args[0]);
@@ -198,51 +272,48 @@ fn emit_inst(b: &mut FunctionBuilder, m: &Module, it: &mut Interpreter, i: usize
                 (std::ptr::null(), std::ptr::null())
             };
             let height = a / dt;
-            emit_loop(b, total, |b, k| {
-                let jv = load(b, j, k);
-                let gv = fconst(b, g);
+            emit_map(b, total, |b, ty, k| {
+                let jv = load(b, ty, j, k);
+                let gv = fconst(b, ty, g);
                 let x = b.ins().fmul(gv, jv);
-                let zero = fconst(b, 0.0);
+                let zero = fconst(b, ty, 0.0);
                 match model {
-                    NeuronModel::Relu => {
-                        let r = b.ins().fmax(x, zero);
-                        let av = fconst(b, a);
-                        let yv = b.ins().fmul(av, r);
-                        store(b, y, k, yv);
-                    }
-                    NeuronModel::LeakyRelu { negative_slope } => {
-                        let s = fconst(b, negative_slope as f32);
-                        let sx = b.ins().fmul(s, x);
-                        let neg = b.ins().fcmp(FloatCC::LessThan, x, zero);
-                        let r = b.ins().select(neg, sx, x);
-                        let av = fconst(b, a);
+                    NeuronModel::Relu | NeuronModel::LeakyRelu { .. } => {
+                        let r = match model {
+                            NeuronModel::LeakyRelu { negative_slope } => {
+                                let s = fconst(b, ty, negative_slope as f32);
+                                let sx = b.ins().fmul(s, x);
+                                select(b, ty, FloatCC::LessThan, (x, zero), sx, x)
+                            }
+                            _ => relu(b, ty, x),
+                        };
+                        let av = fconst(b, ty, a);
                         let yv = b.ins().fmul(av, r);
                         store(b, y, k, yv);
                     }
                     _ => {
                         let drive = match model {
-                            NeuronModel::SpikingRelu => b.ins().fmax(x, zero),
+                            NeuronModel::SpikingRelu => relu(b, ty, x),
                             NeuronModel::SpikingLeakyRelu { negative_slope } => {
-                                let s = fconst(b, negative_slope as f32);
+                                let s = fconst(b, ty, negative_slope as f32);
                                 let sx = b.ins().fmul(s, x);
-                                let pos = b.ins().fcmp(FloatCC::GreaterThan, x, zero);
-                                b.ins().select(pos, x, sx)
+                                select(b, ty, FloatCC::GreaterThan, (x, zero), x, sx)
                             }
                             _ => x,
                         };
-                        let dtv = fconst(b, dt);
+                        let dtv = fconst(b, ty, dt);
                         let step = b.ins().fmul(drive, dtv);
-                        let v0 = load(b, vin, k);
+                        let v0 = load(b, ty, vin, k);
                         let v = b.ins().fadd(v0, step);
                         let spikes = match model {
                             NeuronModel::SpikingRelu => b.ins().floor(v),
                             NeuronModel::SpikingLeakyRelu { .. } => b.ins().trunc(v),
                             _ => {
                                 let f = b.ins().floor(v);
-                                b.ins().fmax(f, zero)
+                                relu(b, ty, f)
                             }
                         };
-                        let h = fconst(b, height);
+                        let h = fconst(b, ty, height);
                         let yv = b.ins().fmul(h, spikes);
                         store(b, y, k, yv);
                         let v1 = b.ins().fsub(v, spikes);
@@ -260,12 +331,12 @@ fn emit_inst(b: &mut FunctionBuilder, m: &Module, it: &mut Interpreter, i: usize
                 it.operand_ptr(inst.args[1]),
                 out(0),
             );
-            emit_loop(b, total, |b, k| {
-                let d = fconst(b, decay);
-                let sv = load(b, s, k);
+            emit_map(b, total, |b, ty, k| {
+                let d = fconst(b, ty, decay);
+                let sv = load(b, ty, s, k);
                 let a = b.ins().fmul(d, sv);
-                let xv = load(b, x, k);
-                let one_minus = fconst(b, 1.0 - decay);
+                let xv = load(b, ty, x, k);
+                let one_minus = fconst(b, ty, 1.0 - decay);
                 let c = b.ins().fmul(one_minus, xv);
                 let yv = b.ins().fadd(a, c);
                 store(b, y, k, yv);
@@ -281,13 +352,12 @@ fn emit_inst(b: &mut FunctionBuilder, m: &Module, it: &mut Interpreter, i: usize
                 out(0),
             );
             let add = inst.op == Op::Bias;
-            let w = width;
             emit_loop(b, rows, |b, r| {
-                let row0 = b.ins().imul_imm_s(r, w as i64);
-                emit_loop(b, w, |b, c| {
+                let row0 = b.ins().imul_imm_s(r, width as i64);
+                emit_map(b, width, |b, ty, c| {
                     let k = b.ins().iadd(row0, c);
-                    let xv = load(b, x, k);
-                    let pv = load(b, p, c);
+                    let xv = load(b, ty, x, k);
+                    let pv = load(b, ty, p, c);
                     let yv = if add {
                         b.ins().fadd(xv, pv)
                     } else {
@@ -302,10 +372,10 @@ fn emit_inst(b: &mut FunctionBuilder, m: &Module, it: &mut Interpreter, i: usize
             let total = n_of(inst.args[0]) * batch;
             let ptrs: Vec<*const f32> = inst.args.iter().map(|&a| it.operand_ptr(a)).collect();
             let y = out(0);
-            emit_loop(b, total, |b, k| {
-                let mut acc = load(b, ptrs[0], k);
+            emit_map(b, total, |b, ty, k| {
+                let mut acc = load(b, ty, ptrs[0], k);
                 for &p in &ptrs[1..] {
-                    let v = load(b, p, k);
+                    let v = load(b, ty, p, k);
                     acc = b.ins().fadd(acc, v);
                 }
                 store(b, y, k, acc);
@@ -315,8 +385,8 @@ fn emit_inst(b: &mut FunctionBuilder, m: &Module, it: &mut Interpreter, i: usize
         Op::Reshape { .. } if !is_const(&inst.args[0]) => {
             let total = n_of(inst.args[0]) * batch;
             let (x, y) = (it.operand_ptr(inst.args[0]), out(0));
-            emit_loop(b, total, |b, k| {
-                let v = load(b, x, k);
+            emit_map(b, total, |b, ty, k| {
+                let v = load(b, ty, x, k);
                 store(b, y, k, v);
             });
             true
@@ -335,11 +405,9 @@ fn emit_inst(b: &mut FunctionBuilder, m: &Module, it: &mut Interpreter, i: usize
                 let in0 = b.ins().imul_imm_s(s, n_in as i64);
                 let out0 = b.ins().imul_imm_s(s, n_out as i64);
                 emit_loop(b, n_out, |b, k| {
-                    let ia = addr(b, idx as *const f32, k);
-                    let src32 = b.ins().load(types::I32, flags(), ia, 0);
-                    let src = b.ins().uextend(types::I64, src32);
+                    let src = load_index(b, idx, k);
                     let si = b.ins().iadd(in0, src);
-                    let v = load(b, x, si);
+                    let v = load(b, types::F32, x, si);
                     let di = b.ins().iadd(out0, k);
                     store(b, y, di, v);
                 });
@@ -347,46 +415,116 @@ fn emit_inst(b: &mut FunctionBuilder, m: &Module, it: &mut Interpreter, i: usize
             true
         }
         Op::Sparse { .. } if !is_const(&inst.args[0]) && is_const(&inst.args[2]) => {
+            // Rows in compressed form: entries sorted by output row, stably, so each row sums
+            // its terms in the interpreter's order, starting from zero as the interpreter does.
             let (n_in, n_out) = (
                 n_of(inst.args[0]),
                 m.value(inst.results[0]).ty.num_elements(),
             );
-            let nnz = n_of(inst.args[2]);
-            let (x, idx, w, y) = (
-                it.operand_ptr(inst.args[0]),
-                it.index_ptr(inst.args[1]),
-                it.operand_ptr(inst.args[2]),
-                out(0),
-            );
+            let Operand::Const(ic) = inst.args[1] else {
+                return false;
+            };
+            let Operand::Const(wc) = inst.args[2] else {
+                return false;
+            };
+            let (ConstData::I32(pairs), ConstData::F32(w)) =
+                (&m.constant(ic).data, &m.constant(wc).data)
+            else {
+                return false;
+            };
+            let mut order: Vec<usize> = (0..w.len()).collect();
+            order.sort_by_key(|&e| pairs[2 * e]);
+            let mut starts = vec![0i32; n_out + 1];
+            for e in 0..w.len() {
+                starts[pairs[2 * e] as usize + 1] += 1;
+            }
+            for r in 0..n_out {
+                starts[r + 1] += starts[r];
+            }
+            let cols: Vec<i32> = order.iter().map(|&e| pairs[2 * e + 1]).collect();
+            let ws: Vec<f32> = order.iter().map(|&e| w[e]).collect();
+            let (x, y) = (it.operand_ptr(inst.args[0]), out(0));
+            // Every row with the same number of terms d (a max-pool circuit's ±1 differences):
+            // unroll the terms, and bake the weights in when each term's weight is shared by all
+            // rows.
+            let d = starts[1] - starts[0];
+            let fixed = (1..=8).contains(&d) && starts.windows(2).all(|p| p[1] - p[0] == d);
+            let d = d as usize;
+            let shared: Option<Vec<f32>> = (fixed && n_out > 0)
+                .then(|| ws[..d].to_vec())
+                .filter(|first| ws.chunks_exact(d).all(|row| row == &first[..]));
+            let (starts_p, cols_p, ws_p) = (starts.as_ptr(), cols.as_ptr(), ws.as_ptr());
+            tables.index.extend([starts, cols]);
+            tables.weight.push(ws);
             emit_loop(b, batch, |b, s| {
                 let in0 = b.ins().imul_imm_s(s, n_in as i64);
                 let out0 = b.ins().imul_imm_s(s, n_out as i64);
-                emit_loop(b, n_out, |b, k| {
-                    let di = b.ins().iadd(out0, k);
-                    let zero = fconst(b, 0.0);
-                    store(b, y, di, zero);
-                });
-                emit_loop(b, nnz, |b, e| {
-                    let e2 = b.ins().ishl_imm_u(e, 1);
-                    let ra = addr(b, idx as *const f32, e2);
-                    let r32 = b.ins().load(types::I32, flags(), ra, 0);
-                    let c32 = b.ins().load(types::I32, flags(), ra, 4);
-                    let r = b.ins().uextend(types::I64, r32);
-                    let c = b.ins().uextend(types::I64, c32);
-                    let wv = load(b, w, e);
+                let term = |b: &mut FunctionBuilder, e: Value, t: usize, acc: Value| {
+                    let c = load_index(b, cols_p, e);
+                    let wv = match &shared {
+                        Some(wt) => b.ins().f32const(wt[t]),
+                        None => load(b, types::F32, ws_p, e),
+                    };
                     let si = b.ins().iadd(in0, c);
-                    let xv = load(b, x, si);
+                    let xv = load(b, types::F32, x, si);
                     let prod = b.ins().fmul(wv, xv);
+                    b.ins().fadd(acc, prod)
+                };
+                emit_loop(b, n_out, |b, r| {
+                    let mut acc = b.ins().f32const(0.0);
+                    if fixed {
+                        let e0 = b.ins().imul_imm_s(r, d as i64);
+                        for t in 0..d {
+                            let e = b.ins().iadd_imm_s(e0, t as i64);
+                            acc = term(b, e, t, acc);
+                        }
+                    } else {
+                        let lo = load_index(b, starts_p, r);
+                        let r1 = b.ins().iadd_imm_s(r, 1);
+                        let hi = load_index(b, starts_p, r1);
+                        acc = emit_fold(b, lo, hi, acc, |b, e, acc| term(b, e, 0, acc));
+                    }
                     let di = b.ins().iadd(out0, r);
-                    let yv = load(b, y, di);
-                    let sum = b.ins().fadd(yv, prod);
-                    store(b, y, di, sum);
+                    store(b, y, di, acc);
                 });
             });
             true
         }
         _ => false,
     }
+}
+
+/// Load `idx[k]` (an `i32` known to be non-negative) as a pointer-sized integer.
+fn load_index(b: &mut FunctionBuilder, idx: *const i32, k: Value) -> Value {
+    let a = addr(b, idx as *const f32, k);
+    let v = b.ins().load(types::I32, flags(), a, 0);
+    b.ins().uextend(types::I64, v)
+}
+
+/// Emit `acc = init; for e in lo..hi { acc = body(e, acc) }` over runtime bounds; returns `acc`.
+fn emit_fold(
+    b: &mut FunctionBuilder,
+    lo: Value,
+    hi: Value,
+    init: Value,
+    body: impl FnOnce(&mut FunctionBuilder, Value, Value) -> Value,
+) -> Value {
+    let header = b.create_block();
+    let block = b.create_block();
+    let exit = b.create_block();
+    let e = b.append_block_param(header, types::I64);
+    let acc = b.append_block_param(header, types::F32);
+    let done = b.append_block_param(exit, types::F32);
+    b.ins().jump(header, &[lo.into(), init.into()]);
+    b.switch_to_block(header);
+    let c = b.ins().icmp(IntCC::UnsignedLessThan, e, hi);
+    b.ins().brif(c, block, &[], exit, &[acc.into()]);
+    b.switch_to_block(block);
+    let next_acc = body(b, e, acc);
+    let next = b.ins().iadd_imm_s(e, 1);
+    b.ins().jump(header, &[next.into(), next_acc.into()]);
+    b.switch_to_block(exit);
+    done
 }
 
 impl Engine for JitEngine {

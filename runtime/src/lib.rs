@@ -7,6 +7,7 @@
 pub mod interp;
 pub mod jit;
 pub mod kernels;
+pub mod linear;
 pub mod rng;
 pub mod synapse;
 
@@ -234,20 +235,17 @@ impl Simulator {
         let n_out = self.module().outputs.len();
         let mut recorded: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); n_out];
         for t in 0..steps {
-            let step_inputs: Vec<ArrayD<f32>> = held
+            let step_inputs: Vec<Option<ArrayD<f32>>> = held
                 .iter()
                 .zip(&per_step)
                 .map(|(a, &timed)| {
-                    if timed {
-                        a.index_axis(Axis(1), t).as_standard_layout().into_owned()
-                    } else {
-                        a.clone()
-                    }
+                    timed.then(|| a.index_axis(Axis(1), t).as_standard_layout().into_owned())
                 })
                 .collect();
             let slices: Vec<&[f32]> = step_inputs
                 .iter()
-                .map(|a| a.as_slice().expect("standard"))
+                .zip(&held)
+                .map(|(own, a)| own.as_ref().unwrap_or(a).as_slice().expect("standard"))
                 .collect();
             self.engine.step(&slices);
             self.steps_done += 1;

@@ -1,0 +1,351 @@
+//! Dense and convolution over a whole minibatch as single-precision GEMM (`matrixmultiply`).
+//!
+//! Both backends call these kernels, so a spiking network sees bit-identical input currents in the
+//! interpreter and in JIT code and the two emit the same spikes. `matrixmultiply` accumulates every
+//! output element over the shared dimension in one fixed order whatever the number of rows, so a
+//! sample's result does not depend on the batch it runs in (tested below). The direct loops in
+//! [`crate::kernels`] stay as the independent reference the tests compare against.
+
+use crate::kernels::Window3;
+use snnc_ir::{ConvAttrs, Op};
+
+/// The im2col scratch is split into chunks of whole samples of at most this many floats.
+const SCRATCH_LIMIT: usize = 1 << 22;
+
+/// A dense map or convolution with every dimension fixed.
+#[derive(Clone, Debug)]
+pub enum LinearPlan {
+    /// `y[r, :] = x[r, :] · w` for every row `r` of the last axis, `w` of shape `[n_in, n_out]`.
+    Dense {
+        /// Rows per sample (the product of the input's leading axes).
+        rows: usize,
+        /// Input width.
+        n_in: usize,
+        /// Output width.
+        n_out: usize,
+    },
+    /// Convolution of `[s..., cin]` by `[k..., cin/groups, cout]`.
+    Conv {
+        /// Window geometry.
+        geo: Window3,
+        /// For every output position and tap, the input position it reads, or `u32::MAX` where
+        /// the tap falls in padding.
+        sources: Vec<u32>,
+        /// Input channels.
+        cin: usize,
+        /// Output channels.
+        cout: usize,
+        /// Channel groups.
+        groups: usize,
+        /// A 1×…×1 kernel with stride 1 and no padding in one group: the input already is the
+        /// im2col matrix.
+        direct: bool,
+    },
+}
+
+impl LinearPlan {
+    /// The plan for `op` with input shape `x` and weight shape `w` (one sample), if it is linear.
+    pub fn new(op: &Op, x: &[usize], w: &[usize]) -> Option<Self> {
+        match op {
+            Op::Dense => Some(LinearPlan::Dense {
+                rows: x[..x.len() - 1].iter().product(),
+                n_in: w[0],
+                n_out: w[1],
+            }),
+            Op::Conv(c) => Self::conv(c, x, w),
+            _ => None,
+        }
+    }
+
+    fn conv(c: &ConvAttrs, x: &[usize], w: &[usize]) -> Option<Self> {
+        let d = x.len() - 1;
+        let geo = Window3::new(x, &w[..d], &c.strides, &c.dilation, c.padding).ok()?;
+        // A 1×…×1 window at stride 1 never pads, whatever the padding mode.
+        let direct = geo.taps() == 1 && c.groups == 1 && c.strides.iter().all(|&s| s == 1);
+        let mut sources = Vec::new();
+        if !direct {
+            let n = geo.out_positions().checked_mul(geo.taps())?;
+            sources.try_reserve_exact(n).ok()?;
+            geo.for_each(|_, _, src| {
+                sources.push(src.map_or(u32::MAX, |i| u32::try_from(i).unwrap_or(u32::MAX)))
+            });
+        }
+        Some(LinearPlan::Conv {
+            geo,
+            sources,
+            cin: x[d],
+            cout: w[d + 1],
+            groups: c.groups,
+            direct,
+        })
+    }
+
+    /// Samples per im2col chunk and floats of scratch this plan needs for `batch` samples.
+    fn chunking(&self, batch: usize) -> (usize, usize) {
+        match self {
+            LinearPlan::Conv {
+                geo,
+                cin,
+                groups,
+                direct: false,
+                ..
+            } => {
+                let per_sample = geo.out_positions() * geo.taps() * (cin / groups);
+                let chunk = (SCRATCH_LIMIT / per_sample.max(1)).clamp(1, batch.max(1));
+                (chunk, chunk * per_sample)
+            }
+            _ => (batch, 0),
+        }
+    }
+
+    /// Scratch floats [`LinearPlan::run`] needs for `batch` samples.
+    pub fn scratch_len(&self, batch: usize) -> usize {
+        self.chunking(batch).1
+    }
+
+    /// Multiply-adds per sample.
+    pub fn macs(&self) -> usize {
+        match self {
+            LinearPlan::Dense { rows, n_in, n_out } => rows * n_in * n_out,
+            LinearPlan::Conv {
+                geo,
+                cin,
+                cout,
+                groups,
+                ..
+            } => geo.out_positions() * geo.taps() * (cin / groups) * cout,
+        }
+    }
+
+    /// Run on `batch` samples stored back to back in `x` and `y`; `w` is shared by all of them.
+    /// `scratch` must hold at least [`LinearPlan::scratch_len`] floats.
+    pub fn run(&self, batch: usize, x: &[f32], w: &[f32], y: &mut [f32], scratch: &mut [f32]) {
+        match *self {
+            LinearPlan::Dense { rows, n_in, n_out } => {
+                let rows = batch * rows;
+                let w = &w[..n_in * n_out];
+                for r in 0..rows {
+                    vec_mat(&x[r * n_in..][..n_in], w, &mut y[r * n_out..][..n_out]);
+                }
+            }
+            LinearPlan::Conv {
+                ref geo,
+                ref sources,
+                cin,
+                cout,
+                groups,
+                direct,
+            } => {
+                let positions = geo.out_positions();
+                let (cin_g, cout_g) = (cin / groups, cout / groups);
+                let k = geo.taps() * cin_g;
+                let in_len = geo.axes.iter().map(|a| a.input).product::<usize>() * cin;
+                assert!(x.len() >= batch * in_len && y.len() >= batch * positions * cout);
+                assert!(w.len() >= k * cout);
+                if direct {
+                    // SAFETY: bounded by the asserts above (`k == cin`, one position per pixel).
+                    unsafe { gemm(batch * positions, k, cout, x, cin, w, cout, y, cout) }
+                    return;
+                }
+                let (chunk, need) = self.chunking(batch);
+                let cols = &mut scratch[..need];
+                for first in (0..batch).step_by(chunk) {
+                    let n = chunk.min(batch - first);
+                    for g in 0..groups {
+                        for s in 0..n {
+                            let xs = &x[(first + s) * in_len..][..in_len];
+                            let dst = &mut cols[s * positions * k..][..positions * k];
+                            im2col(sources, xs, cin, g * cin_g, cin_g, dst);
+                        }
+                        let ys = &mut y[first * positions * cout + g * cout_g..];
+                        let rows = n * positions;
+                        assert!(ys.len() >= (rows - 1) * cout + cout_g);
+                        // SAFETY: `cols` holds rows × k floats; the weight block of group g
+                        // spans k rows of stride cout from column g·cout_g; `ys` is checked.
+                        unsafe { gemm(rows, k, cout_g, cols, k, &w[g * cout_g..], cout, ys, cout) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rows of the im2col matrix for one sample and channel group: row `o` holds the window of output
+/// position `o`, tap-major then channel, zero where a tap falls in padding.
+fn im2col(sources: &[u32], x: &[f32], cin: usize, c0: usize, cin_g: usize, cols: &mut [f32]) {
+    for (dst, &src) in cols.chunks_exact_mut(cin_g).zip(sources) {
+        if src == u32::MAX {
+            dst.fill(0.0);
+        } else {
+            dst.copy_from_slice(&x[src as usize * cin + c0..][..cin_g]);
+        }
+    }
+}
+
+/// `y = x · w` for one row `x` and a row-major `w`, as a sum of the rows of `w` scaled by the
+/// elements of `x`, in order. Each output element sees its terms in the same order whatever the
+/// batch, and zero inputs (most of a spiking layer's output) are skipped: adding `0·w` changes
+/// nothing for finite weights.
+///
+/// A matrix-vector product streams the weights once per row either way; GEMM's packing of the
+/// weight matrix on every call cost more than the product itself for one sample.
+fn vec_mat(x: &[f32], w: &[f32], y: &mut [f32]) {
+    y.fill(0.0);
+    let n_out = y.len();
+    if n_out == 0 {
+        return;
+    }
+    for (&xi, wr) in x.iter().zip(w.chunks_exact(n_out)) {
+        if xi != 0.0 {
+            for (yj, &wj) in y.iter_mut().zip(wr) {
+                *yj += xi * wj;
+            }
+        }
+    }
+}
+
+/// `c = a · b` for row-major `a` (m × k, row stride `lda`), `b` (k × n, row stride `ldb`) and
+/// `c` (m × n, row stride `ldc`), overwriting `c`.
+///
+/// # Safety
+/// The slices must cover every element those shapes and strides address.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for r in 0..m {
+            c[r * ldc..][..n].fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: the caller guarantees the extents.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            lda as isize,
+            1,
+            b.as_ptr(),
+            ldb as isize,
+            1,
+            0.0,
+            c.as_mut_ptr(),
+            ldc as isize,
+            1,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels;
+    use proptest::prelude::*;
+    use snnc_ir::Padding;
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
+                (h >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    fn close(a: &[f32], b: &[f32]) {
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-5 + 1e-5 * y.abs(),
+                "element {i}: {x} vs {y}"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// GEMM convolution = the direct reference loops, and each sample's result is bit-identical
+        /// whether it runs alone or in a batch.
+        #[test]
+        fn conv_matches_reference_and_batching(
+            d in 1usize..=3,
+            size in 3usize..7,
+            k in 1usize..4,
+            stride in 1usize..3,
+            dil in 1usize..3,
+            same in any::<bool>(),
+            groups in 1usize..3,
+            cin_g in 1usize..4,
+            cout_g in 1usize..4,
+            batch in 1usize..4,
+        ) {
+            let (size, k) = if d == 3 { (size.min(4), k.min(2)) } else { (size, k) };
+            let padding = if same { Padding::Same } else { Padding::Valid };
+            prop_assume!(same || (k - 1) * dil < size);
+            let (cin, cout) = (cin_g * groups, cout_g * groups);
+            let mut xs = vec![size; d];
+            xs.push(cin);
+            let mut ws = vec![k; d];
+            ws.extend([cin_g, cout]);
+            let attrs = ConvAttrs {
+                strides: vec![stride; d],
+                dilation: vec![dil; d],
+                padding,
+                groups,
+            };
+            let plan = LinearPlan::new(&Op::Conv(attrs.clone()), &xs, &ws).unwrap();
+            let in_len: usize = xs.iter().product();
+            let x = data(in_len * batch, 1);
+            let w = data(ws.iter().product(), 2);
+            let LinearPlan::Conv { ref geo, .. } = plan else { unreachable!() };
+            let out_len = geo.out_positions() * cout;
+            let mut y = vec![0.0; out_len * batch];
+            let mut scratch = vec![0.0; plan.scratch_len(batch)];
+            plan.run(batch, &x, &w, &mut y, &mut scratch);
+            for s in 0..batch {
+                let mut want = vec![0.0; out_len];
+                kernels::conv(&x[s * in_len..][..in_len], &xs, &w, &ws, &attrs, &mut want);
+                close(&y[s * out_len..][..out_len], &want);
+                let mut alone = vec![0.0; out_len];
+                let mut scratch = vec![0.0; plan.scratch_len(1)];
+                plan.run(1, &x[s * in_len..][..in_len], &w, &mut alone, &mut scratch);
+                prop_assert_eq!(&y[s * out_len..][..out_len], &alone[..]);
+            }
+        }
+
+        #[test]
+        fn dense_matches_reference_and_batching(
+            n_in in 0usize..70, n_out in 1usize..40, batch in 1usize..70,
+        ) {
+            let plan = LinearPlan::new(&Op::Dense, &[n_in], &[n_in, n_out]).unwrap();
+            let x = data(n_in * batch, 3);
+            let w = data(n_in * n_out, 4);
+            let mut y = vec![f32::NAN; n_out * batch];
+            plan.run(batch, &x, &w, &mut y, &mut []);
+            for s in 0..batch {
+                let want: Vec<f32> = (0..n_out)
+                    .map(|j| (0..n_in).map(|i| x[s * n_in + i] * w[i * n_out + j]).sum())
+                    .collect();
+                close(&y[s * n_out..][..n_out], &want);
+                let mut alone = vec![0.0; n_out];
+                plan.run(1, &x[s * n_in..][..n_in], &w, &mut alone, &mut []);
+                prop_assert_eq!(&y[s * n_out..][..n_out], &alone[..]);
+            }
+        }
+    }
+}
