@@ -205,10 +205,8 @@ impl JitEngine {
         let disasm = std::env::var_os("SNNC_JIT_DISASM").is_some();
         ctx.set_disasm(disasm);
         code.define_function(id, &mut ctx).map_err(jit_err)?;
-        if disasm {
-            if let Some(text) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
-                eprintln!("{text}");
-            }
+        if let Some(text) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+            eprintln!("{text}");
         }
         code.clear_context(&mut ctx);
         code.finalize_definitions().map_err(jit_err)?;
