@@ -1,0 +1,118 @@
+//! Per-step cost of single layers and of the MNIST example, interpreter against JIT, side by side.
+//!
+//! `cargo bench -p snnc-runtime` (add `-- dense` etc. to pick one group). Each group measures both
+//! backends in one run, so their ratio is meaningful on a noisy machine even when absolute times
+//! drift. The multiply-adds per step are set as the throughput, so criterion also reports elements
+//! per second (one element = one multiply-add).
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ndarray::{ArrayD, IxDyn};
+use snnc_ir::{Target, Verified, parse, verify};
+use snnc_runtime::{Backend, Simulator};
+use std::hint::black_box;
+use std::path::Path;
+
+/// A module from IR text in which every `const … = random` line gets deterministic values in
+/// [-0.5, 0.5).
+fn module(text: &str) -> Verified {
+    let filled: Vec<String> = text
+        .lines()
+        .map(|line| match line.strip_suffix("= random") {
+            Some(head) => {
+                let dims =
+                    &head[head.find('[').expect("shape") + 1..head.find(']').expect("shape")];
+                let n: usize = dims
+                    .split(',')
+                    .map(|d| d.trim().parse::<usize>().unwrap())
+                    .product();
+                let values: Vec<String> = (0..n)
+                    .map(|i| format!("{}", ((i * 7919) % 1000) as f32 / 1000.0 - 0.5))
+                    .collect();
+                format!("{head}= [{}]", values.join(", "))
+            }
+            None => line.to_string(),
+        })
+        .collect();
+    let m = parse(&filled.join("\n")).expect("benchmark IR parses");
+    verify(m, Target::Any).expect("benchmark IR verifies")
+}
+
+fn inputs(m: &Verified, batch: usize) -> Vec<ArrayD<f32>> {
+    m.inputs
+        .iter()
+        .map(|&v| {
+            let mut shape = vec![batch];
+            shape.extend(&m.value(v).ty.shape);
+            let n: usize = shape.iter().product();
+            let data = (0..n).map(|i| ((i * 7919) % 256) as f32 / 256.0).collect();
+            ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape")
+        })
+        .collect()
+}
+
+/// Benchmark one step of `m` on both backends at each batch size.
+fn bench_module(c: &mut Criterion, group: &str, m: &Verified, macs: u64, batches: &[usize]) {
+    let mut g = c.benchmark_group(group);
+    g.sample_size(20);
+    for &batch in batches {
+        g.throughput(Throughput::Elements(macs * batch as u64));
+        let xs = inputs(m, batch);
+        let views: Vec<_> = xs.iter().map(|a| a.view()).collect();
+        for (name, backend) in [("interp", Backend::Interp), ("jit", Backend::Jit)] {
+            let mut sim = Simulator::new(m, backend, batch).expect("simulator");
+            g.bench_function(BenchmarkId::new(name, batch), |b| {
+                b.iter(|| sim.step(black_box(&views)).expect("step"))
+            });
+        }
+    }
+    g.finish();
+}
+
+fn dense(c: &mut Criterion) {
+    let m = module(
+        "module @dense dt=0.001\ninput %x : f32[800]\nconst @w : f32[800,64] = random\n\
+         %y = dense %x, @w : f32[64]\noutput \"y\" = %y\n",
+    );
+    bench_module(c, "dense 800x64", &m, 800 * 64, &[1, 64]);
+}
+
+fn conv(c: &mut Criterion) {
+    let m = module(
+        "module @conv dt=0.001\ninput %x : f32[13,13,16]\nconst @k : f32[3,3,16,32] = random\n\
+         %y = conv %x, @k {strides=[1,1], padding=valid} : f32[11,11,32]\noutput \"y\" = %y\n",
+    );
+    bench_module(c, "conv 13x13x16 3x3x32", &m, 11 * 11 * 32 * 144, &[1, 64]);
+}
+
+fn neurons(c: &mut Criterion) {
+    let m = module(
+        "module @pop dt=0.001\ninput %j : f32[10000]\nstate $v : f32[10000] = uniform(0, 1, seed=0)\n\
+         state $s : f32[10000] = zeros\n\
+         %y, %v1 = spiking_relu %j, $v {gain=50, amplitude=0.02} : f32[10000], f32[10000]\n\
+         next $v = %v1\n%f = lowpass %y, $s {tau=0.005} : f32[10000]\nnext $s = %f\n\
+         output \"f\" = %f\n",
+    );
+    bench_module(c, "spiking relu + lowpass x10000", &m, 10_000, &[1, 64]);
+}
+
+fn mnist(c: &mut Criterion) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mnist/model.keras");
+    let keras = snnc_compiler::keras::load(&path, &Default::default()).expect("MNIST example");
+    for (name, spiking) in [("mnist rate", None), ("mnist spiking", Some(200.0))] {
+        let opts = snnc_compiler::passes::ConvertOptions {
+            spiking: spiking.map(|scale| snnc_compiler::passes::SpikeOptions {
+                scale,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let m = snnc_compiler::passes::convert(keras.clone(), &opts).expect("converts");
+        let m = verify(m, Target::Any).expect("verifies");
+        // conv1 26·26·16·9 + conv2 11·11·32·144 + dense 800·64 + 64·10
+        let macs = 97_344 + 557_568 + 51_200 + 640;
+        bench_module(c, name, &m, macs, &[1, 64]);
+    }
+}
+
+criterion_group!(benches, dense, conv, neurons, mnist);
+criterion_main!(benches);
