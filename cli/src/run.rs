@@ -35,7 +35,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 32)]
     batch: usize,
     /// Simulation backend.
-    #[arg(long, value_enum, default_value = "interp")]
+    #[arg(long, value_enum, default_value = "jit")]
     backend: BackendArg,
     /// Write each output's value at the last step: `(n, *output_shape)` float32. `.npy` for one
     /// output, `.npz` keyed by output name for several.

@@ -29,7 +29,7 @@ pub enum Kind {
     Verify,
     /// Parse and compare the error.
     Parse,
-    /// Run a pass (`lower-maxpool`, `lower-maxpool-avg`, `spikify`) and compare the printed result.
+    /// Run a pass (`lower-maxpool`, `lower-maxpool-avg`, `spikify`, `simplify`, `fuse`) and compare the printed result.
     Pass(&'static str),
 }
 
@@ -109,6 +109,7 @@ impl FileTest {
                     "pass lower-maxpool-avg" => Kind::Pass("lower-maxpool-avg"),
                     "pass spikify" => Kind::Pass("spikify"),
                     "pass simplify" => Kind::Pass("simplify"),
+                    "pass fuse" => Kind::Pass("fuse"),
                     other => return Err(format!("unknown test kind `{other}`")),
                 });
             } else if let Some(s) = line.strip_prefix("; steps: ") {
@@ -143,6 +144,7 @@ impl FileTest {
                     "lower-maxpool" => lower_maxpool(&m, MaxPoolMode::Neural),
                     "lower-maxpool-avg" => lower_maxpool(&m, MaxPoolMode::Avg),
                     "simplify" => simplify(&m),
+                    "fuse" => snnc_compiler::passes::fuse(&m),
                     _ => spikify(
                         &m,
                         &SpikeOptions {

@@ -1,11 +1,13 @@
 //! Passes. Each is one file and one function with a doc comment saying what holds afterwards;
 //! [`convert`] runs the conversion pipeline (`spikify` → `lower-maxpool`) and verifies after each.
 
+pub mod fuse;
 pub mod lower_maxpool;
 pub mod rewrite;
 pub mod simplify;
 pub mod spikify;
 
+pub use fuse::fuse;
 pub use lower_maxpool::{MaxPoolMode, lower_maxpool};
 pub use simplify::simplify;
 pub use spikify::{InitialVoltage, SpikeOptions, spikify};
@@ -66,10 +68,10 @@ pub struct ConvertOptions {
 }
 
 /// The passes `convert` runs, in order (`spikify` only when spiking).
-pub const DEFAULT_PIPELINE: &[&str] = &["spikify", "lower-maxpool", "simplify"];
+pub const DEFAULT_PIPELINE: &[&str] = &["spikify", "lower-maxpool", "simplify", "fuse"];
 
 /// Every pass a pipeline may name.
-pub const PASSES: &[&str] = &["spikify", "lower-maxpool", "simplify"];
+pub const PASSES: &[&str] = &["spikify", "lower-maxpool", "simplify", "fuse"];
 
 /// What one pass did.
 #[derive(Clone, Debug)]
@@ -125,6 +127,7 @@ pub fn run_pipeline(
             },
             "lower-maxpool" => lower_maxpool(&m, opts.max_pool)?,
             "simplify" => simplify(&m)?,
+            "fuse" => fuse(&m)?,
             other => {
                 return Err(PassError::Invalid {
                     pass: other.into(),
