@@ -117,3 +117,242 @@ fn spiking_mnist_agrees_spike_for_spike() {
         .sum();
     assert!(spikes > 0.0);
 }
+
+/// Random valid modules: a chain over `[len, c]` tensors drawn from every op family the JIT emits
+/// or hands to the shared kernels, with states, spiking and rate neurons, synapses and an add that
+/// joins two branches.
+mod random_modules {
+    use super::*;
+    use proptest::prelude::*;
+    use snnc_ir::{
+        Builder, ConvAttrs, Neuron, NeuronModel, Op, Operand, Padding, PoolAttrs, StateInit,
+        ValueId,
+    };
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Neuron(u8, f64),
+        Lowpass(f64),
+        Bias,
+        Scale(bool),
+        Dense(usize),
+        Conv(usize, usize, bool, bool),
+        Pool(bool, usize),
+        Gather,
+        Sparse(usize),
+        AddEarlier,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0u8..9, 0.5f64..60.0).prop_map(|(k, g)| Step::Neuron(k, g)),
+            (0.001f64..0.05).prop_map(Step::Lowpass),
+            Just(Step::Bias),
+            any::<bool>().prop_map(Step::Scale),
+            (1usize..6).prop_map(Step::Dense),
+            (1usize..4, 1usize..3, any::<bool>(), any::<bool>())
+                .prop_map(|(k, s, same, grouped)| Step::Conv(k, s, same, grouped)),
+            (any::<bool>(), 1usize..4).prop_map(|(max, k)| Step::Pool(max, k)),
+            Just(Step::Gather),
+            (1usize..4).prop_map(Step::Sparse),
+            Just(Step::AddEarlier),
+        ]
+    }
+
+    fn consts(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i + 1) * 7919 + seed * 104_729) % 2001) as f32 / 1000.0 - 1.0)
+            .collect()
+    }
+
+    fn build(steps: &[Step], len: usize, c: usize) -> Option<snnc_ir::Module> {
+        let mut b = Builder::new("random", 0.001);
+        let mut cur = b.input("x", &[len, c]);
+        let mut seen: Vec<ValueId> = vec![cur];
+        for (k, s) in steps.iter().enumerate() {
+            let shape = b.module().value(cur).ty.shape.clone();
+            let n: usize = shape.iter().product();
+            let last = *shape.last()?;
+            let name = format!("v{k}");
+            let x = Operand::Value(cur);
+            cur = match s {
+                Step::Neuron(kind, gain) => {
+                    let model = match kind {
+                        0 => NeuronModel::Relu,
+                        1 => NeuronModel::LeakyRelu {
+                            negative_slope: 0.1,
+                        },
+                        2 => NeuronModel::Sigmoid,
+                        3 => NeuronModel::Tanh,
+                        4 => NeuronModel::LifRate {
+                            tau_rc: 0.02,
+                            tau_ref: 0.002,
+                        },
+                        5 => NeuronModel::SpikingRelu,
+                        6 => NeuronModel::SpikingLeakyRelu {
+                            negative_slope: 0.2,
+                        },
+                        7 => NeuronModel::IfNeuron,
+                        _ => NeuronModel::Lif {
+                            tau_rc: 0.02,
+                            tau_ref: 0.002,
+                            min_voltage: 0.0,
+                        },
+                    };
+                    let op = Op::Neuron(Neuron {
+                        model: model.clone(),
+                        gain: *gain,
+                        amplitude: 1.0 / gain,
+                    });
+                    let mut args = vec![x];
+                    let mut states = Vec::new();
+                    for j in 0..model.num_states() {
+                        let st = b.state(
+                            &format!("{name}.s{j}"),
+                            &shape,
+                            StateInit::Uniform {
+                                lo: 0.0,
+                                hi: 1.0,
+                                seed: k as u64,
+                            },
+                        );
+                        args.push(Operand::State(st));
+                        states.push(st);
+                    }
+                    let r = b.op(op, &args, &name).ok()?;
+                    for (st, v) in states.iter().zip(&r[1..]) {
+                        b.next(*st, *v);
+                    }
+                    if model.is_spiking() {
+                        b.output(&format!("{name}.spikes"), r[0]);
+                    }
+                    r[0]
+                }
+                Step::Lowpass(tau) => {
+                    let st = b.state(&format!("{name}.syn"), &shape, StateInit::Zeros);
+                    let r = b
+                        .op1(Op::Lowpass { tau: *tau }, &[x, Operand::State(st)], &name)
+                        .ok()?;
+                    b.next(st, r);
+                    r
+                }
+                Step::Bias => {
+                    let cst = b.constant_f32(&format!("{name}.b"), &[last], consts(last, k));
+                    b.op1(Op::Bias, &[x, Operand::Const(cst)], &name).ok()?
+                }
+                Step::Scale(scalar) => {
+                    let sh: &[usize] = if *scalar { &[] } else { &shape };
+                    let cst =
+                        b.constant_f32(&format!("{name}.s"), sh, consts(sh.iter().product(), k));
+                    b.op1(Op::Scale, &[x, Operand::Const(cst)], &name).ok()?
+                }
+                Step::Dense(out) => {
+                    let w =
+                        b.constant_f32(&format!("{name}.w"), &[last, *out], consts(last * out, k));
+                    b.op1(Op::Dense, &[x, Operand::Const(w)], &name).ok()?
+                }
+                Step::Conv(kw, stride, same, grouped) => {
+                    if shape.len() != 2 {
+                        continue;
+                    }
+                    let groups = if *grouped && last % 2 == 0 { 2 } else { 1 };
+                    let cout = 2 * groups;
+                    let w = b.constant_f32(
+                        &format!("{name}.k"),
+                        &[*kw, last / groups, cout],
+                        consts(kw * last / groups * cout, k),
+                    );
+                    let attrs = ConvAttrs {
+                        strides: vec![*stride],
+                        dilation: vec![1],
+                        padding: if *same { Padding::Same } else { Padding::Valid },
+                        groups,
+                    };
+                    match b.op1(Op::Conv(attrs), &[x, Operand::Const(w)], &name) {
+                        Ok(v) => v,
+                        Err(_) => continue,
+                    }
+                }
+                Step::Pool(max, kw) => {
+                    if shape.len() != 2 {
+                        continue;
+                    }
+                    let attrs = PoolAttrs {
+                        pool: vec![*kw],
+                        strides: vec![*kw],
+                        padding: Padding::Same,
+                    };
+                    let op = if *max {
+                        Op::MaxPool(attrs)
+                    } else {
+                        Op::AvgPool(attrs)
+                    };
+                    b.op1(op, &[x], &name).ok()?
+                }
+                Step::Gather => {
+                    let idx: Vec<i32> = (0..n).map(|i| ((i * 5 + 3) % n) as i32).collect();
+                    let t = b.constant_i32(&format!("{name}.idx"), &[n], idx);
+                    b.op1(
+                        Op::Gather {
+                            shape: shape.clone(),
+                        },
+                        &[x, Operand::Const(t)],
+                        &name,
+                    )
+                    .ok()?
+                }
+                Step::Sparse(per_row) => {
+                    let mut idx = Vec::new();
+                    for r in 0..n {
+                        for t in 0..*per_row {
+                            idx.extend([r as i32, ((r * 3 + t * 7) % n) as i32]);
+                        }
+                    }
+                    let nnz = idx.len() / 2;
+                    let t = b.constant_i32(&format!("{name}.idx"), &[nnz, 2], idx);
+                    let w = b.constant_f32(&format!("{name}.w"), &[nnz], consts(nnz, k));
+                    b.op1(
+                        Op::Sparse {
+                            shape: shape.clone(),
+                        },
+                        &[x, Operand::Const(t), Operand::Const(w)],
+                        &name,
+                    )
+                    .ok()?
+                }
+                Step::AddEarlier => {
+                    let Some(&other) = seen
+                        .iter()
+                        .find(|v| b.module().value(**v).ty.shape == shape)
+                    else {
+                        continue;
+                    };
+                    b.op1(Op::Add, &[x, Operand::Value(other)], &name).ok()?
+                }
+            };
+            seen.push(cur);
+        }
+        b.output("out", cur);
+        Some(b.finish())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn backends_agree(
+            steps in proptest::collection::vec(step(), 1..10),
+            len in 1usize..9,
+            c in 1usize..5,
+            batch in 1usize..4,
+        ) {
+            let Some(m) = build(&steps, len, c) else { return Ok(()) };
+            let m = verify(m, Target::Any).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let n = len * c * batch;
+            let x: Vec<f32> = (0..n).map(|i| ((i * 37) % 23) as f32 / 7.0 - 1.5).collect();
+            let x = ArrayD::from_shape_vec(IxDyn(&[batch, len, c]), x).unwrap();
+            let (a, b) = both(&m, &[x], 6);
+            assert_same(&format!("{steps:?}"), &a, &b);
+        }
+    }
+}
