@@ -248,15 +248,7 @@ fn fuse_once(m: &Module) -> Result<(Module, bool), PassError> {
             }) => {
                 let r: ValueId = inst.results[0];
                 let name = rw.old_value(r).name.clone();
-                let taken = |n: &str| rw.b.module().constants.iter().any(|c| c.name == n);
-                let mut cname = format!("{name}.fused");
-                for k in 2.. {
-                    if !taken(&cname) {
-                        break;
-                    }
-                    cname = format!("{name}.fused{k}");
-                }
-                let c = rw.b.constant_f32(&cname, &w_shape, w);
+                let c = rw.fresh_constant(&format!("{name}.fused"), &w_shape, w);
                 let mut new_args: Vec<Operand> = args.iter().map(|&a| rw.map(a)).collect();
                 new_args.push(Operand::Const(c));
                 let v =

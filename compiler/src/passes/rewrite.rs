@@ -88,6 +88,18 @@ impl<'m> Rewriter<'m> {
         self.values[v.index()] = Some(to);
     }
 
+    /// Add an f32 constant named `name`, or `name2`, `name3`… if that name is taken.
+    pub fn fresh_constant(&mut self, name: &str, shape: &[usize], data: Vec<f32>) -> ConstId {
+        let taken = |b: &Builder, n: &str| b.module().constants.iter().any(|c| c.name == n);
+        let mut unique = name.to_string();
+        let mut k = 2;
+        while taken(&self.b, &unique) {
+            unique = format!("{name}{k}");
+            k += 1;
+        }
+        self.b.constant_f32(&unique, shape, data)
+    }
+
     /// The old value's data.
     pub fn old_value(&self, v: ValueId) -> &ValueData {
         &self.old.values[v.index()]

@@ -1,8 +1,9 @@
 //! `simplify`: afterwards the module has no dead instructions, states or constants (nothing that
 //! cannot reach an output or a live state's `next`), no identity ops (a reshape or transpose that
 //! changes nothing, a bias of zeros, a scale by ones), no reshape of a reshape, and no two
-//! instructions computing the same op on the same operands. Outputs are unchanged.
-//! (Constant folding is left to a later version of this pass.)
+//! instructions computing the same op on the same operands, and no `reshape`, `bias`, `scale`,
+//! `add`, `dense` or `gather` whose operands are all constants (folded, in the interpreter's f32
+//! operation order, so outputs are bit-for-bit unchanged).
 
 use super::rewrite::Rewriter;
 use super::{PassError, build_err};
@@ -51,6 +52,68 @@ fn all_equal(d: &ConstData, x: f32) -> bool {
     matches!(d, ConstData::F32(v) if v.iter().all(|&y| y == x))
 }
 
+/// The value of an instruction whose operands are all constants, for the ops folded here.
+fn fold(m: &Module, inst: &Inst) -> Option<Vec<f32>> {
+    let arg = |k: usize| match inst.args.get(k) {
+        Some(Operand::Const(c)) => Some(&m.constant(*c).data),
+        _ => None,
+    };
+    let f = |k: usize| match arg(k) {
+        Some(ConstData::F32(v)) => Some(v.as_slice()),
+        _ => None,
+    };
+    let out_len = m.value(inst.results[0]).ty.num_elements();
+    Some(match &inst.op {
+        Op::Reshape { .. } => f(0)?.to_vec(),
+        Op::Bias | Op::Scale => {
+            let (x, p) = (f(0)?, f(1)?);
+            let w = p.len().max(1);
+            x.iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    if inst.op == Op::Bias {
+                        v + p[i % w]
+                    } else {
+                        v * p[i % w]
+                    }
+                })
+                .collect()
+        }
+        Op::Add => {
+            let mut acc = f(0)?.to_vec();
+            for k in 1..inst.args.len() {
+                acc.iter_mut().zip(f(k)?).for_each(|(a, &b)| *a += b);
+            }
+            acc
+        }
+        Op::Dense => {
+            let (x, w) = (f(0)?, f(1)?);
+            let n_out = m.operand_type(inst.args[1])?.shape[1];
+            let n_in = m.operand_type(inst.args[1])?.shape[0];
+            let mut y = vec![0f32; out_len];
+            for (xr, yr) in x.chunks(n_in.max(1)).zip(y.chunks_mut(n_out.max(1))) {
+                for (&xi, wr) in xr.iter().zip(w.chunks(n_out.max(1))) {
+                    if xi != 0.0 {
+                        yr.iter_mut().zip(wr).for_each(|(y, &wv)| *y += xi * wv);
+                    }
+                }
+            }
+            y
+        }
+        Op::Gather { .. } => {
+            let (x, idx) = (f(0)?, arg(1)?);
+            let ConstData::I32(idx) = idx else {
+                return None;
+            };
+            idx.iter()
+                .map(|&i| x.get(i as usize).copied())
+                .collect::<Option<_>>()?
+        }
+        _ => return None,
+    })
+    .filter(|v: &Vec<f32>| v.len() == out_len)
+}
+
 /// Run the pass, repeating it until nothing more changes (collapsing a reshape chain can leave
 /// the inner reshape dead for the next round).
 pub fn simplify(m: &Module) -> Result<Module, PassError> {
@@ -93,6 +156,12 @@ fn simplify_once(m: &Module) -> Result<Module, PassError> {
         };
         if identity {
             rw.set(inst.results[0], args[0]);
+            continue;
+        }
+        if let Some(data) = fold(m, inst) {
+            let name = rw.old_value(inst.results[0]).name.clone();
+            let c = rw.fresh_constant(&name, &result_ty.shape, data);
+            rw.set(inst.results[0], Operand::Const(c));
             continue;
         }
         let mut op = inst.op.clone();
