@@ -30,6 +30,10 @@ pub struct BenchArgs {
     /// Backends to measure.
     #[arg(long, value_enum, default_value = "both")]
     backend: BenchBackend,
+    /// Give every step different input values. By default inputs are held (as for images), so
+    /// the work that depends only on them runs once per run rather than every step.
+    #[arg(long)]
+    vary_inputs: bool,
     #[command(flatten)]
     convert: crate::convert::ConvertArgs,
 }
@@ -39,12 +43,15 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         bail!("--batch, --steps and --runs must be at least 1");
     }
     let m = crate::convert::load_verified(&args.model, &args.convert)?;
-    // Deterministic inputs in [0, 1), held for every step.
+    // Deterministic inputs in [0, 1), held for every step or (`--vary-inputs`) new every step.
     let inputs: Vec<ArrayD<f32>> = m
         .inputs
         .iter()
         .map(|&v| {
             let mut shape = vec![args.batch];
+            if args.vary_inputs {
+                shape.push(args.steps);
+            }
             shape.extend(&m.value(v).ty.shape);
             let n: usize = shape.iter().product();
             let data = (0..n)
@@ -53,6 +60,27 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
             ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape matches")
         })
         .collect();
+    let macs: usize = m
+        .insts
+        .iter()
+        .map(|inst| {
+            let shape = |k: usize| {
+                inst.args
+                    .get(k)
+                    .and_then(|&a| m.operand_type(a))
+                    .map(|t| t.shape.clone())
+                    .unwrap_or_default()
+            };
+            match inst.op {
+                snnc_ir::Op::Dense | snnc_ir::Op::Conv(_) => {
+                    snnc_runtime::linear::LinearPlan::new(&inst.op, &shape(0), &shape(1))
+                        .map_or(0, |p| p.macs())
+                }
+                snnc_ir::Op::Sparse { .. } => shape(2).iter().product(),
+                _ => 0,
+            }
+        })
+        .sum();
     let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
     let backends: Vec<(&str, Backend)> = match args.backend {
         BenchBackend::Interp => vec![("interp", Backend::Interp)],
@@ -60,12 +88,21 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         BenchBackend::Both => vec![("interp", Backend::Interp), ("jit", Backend::Jit)],
     };
     println!(
-        "model: {}  ops: {}  batch: {}  steps per run: {}  runs: {}",
+        "model: {}  ops: {}  batch: {}  steps per run: {}  runs: {}  inputs: {}",
         args.model.display(),
         m.insts.len(),
         args.batch,
         args.steps,
-        args.runs
+        args.runs,
+        if args.vary_inputs {
+            "new every step"
+        } else {
+            "held (input-only work runs once per run)"
+        }
+    );
+    println!(
+        "multiply-adds per sample and step: {macs} ({:.2} MFLOP per step at this batch)",
+        2.0 * macs as f64 * args.batch as f64 / 1e6
     );
     let mut medians = Vec::new();
     for (name, backend) in backends {
@@ -84,10 +121,11 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         let median = per_step[per_step.len() / 2];
         medians.push(median);
         println!(
-            "{name:>6}: setup {:>9.2} ms   {:>10.1} µs/step   {:>9.1} steps/s   (min {:.1}, max {:.1} µs/step)",
+            "{name:>6}: setup {:>9.2} ms   {:>10.1} µs/step   {:>9.1} steps/s   {:>6.2} GFLOP/s eff.   (min {:.1}, max {:.1} µs/step)",
             compile.as_secs_f64() * 1e3,
             median,
             1e6 / median,
+            2.0 * macs as f64 * args.batch as f64 / (median * 1e3),
             per_step[0],
             per_step[per_step.len() - 1]
         );

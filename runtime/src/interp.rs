@@ -22,6 +22,33 @@ pub struct Interpreter {
     linear: Vec<Option<LinearPlan>>,
     /// im2col space shared by every convolution.
     scratch: Vec<f32>,
+    /// Per instruction: its results depend only on inputs and constants.
+    invariant: Vec<bool>,
+    /// The invariant instructions' results match the inputs in the input buffers.
+    invariant_valid: bool,
+}
+
+/// Instructions whose results depend only on the inputs and constants (no state, directly or
+/// through another instruction): while the inputs stay the same, their results do too.
+pub fn time_invariant(m: &Module) -> Vec<bool> {
+    let mut value_inv = vec![false; m.values.len()];
+    for &v in &m.inputs {
+        value_inv[v.index()] = true;
+    }
+    m.insts
+        .iter()
+        .map(|inst| {
+            let inv = inst.args.iter().all(|a| match a {
+                Operand::Const(_) => true,
+                Operand::State(_) => false,
+                Operand::Value(v) => value_inv[v.index()],
+            });
+            for r in &inst.results {
+                value_inv[r.index()] = inv;
+            }
+            inv
+        })
+        .collect()
 }
 
 fn operand_len(m: &Module, o: Operand) -> usize {
@@ -112,6 +139,7 @@ impl Interpreter {
             .try_reserve_exact(scratch_len)
             .map_err(|_| SimError::TooLarge)?;
         scratch.resize(scratch_len, 0.0);
+        let invariant = time_invariant(&m);
         let mut it = Interpreter {
             module: m,
             batch,
@@ -123,6 +151,8 @@ impl Interpreter {
             alpha,
             linear,
             scratch,
+            invariant,
+            invariant_valid: false,
         };
         it.reset(0);
         Ok(it)
@@ -147,10 +177,32 @@ impl Interpreter {
 
 impl Interpreter {
     /// Copy this step's inputs into their buffers.
-    pub(crate) fn load_inputs(&mut self, inputs: &[&[f32]]) {
+    ///
+    /// Returns true when every input equals what the buffers already held and the time-invariant
+    /// instructions have run on it: their results still hold, and this step may skip them.
+    pub(crate) fn load_inputs(&mut self, inputs: &[&[f32]]) -> bool {
+        let mut same = self.invariant_valid;
         for (k, &v) in self.module.inputs.iter().enumerate() {
-            self.values[v.index()].copy_from_slice(inputs[k]);
+            let buf = &mut self.values[v.index()];
+            // Bitwise, so a NaN input counts as unchanged when it is the same NaN.
+            if same
+                && buf
+                    .iter()
+                    .zip(inputs[k])
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+            {
+                continue;
+            }
+            same = false;
+            buf.copy_from_slice(inputs[k]);
         }
+        self.invariant_valid = true;
+        same
+    }
+
+    /// Whether instruction `i` depends only on inputs and constants.
+    pub(crate) fn is_invariant(&self, i: usize) -> bool {
+        self.invariant[i]
     }
 
     /// Run instruction `i` for the whole batch. Buffers keep their addresses (the JIT relies on it).
@@ -272,9 +324,11 @@ impl Engine for Interpreter {
     }
 
     fn step(&mut self, inputs: &[&[f32]]) {
-        self.load_inputs(inputs);
+        let held = self.load_inputs(inputs);
         for i in 0..self.module.insts.len() {
-            self.run_inst(i);
+            if !(held && self.invariant[i]) {
+                self.run_inst(i);
+            }
         }
         self.finish_step();
     }

@@ -36,7 +36,7 @@ pub struct JitEngine {
     _code: JITModule,
     // Read by the code; never touched after compilation.
     _tables: Tables,
-    step_fn: unsafe extern "C" fn(*mut Interpreter),
+    step_fn: unsafe extern "C" fn(*mut Interpreter, u64),
     /// Instructions emitted natively and instructions left to the fallback.
     pub emitted: (usize, usize),
 }
@@ -169,6 +169,7 @@ impl JitEngine {
         let mut ctx = code.make_context();
         let mut fctx = FunctionBuilderContext::new();
         ctx.func.signature.params.push(AbiParam::new(types::I64));
+        ctx.func.signature.params.push(AbiParam::new(types::I64));
         let id = code
             .declare_function("snnc_step", Linkage::Export, &ctx.func.signature)
             .map_err(jit_err)?;
@@ -189,13 +190,27 @@ impl JitEngine {
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
             let this = b.block_params(entry)[0];
+            let held = b.block_params(entry)[1];
             for i in 0..m.insts.len() {
+                // Instructions on inputs and constants only are skipped while the inputs are
+                // held (their results are still in their buffers).
+                let after = interp.is_invariant(i).then(|| {
+                    let run = b.create_block();
+                    let after = b.create_block();
+                    b.ins().brif(held, after, &[], run, &[]);
+                    b.switch_to_block(run);
+                    after
+                });
                 if emit_inst(&mut b, &m, &interp, &mut tables, i) {
                     emitted.0 += 1;
                 } else {
                     let idx = b.ins().iconst(types::I64, i as i64);
                     b.ins().call(fallback, &[this, idx]);
                     emitted.1 += 1;
+                }
+                if let Some(after) = after {
+                    b.ins().jump(after, &[]);
+                    b.switch_to_block(after);
                 }
             }
             b.ins().return_(&[]);
@@ -213,7 +228,7 @@ impl JitEngine {
         let ptr = code.get_finalized_function(id);
         // SAFETY: the function was declared with exactly this signature.
         let step_fn = unsafe {
-            std::mem::transmute::<*const u8, unsafe extern "C" fn(*mut Interpreter)>(ptr)
+            std::mem::transmute::<*const u8, unsafe extern "C" fn(*mut Interpreter, u64)>(ptr)
         };
         Ok(JitEngine {
             interp,
@@ -531,12 +546,12 @@ impl Engine for JitEngine {
     }
 
     fn step(&mut self, inputs: &[&[f32]]) {
-        self.interp.load_inputs(inputs);
+        let held = self.interp.load_inputs(inputs);
         let p: *mut Interpreter = &mut *self.interp;
         // SAFETY: the code only touches the interpreter's buffers, whose addresses it baked in
         // and which keep them for the interpreter's lifetime (run_inst and finish_step write in
         // place); no Rust reference to the interpreter is alive during the call.
-        unsafe { (self.step_fn)(p) };
+        unsafe { (self.step_fn)(p, held as u64) };
         self.interp.finish_step();
     }
 

@@ -544,3 +544,46 @@ fn wrong_inputs_are_errors_not_crashes() {
     let m = verify(parse(text).unwrap(), Target::Any).unwrap();
     assert!(Simulator::new(&m, Backend::Interp, 1).is_err());
 }
+
+/// Instructions that depend only on the inputs are skipped while the inputs stay the same; any
+/// change (and a change back) recomputes them, on both backends.
+#[test]
+fn held_inputs_skip_invariant_work_and_changes_recompute_it() {
+    let text = "module @h dt=0.001\ninput %x : f32[2]\nconst @w : f32[2,2] = [1, 2, 3, 4]\n\
+                state $v : f32[2] = zeros\n\
+                %d = dense %x, @w : f32[2]\n\
+                %s, %v1 = spiking_relu %d, $v {gain=1, amplitude=0.001} : f32[2], f32[2]\n\
+                next $v = %v1\noutput \"d\" = %d\noutput \"s\" = %s\n";
+    let m = verify(parse(text).unwrap(), Target::Any).unwrap();
+    let seq: [[f32; 2]; 6] = [
+        [1., 0.],
+        [1., 0.],
+        [0., 1.],
+        [0., 1.],
+        [1., 0.],
+        [f32::NAN, 0.],
+    ];
+    for backend in [Backend::Interp, Backend::Jit] {
+        let mut sim = Simulator::new(&m, backend, 1).unwrap();
+        let mut v = [0f32; 2];
+        for x in seq {
+            let a = ArrayD::from_shape_vec(IxDyn(&[1, 2]), x.to_vec()).unwrap();
+            sim.step(&[a.view()]).unwrap();
+            let d = [x[0] + 3.0 * x[1], 2.0 * x[0] + 4.0 * x[1]];
+            let got = sim.output(0);
+            for k in 0..2 {
+                assert!(
+                    got[[0, k]] == d[k] || (got[[0, k]].is_nan() && d[k].is_nan()),
+                    "{backend:?} input {x:?}: {got} vs {d:?}"
+                );
+                v[k] += d[k].max(0.0) * 0.001;
+            }
+            let s = sim.output(1);
+            for k in 0..2 {
+                let spikes = v[k].floor();
+                assert_eq!(s[[0, k]], spikes, "{backend:?} input {x:?}");
+                v[k] -= spikes;
+            }
+        }
+    }
+}
