@@ -65,6 +65,9 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// Print the memory plan (every value's and state's place in the arena) instead.
+        #[arg(long)]
+        memory_plan: bool,
     },
     /// Check a module; prints `ok` or every error with its line.
     Verify {
@@ -144,8 +147,19 @@ fn dispatch(cmd: Command) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Dump { file, format } => {
+        Command::Dump {
+            file,
+            format,
+            memory_plan,
+        } => {
             let (m, _) = load_module(&file)?;
+            if memory_plan {
+                let m = snnc_ir::verify(m, snnc_ir::Target::Any).map_err(|e| {
+                    anyhow::anyhow!("{}: the module does not verify:\n{e}", file.display())
+                })?;
+                print!("{}", snnc_ir::MemoryPlan::new(&m));
+                return Ok(0);
+            }
             match format {
                 Format::Text => print!("{m}"),
                 Format::Json => println!(

@@ -24,6 +24,7 @@ pub mod geometry;
 pub mod module;
 pub mod ops;
 pub mod parse;
+pub mod plan;
 pub mod print;
 pub mod types;
 pub mod verify;
@@ -36,5 +37,6 @@ pub use module::{
 };
 pub use ops::{ConvAttrs, Neuron, NeuronModel, Op, Padding, PoolAttrs};
 pub use parse::{ParseError, SourceMap, parse, parse_with_source_map};
+pub use plan::{MemoryPlan, time_invariant};
 pub use types::{DType, TensorType};
 pub use verify::{Location, Target, Verified, VerifyError, VerifyErrors, check, verify};

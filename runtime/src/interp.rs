@@ -5,7 +5,11 @@ use crate::linear::LinearPlan;
 use crate::rng::uniform_fill;
 use crate::{Engine, SimError};
 use ndarray::{ArrayView1, ArrayView2};
-use snnc_ir::{ConstData, Module, NeuronModel, Op, Operand, StateInit, TensorType, Verified};
+use snnc_ir::{
+    ConstData, MemoryPlan, Module, NeuronModel, Op, Operand, StateInit, TensorType, Verified,
+    time_invariant,
+};
+use std::ops::Range;
 
 /// Runs a verified module one step at a time.
 pub struct Interpreter {
@@ -13,8 +17,9 @@ pub struct Interpreter {
     batch: usize,
     consts_f32: Vec<Vec<f32>>,
     consts_i32: Vec<Vec<i32>>,
-    values: Vec<Vec<f32>>,
-    states: Vec<Vec<f32>>,
+    /// Every value and state, placed by `plan` (spans scaled by the batch size).
+    arena: Vec<f32>,
+    plan: MemoryPlan,
     outputs: Vec<Vec<f32>>,
     /// Per instruction: the discretised coefficients of an `alpha` synapse.
     alpha: Vec<Option<crate::synapse::AlphaCoefficients>>,
@@ -26,29 +31,6 @@ pub struct Interpreter {
     invariant: Vec<bool>,
     /// The invariant instructions' results match the inputs in the input buffers.
     invariant_valid: bool,
-}
-
-/// Instructions whose results depend only on the inputs and constants (no state, directly or
-/// through another instruction): while the inputs stay the same, their results do too.
-pub fn time_invariant(m: &Module) -> Vec<bool> {
-    let mut value_inv = vec![false; m.values.len()];
-    for &v in &m.inputs {
-        value_inv[v.index()] = true;
-    }
-    m.insts
-        .iter()
-        .map(|inst| {
-            let inv = inst.args.iter().all(|a| match a {
-                Operand::Const(_) => true,
-                Operand::State(_) => false,
-                Operand::Value(v) => value_inv[v.index()],
-            });
-            for r in &inst.results {
-                value_inv[r.index()] = inv;
-            }
-            inv
-        })
-        .collect()
 }
 
 fn operand_len(m: &Module, o: Operand) -> usize {
@@ -84,16 +66,9 @@ impl Interpreter {
             v.resize(total, 0.0);
             Ok(v)
         };
-        let values = m
-            .values
-            .iter()
-            .map(|v| alloc(v.ty.num_elements()))
-            .collect::<Result<_, _>>()?;
-        let states = m
-            .states
-            .iter()
-            .map(|s| alloc(s.ty.num_elements()))
-            .collect::<Result<_, _>>()?;
+        let plan = MemoryPlan::new(&m);
+        check_plan(&m, &plan)?;
+        let arena = alloc(plan.size)?;
         let outputs = m
             .outputs
             .iter()
@@ -145,8 +120,8 @@ impl Interpreter {
             batch,
             consts_f32,
             consts_i32,
-            values,
-            states,
+            arena,
+            plan,
             outputs,
             alpha,
             linear,
@@ -158,12 +133,19 @@ impl Interpreter {
         Ok(it)
     }
 
-    fn sample(&self, o: Operand, b: usize) -> &[f32] {
-        let n = operand_len(&self.module, o);
-        match o {
-            Operand::Value(v) => &self.values[v.index()][b * n..(b + 1) * n],
-            Operand::State(s) => &self.states[s.index()][b * n..(b + 1) * n],
-            Operand::Const(c) => &self.consts_f32[c.index()],
+    /// Where a value or state lives in the arena, for the whole batch.
+    fn span(&self, o: Operand) -> Option<Range<usize>> {
+        self.plan
+            .span(o)
+            .map(|r| r.start * self.batch..r.end * self.batch)
+    }
+
+    /// The whole batch of a value or state, or a constant's one copy.
+    fn whole(&self, o: Operand) -> &[f32] {
+        match (o, self.span(o)) {
+            (Operand::Const(c), _) => &self.consts_f32[c.index()],
+            (_, Some(r)) => &self.arena[r],
+            (_, None) => unreachable!("values and states have spans"),
         }
     }
 
@@ -183,7 +165,8 @@ impl Interpreter {
     pub(crate) fn load_inputs(&mut self, inputs: &[&[f32]]) -> bool {
         let mut same = self.invariant_valid;
         for (k, &v) in self.module.inputs.iter().enumerate() {
-            let buf = &mut self.values[v.index()];
+            let r = self.span(Operand::Value(v)).expect("a value");
+            let buf = &mut self.arena[r];
             // Bitwise, so a NaN input counts as unchanged when it is the same NaN.
             if same
                 && buf
@@ -205,46 +188,65 @@ impl Interpreter {
         self.invariant[i]
     }
 
-    /// Run instruction `i` for the whole batch. Buffers keep their addresses (the JIT relies on it).
+    /// Run instruction `i` for the whole batch. The arena never moves (the JIT relies on it).
     pub(crate) fn run_inst(&mut self, i: usize) {
         let inst = &self.module.insts[i];
+        let arena = std::mem::take(&mut self.arena);
+        let base = arena.as_ptr() as *mut f32;
+        let arg_spans: Vec<Option<Range<usize>>> =
+            inst.args.iter().map(|&a| self.span(a)).collect();
+        let out_spans: Vec<Range<usize>> = inst
+            .results
+            .iter()
+            .map(|&r| self.span(Operand::Value(r)).expect("a value"))
+            .collect();
+        // SAFETY: every span lies inside the arena (the plan sizes it), and the plan never lets an
+        // instruction's results overlap each other or its operands (checked in `check_plan`), so
+        // the result slices are exclusive while the operand slices are only read.
+        let view = |r: &Range<usize>| unsafe {
+            std::slice::from_raw_parts(base.add(r.start) as *const f32, r.len())
+        };
+        let mut outs: Vec<&mut [f32]> = out_spans
+            .iter()
+            .map(|r| unsafe { std::slice::from_raw_parts_mut(base.add(r.start), r.len()) })
+            .collect();
         if let Some(plan) = &self.linear[i] {
-            let mut y = std::mem::take(&mut self.values[inst.results[0].index()]);
-            let x = match inst.args[0] {
-                Operand::Value(v) => &self.values[v.index()],
-                Operand::State(s) => &self.states[s.index()],
-                Operand::Const(_) => unreachable!("plans are only made for batched inputs"),
-            };
+            let x = view(arg_spans[0].as_ref().expect("plans read a value or state"));
             let Operand::Const(w) = inst.args[1] else {
                 unreachable!("plans are only made for constant weights")
             };
             let w = &self.consts_f32[w.index()];
-            plan.run(self.batch, x, w, &mut y, &mut self.scratch);
-            self.values[inst.results[0].index()] = y;
-            return;
-        }
-        let mut outs: Vec<Vec<f32>> = inst
-            .results
-            .iter()
-            .map(|r| std::mem::take(&mut self.values[r.index()]))
-            .collect();
-        let out_lens: Vec<usize> = inst
-            .results
-            .iter()
-            .map(|r| self.module.value(*r).ty.num_elements())
-            .collect();
-        for b in 0..self.batch {
-            let args: Vec<&[f32]> = inst.args.iter().map(|&a| self.sample(a, b)).collect();
-            let mut out_slices: Vec<&mut [f32]> = outs
-                .iter_mut()
-                .zip(&out_lens)
-                .map(|(o, &n)| &mut o[b * n..(b + 1) * n])
+            plan.run(self.batch, x, w, outs[0], &mut self.scratch);
+        } else {
+            let out_lens: Vec<usize> = inst
+                .results
+                .iter()
+                .map(|r| self.module.value(*r).ty.num_elements())
                 .collect();
-            eval(self, i, &args, &mut out_slices);
+            for b in 0..self.batch {
+                let args: Vec<&[f32]> = inst
+                    .args
+                    .iter()
+                    .zip(&arg_spans)
+                    .map(|(&a, r)| match (a, r) {
+                        (Operand::Const(c), _) => self.consts_f32[c.index()].as_slice(),
+                        (_, Some(r)) => {
+                            let n = r.len() / self.batch;
+                            &view(r)[b * n..(b + 1) * n]
+                        }
+                        (_, None) => unreachable!("values and states have spans"),
+                    })
+                    .collect();
+                let mut out_slices: Vec<&mut [f32]> = outs
+                    .iter_mut()
+                    .zip(&out_lens)
+                    .map(|(o, &n)| &mut o[b * n..(b + 1) * n])
+                    .collect();
+                eval(self, i, &args, &mut out_slices);
+            }
         }
-        for (r, o) in inst.results.iter().zip(outs) {
-            self.values[r.index()] = o;
-        }
+        drop(outs);
+        self.arena = arena;
     }
 
     /// Keep the outputs that read states (as they were at the start of the step; outputs of values
@@ -253,7 +255,10 @@ impl Interpreter {
     pub(crate) fn finish_step(&mut self) {
         for k in 0..self.module.outputs.len() {
             match self.module.outputs[k].value {
-                Operand::State(st) => self.outputs[k].copy_from_slice(&self.states[st.index()]),
+                o @ Operand::State(_) => {
+                    let r = self.span(o).expect("a state");
+                    self.outputs[k].copy_from_slice(&self.arena[r]);
+                }
                 Operand::Const(c) => replicate(&self.consts_f32[c.index()], &mut self.outputs[k]),
                 Operand::Value(_) => {}
             }
@@ -263,21 +268,22 @@ impl Interpreter {
             .module
             .nexts
             .iter()
-            .filter_map(|nx| match nx.value {
-                Operand::State(st) => Some(self.states[st.index()].clone()),
-                _ => None,
-            })
+            .filter(|nx| matches!(nx.value, Operand::State(_)))
+            .map(|nx| self.whole(nx.value).to_vec())
             .collect();
         let mut staged = staged.into_iter();
         for nx in &self.module.nexts {
-            let dst = nx.state.index();
+            let dst = self.span(Operand::State(nx.state)).expect("a state");
             match nx.value {
-                Operand::Value(v) => self.states[dst].copy_from_slice(&self.values[v.index()]),
+                o @ Operand::Value(_) => {
+                    let src = self.span(o).expect("a value");
+                    self.arena.copy_within(src, dst.start);
+                }
                 Operand::State(_) => {
                     let v = staged.next().expect("staged above");
-                    self.states[dst].copy_from_slice(&v);
+                    self.arena[dst].copy_from_slice(&v);
                 }
-                Operand::Const(c) => replicate(&self.consts_f32[c.index()], &mut self.states[dst]),
+                Operand::Const(c) => replicate(&self.consts_f32[c.index()], &mut self.arena[dst]),
             }
         }
     }
@@ -289,11 +295,7 @@ impl Interpreter {
 
     /// Address of the buffer behind an operand (values and states hold the whole batch).
     pub(crate) fn operand_ptr(&self, o: Operand) -> *const f32 {
-        match o {
-            Operand::Value(v) => self.values[v.index()].as_ptr(),
-            Operand::State(s) => self.states[s.index()].as_ptr(),
-            Operand::Const(c) => self.consts_f32[c.index()].as_ptr(),
-        }
+        self.whole(o).as_ptr()
     }
 
     /// Address of an `i32` constant's data.
@@ -309,7 +311,8 @@ impl Engine for Interpreter {
     fn reset(&mut self, seed: u64) {
         for (k, s) in self.module.states.iter().enumerate() {
             let n = s.ty.num_elements();
-            let buf = &mut self.states[k];
+            let r = self.plan.states[k].start * self.batch..self.plan.states[k].end * self.batch;
+            let buf = &mut self.arena[r];
             match &s.init {
                 StateInit::Zeros => buf.fill(0.0),
                 StateInit::Uniform { lo, hi, seed: own } => {
@@ -335,7 +338,7 @@ impl Engine for Interpreter {
 
     fn output(&self, k: usize) -> &[f32] {
         match self.module.outputs[k].value {
-            Operand::Value(v) => &self.values[v.index()],
+            o @ Operand::Value(_) => self.whole(o),
             Operand::State(_) | Operand::Const(_) => &self.outputs[k],
         }
     }
@@ -343,6 +346,34 @@ impl Engine for Interpreter {
     fn module(&self) -> &Module {
         &self.module
     }
+}
+
+/// The interpreter writes an instruction's results while reading its operands, in one arena:
+/// refuse a plan that lets them overlap or leaves a span outside the arena.
+fn check_plan(m: &Module, plan: &MemoryPlan) -> Result<(), SimError> {
+    let bad = |what: String| Err(SimError::MemoryPlan(what));
+    let all = plan.values.iter().chain(&plan.states);
+    if let Some(r) = all.clone().find(|r| r.end > plan.size) {
+        return bad(format!("span {r:?} outside an arena of {}", plan.size));
+    }
+    for inst in &m.insts {
+        for (k, &res) in inst.results.iter().enumerate() {
+            let r = &plan.values[res.index()];
+            let others = inst.results[k + 1..]
+                .iter()
+                .map(|&o| Operand::Value(o))
+                .chain(inst.args.iter().copied());
+            for o in others {
+                if let Some(q) = plan.span(o)
+                    && r.start < q.end
+                    && q.start < r.end
+                {
+                    return bad(format!("result {r:?} overlaps operand {q:?}"));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Fill a batch buffer with copies of one sample.

@@ -29,6 +29,9 @@ pub enum SimError {
     /// Batch size 0.
     #[error("batch size must be at least 1")]
     ZeroBatch,
+    /// The memory plan broke one of its guarantees (a bug in snnc, not in the module).
+    #[error("internal error in the memory plan: {0}")]
+    MemoryPlan(String),
     /// Cranelift could not compile the module.
     #[error("JIT compilation failed: {0}")]
     Jit(String),

@@ -110,6 +110,7 @@ impl FileTest {
                     "pass spikify" => Kind::Pass("spikify"),
                     "pass simplify" => Kind::Pass("simplify"),
                     "pass fuse" => Kind::Pass("fuse"),
+                    "pass plan-memory" => Kind::Pass("plan-memory"),
                     other => return Err(format!("unknown test kind `{other}`")),
                 });
             } else if let Some(s) = line.strip_prefix("; steps: ") {
@@ -135,6 +136,15 @@ impl FileTest {
     /// Produce the check lines this test yields now.
     pub fn actual(&self) -> Result<Vec<String>, String> {
         match self.kind {
+            Kind::Pass("plan-memory") => {
+                let m = parse(&self.body).map_err(|e| e.to_string())?;
+                let m = snnc_ir::verify(m, self.target).map_err(|e| e.to_string())?;
+                Ok(snnc_ir::MemoryPlan::new(&m)
+                    .to_string()
+                    .lines()
+                    .map(String::from)
+                    .collect())
+            }
             Kind::Pass(pass) => {
                 use snnc_compiler::passes::{
                     MaxPoolMode, SpikeOptions, lower_maxpool, simplify, spikify,

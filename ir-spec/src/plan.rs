@@ -1,0 +1,164 @@
+//! Memory planning: every value and state of a module gets a place in one `f32` arena.
+//!
+//! States come first, in declaration order and back to back, and live for the whole simulation.
+//! Inputs and the results of time-invariant instructions (those that read only inputs and
+//! constants, see [`time_invariant`]) live for the whole simulation too: a runtime may skip
+//! recomputing them while the inputs stay the same. Every other value lives from the instruction
+//! that defines it to its last reader (outputs and `next` sources to the end of the step), and
+//! values whose lifetimes do not overlap share space. An instruction's results never share with
+//! its operands, so kernels may read operands while writing results.
+//!
+//! Offsets and lengths are per sample; a runtime running `batch` samples at once multiplies both
+//! by `batch` and keeps each buffer's samples back to back.
+
+use crate::{Module, Operand};
+use std::fmt;
+use std::ops::Range;
+
+/// Where each value and state lives, in elements per sample.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// Per value (by index): its span in the arena.
+    pub values: Vec<Range<usize>>,
+    /// Per state (by index): its span in the arena.
+    pub states: Vec<Range<usize>>,
+    /// Arena length per sample.
+    pub size: usize,
+    /// What the values and states would need without sharing.
+    pub unshared: usize,
+    names: Vec<(String, bool)>,
+}
+
+/// Instructions whose results depend only on the inputs and constants (no state, directly or
+/// through another instruction): while the inputs stay the same, so do their results.
+pub fn time_invariant(m: &Module) -> Vec<bool> {
+    let mut value_inv = vec![false; m.values.len()];
+    for &v in &m.inputs {
+        value_inv[v.index()] = true;
+    }
+    m.insts
+        .iter()
+        .map(|inst| {
+            let inv = inst.args.iter().all(|a| match a {
+                Operand::Const(_) => true,
+                Operand::State(_) => false,
+                Operand::Value(v) => value_inv[v.index()],
+            });
+            for r in &inst.results {
+                value_inv[r.index()] = inv;
+            }
+            inv
+        })
+        .collect()
+}
+
+impl MemoryPlan {
+    /// Plan `m`'s memory (the module must verify: every value defined before it is read).
+    pub fn new(m: &Module) -> Self {
+        let n_insts = m.insts.len();
+        let forever = n_insts + 1;
+        // Lifetimes in positions: 0 is the start of the step, instruction i runs at i + 1, the
+        // outputs are read and the nexts applied at n + 1.
+        let mut start = vec![0usize; m.values.len()];
+        let mut end = vec![0usize; m.values.len()];
+        let invariant = time_invariant(m);
+        for &v in &m.inputs {
+            end[v.index()] = forever;
+        }
+        for (i, inst) in m.insts.iter().enumerate() {
+            for r in &inst.results {
+                start[r.index()] = i + 1;
+                end[r.index()] = if invariant[i] { forever } else { i + 1 };
+            }
+            for a in &inst.args {
+                if let Operand::Value(v) = a {
+                    end[v.index()] = end[v.index()].max(i + 1);
+                }
+            }
+        }
+        for o in m
+            .outputs
+            .iter()
+            .map(|o| o.value)
+            .chain(m.nexts.iter().map(|n| n.value))
+        {
+            if let Operand::Value(v) = o {
+                end[v.index()] = forever;
+            }
+        }
+        let mut offset = 0;
+        let states: Vec<Range<usize>> = m
+            .states
+            .iter()
+            .map(|s| {
+                let n = s.ty.num_elements();
+                offset += n;
+                offset - n..offset
+            })
+            .collect();
+        let state_end = offset;
+        // First fit, in order of definition, among the blocks still live.
+        let mut live: Vec<(Range<usize>, usize)> = Vec::new();
+        let mut values = vec![0..0; m.values.len()];
+        let mut size = state_end;
+        let mut order: Vec<usize> = (0..m.values.len()).collect();
+        order.sort_by_key(|&v| (start[v], v));
+        for v in order {
+            let n = m.values[v].ty.num_elements();
+            live.retain(|(_, e)| *e >= start[v]);
+            live.sort_by_key(|(r, _)| r.start);
+            let mut at = state_end;
+            for (r, _) in &live {
+                if r.start >= at + n {
+                    break;
+                }
+                at = at.max(r.end);
+            }
+            values[v] = at..at + n;
+            size = size.max(at + n);
+            live.push((at..at + n, end[v]));
+        }
+        let unshared = state_end + m.values.iter().map(|v| v.ty.num_elements()).sum::<usize>();
+        let names = m
+            .states
+            .iter()
+            .map(|s| (s.name.clone(), true))
+            .chain(m.values.iter().map(|v| (v.name.clone(), false)))
+            .collect();
+        MemoryPlan {
+            values,
+            states,
+            size,
+            unshared,
+            names,
+        }
+    }
+
+    /// The span of a value or state operand (`None` for constants).
+    pub fn span(&self, o: Operand) -> Option<Range<usize>> {
+        match o {
+            Operand::Value(v) => Some(self.values[v.index()].clone()),
+            Operand::State(s) => Some(self.states[s.index()].clone()),
+            Operand::Const(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for MemoryPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "arena: {} f32 per sample ({} without sharing)",
+            self.size, self.unshared
+        )?;
+        for ((name, is_state), r) in self
+            .names
+            .iter()
+            .zip(self.states.iter().chain(&self.values))
+        {
+            let sigil = if *is_state { '$' } else { '%' };
+            writeln!(f, "{sigil}{name}: [{}, {})", r.start, r.end)?;
+        }
+        Ok(())
+    }
+}
