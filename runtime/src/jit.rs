@@ -39,6 +39,8 @@ pub struct JitEngine {
     step_fn: unsafe extern "C" fn(*mut Interpreter, u64),
     /// Instructions emitted natively and instructions left to the fallback.
     pub emitted: (usize, usize),
+    /// Instructions that share a loop with the one before them (fused elementwise chains).
+    pub fused: usize,
 }
 
 fn jit_err(e: impl std::fmt::Display) -> SimError {
@@ -183,6 +185,7 @@ impl JitEngine {
         let fallback = code.declare_func_in_func(fallback_id, &mut ctx.func);
         let m: Module = (**module).clone();
         let mut emitted = (0, 0);
+        let mut fused = 0;
         let mut tables = Tables::default();
         {
             let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
@@ -191,7 +194,10 @@ impl JitEngine {
             b.switch_to_block(entry);
             let this = b.block_params(entry)[0];
             let held = b.block_params(entry)[1];
-            for i in 0..m.insts.len() {
+            let groups = elementwise_groups(&m, &interp);
+            let stored = stored_values(&m, &groups);
+            let mut i = 0;
+            while i < m.insts.len() {
                 // Instructions on inputs and constants only are skipped while the inputs are
                 // held (their results are still in their buffers).
                 let after = interp.is_invariant(i).then(|| {
@@ -201,17 +207,25 @@ impl JitEngine {
                     b.switch_to_block(run);
                     after
                 });
-                if emit_inst(&mut b, &m, &interp, &mut tables, i) {
+                let next = if let Some((group, w)) = groups.iter().find(|(g, _)| g[0] == i) {
+                    emit_elementwise_group(&mut b, &m, &interp, group, *w, &stored);
+                    emitted.0 += group.len();
+                    fused += group.len() - 1;
+                    i + group.len()
+                } else if emit_inst(&mut b, &m, &interp, &mut tables, i) {
                     emitted.0 += 1;
+                    i + 1
                 } else {
                     let idx = b.ins().iconst(types::I64, i as i64);
                     b.ins().call(fallback, &[this, idx]);
                     emitted.1 += 1;
-                }
+                    i + 1
+                };
                 if let Some(after) = after {
                     b.ins().jump(after, &[]);
                     b.switch_to_block(after);
                 }
+                i = next;
             }
             b.ins().return_(&[]);
             b.seal_all_blocks();
@@ -236,8 +250,261 @@ impl JitEngine {
             _tables: tables,
             step_fn,
             emitted,
+            fused,
         })
     }
+}
+
+/// Whether the JIT computes instruction `inst` lane by lane (so it can join a fused loop), and
+/// the width of the constant it broadcasts along the last axis (`bias`/`scale`; 1 for the rest).
+fn elementwise_width(m: &Module, inst: &snnc_ir::Inst) -> Option<usize> {
+    let is_const = |o: &Operand| matches!(o, Operand::Const(_));
+    let no_const = !inst.args.iter().any(is_const);
+    match &inst.op {
+        Op::Neuron(n)
+            if no_const
+                && matches!(
+                    n.model,
+                    NeuronModel::Relu
+                        | NeuronModel::LeakyRelu { .. }
+                        | NeuronModel::SpikingRelu
+                        | NeuronModel::SpikingLeakyRelu { .. }
+                        | NeuronModel::IfNeuron
+                ) =>
+        {
+            Some(1)
+        }
+        Op::Lowpass { .. } | Op::Add if no_const => Some(1),
+        Op::Reshape { .. } if no_const => Some(1),
+        Op::Bias | Op::Scale if !is_const(&inst.args[0]) && is_const(&inst.args[1]) => {
+            let n = m
+                .operand_type(inst.args[1])
+                .expect("verified")
+                .num_elements();
+            Some(n.max(1))
+        }
+        _ => None,
+    }
+}
+
+/// One neuron update on lanes of type `ty`, in the interpreter's f32 operation order: the output
+/// and, for spiking models, the new voltage.
+#[allow(clippy::too_many_arguments)]
+fn neuron_lanes(
+    b: &mut FunctionBuilder,
+    ty: Type,
+    n: &snnc_ir::Neuron,
+    dt: f32,
+    j: Value,
+    v_in: Option<Value>,
+) -> (Value, Option<Value>) {
+    let (g, a) = (n.gain as f32, n.amplitude as f32);
+    let gv = fconst(b, ty, g);
+    let x = b.ins().fmul(gv, j);
+    let zero = fconst(b, ty, 0.0);
+    match n.model {
+        NeuronModel::Relu | NeuronModel::LeakyRelu { .. } => {
+            let r = match n.model {
+                NeuronModel::LeakyRelu { negative_slope } => {
+                    let s = fconst(b, ty, negative_slope as f32);
+                    let sx = b.ins().fmul(s, x);
+                    select(b, ty, FloatCC::LessThan, (x, zero), sx, x)
+                }
+                _ => relu(b, ty, x),
+            };
+            let av = fconst(b, ty, a);
+            (b.ins().fmul(av, r), None)
+        }
+        _ => {
+            let drive = match n.model {
+                NeuronModel::SpikingRelu => relu(b, ty, x),
+                NeuronModel::SpikingLeakyRelu { negative_slope } => {
+                    let s = fconst(b, ty, negative_slope as f32);
+                    let sx = b.ins().fmul(s, x);
+                    select(b, ty, FloatCC::GreaterThan, (x, zero), x, sx)
+                }
+                _ => x,
+            };
+            let dtv = fconst(b, ty, dt);
+            let step = b.ins().fmul(drive, dtv);
+            let v = b
+                .ins()
+                .fadd(v_in.expect("spiking neurons read a voltage"), step);
+            let spikes = match n.model {
+                NeuronModel::SpikingRelu => b.ins().floor(v),
+                NeuronModel::SpikingLeakyRelu { .. } => b.ins().trunc(v),
+                _ => {
+                    let f = b.ins().floor(v);
+                    relu(b, ty, f)
+                }
+            };
+            let h = fconst(b, ty, a / dt);
+            let y = b.ins().fmul(h, spikes);
+            (y, Some(b.ins().fsub(v, spikes)))
+        }
+    }
+}
+
+/// Emit consecutive lane-wise instructions `group` (same element count; `bias`/`scale` of one
+/// width `w`) as one loop: each element goes through the whole chain in registers, and a result
+/// is stored only when something outside the chain reads it.
+fn emit_elementwise_group(
+    b: &mut FunctionBuilder,
+    m: &Module,
+    it: &Interpreter,
+    group: &[usize],
+    w: usize,
+    stored: &[bool],
+) {
+    let batch = it.batch();
+    let first = &m.insts[group[0]];
+    let total = m.value(first.results[0]).ty.num_elements() * batch;
+    let dt = m.dt as f32;
+    let body = |b: &mut FunctionBuilder, ty: Type, k: Value, c: Value| {
+        let mut vals: std::collections::HashMap<snnc_ir::ValueId, Value> = Default::default();
+        for &i in group {
+            let inst = &m.insts[i];
+            let arg = |b: &mut FunctionBuilder, o: Operand| match o {
+                Operand::Value(v) if vals.contains_key(&v) => vals[&v],
+                _ => load(b, ty, it.operand_ptr(o), k),
+            };
+            let results: Vec<Value> = match &inst.op {
+                Op::Neuron(n) => {
+                    let j = arg(b, inst.args[0]);
+                    let v0 = inst.args.get(1).map(|&o| arg(b, o));
+                    let (y, v1) = neuron_lanes(b, ty, n, dt, j, v0);
+                    std::iter::once(y).chain(v1).collect()
+                }
+                Op::Lowpass { tau } => {
+                    let decay = (-m.dt / tau).exp() as f32;
+                    let d = fconst(b, ty, decay);
+                    let sv = arg(b, inst.args[1]);
+                    let a = b.ins().fmul(d, sv);
+                    let xv = arg(b, inst.args[0]);
+                    let one_minus = fconst(b, ty, 1.0 - decay);
+                    let c = b.ins().fmul(one_minus, xv);
+                    vec![b.ins().fadd(a, c)]
+                }
+                Op::Add => {
+                    let mut acc = arg(b, inst.args[0]);
+                    for &o in &inst.args[1..] {
+                        let v = arg(b, o);
+                        acc = b.ins().fadd(acc, v);
+                    }
+                    vec![acc]
+                }
+                Op::Reshape { .. } => vec![arg(b, inst.args[0])],
+                Op::Bias | Op::Scale => {
+                    let xv = arg(b, inst.args[0]);
+                    let p = it.operand_ptr(inst.args[1]);
+                    let pv = if m
+                        .operand_type(inst.args[1])
+                        .expect("verified")
+                        .num_elements()
+                        == 1
+                    {
+                        let zero = b.ins().iconst(types::I64, 0);
+                        let s = load(b, types::F32, p, zero);
+                        if ty.is_vector() {
+                            b.ins().splat(ty, s)
+                        } else {
+                            s
+                        }
+                    } else {
+                        load(b, ty, p, c)
+                    };
+                    vec![if inst.op == Op::Bias {
+                        b.ins().fadd(xv, pv)
+                    } else {
+                        b.ins().fmul(xv, pv)
+                    }]
+                }
+                _ => unreachable!("only lane-wise instructions are grouped"),
+            };
+            for (&r, v) in inst.results.iter().zip(results) {
+                if stored[r.index()] {
+                    store(b, it.operand_ptr(Operand::Value(r)), k, v);
+                }
+                vals.insert(r, v);
+            }
+        }
+    };
+    if w == 1 {
+        emit_map(b, total, |b, ty, k| body(b, ty, k, k));
+    } else {
+        emit_loop(b, total / w, |b, r| {
+            let row0 = b.ins().imul_imm_s(r, w as i64);
+            emit_map(b, w, |b, ty, c| {
+                let k = b.ins().iadd(row0, c);
+                body(b, ty, k, c)
+            });
+        });
+    }
+}
+
+/// Runs of consecutive lane-wise instructions that one loop can compute: the same element count,
+/// the same time invariance, and `bias`/`scale` constants of one width. Returned with that width.
+fn elementwise_groups(m: &Module, it: &Interpreter) -> Vec<(Vec<usize>, usize)> {
+    let mut groups: Vec<(Vec<usize>, usize)> = Vec::new();
+    let count = |i: usize| m.value(m.insts[i].results[0]).ty.num_elements();
+    for (i, inst) in m.insts.iter().enumerate() {
+        let Some(w) = elementwise_width(m, inst) else {
+            continue;
+        };
+        if let Some((g, gw)) = groups.last_mut() {
+            let last = *g.last().expect("groups are not empty");
+            if last + 1 == i
+                && count(last) == count(i)
+                && it.is_invariant(last) == it.is_invariant(i)
+                && (w == 1 || *gw == 1 || w == *gw)
+            {
+                g.push(i);
+                *gw = (*gw).max(w);
+                continue;
+            }
+        }
+        groups.push((vec![i], w));
+    }
+    groups
+}
+
+/// Which values the generated code must store: those read outside the fused loop that computes
+/// them (by another instruction, a `next` or an output).
+fn stored_values(m: &Module, groups: &[(Vec<usize>, usize)]) -> Vec<bool> {
+    let mut group_of = vec![usize::MAX; m.insts.len()];
+    for (k, (g, _)) in groups.iter().enumerate() {
+        for &i in g {
+            group_of[i] = k;
+        }
+    }
+    let mut def_group = vec![usize::MAX - 1; m.values.len()];
+    for (i, inst) in m.insts.iter().enumerate() {
+        for r in &inst.results {
+            def_group[r.index()] = group_of[i];
+        }
+    }
+    let mut stored = vec![false; m.values.len()];
+    for (i, inst) in m.insts.iter().enumerate() {
+        for a in &inst.args {
+            if let Operand::Value(v) = a
+                && (group_of[i] == usize::MAX || def_group[v.index()] != group_of[i])
+            {
+                stored[v.index()] = true;
+            }
+        }
+    }
+    for o in m
+        .outputs
+        .iter()
+        .map(|o| o.value)
+        .chain(m.nexts.iter().map(|n| n.value))
+    {
+        if let Operand::Value(v) = o {
+            stored[v.index()] = true;
+        }
+    }
+    // A value no group defines is written by its own kernel anyway.
+    stored
 }
 
 /// Tables the generated code reads that the module does not hold in this form (row-sorted sparse
@@ -261,149 +528,7 @@ fn emit_inst(
     let n_of = |o: Operand| m.operand_type(o).expect("verified").num_elements();
     let is_const = |o: &Operand| matches!(o, Operand::Const(_));
     let out = |k: usize| it.operand_ptr(Operand::Value(inst.results[k]));
-    let dt = m.dt as f32;
     match &inst.op {
-        Op::Neuron(n)
-            if !inst.args.iter().any(is_const)
-                && matches!(
-                    n.model,
-                    NeuronModel::Relu
-                        | NeuronModel::LeakyRelu { .. }
-                        | NeuronModel::SpikingRelu
-                        | NeuronModel::SpikingLeakyRelu { .. }
-                        | NeuronModel::IfNeuron
-                ) =>
-        {
-            let total = n_of(inst.args[0]) * batch;
-            let (g, a) = (n.gain as f32, n.amplitude as f32);
-            let j = it.operand_ptr(inst.args[0]);
-            let y = out(0);
-            let model = n.model.clone();
-            let (vin, vout) = if model.is_spiking() {
-                (it.operand_ptr(inst.args[1]), out(1))
-            } else {
-                (std::ptr::null(), std::ptr::null())
-            };
-            let height = a / dt;
-            emit_map(b, total, |b, ty, k| {
-                let jv = load(b, ty, j, k);
-                let gv = fconst(b, ty, g);
-                let x = b.ins().fmul(gv, jv);
-                let zero = fconst(b, ty, 0.0);
-                match model {
-                    NeuronModel::Relu | NeuronModel::LeakyRelu { .. } => {
-                        let r = match model {
-                            NeuronModel::LeakyRelu { negative_slope } => {
-                                let s = fconst(b, ty, negative_slope as f32);
-                                let sx = b.ins().fmul(s, x);
-                                select(b, ty, FloatCC::LessThan, (x, zero), sx, x)
-                            }
-                            _ => relu(b, ty, x),
-                        };
-                        let av = fconst(b, ty, a);
-                        let yv = b.ins().fmul(av, r);
-                        store(b, y, k, yv);
-                    }
-                    _ => {
-                        let drive = match model {
-                            NeuronModel::SpikingRelu => relu(b, ty, x),
-                            NeuronModel::SpikingLeakyRelu { negative_slope } => {
-                                let s = fconst(b, ty, negative_slope as f32);
-                                let sx = b.ins().fmul(s, x);
-                                select(b, ty, FloatCC::GreaterThan, (x, zero), x, sx)
-                            }
-                            _ => x,
-                        };
-                        let dtv = fconst(b, ty, dt);
-                        let step = b.ins().fmul(drive, dtv);
-                        let v0 = load(b, ty, vin, k);
-                        let v = b.ins().fadd(v0, step);
-                        let spikes = match model {
-                            NeuronModel::SpikingRelu => b.ins().floor(v),
-                            NeuronModel::SpikingLeakyRelu { .. } => b.ins().trunc(v),
-                            _ => {
-                                let f = b.ins().floor(v);
-                                relu(b, ty, f)
-                            }
-                        };
-                        let h = fconst(b, ty, height);
-                        let yv = b.ins().fmul(h, spikes);
-                        store(b, y, k, yv);
-                        let v1 = b.ins().fsub(v, spikes);
-                        store(b, vout, k, v1);
-                    }
-                }
-            });
-            true
-        }
-        Op::Lowpass { tau } if !inst.args.iter().any(is_const) => {
-            let decay = (-m.dt / tau).exp() as f32;
-            let total = n_of(inst.args[0]) * batch;
-            let (x, s, y) = (
-                it.operand_ptr(inst.args[0]),
-                it.operand_ptr(inst.args[1]),
-                out(0),
-            );
-            emit_map(b, total, |b, ty, k| {
-                let d = fconst(b, ty, decay);
-                let sv = load(b, ty, s, k);
-                let a = b.ins().fmul(d, sv);
-                let xv = load(b, ty, x, k);
-                let one_minus = fconst(b, ty, 1.0 - decay);
-                let c = b.ins().fmul(one_minus, xv);
-                let yv = b.ins().fadd(a, c);
-                store(b, y, k, yv);
-            });
-            true
-        }
-        Op::Bias | Op::Scale if !is_const(&inst.args[0]) && is_const(&inst.args[1]) => {
-            let width = n_of(inst.args[1]).max(1);
-            let rows = n_of(inst.args[0]) * batch / width;
-            let (x, p, y) = (
-                it.operand_ptr(inst.args[0]),
-                it.operand_ptr(inst.args[1]),
-                out(0),
-            );
-            let add = inst.op == Op::Bias;
-            emit_loop(b, rows, |b, r| {
-                let row0 = b.ins().imul_imm_s(r, width as i64);
-                emit_map(b, width, |b, ty, c| {
-                    let k = b.ins().iadd(row0, c);
-                    let xv = load(b, ty, x, k);
-                    let pv = load(b, ty, p, c);
-                    let yv = if add {
-                        b.ins().fadd(xv, pv)
-                    } else {
-                        b.ins().fmul(xv, pv)
-                    };
-                    store(b, y, k, yv);
-                });
-            });
-            true
-        }
-        Op::Add if !inst.args.iter().any(is_const) => {
-            let total = n_of(inst.args[0]) * batch;
-            let ptrs: Vec<*const f32> = inst.args.iter().map(|&a| it.operand_ptr(a)).collect();
-            let y = out(0);
-            emit_map(b, total, |b, ty, k| {
-                let mut acc = load(b, ty, ptrs[0], k);
-                for &p in &ptrs[1..] {
-                    let v = load(b, ty, p, k);
-                    acc = b.ins().fadd(acc, v);
-                }
-                store(b, y, k, acc);
-            });
-            true
-        }
-        Op::Reshape { .. } if !is_const(&inst.args[0]) => {
-            let total = n_of(inst.args[0]) * batch;
-            let (x, y) = (it.operand_ptr(inst.args[0]), out(0));
-            emit_map(b, total, |b, ty, k| {
-                let v = load(b, ty, x, k);
-                store(b, y, k, v);
-            });
-            true
-        }
         Op::Gather { .. } if !is_const(&inst.args[0]) => {
             let (n_in, n_out) = (
                 n_of(inst.args[0]),
