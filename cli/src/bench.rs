@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// the work that depends only on them runs once per run rather than every step.
     #[arg(long)]
     vary_inputs: bool,
+    /// Also run a profiled JIT build and print where a step's time goes, per instruction (fused
+    /// chains count at their first instruction; the clock reads add about 50 ns per entry).
+    #[arg(long)]
+    profile: bool,
     #[command(flatten)]
     convert: crate::convert::ConvertArgs,
 }
@@ -130,6 +134,9 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
             per_step[per_step.len() - 1]
         );
     }
+    if args.profile {
+        print_profile(&m, &inputs, &args)?;
+    }
     if let [interp, jit] = medians[..] {
         println!(
             "jit / interp time per step: {:.3} (jit {:.2}× faster)",
@@ -138,4 +145,60 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         );
     }
     Ok(0)
+}
+
+/// Run a profiled JIT build for `--steps` steps after a warm-up and print the costliest
+/// instructions.
+fn print_profile(m: &snnc_ir::Verified, inputs: &[ArrayD<f32>], args: &BenchArgs) -> Result<()> {
+    use snnc_runtime::Engine;
+    let mut jit = snnc_runtime::jit::JitEngine::profiled(m, args.batch)?;
+    let step_input = |t: usize| -> Vec<Vec<f32>> {
+        inputs
+            .iter()
+            .map(|a| {
+                if args.vary_inputs {
+                    a.index_axis(ndarray::Axis(1), t).iter().copied().collect()
+                } else {
+                    a.iter().copied().collect()
+                }
+            })
+            .collect()
+    };
+    let run = |jit: &mut snnc_runtime::jit::JitEngine| {
+        for t in 0..args.steps {
+            let owned = step_input(t);
+            let slices: Vec<&[f32]> = owned.iter().map(Vec::as_slice).collect();
+            jit.step(&slices);
+        }
+    };
+    run(&mut jit);
+    let warm: Vec<std::time::Duration> = jit.profile().expect("profiled").per_inst.clone();
+    let warm_steps = jit.profile().expect("profiled").steps;
+    run(&mut jit);
+    let p = jit.profile().expect("profiled");
+    let steps = (p.steps - warm_steps) as f64;
+    let mut rows: Vec<(usize, f64)> = p
+        .per_inst
+        .iter()
+        .zip(&warm)
+        .enumerate()
+        .map(|(i, (t, w))| (i, (*t - *w).as_secs_f64() * 1e6 / steps))
+        .collect();
+    let total: f64 = rows.iter().map(|r| r.1).sum();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!(
+        "profile (jit, {} steps): {:.1} µs/step inside the step function",
+        steps, total
+    );
+    for (i, us) in rows.iter().take(12).filter(|r| r.1 > 0.0) {
+        let inst = &m.insts[*i];
+        println!(
+            "  {:>8.1} µs {:>5.1}%  #{i:<3} {:<14} %{}",
+            us,
+            100.0 * us / total.max(f64::MIN_POSITIVE),
+            inst.op.name(),
+            m.value(inst.results[0]).name
+        );
+    }
+    Ok(())
 }
