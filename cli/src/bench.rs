@@ -64,7 +64,7 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
             ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape matches")
         })
         .collect();
-    let macs: usize = m
+    let inst_macs: Vec<usize> = m
         .insts
         .iter()
         .map(|inst| {
@@ -84,6 +84,15 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
                 _ => 0,
             }
         })
+        .collect();
+    let all_macs: usize = inst_macs.iter().sum();
+    // With held inputs, input-only instructions run once per run, not every step.
+    let invariant = snnc_ir::time_invariant(&m);
+    let macs: usize = inst_macs
+        .iter()
+        .zip(&invariant)
+        .filter(|(_, inv)| args.vary_inputs || !**inv)
+        .map(|(n, _)| n)
         .sum();
     let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
     let backends: Vec<(&str, Backend)> = match args.backend {
@@ -105,7 +114,7 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         }
     );
     println!(
-        "multiply-adds per sample and step: {macs} ({:.2} MFLOP per step at this batch)",
+        "multiply-adds per sample and step: {macs} executed, {all_macs} in the model ({:.2} MFLOP per step at this batch)",
         2.0 * macs as f64 * args.batch as f64 / 1e6
     );
     let mut medians = Vec::new();
@@ -125,7 +134,7 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         let median = per_step[per_step.len() / 2];
         medians.push(median);
         println!(
-            "{name:>6}: setup {:>9.2} ms   {:>10.1} µs/step   {:>9.1} steps/s   {:>6.2} GFLOP/s eff.   (min {:.1}, max {:.1} µs/step)",
+            "{name:>6}: setup {:>9.2} ms   {:>10.1} µs/step   {:>9.1} steps/s   {:>6.2} GFLOP/s   (min {:.1}, max {:.1} µs/step)",
             compile.as_secs_f64() * 1e3,
             median,
             1e6 / median,

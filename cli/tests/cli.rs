@@ -246,8 +246,17 @@ fn run_errors_are_one_line_and_never_touch_inputs() {
     let dir = scratch("errors");
     let wrong = dir.join("wrong.npy");
     write_npy(&wrong, &Array2::<f32>::zeros((4, 3))).unwrap();
-    let r = snnc(&["run", "examples/xor/xor.sir", "--input", s(&wrong)]);
-    assert_fails(&r, "shape [4, 3] does not fit input `x` f32[2]");
+    for backend in ["jit", "interp"] {
+        let r = snnc(&[
+            "run",
+            "examples/xor/xor.sir",
+            "--input",
+            s(&wrong),
+            "--backend",
+            backend,
+        ]);
+        assert_fails(&r, "shape [4, 3] does not fit input `x` f32[2]");
+    }
 
     // --output naming an input file is refused and the input is left intact.
     let inp = dir.join("in.npy");

@@ -3,7 +3,8 @@
 //! `cargo bench -p snnc-runtime` (add `-- dense` etc. to pick one group). Each group measures both
 //! backends in one run, so their ratio is meaningful on a noisy machine even when absolute times
 //! drift. The multiply-adds per step are set as the throughput, so criterion also reports elements
-//! per second (one element = one multiply-add).
+//! per second (one element = one multiply-add). Layer benchmarks change their input every step;
+//! the MNIST ones run both ways (`held`: the image stays, so input-only work is skipped; `varied`).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ndarray::{ArrayD, IxDyn};
@@ -37,31 +38,49 @@ fn module(text: &str) -> Verified {
     verify(m, Target::Any).expect("benchmark IR verifies")
 }
 
-fn inputs(m: &Verified, batch: usize) -> Vec<ArrayD<f32>> {
+fn inputs(m: &Verified, batch: usize, seed: usize) -> Vec<ArrayD<f32>> {
     m.inputs
         .iter()
         .map(|&v| {
             let mut shape = vec![batch];
             shape.extend(&m.value(v).ty.shape);
             let n: usize = shape.iter().product();
-            let data = (0..n).map(|i| ((i * 7919) % 256) as f32 / 256.0).collect();
+            let data = (0..n)
+                .map(|i| ((i * 7919 + seed * 31) % 256) as f32 / 256.0)
+                .collect();
             ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape")
         })
         .collect()
 }
 
-/// Benchmark one step of `m` on both backends at each batch size.
-fn bench_module(c: &mut Criterion, group: &str, m: &Verified, macs: u64, batches: &[usize]) {
+/// Benchmark one step of `m` on both backends at each batch size. With `vary`, consecutive steps
+/// get different inputs, so nothing can be skipped as input-only work; otherwise the inputs are
+/// held, as for an image shown for many steps.
+fn bench_module(
+    c: &mut Criterion,
+    group: &str,
+    m: &Verified,
+    macs: u64,
+    batches: &[usize],
+    vary: bool,
+) {
     let mut g = c.benchmark_group(group);
     g.sample_size(20);
     for &batch in batches {
         g.throughput(Throughput::Elements(macs * batch as u64));
-        let xs = inputs(m, batch);
-        let views: Vec<_> = xs.iter().map(|a| a.view()).collect();
+        let sets = [inputs(m, batch, 0), inputs(m, batch, usize::from(vary))];
+        let views: Vec<Vec<_>> = sets
+            .iter()
+            .map(|xs| xs.iter().map(|a| a.view()).collect())
+            .collect();
         for (name, backend) in [("interp", Backend::Interp), ("jit", Backend::Jit)] {
             let mut sim = Simulator::new(m, backend, batch).expect("simulator");
+            let mut t = 0;
             g.bench_function(BenchmarkId::new(name, batch), |b| {
-                b.iter(|| sim.step(black_box(&views)).expect("step"))
+                b.iter(|| {
+                    t += 1;
+                    sim.step(black_box(&views[t % 2])).expect("step")
+                })
             });
         }
     }
@@ -73,7 +92,7 @@ fn dense(c: &mut Criterion) {
         "module @dense dt=0.001\ninput %x : f32[800]\nconst @w : f32[800,64] = random\n\
          %y = dense %x, @w : f32[64]\noutput \"y\" = %y\n",
     );
-    bench_module(c, "dense 800x64", &m, 800 * 64, &[1, 64]);
+    bench_module(c, "dense 800x64", &m, 800 * 64, &[1, 64], true);
 }
 
 fn conv(c: &mut Criterion) {
@@ -81,7 +100,53 @@ fn conv(c: &mut Criterion) {
         "module @conv dt=0.001\ninput %x : f32[13,13,16]\nconst @k : f32[3,3,16,32] = random\n\
          %y = conv %x, @k {strides=[1,1], padding=valid} : f32[11,11,32]\noutput \"y\" = %y\n",
     );
-    bench_module(c, "conv 13x13x16 3x3x32", &m, 11 * 11 * 32 * 144, &[1, 64]);
+    bench_module(
+        c,
+        "conv 13x13x16 3x3x32",
+        &m,
+        11 * 11 * 32 * 144,
+        &[1, 64],
+        true,
+    );
+}
+
+/// `matrixmultiply` alone on the GEMM shapes behind the conv and dense benchmarks at batch 64
+/// (conv: 64·11·11 output positions × 3·3·16 taps × 32 channels; dense: 64 × 800 × 64), for the
+/// fraction of the crate's own throughput the whole layer step reaches.
+fn gemm_alone(c: &mut Criterion) {
+    let mut g = c.benchmark_group("matrixmultiply alone");
+    g.sample_size(20);
+    for (name, m, k, n) in [("conv b64", 64 * 121, 144, 32), ("dense b64", 64, 800, 64)] {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 97) as f32 / 97.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 89) as f32 / 89.0 - 0.5).collect();
+        let mut out = vec![0f32; m * n];
+        g.throughput(Throughput::Elements((m * k * n) as u64));
+        g.bench_function(name, |bench| {
+            bench.iter(|| {
+                // SAFETY: a is m×k, b is k×n and out is m×n, all row-major and dense.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a.as_ptr(),
+                        k as isize,
+                        1,
+                        b.as_ptr(),
+                        n as isize,
+                        1,
+                        0.0,
+                        out.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
+                };
+                black_box(&out);
+            })
+        });
+    }
+    g.finish();
 }
 
 fn neurons(c: &mut Criterion) {
@@ -92,7 +157,14 @@ fn neurons(c: &mut Criterion) {
          next $v = %v1\n%f = lowpass %y, $s {tau=0.005} : f32[10000]\nnext $s = %f\n\
          output \"f\" = %f\n",
     );
-    bench_module(c, "spiking relu + lowpass x10000", &m, 10_000, &[1, 64]);
+    bench_module(
+        c,
+        "spiking relu + lowpass x10000",
+        &m,
+        10_000,
+        &[1, 64],
+        true,
+    );
 }
 
 fn mnist(c: &mut Criterion) {
@@ -110,9 +182,10 @@ fn mnist(c: &mut Criterion) {
         let m = verify(m, Target::Any).expect("verifies");
         // conv1 26·26·16·9 + conv2 11·11·32·144 + dense 800·64 + 64·10
         let macs = 97_344 + 557_568 + 51_200 + 640;
-        bench_module(c, name, &m, macs, &[1, 64]);
+        bench_module(c, &format!("{name} held"), &m, macs, &[1, 64], false);
+        bench_module(c, &format!("{name} varied"), &m, macs, &[1, 64], true);
     }
 }
 
-criterion_group!(benches, dense, conv, neurons, mnist);
+criterion_group!(benches, dense, conv, gemm_alone, neurons, mnist);
 criterion_main!(benches);

@@ -533,12 +533,24 @@ output \"s\" = %s
 fn wrong_inputs_are_errors_not_crashes() {
     let text = "module @m dt=0.001\ninput %x : f32[3]\n%y = relu %x : f32[3]\noutput \"y\" = %y\n";
     let m = verify(parse(text).unwrap(), Target::Any).unwrap();
-    let mut sim = Simulator::new(&m, Backend::Interp, 2).unwrap();
-    let bad = ArrayD::<f32>::zeros(IxDyn(&[2, 4]));
-    let e = sim.run(1, &[bad.view()], Record::LastStep).unwrap_err();
-    assert!(e.to_string().contains("input %x"), "{e}");
-    assert!(sim.step(&[]).is_err());
-    assert!(Simulator::new(&m, Backend::Interp, 0).is_err());
+    for backend in [Backend::Interp, Backend::Jit] {
+        let mut sim = Simulator::new(&m, backend, 2).unwrap();
+        for shape in [&[2, 4][..], &[1, 3], &[3, 3], &[2, 3, 1], &[2, 0], &[6]] {
+            let bad = ArrayD::<f32>::zeros(IxDyn(shape));
+            let e = sim.run(1, &[bad.view()], Record::LastStep).unwrap_err();
+            assert!(
+                e.to_string().contains("input %x"),
+                "{backend:?} {shape:?}: {e}"
+            );
+            assert!(sim.step(&[bad.view()]).is_err(), "{backend:?} {shape:?}");
+        }
+        assert!(sim.step(&[]).is_err());
+        let ok = ArrayD::<f32>::ones(IxDyn(&[2, 3]));
+        assert!(sim.step(&[ok.view(), ok.view()]).is_err());
+        sim.step(&[ok.view()]).unwrap();
+        assert_eq!(sim.output(0), ArrayD::<f32>::ones(IxDyn(&[2, 3])));
+        assert!(Simulator::new(&m, backend, 0).is_err());
+    }
     // A dump with checksum-only constants verifies but cannot run.
     let text = "module @m dt=0.001\ninput %x : f32[20]\nconst @b : f32[20] #00000000\n%y = bias %x, @b : f32[20]\noutput \"y\" = %y\n";
     let m = verify(parse(text).unwrap(), Target::Any).unwrap();
