@@ -134,7 +134,7 @@ impl Interpreter {
     }
 
     /// Where a value or state lives in the arena, for the whole batch.
-    fn span(&self, o: Operand) -> Option<Range<usize>> {
+    pub(crate) fn span(&self, o: Operand) -> Option<Range<usize>> {
         self.plan
             .span(o)
             .map(|r| r.start * self.batch..r.end * self.batch)

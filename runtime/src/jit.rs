@@ -257,8 +257,15 @@ impl JitEngine {
                     b.switch_to_block(run);
                     after
                 });
-                let next = if let Some((group, w)) = groups.iter().find(|(g, _)| g[0] == i) {
-                    emit_elementwise_group(&mut b, &m, &interp, group, *w, &stored);
+                let next = if let Some((group, lanes)) = groups.iter().find(|(g, _)| g[0] == i) {
+                    emit_elementwise_group(
+                        &mut b,
+                        &m,
+                        &interp,
+                        &mut tables,
+                        (group, *lanes),
+                        &stored,
+                    );
                     emitted.0 += group.len();
                     fused += group.len() - 1;
                     i + group.len()
@@ -309,6 +316,101 @@ impl JitEngine {
             profile,
         })
     }
+}
+
+/// How an instruction joins a fused loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lanes {
+    /// Lane-wise; broadcasts a constant of this width along the last axis (`bias`/`scale`; 1 for
+    /// the rest).
+    Width(usize),
+    /// Element `r` of a sample reads its operand at indices from a table (`gather`, and `sparse`
+    /// maps whose rows all have the same terms and weights, such as max-pool circuits).
+    Indexed,
+}
+
+/// A `sparse` map whose rows all have `d` terms with the same weights: per row, the columns.
+struct FixedRows {
+    d: usize,
+    weights: Vec<f32>,
+    cols: Vec<i32>,
+}
+
+/// The rows of a `sparse` instruction in that form, if they have it. Terms keep the
+/// interpreter's order within each row.
+fn fixed_rows(m: &Module, inst: &snnc_ir::Inst) -> Option<FixedRows> {
+    let (Operand::Const(ic), Operand::Const(wc)) = (inst.args[1], inst.args[2]) else {
+        return None;
+    };
+    let (ConstData::I32(pairs), ConstData::F32(w)) = (&m.constant(ic).data, &m.constant(wc).data)
+    else {
+        return None;
+    };
+    let n_out = m.value(inst.results[0]).ty.num_elements();
+    if n_out == 0 || w.len() % n_out != 0 {
+        return None;
+    }
+    let d = w.len() / n_out;
+    if !(1..=8).contains(&d) {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..w.len()).collect();
+    order.sort_by_key(|&e| pairs[2 * e]);
+    let rows_ok = order
+        .chunks_exact(d)
+        .enumerate()
+        .all(|(r, terms)| terms.iter().all(|&e| pairs[2 * e] as usize == r));
+    let weights: Vec<f32> = order[..d].iter().map(|&e| w[e]).collect();
+    let shared = order.chunks_exact(d).all(|terms| {
+        terms
+            .iter()
+            .zip(&weights)
+            .all(|(&e, &wt)| w[e].to_bits() == wt.to_bits())
+    });
+    (rows_ok && shared).then(|| FixedRows {
+        d,
+        weights,
+        cols: order.iter().map(|&e| pairs[2 * e + 1]).collect(),
+    })
+}
+
+/// Lanes of type `ty` of `x[in0 + idx[pos + l·stride]]`, one lane per `l`.
+fn load_gathered(
+    b: &mut FunctionBuilder,
+    ty: Type,
+    x: *const f32,
+    in0: Value,
+    (idx, pos, stride): (*const i32, Value, usize),
+) -> Value {
+    let one = |b: &mut FunctionBuilder, l: usize| {
+        let p = b.ins().iadd_imm_s(pos, (l * stride) as i64);
+        let c = load_index(b, idx, p);
+        let a = b.ins().iadd(in0, c);
+        load(b, types::F32, x, a)
+    };
+    let first = one(b, 0);
+    if !ty.is_vector() {
+        return first;
+    }
+    let mut v = b.ins().scalar_to_vector(ty, first);
+    for l in 1..ty.lane_count() as usize {
+        let s = one(b, l);
+        v = b.ins().insertlane(v, s, l as u8);
+    }
+    v
+}
+
+/// Whether the JIT computes instruction `inst` inside a fused loop, and how.
+fn elementwise_lanes(m: &Module, inst: &snnc_ir::Inst) -> Option<Lanes> {
+    let is_const = |o: &Operand| matches!(o, Operand::Const(_));
+    match &inst.op {
+        Op::Gather { .. } if !is_const(&inst.args[0]) => return Some(Lanes::Indexed),
+        Op::Sparse { .. } if !is_const(&inst.args[0]) => {
+            return fixed_rows(m, inst).map(|_| Lanes::Indexed);
+        }
+        _ => {}
+    }
+    elementwise_width(m, inst).map(Lanes::Width)
 }
 
 /// Whether the JIT computes instruction `inst` lane by lane (so it can join a fused loop), and
@@ -408,125 +510,206 @@ fn emit_elementwise_group(
     b: &mut FunctionBuilder,
     m: &Module,
     it: &Interpreter,
-    group: &[usize],
-    w: usize,
+    tables: &mut Tables,
+    (group, lanes): (&[usize], Lanes),
     stored: &[bool],
 ) {
     let batch = it.batch();
     let first = &m.insts[group[0]];
-    let total = m.value(first.results[0]).ty.num_elements() * batch;
+    let per_sample = m.value(first.results[0]).ty.num_elements();
+    let total = per_sample * batch;
     let dt = m.dt as f32;
-    let body = |b: &mut FunctionBuilder, ty: Type, k: Value, c: Value| {
-        let mut vals: std::collections::HashMap<snnc_ir::ValueId, Value> = Default::default();
-        for &i in group {
-            let inst = &m.insts[i];
-            let arg = |b: &mut FunctionBuilder, o: Operand| match o {
-                Operand::Value(v) if vals.contains_key(&v) => vals[&v],
-                _ => load(b, ty, it.operand_ptr(o), k),
-            };
-            let results: Vec<Value> = match &inst.op {
-                Op::Neuron(n) => {
-                    let j = arg(b, inst.args[0]);
-                    let v0 = inst.args.get(1).map(|&o| arg(b, o));
-                    let (y, v1) = neuron_lanes(b, ty, n, dt, j, v0);
-                    std::iter::once(y).chain(v1).collect()
-                }
-                Op::Lowpass { tau } => {
-                    let decay = (-m.dt / tau).exp() as f32;
-                    let d = fconst(b, ty, decay);
-                    let sv = arg(b, inst.args[1]);
-                    let a = b.ins().fmul(d, sv);
-                    let xv = arg(b, inst.args[0]);
-                    let one_minus = fconst(b, ty, 1.0 - decay);
-                    let c = b.ins().fmul(one_minus, xv);
-                    vec![b.ins().fadd(a, c)]
-                }
-                Op::Add => {
-                    let mut acc = arg(b, inst.args[0]);
-                    for &o in &inst.args[1..] {
-                        let v = arg(b, o);
-                        acc = b.ins().fadd(acc, v);
-                    }
-                    vec![acc]
-                }
-                Op::Reshape { .. } => vec![arg(b, inst.args[0])],
-                Op::Bias | Op::Scale => {
-                    let xv = arg(b, inst.args[0]);
-                    let p = it.operand_ptr(inst.args[1]);
-                    let pv = if m
-                        .operand_type(inst.args[1])
-                        .expect("verified")
-                        .num_elements()
-                        == 1
-                    {
-                        let zero = b.ins().iconst(types::I64, 0);
-                        let s = load(b, types::F32, p, zero);
-                        if ty.is_vector() {
-                            b.ins().splat(ty, s)
-                        } else {
-                            s
-                        }
-                    } else {
-                        load(b, ty, p, c)
-                    };
-                    vec![if inst.op == Op::Bias {
-                        b.ins().fadd(xv, pv)
-                    } else {
-                        b.ins().fmul(xv, pv)
-                    }]
-                }
-                _ => unreachable!("only lane-wise instructions are grouped"),
-            };
-            for (&r, v) in inst.results.iter().zip(results) {
-                if stored[r.index()] {
-                    store(b, it.operand_ptr(Operand::Value(r)), k, v);
-                }
-                vals.insert(r, v);
-            }
+    // Index tables of the sparse maps, built once and kept alive with the code.
+    let mut rows: std::collections::HashMap<usize, (usize, Vec<f32>, *const i32)> =
+        Default::default();
+    for &i in group {
+        if let Op::Sparse { .. } = m.insts[i].op {
+            let fr = fixed_rows(m, &m.insts[i]).expect("grouped sparse maps have fixed rows");
+            rows.insert(i, (fr.d, fr.weights, fr.cols.as_ptr()));
+            tables.index.push(fr.cols);
         }
-    };
-    if w == 1 {
-        emit_map(b, total, |b, ty, k| body(b, ty, k, k));
-    } else {
-        emit_loop(b, total / w, |b, r| {
+    }
+    // `k`: element over the whole batch; `c`: index into a broadcast constant; `sr`: sample and
+    // element within it (indexed groups only).
+    let body =
+        |b: &mut FunctionBuilder, ty: Type, k: Value, c: Value, sr: Option<(Value, Value)>| {
+            let mut vals: std::collections::HashMap<snnc_ir::ValueId, Value> = Default::default();
+            for &i in group {
+                let inst = &m.insts[i];
+                let arg = |b: &mut FunctionBuilder, o: Operand| match o {
+                    Operand::Value(v) if vals.contains_key(&v) => vals[&v],
+                    _ => load(b, ty, it.operand_ptr(o), k),
+                };
+                let in0 = |b: &mut FunctionBuilder| {
+                    let (s, _) = sr.expect("indexed instructions run in indexed groups");
+                    let n_in = m
+                        .operand_type(inst.args[0])
+                        .expect("verified")
+                        .num_elements();
+                    b.ins().imul_imm_s(s, n_in as i64)
+                };
+                let results: Vec<Value> = match &inst.op {
+                    Op::Gather { .. } => {
+                        let base = in0(b);
+                        let r = sr.expect("indexed").1;
+                        let x = it.operand_ptr(inst.args[0]);
+                        let idx = it.index_ptr(inst.args[1]);
+                        vec![load_gathered(b, ty, x, base, (idx, r, 1))]
+                    }
+                    Op::Sparse { .. } => {
+                        let base = in0(b);
+                        let r = sr.expect("indexed").1;
+                        let (d, weights, cols) = &rows[&i];
+                        let x = it.operand_ptr(inst.args[0]);
+                        let e0 = b.ins().imul_imm_s(r, *d as i64);
+                        let mut acc = fconst(b, ty, 0.0);
+                        for (t, &wt) in weights.iter().enumerate() {
+                            let pos = b.ins().iadd_imm_s(e0, t as i64);
+                            let xv = load_gathered(b, ty, x, base, (*cols, pos, *d));
+                            let wv = fconst(b, ty, wt);
+                            let prod = b.ins().fmul(wv, xv);
+                            acc = b.ins().fadd(acc, prod);
+                        }
+                        vec![acc]
+                    }
+                    Op::Neuron(n) => {
+                        let j = arg(b, inst.args[0]);
+                        let v0 = inst.args.get(1).map(|&o| arg(b, o));
+                        let (y, v1) = neuron_lanes(b, ty, n, dt, j, v0);
+                        std::iter::once(y).chain(v1).collect()
+                    }
+                    Op::Lowpass { tau } => {
+                        let decay = (-m.dt / tau).exp() as f32;
+                        let d = fconst(b, ty, decay);
+                        let sv = arg(b, inst.args[1]);
+                        let a = b.ins().fmul(d, sv);
+                        let xv = arg(b, inst.args[0]);
+                        let one_minus = fconst(b, ty, 1.0 - decay);
+                        let c = b.ins().fmul(one_minus, xv);
+                        vec![b.ins().fadd(a, c)]
+                    }
+                    Op::Add => {
+                        let mut acc = arg(b, inst.args[0]);
+                        for &o in &inst.args[1..] {
+                            let v = arg(b, o);
+                            acc = b.ins().fadd(acc, v);
+                        }
+                        vec![acc]
+                    }
+                    Op::Reshape { .. } => vec![arg(b, inst.args[0])],
+                    Op::Bias | Op::Scale => {
+                        let xv = arg(b, inst.args[0]);
+                        let p = it.operand_ptr(inst.args[1]);
+                        let pv = if m
+                            .operand_type(inst.args[1])
+                            .expect("verified")
+                            .num_elements()
+                            == 1
+                        {
+                            let zero = b.ins().iconst(types::I64, 0);
+                            let s = load(b, types::F32, p, zero);
+                            if ty.is_vector() {
+                                b.ins().splat(ty, s)
+                            } else {
+                                s
+                            }
+                        } else {
+                            load(b, ty, p, c)
+                        };
+                        vec![if inst.op == Op::Bias {
+                            b.ins().fadd(xv, pv)
+                        } else {
+                            b.ins().fmul(xv, pv)
+                        }]
+                    }
+                    _ => unreachable!("only lane-wise instructions are grouped"),
+                };
+                for (&r, v) in inst.results.iter().zip(results) {
+                    if stored[r.index()] {
+                        store(b, it.operand_ptr(Operand::Value(r)), k, v);
+                    }
+                    vals.insert(r, v);
+                }
+            }
+        };
+    match lanes {
+        Lanes::Width(1) => emit_map(b, total, |b, ty, k| body(b, ty, k, k, None)),
+        Lanes::Width(w) => emit_loop(b, total / w, |b, r| {
             let row0 = b.ins().imul_imm_s(r, w as i64);
             emit_map(b, w, |b, ty, c| {
                 let k = b.ins().iadd(row0, c);
-                body(b, ty, k, c)
+                body(b, ty, k, c, None)
             });
-        });
+        }),
+        Lanes::Indexed => emit_loop(b, batch, |b, s| {
+            let k0 = b.ins().imul_imm_s(s, per_sample as i64);
+            emit_map(b, per_sample, |b, ty, r| {
+                let k = b.ins().iadd(k0, r);
+                body(b, ty, k, k, Some((s, r)))
+            });
+        }),
     }
 }
 
 /// Runs of consecutive lane-wise instructions that one loop can compute: the same element count,
 /// the same time invariance, and `bias`/`scale` constants of one width. Returned with that width.
-fn elementwise_groups(m: &Module, it: &Interpreter) -> Vec<(Vec<usize>, usize)> {
-    let mut groups: Vec<(Vec<usize>, usize)> = Vec::new();
+fn elementwise_groups(m: &Module, it: &Interpreter) -> Vec<(Vec<usize>, Lanes)> {
+    let mut groups: Vec<(Vec<usize>, Lanes)> = Vec::new();
     let count = |i: usize| m.value(m.insts[i].results[0]).ty.num_elements();
     for (i, inst) in m.insts.iter().enumerate() {
-        let Some(w) = elementwise_width(m, inst) else {
+        let Some(lanes) = elementwise_lanes(m, inst) else {
             continue;
         };
-        if let Some((g, gw)) = groups.last_mut() {
+        if let Some((g, gl)) = groups.last_mut() {
             let last = *g.last().expect("groups are not empty");
-            if last + 1 == i
+            // An indexed read needs its whole operand as it was before the loop, so the operand
+            // can neither be one of the loop's values nor share memory with one (the memory
+            // plan lets a result reuse an operand's space once the operand's last reader has
+            // run, which inside one loop is too early).
+            let overlaps = |a: Operand, b: Operand| match (it.span(a), it.span(b)) {
+                (Some(x), Some(y)) => x.start < y.end && y.start < x.end,
+                _ => false,
+            };
+            let results = |j: usize| m.insts[j].results.iter().map(|&r| Operand::Value(r));
+            let indexed_reads: Vec<Operand> = g
+                .iter()
+                .chain(std::iter::once(&i))
+                .filter(|&&j| elementwise_lanes(m, &m.insts[j]) == Some(Lanes::Indexed))
+                .map(|&j| m.insts[j].args[0])
+                .collect();
+            let reads_group = indexed_reads.iter().any(|&x| {
+                g.iter()
+                    .chain(std::iter::once(&i))
+                    .any(|&j| results(j).any(|r| r == x || overlaps(r, x)))
+            });
+            let joined = match (*gl, lanes) {
+                (Lanes::Width(a), Lanes::Width(b)) if a == 1 || b == 1 || a == b => {
+                    Some(Lanes::Width(a.max(b)))
+                }
+                (Lanes::Indexed, Lanes::Width(1))
+                | (Lanes::Width(1), Lanes::Indexed)
+                | (Lanes::Indexed, Lanes::Indexed) => Some(Lanes::Indexed),
+                _ => None,
+            };
+            if let Some(joined) = joined
+                && last + 1 == i
                 && count(last) == count(i)
                 && it.is_invariant(last) == it.is_invariant(i)
-                && (w == 1 || *gw == 1 || w == *gw)
+                && !reads_group
             {
                 g.push(i);
-                *gw = (*gw).max(w);
+                *gl = joined;
                 continue;
             }
         }
-        groups.push((vec![i], w));
+        groups.push((vec![i], lanes));
     }
     groups
 }
 
 /// Which values the generated code must store: those read outside the fused loop that computes
 /// them (by another instruction, a `next` or an output).
-fn stored_values(m: &Module, groups: &[(Vec<usize>, usize)]) -> Vec<bool> {
+fn stored_values(m: &Module, groups: &[(Vec<usize>, Lanes)]) -> Vec<bool> {
     let mut group_of = vec![usize::MAX; m.insts.len()];
     for (k, (g, _)) in groups.iter().enumerate() {
         for &i in g {

@@ -352,7 +352,7 @@ mod random_modules {
             let x: Vec<f32> = (0..n).map(|i| ((i * 37) % 23) as f32 / 7.0 - 1.5).collect();
             let x = ArrayD::from_shape_vec(IxDyn(&[batch, len, c]), x).unwrap();
             let (a, b) = both(&m, &[x], 6);
-            assert_same(&format!("{steps:?}"), &a, &b);
+            assert_same(&format!("{steps:?}\n{}", *m), &a, &b);
         }
     }
 }
