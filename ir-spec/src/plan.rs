@@ -6,12 +6,17 @@
 //! recomputing them while the inputs stay the same. Every other value lives from the instruction
 //! that defines it to its last reader (outputs and `next` sources to the end of the step), and
 //! values whose lifetimes do not overlap share space. An instruction's results never share with
-//! its operands, so kernels may read operands while writing results.
+//! its operands, so kernels may read operands while writing results — with one exception: a
+//! value that becomes a state's next value is computed in the state's own place ("in place", so
+//! the step ends without copying it) when nothing reads the state after the instruction that
+//! defines the value, the state is not an output, and that instruction either does not read the
+//! state or is lane-wise (a neuron or a synapse: element `k` of the result depends only on
+//! element `k` of the state, read before it is written).
 //!
 //! Offsets and lengths are per sample; a runtime running `batch` samples at once multiplies both
 //! by `batch` and keeps each buffer's samples back to back.
 
-use crate::{Module, Operand};
+use crate::{Module, Op, Operand};
 use std::fmt;
 use std::ops::Range;
 
@@ -26,6 +31,8 @@ pub struct MemoryPlan {
     pub size: usize,
     /// What the values and states would need without sharing.
     pub unshared: usize,
+    /// Per value: it is computed in the place of the state it becomes at the end of the step.
+    pub in_place: Vec<bool>,
     names: Vec<(String, bool)>,
 }
 
@@ -86,6 +93,7 @@ impl MemoryPlan {
                 end[v.index()] = forever;
             }
         }
+        let mut values = vec![0..0; m.values.len()];
         let mut offset = 0;
         let states: Vec<Range<usize>> = m
             .states
@@ -97,11 +105,59 @@ impl MemoryPlan {
             })
             .collect();
         let state_end = offset;
+        // Values computed in their state's place.
+        let mut in_place = vec![false; m.values.len()];
+        let mut last_reader = vec![None::<usize>; m.states.len()];
+        let mut def = vec![None::<usize>; m.values.len()];
+        for (i, inst) in m.insts.iter().enumerate() {
+            for a in &inst.args {
+                if let Operand::State(s) = a {
+                    last_reader[s.index()] = Some(i);
+                }
+            }
+            for r in &inst.results {
+                def[r.index()] = Some(i);
+            }
+        }
+        let state_outputs: Vec<bool> = (0..m.states.len())
+            .map(|s| {
+                m.outputs
+                    .iter()
+                    .any(|o| o.value == Operand::State(crate::StateId(s as u32)))
+            })
+            .collect();
+        let mut next_count = vec![0usize; m.values.len()];
+        for nx in &m.nexts {
+            if let Operand::Value(v) = nx.value {
+                next_count[v.index()] += 1;
+            }
+        }
+        for nx in &m.nexts {
+            let (Operand::Value(v), s) = (nx.value, nx.state.index()) else {
+                continue;
+            };
+            let Some(d) = def[v.index()] else { continue };
+            let inst = &m.insts[d];
+            let reads_state = inst.args.contains(&Operand::State(nx.state));
+            let lane_wise = matches!(
+                inst.op,
+                Op::Neuron(_) | Op::Lowpass { .. } | Op::Alpha { .. }
+            );
+            let ok = !state_outputs[s]
+                && !invariant[d]
+                && next_count[v.index()] == 1
+                && m.values[v.index()].ty.num_elements() == m.states[s].ty.num_elements()
+                && last_reader[s].is_none_or(|r| r < d || (r == d && lane_wise))
+                && (!reads_state || lane_wise);
+            if ok {
+                in_place[v.index()] = true;
+                values[v.index()] = states[s].clone();
+            }
+        }
         // First fit, in order of definition, among the blocks still live.
         let mut live: Vec<(Range<usize>, usize)> = Vec::new();
-        let mut values = vec![0..0; m.values.len()];
         let mut size = state_end;
-        let mut order: Vec<usize> = (0..m.values.len()).collect();
+        let mut order: Vec<usize> = (0..m.values.len()).filter(|&v| !in_place[v]).collect();
         order.sort_by_key(|&v| (start[v], v));
         for v in order {
             let n = m.values[v].ty.num_elements();
@@ -130,6 +186,7 @@ impl MemoryPlan {
             states,
             size,
             unshared,
+            in_place,
             names,
         }
     }

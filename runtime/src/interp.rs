@@ -200,9 +200,19 @@ impl Interpreter {
             .iter()
             .map(|&r| self.span(Operand::Value(r)).expect("a value"))
             .collect();
+        // An operand whose space a result reuses (a state updated in place) is read from a copy.
+        let copies: Vec<Option<Vec<f32>>> = arg_spans
+            .iter()
+            .map(|a| {
+                a.as_ref()
+                    .filter(|a| out_spans.iter().any(|r| r.start < a.end && a.start < r.end))
+                    .map(|a| arena[a.clone()].to_vec())
+            })
+            .collect();
         // SAFETY: every span lies inside the arena (the plan sizes it), and the plan never lets an
-        // instruction's results overlap each other or its operands (checked in `check_plan`), so
-        // the result slices are exclusive while the operand slices are only read.
+        // instruction's results overlap each other or its operands (checked in `check_plan`) but
+        // for the in-place states copied above, so the result slices are exclusive while the
+        // operand slices read here are only read.
         let view = |r: &Range<usize>| unsafe {
             std::slice::from_raw_parts(base.add(r.start) as *const f32, r.len())
         };
@@ -228,11 +238,15 @@ impl Interpreter {
                     .args
                     .iter()
                     .zip(&arg_spans)
-                    .map(|(&a, r)| match (a, r) {
+                    .zip(&copies)
+                    .map(|((&a, r), copy)| match (a, r) {
                         (Operand::Const(c), _) => self.consts_f32[c.index()].as_slice(),
                         (_, Some(r)) => {
                             let n = r.len() / self.batch;
-                            &view(r)[b * n..(b + 1) * n]
+                            match copy {
+                                Some(c) => &c[b * n..(b + 1) * n],
+                                None => &view(r)[b * n..(b + 1) * n],
+                            }
                         }
                         (_, None) => unreachable!("values and states have spans"),
                     })
@@ -277,7 +291,9 @@ impl Interpreter {
             match nx.value {
                 o @ Operand::Value(_) => {
                     let src = self.span(o).expect("a value");
-                    self.arena.copy_within(src, dst.start);
+                    if src != dst {
+                        self.arena.copy_within(src, dst.start);
+                    }
                 }
                 Operand::State(_) => {
                     let v = staged.next().expect("staged above");
@@ -364,9 +380,13 @@ fn check_plan(m: &Module, plan: &MemoryPlan) -> Result<(), SimError> {
                 .map(|&o| Operand::Value(o))
                 .chain(inst.args.iter().copied());
             for o in others {
+                // A value computed in its state's place reads the state's elements one by one
+                // before writing them (the interpreter copies the state first).
+                let in_place = plan.in_place[res.index()] && matches!(o, Operand::State(_));
                 if let Some(q) = plan.span(o)
                     && r.start < q.end
                     && q.start < r.end
+                    && !(in_place && q == *r)
                 {
                     return bad(format!("result {r:?} overlaps operand {q:?}"));
                 }

@@ -28,9 +28,10 @@ pub enum LinearPlan {
     Conv {
         /// Window geometry.
         geo: Window3,
-        /// For every output position and tap, the input position it reads, or `u32::MAX` where
-        /// the tap falls in padding.
-        sources: Vec<u32>,
+        /// The im2col matrix as runs of consecutive taps (over all output positions in order)
+        /// that read consecutive input positions: `(taps in the run, first input position or
+        /// u32::MAX for padding)`. With one group a run is one contiguous copy.
+        runs: Vec<(u32, u32)>,
         /// Input channels.
         cin: usize,
         /// Output channels.
@@ -62,17 +63,30 @@ impl LinearPlan {
         let geo = Window3::new(x, &w[..d], &c.strides, &c.dilation, c.padding).ok()?;
         // A 1×…×1 window at stride 1 never pads, whatever the padding mode.
         let direct = geo.taps() == 1 && c.groups == 1 && c.strides.iter().all(|&s| s == 1);
-        let mut sources = Vec::new();
+        let mut runs: Vec<(u32, u32)> = Vec::new();
         if !direct {
-            let n = geo.out_positions().checked_mul(geo.taps())?;
-            sources.try_reserve_exact(n).ok()?;
+            geo.out_positions().checked_mul(geo.taps())?;
+            u32::try_from(x.iter().product::<usize>()).ok()?;
+            let one_group = c.groups == 1;
             geo.for_each(|_, _, src| {
-                sources.push(src.map_or(u32::MAX, |i| u32::try_from(i).unwrap_or(u32::MAX)))
+                let src = src.map_or(u32::MAX, |i| i as u32);
+                if let Some((n, first)) = runs.last_mut() {
+                    let extends = if *first == u32::MAX {
+                        src == u32::MAX
+                    } else {
+                        one_group && src == *first + *n
+                    };
+                    if extends {
+                        *n += 1;
+                        return;
+                    }
+                }
+                runs.push((1, src));
             });
         }
         Some(LinearPlan::Conv {
             geo,
-            sources,
+            runs,
             cin: x[d],
             cout: w[d + 1],
             groups: c.groups,
@@ -130,7 +144,7 @@ impl LinearPlan {
             }
             LinearPlan::Conv {
                 ref geo,
-                ref sources,
+                ref runs,
                 cin,
                 cout,
                 groups,
@@ -155,7 +169,7 @@ impl LinearPlan {
                         for s in 0..n {
                             let xs = &x[(first + s) * in_len..][..in_len];
                             let dst = &mut cols[s * positions * k..][..positions * k];
-                            im2col(sources, xs, cin, g * cin_g, cin_g, dst);
+                            im2col(runs, xs, cin, g * cin_g, cin_g, dst);
                         }
                         let ys = &mut y[first * positions * cout + g * cout_g..];
                         let rows = n * positions;
@@ -172,13 +186,20 @@ impl LinearPlan {
 
 /// Rows of the im2col matrix for one sample and channel group: row `o` holds the window of output
 /// position `o`, tap-major then channel, zero where a tap falls in padding.
-fn im2col(sources: &[u32], x: &[f32], cin: usize, c0: usize, cin_g: usize, cols: &mut [f32]) {
-    for (dst, &src) in cols.chunks_exact_mut(cin_g).zip(sources) {
+fn im2col(runs: &[(u32, u32)], x: &[f32], cin: usize, c0: usize, cin_g: usize, cols: &mut [f32]) {
+    let mut at = 0;
+    for &(n, src) in runs {
+        let len = n as usize * cin_g;
+        let dst = &mut cols[at..at + len];
         if src == u32::MAX {
             dst.fill(0.0);
+        } else if cin_g == cin {
+            dst.copy_from_slice(&x[src as usize * cin..][..len]);
         } else {
+            // Several groups: runs are single taps, each `cin_g` channels from `c0`.
             dst.copy_from_slice(&x[src as usize * cin + c0..][..cin_g]);
         }
+        at += len;
     }
 }
 
