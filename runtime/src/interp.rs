@@ -396,6 +396,26 @@ fn check_plan(m: &Module, plan: &MemoryPlan) -> Result<(), SimError> {
     Ok(())
 }
 
+/// A sigmoid neuron's output for input current `x` (the JIT calls this too).
+pub(crate) extern "C" fn sigmoid(x: f32, g: f32, a: f32) -> f32 {
+    a / (1.0 + (-g * x).exp())
+}
+
+/// A tanh neuron's output for input current `x` (the JIT calls this too).
+pub(crate) extern "C" fn tanh(x: f32, g: f32, a: f32) -> f32 {
+    a * (g * x).tanh()
+}
+
+/// A LIF rate neuron's output for input current `x` (the JIT calls this too).
+pub(crate) extern "C" fn lif_rate(x: f32, g: f32, a: f32, rc: f32, rf: f32) -> f32 {
+    let jj = g * x - 1.0;
+    if jj > 0.0 {
+        a / (rf + rc * (1.0 / jj).ln_1p())
+    } else {
+        0.0
+    }
+}
+
 /// Fill a batch buffer with copies of one sample.
 fn replicate(sample: &[f32], buf: &mut [f32]) {
     buf.chunks_mut(sample.len().max(1))
@@ -558,21 +578,13 @@ fn eval(it: &Interpreter, i: usize, args: &[&[f32]], outs: &mut [&mut [f32]]) {
                 NeuronModel::Sigmoid => out
                     .iter_mut()
                     .zip(j)
-                    .for_each(|(y, &x)| *y = a / (1.0 + (-g * x).exp())),
-                NeuronModel::Tanh => out
-                    .iter_mut()
-                    .zip(j)
-                    .for_each(|(y, &x)| *y = a * (g * x).tanh()),
+                    .for_each(|(y, &x)| *y = sigmoid(x, g, a)),
+                NeuronModel::Tanh => out.iter_mut().zip(j).for_each(|(y, &x)| *y = tanh(x, g, a)),
                 NeuronModel::LifRate { tau_rc, tau_ref } => {
                     let (rc, rf) = (*tau_rc as f32, *tau_ref as f32);
-                    out.iter_mut().zip(j).for_each(|(y, &x)| {
-                        let jj = g * x - 1.0;
-                        *y = if jj > 0.0 {
-                            a / (rf + rc * (1.0 / jj).ln_1p())
-                        } else {
-                            0.0
-                        };
-                    })
+                    out.iter_mut()
+                        .zip(j)
+                        .for_each(|(y, &x)| *y = lif_rate(x, g, a, rc, rf));
                 }
                 NeuronModel::SpikingRelu
                 | NeuronModel::SpikingLeakyRelu { .. }

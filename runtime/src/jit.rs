@@ -213,6 +213,9 @@ impl JitEngine {
         let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
         jb.symbol("snnc_jit_fallback", snnc_jit_fallback as *const u8);
         jb.symbol("snnc_jit_tick", snnc_jit_tick as *const u8);
+        jb.symbol("snnc_sigmoid", crate::interp::sigmoid as *const u8);
+        jb.symbol("snnc_tanh", crate::interp::tanh as *const u8);
+        jb.symbol("snnc_lif_rate", crate::interp::lif_rate as *const u8);
         let mut code = JITModule::new(jb);
         let mut ctx = code.make_context();
         let mut fctx = FunctionBuilderContext::new();
@@ -233,6 +236,21 @@ impl JitEngine {
             .declare_function("snnc_jit_tick", Linkage::Import, &fsig)
             .map_err(jit_err)?;
         let tick = code.declare_func_in_func(tick_id, &mut ctx.func);
+        let mut host = |name: &str, params: usize| -> Result<_, SimError> {
+            let mut sig = code.make_signature();
+            sig.params
+                .extend((0..params).map(|_| AbiParam::new(types::F32)));
+            sig.returns.push(AbiParam::new(types::F32));
+            let id = code
+                .declare_function(name, Linkage::Import, &sig)
+                .map_err(jit_err)?;
+            Ok(code.declare_func_in_func(id, &mut ctx.func))
+        };
+        let hosts = Hosts {
+            sigmoid: host("snnc_sigmoid", 3)?,
+            tanh: host("snnc_tanh", 3)?,
+            lif_rate: host("snnc_lif_rate", 5)?,
+        };
         let m: Module = (**module).clone();
         let mut emitted = (0, 0);
         let mut fused = 0;
@@ -260,8 +278,7 @@ impl JitEngine {
                 let next = if let Some((group, lanes)) = groups.iter().find(|(g, _)| g[0] == i) {
                     emit_elementwise_group(
                         &mut b,
-                        &m,
-                        &interp,
+                        (&m, &interp, &hosts),
                         &mut tables,
                         (group, *lanes),
                         &stored,
@@ -428,6 +445,9 @@ fn elementwise_width(m: &Module, inst: &snnc_ir::Inst) -> Option<usize> {
                         | NeuronModel::SpikingRelu
                         | NeuronModel::SpikingLeakyRelu { .. }
                         | NeuronModel::IfNeuron
+                        | NeuronModel::Sigmoid
+                        | NeuronModel::Tanh
+                        | NeuronModel::LifRate { .. }
                 ) =>
         {
             Some(1)
@@ -451,12 +471,44 @@ fn elementwise_width(m: &Module, inst: &snnc_ir::Inst) -> Option<usize> {
 fn neuron_lanes(
     b: &mut FunctionBuilder,
     ty: Type,
-    n: &snnc_ir::Neuron,
+    (n, hosts): (&snnc_ir::Neuron, &Hosts),
     dt: f32,
     j: Value,
     v_in: Option<Value>,
 ) -> (Value, Option<Value>) {
     let (g, a) = (n.gain as f32, n.amplitude as f32);
+    // Transcendental models call the interpreter's own function for each lane.
+    let host = match n.model {
+        NeuronModel::Sigmoid => Some((hosts.sigmoid, vec![])),
+        NeuronModel::Tanh => Some((hosts.tanh, vec![])),
+        NeuronModel::LifRate { tau_rc, tau_ref } => {
+            Some((hosts.lif_rate, vec![tau_rc as f32, tau_ref as f32]))
+        }
+        _ => None,
+    };
+    if let Some((f, extra)) = host {
+        let call = |b: &mut FunctionBuilder, x: Value| {
+            let mut args = vec![x, b.ins().f32const(g), b.ins().f32const(a)];
+            for &e in &extra {
+                args.push(b.ins().f32const(e));
+            }
+            let c = b.ins().call(f, &args);
+            b.inst_results(c)[0]
+        };
+        if !ty.is_vector() {
+            return (call(b, j), None);
+        }
+        let mut out = None;
+        for l in 0..ty.lane_count() as u8 {
+            let x = b.ins().extractlane(j, l);
+            let y = call(b, x);
+            out = Some(match out {
+                None => b.ins().scalar_to_vector(ty, y),
+                Some(v) => b.ins().insertlane(v, y, l),
+            });
+        }
+        return (out.expect("at least one lane"), None);
+    }
     let gv = fconst(b, ty, g);
     let x = b.ins().fmul(gv, j);
     let zero = fconst(b, ty, 0.0);
@@ -508,8 +560,7 @@ fn neuron_lanes(
 /// is stored only when something outside the chain reads it.
 fn emit_elementwise_group(
     b: &mut FunctionBuilder,
-    m: &Module,
-    it: &Interpreter,
+    (m, it, hosts): (&Module, &Interpreter, &Hosts),
     tables: &mut Tables,
     (group, lanes): (&[usize], Lanes),
     stored: &[bool],
@@ -575,7 +626,7 @@ fn emit_elementwise_group(
                     Op::Neuron(n) => {
                         let j = arg(b, inst.args[0]);
                         let v0 = inst.args.get(1).map(|&o| arg(b, o));
-                        let (y, v1) = neuron_lanes(b, ty, n, dt, j, v0);
+                        let (y, v1) = neuron_lanes(b, ty, (n, hosts), dt, j, v0);
                         std::iter::once(y).chain(v1).collect()
                     }
                     Op::Lowpass { tau } => {
@@ -744,6 +795,13 @@ fn stored_values(m: &Module, groups: &[(Vec<usize>, Lanes)]) -> Vec<bool> {
     }
     // A value no group defines is written by its own kernel anyway.
     stored
+}
+
+/// Host functions the generated code calls: the interpreter's transcendental neurons.
+struct Hosts {
+    sigmoid: cranelift_codegen::ir::FuncRef,
+    tanh: cranelift_codegen::ir::FuncRef,
+    lif_rate: cranelift_codegen::ir::FuncRef,
 }
 
 /// Tables the generated code reads that the module does not hold in this form (row-sorted sparse
