@@ -1,12 +1,15 @@
 //! The Cranelift backend: one native `step` function per module and batch size.
 //!
-//! The buffers are the interpreter's (values, states and outputs batch-major; constants once), so
-//! their addresses, every shape and every neuron and synapse parameter are baked into the code as
-//! constants; nothing the inputs contain can move an access outside its buffer. This first version
-//! emits the loops of the elementwise, neuron, synapse and index-map ops itself (in the exact f32
-//! operation order of the interpreter, so spikes agree one for one) and calls back into the
-//! reference implementation for the rest (convolution, dense, pooling, transcendental neurons,
-//! layout ops); the passes issue replaces those calls with emitted loops and GEMM calls.
+//! The code works in the interpreter's arena (laid out by the memory plan: values, states and
+//! outputs batch-major, constants once), so every address, shape and neuron or synapse parameter is
+//! a constant in it; the plan and the verifier's index checks bound every access when the code is
+//! generated, and nothing the inputs contain can move one. It emits the lane-wise instructions
+//! (neurons, synapses, bias, scale, add, reshape) and the index maps of max-pool circuits (`gather`,
+//! `sparse`) itself, fusing consecutive ones into one f32x4 loop, calls the shared GEMM kernels
+//! ([`crate::linear`]) for dense and convolution and host functions for sigmoid, tanh and LIF rate,
+//! and hands any other instruction to the interpreter. Every path keeps the interpreter's f32
+//! operation order, so the two backends agree bit for bit, spikes included. Instructions that read
+//! only inputs and constants are skipped while the inputs are unchanged (`held`).
 
 use crate::interp::Interpreter;
 use crate::{Engine, SimError};
@@ -826,32 +829,10 @@ fn emit_inst(
     let is_const = |o: &Operand| matches!(o, Operand::Const(_));
     let out = |k: usize| it.operand_ptr(Operand::Value(inst.results[k]));
     match &inst.op {
-        Op::Gather { .. } if !is_const(&inst.args[0]) => {
-            let (n_in, n_out) = (
-                n_of(inst.args[0]),
-                m.value(inst.results[0]).ty.num_elements(),
-            );
-            let (x, idx, y) = (
-                it.operand_ptr(inst.args[0]),
-                it.index_ptr(inst.args[1]),
-                out(0),
-            );
-            emit_loop(b, batch, |b, s| {
-                let in0 = b.ins().imul_imm_s(s, n_in as i64);
-                let out0 = b.ins().imul_imm_s(s, n_out as i64);
-                emit_loop(b, n_out, |b, k| {
-                    let src = load_index(b, idx, k);
-                    let si = b.ins().iadd(in0, src);
-                    let v = load(b, types::F32, x, si);
-                    let di = b.ins().iadd(out0, k);
-                    store(b, y, di, v);
-                });
-            });
-            true
-        }
         Op::Sparse { .. } if !is_const(&inst.args[0]) && is_const(&inst.args[2]) => {
             // Rows in compressed form: entries sorted by output row, stably, so each row sums
             // its terms in the interpreter's order, starting from zero as the interpreter does.
+            // (Maps whose rows all share their terms' weights run in fused loops instead.)
             let (n_in, n_out) = (
                 n_of(inst.args[0]),
                 m.value(inst.results[0]).ty.num_elements(),
@@ -879,46 +860,25 @@ fn emit_inst(
             let cols: Vec<i32> = order.iter().map(|&e| pairs[2 * e + 1]).collect();
             let ws: Vec<f32> = order.iter().map(|&e| w[e]).collect();
             let (x, y) = (it.operand_ptr(inst.args[0]), out(0));
-            // Every row with the same number of terms d (a max-pool circuit's ±1 differences):
-            // unroll the terms, and bake the weights in when each term's weight is shared by all
-            // rows.
-            let d = starts[1] - starts[0];
-            let fixed = (1..=8).contains(&d) && starts.windows(2).all(|p| p[1] - p[0] == d);
-            let d = d as usize;
-            let shared: Option<Vec<f32>> = (fixed && n_out > 0)
-                .then(|| ws[..d].to_vec())
-                .filter(|first| ws.chunks_exact(d).all(|row| row == &first[..]));
             let (starts_p, cols_p, ws_p) = (starts.as_ptr(), cols.as_ptr(), ws.as_ptr());
             tables.index.extend([starts, cols]);
             tables.weight.push(ws);
             emit_loop(b, batch, |b, s| {
                 let in0 = b.ins().imul_imm_s(s, n_in as i64);
                 let out0 = b.ins().imul_imm_s(s, n_out as i64);
-                let term = |b: &mut FunctionBuilder, e: Value, t: usize, acc: Value| {
-                    let c = load_index(b, cols_p, e);
-                    let wv = match &shared {
-                        Some(wt) => b.ins().f32const(wt[t]),
-                        None => load(b, types::F32, ws_p, e),
-                    };
-                    let si = b.ins().iadd(in0, c);
-                    let xv = load(b, types::F32, x, si);
-                    let prod = b.ins().fmul(wv, xv);
-                    b.ins().fadd(acc, prod)
-                };
                 emit_loop(b, n_out, |b, r| {
-                    let mut acc = b.ins().f32const(0.0);
-                    if fixed {
-                        let e0 = b.ins().imul_imm_s(r, d as i64);
-                        for t in 0..d {
-                            let e = b.ins().iadd_imm_s(e0, t as i64);
-                            acc = term(b, e, t, acc);
-                        }
-                    } else {
-                        let lo = load_index(b, starts_p, r);
-                        let r1 = b.ins().iadd_imm_s(r, 1);
-                        let hi = load_index(b, starts_p, r1);
-                        acc = emit_fold(b, lo, hi, acc, |b, e, acc| term(b, e, 0, acc));
-                    }
+                    let lo = load_index(b, starts_p, r);
+                    let r1 = b.ins().iadd_imm_s(r, 1);
+                    let hi = load_index(b, starts_p, r1);
+                    let zero = b.ins().f32const(0.0);
+                    let acc = emit_fold(b, lo, hi, zero, |b, e, acc| {
+                        let c = load_index(b, cols_p, e);
+                        let wv = load(b, types::F32, ws_p, e);
+                        let si = b.ins().iadd(in0, c);
+                        let xv = load(b, types::F32, x, si);
+                        let prod = b.ins().fmul(wv, xv);
+                        b.ins().fadd(acc, prod)
+                    });
                     let di = b.ins().iadd(out0, r);
                     store(b, y, di, acc);
                 });
