@@ -716,26 +716,9 @@ fn elementwise_groups(m: &Module, it: &Interpreter) -> Vec<(Vec<usize>, Lanes)> 
         };
         if let Some((g, gl)) = groups.last_mut() {
             let last = *g.last().expect("groups are not empty");
-            // An indexed read needs its whole operand as it was before the loop, so the operand
-            // can neither be one of the loop's values nor share memory with one (the memory
-            // plan lets a result reuse an operand's space once the operand's last reader has
-            // run, which inside one loop is too early).
-            let overlaps = |a: Operand, b: Operand| match (it.span(a), it.span(b)) {
-                (Some(x), Some(y)) => x.start < y.end && y.start < x.end,
-                _ => false,
-            };
-            let results = |j: usize| m.insts[j].results.iter().map(|&r| Operand::Value(r));
-            let indexed_reads: Vec<Operand> = g
-                .iter()
-                .chain(std::iter::once(&i))
-                .filter(|&&j| elementwise_lanes(m, &m.insts[j]) == Some(Lanes::Indexed))
-                .map(|&j| m.insts[j].args[0])
-                .collect();
-            let reads_group = indexed_reads.iter().any(|&x| {
-                g.iter()
-                    .chain(std::iter::once(&i))
-                    .any(|&j| results(j).any(|r| r == x || overlaps(r, x)))
-            });
+            let mut candidate = g.clone();
+            candidate.push(i);
+            let safe = fusable(m, it, &candidate);
             let joined = match (*gl, lanes) {
                 (Lanes::Width(a), Lanes::Width(b)) if a == 1 || b == 1 || a == b => {
                     Some(Lanes::Width(a.max(b)))
@@ -749,7 +732,7 @@ fn elementwise_groups(m: &Module, it: &Interpreter) -> Vec<(Vec<usize>, Lanes)> 
                 && last + 1 == i
                 && count(last) == count(i)
                 && it.is_invariant(last) == it.is_invariant(i)
-                && !reads_group
+                && safe
             {
                 g.push(i);
                 *gl = joined;
@@ -759,6 +742,47 @@ fn elementwise_groups(m: &Module, it: &Interpreter) -> Vec<(Vec<usize>, Lanes)> 
         groups.push((vec![i], lanes));
     }
     groups
+}
+
+/// Whether one loop may compute `group`. The memory plan lets a result reuse the space of an
+/// operand whose last reader has run, which assumes instructions run one after another. In one
+/// loop, element `k` of every instruction runs before element `k + 1` of any, so a result the loop
+/// stores must not overlap an operand the loop reads unless both occupy exactly the same span
+/// (then element `k` is read before it is written); and an indexed read, which may look at any
+/// element, must not overlap a stored result at all.
+fn fusable(m: &Module, it: &Interpreter, group: &[usize]) -> bool {
+    let in_group = |v: snnc_ir::ValueId| group.iter().any(|&j| m.insts[j].results.contains(&v));
+    let read_outside = |v: snnc_ir::ValueId| {
+        m.insts
+            .iter()
+            .enumerate()
+            .any(|(j, inst)| !group.contains(&j) && inst.args.contains(&Operand::Value(v)))
+            || m.outputs.iter().any(|o| o.value == Operand::Value(v))
+            || m.nexts.iter().any(|n| n.value == Operand::Value(v))
+    };
+    let stored: Vec<std::ops::Range<usize>> = group
+        .iter()
+        .flat_map(|&j| m.insts[j].results.iter().copied())
+        .filter(|&r| read_outside(r))
+        .filter_map(|r| it.span(Operand::Value(r)))
+        .collect();
+    group.iter().all(|&j| {
+        let inst = &m.insts[j];
+        let indexed = elementwise_lanes(m, inst) == Some(Lanes::Indexed);
+        inst.args.iter().enumerate().all(|(k, &a)| {
+            if matches!(a, Operand::Value(v) if in_group(v)) && !(indexed && k == 0) {
+                return true;
+            }
+            if indexed && k == 0 && matches!(a, Operand::Value(v) if in_group(v)) {
+                return false;
+            }
+            let Some(q) = it.span(a) else { return true };
+            stored.iter().all(|r| {
+                let disjoint = r.end <= q.start || q.end <= r.start;
+                disjoint || (!(indexed && k == 0) && *r == q)
+            })
+        })
+    })
 }
 
 /// Which values the generated code must store: those read outside the fused loop that computes

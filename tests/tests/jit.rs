@@ -337,7 +337,7 @@ mod random_modules {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(96))]
+        #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
         fn backends_agree(
