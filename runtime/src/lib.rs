@@ -1,8 +1,12 @@
 //! # snnc-runtime: simulators for verified snnc modules
 //!
 //! [`Simulator`] runs a [`Verified`] module step by step on a minibatch. The backend is chosen
-//! with [`Backend`]; [`Backend::Interp`] is the reference interpreter ([`interp`]), written for
-//! clarity and used to check every faster backend.
+//! with [`Backend`]: [`Backend::Interp`] is the reference interpreter ([`interp`]), written for
+//! clarity and used to check every faster backend; [`Backend::Jit`] compiles the module into one
+//! native step function ([`jit`]). Both run on one arena laid out by the module's
+//! [`snnc_ir::MemoryPlan`], share the dense and convolution kernels ([`linear`]), and give the same
+//! numbers bit for bit. Both skip the instructions that read only inputs and constants while the
+//! inputs stay the same from one step to the next.
 
 pub mod interp;
 pub mod jit;
