@@ -138,8 +138,12 @@ impl LinearPlan {
             LinearPlan::Dense { rows, n_in, n_out } => {
                 let rows = batch * rows;
                 let w = &w[..n_in * n_out];
-                for r in 0..rows {
-                    vec_mat(&x[r * n_in..][..n_in], w, &mut y[r * n_out..][..n_out]);
+                let (x, y) = (&x[..rows * n_in], &mut y[..rows * n_out]);
+                if fma_available() {
+                    // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+                    unsafe { rows_fma(x, w, y, n_in, n_out) }
+                } else {
+                    rows_plain(x, w, y, n_in, n_out)
                 }
             }
             LinearPlan::Conv {
@@ -203,23 +207,93 @@ fn im2col(runs: &[(u32, u32)], x: &[f32], cin: usize, c0: usize, cin_g: usize, c
     }
 }
 
-/// `y = x · w` for one row `x` and a row-major `w`, as a sum of the rows of `w` scaled by the
-/// elements of `x`, in order. Each output element sees its terms in the same order whatever the
-/// batch, and zero inputs (most of a spiking layer's output) are skipped: adding `0·w` changes
-/// nothing for finite weights.
+/// Whether the dense kernel uses fused multiply-adds: AVX2 and FMA on x86-64, decided once per
+/// process, so every row of every batch takes the same path and rounds the same way.
+fn fma_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Every row of `x` (`n_in` wide) times the row-major `w` into `y` (`n_out` wide), with `y += x·w`
+/// as one fused multiply-add per term.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_fma(x: &[f32], w: &[f32], y: &mut [f32], n_in: usize, n_out: usize) {
+    dense_rows(x, w, y, n_in, n_out, |a, b, c| a.mul_add(b, c))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn rows_fma(x: &[f32], w: &[f32], y: &mut [f32], n_in: usize, n_out: usize) {
+    rows_plain(x, w, y, n_in, n_out)
+}
+
+/// [`rows_fma`] without fused multiply-adds.
+fn rows_plain(x: &[f32], w: &[f32], y: &mut [f32], n_in: usize, n_out: usize) {
+    dense_rows(x, w, y, n_in, n_out, |a, b, c| c + a * b)
+}
+
+/// `y = x · w` row by row, as a sum of the rows of `w` scaled by the elements of `x`, in order:
+/// each output element sees its terms in the same order whatever the batch. Four rows go together
+/// so each weight row is loaded once for all four; a term whose input is zero (most of a spiking
+/// layer's output) is skipped, which changes no value for finite weights.
 ///
 /// A matrix-vector product streams the weights once per row either way; GEMM's packing of the
 /// weight matrix on every call cost more than the product itself for one sample.
-fn vec_mat(x: &[f32], w: &[f32], y: &mut [f32]) {
+#[inline(always)]
+fn dense_rows(
+    x: &[f32],
+    w: &[f32],
+    y: &mut [f32],
+    n_in: usize,
+    n_out: usize,
+    madd: impl Fn(f32, f32, f32) -> f32 + Copy,
+) {
     y.fill(0.0);
-    let n_out = y.len();
-    if n_out == 0 {
+    if n_out == 0 || n_in == 0 {
         return;
     }
-    for (&xi, wr) in x.iter().zip(w.chunks_exact(n_out)) {
-        if xi != 0.0 {
-            for (yj, &wj) in y.iter_mut().zip(wr) {
-                *yj += xi * wj;
+    let w = &w[..n_in * n_out];
+    let mut ys = y.chunks_exact_mut(4 * n_out);
+    let mut xs = x.chunks_exact(4 * n_in);
+    for (yb, xb) in (&mut ys).zip(&mut xs) {
+        let (y01, y23) = yb.split_at_mut(2 * n_out);
+        let (y0, y1) = y01.split_at_mut(n_out);
+        let (y2, y3) = y23.split_at_mut(n_out);
+        for (i, wr) in w.chunks_exact(n_out).enumerate() {
+            let a = [xb[i], xb[n_in + i], xb[2 * n_in + i], xb[3 * n_in + i]];
+            if a == [0.0; 4] {
+                continue;
+            }
+            let n = wr.len();
+            let (y0, y1, y2, y3) = (&mut y0[..n], &mut y1[..n], &mut y2[..n], &mut y3[..n]);
+            for j in 0..n {
+                let wj = wr[j];
+                y0[j] = madd(a[0], wj, y0[j]);
+                y1[j] = madd(a[1], wj, y1[j]);
+                y2[j] = madd(a[2], wj, y2[j]);
+                y3[j] = madd(a[3], wj, y3[j]);
+            }
+        }
+    }
+    for (yr, xr) in ys
+        .into_remainder()
+        .chunks_exact_mut(n_out)
+        .zip(xs.remainder().chunks_exact(n_in))
+    {
+        for (&xi, wr) in xr.iter().zip(w.chunks_exact(n_out)) {
+            if xi != 0.0 {
+                for (p, &wj) in yr.iter_mut().zip(wr) {
+                    *p = madd(xi, wj, *p);
+                }
             }
         }
     }
