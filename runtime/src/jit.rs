@@ -576,11 +576,35 @@ fn emit_elementwise_group(
     // Index tables of the sparse maps, built once and kept alive with the code.
     let mut rows: std::collections::HashMap<usize, (usize, Vec<f32>, *const i32)> =
         Default::default();
+    // Indexed reads of the same operand at the same indices for every element (a max-pool
+    // circuit's gather repeats one of its differences' terms) load once: read site (instruction,
+    // term) → an id shared by equal sites.
+    let mut site_ids: std::collections::HashMap<(Operand, Vec<i32>), usize> = Default::default();
+    let mut sites: std::collections::HashMap<(usize, usize), usize> = Default::default();
     for &i in group {
-        if let Op::Sparse { .. } = m.insts[i].op {
-            let fr = fixed_rows(m, &m.insts[i]).expect("grouped sparse maps have fixed rows");
-            rows.insert(i, (fr.d, fr.weights, fr.cols.as_ptr()));
-            tables.index.push(fr.cols);
+        let inst = &m.insts[i];
+        let mut site = |t: usize, seq: Vec<i32>| {
+            let n = site_ids.len();
+            let id = *site_ids.entry((inst.args[0], seq)).or_insert(n);
+            sites.insert((i, t), id);
+        };
+        match inst.op {
+            Op::Sparse { .. } => {
+                let fr = fixed_rows(m, inst).expect("grouped sparse maps have fixed rows");
+                for t in 0..fr.d {
+                    site(t, fr.cols.iter().skip(t).step_by(fr.d).copied().collect());
+                }
+                rows.insert(i, (fr.d, fr.weights, fr.cols.as_ptr()));
+                tables.index.push(fr.cols);
+            }
+            Op::Gather { .. } => {
+                if let Operand::Const(c) = inst.args[1]
+                    && let ConstData::I32(idx) = &m.constant(c).data
+                {
+                    site(0, idx.clone());
+                }
+            }
+            _ => {}
         }
     }
     // `k`: element over the whole batch; `c`: index into a broadcast constant; `sr`: sample and
@@ -588,6 +612,7 @@ fn emit_elementwise_group(
     let body =
         |b: &mut FunctionBuilder, ty: Type, k: Value, c: Value, sr: Option<(Value, Value)>| {
             let mut vals: std::collections::HashMap<snnc_ir::ValueId, Value> = Default::default();
+            let mut loaded: std::collections::HashMap<usize, Value> = Default::default();
             for &i in group {
                 let inst = &m.insts[i];
                 let arg = |b: &mut FunctionBuilder, o: Operand| match o {
@@ -608,7 +633,14 @@ fn emit_elementwise_group(
                         let r = sr.expect("indexed").1;
                         let x = it.operand_ptr(inst.args[0]);
                         let idx = it.index_ptr(inst.args[1]);
-                        vec![load_gathered(b, ty, x, base, (idx, r, 1))]
+                        let v = match sites.get(&(i, 0)).and_then(|id| loaded.get(id)) {
+                            Some(&v) => v,
+                            None => load_gathered(b, ty, x, base, (idx, r, 1)),
+                        };
+                        if let Some(&id) = sites.get(&(i, 0)) {
+                            loaded.insert(id, v);
+                        }
+                        vec![v]
                     }
                     Op::Sparse { .. } => {
                         let base = in0(b);
@@ -618,8 +650,15 @@ fn emit_elementwise_group(
                         let e0 = b.ins().imul_imm_s(r, *d as i64);
                         let mut acc = fconst(b, ty, 0.0);
                         for (t, &wt) in weights.iter().enumerate() {
-                            let pos = b.ins().iadd_imm_s(e0, t as i64);
-                            let xv = load_gathered(b, ty, x, base, (*cols, pos, *d));
+                            let id = sites[&(i, t)];
+                            let xv = match loaded.get(&id) {
+                                Some(&v) => v,
+                                None => {
+                                    let pos = b.ins().iadd_imm_s(e0, t as i64);
+                                    load_gathered(b, ty, x, base, (*cols, pos, *d))
+                                }
+                            };
+                            loaded.insert(id, xv);
                             let wv = fconst(b, ty, wt);
                             let prod = b.ins().fmul(wv, xv);
                             acc = b.ins().fadd(acc, prod);
