@@ -394,14 +394,21 @@ fn fixed_rows(m: &Module, inst: &snnc_ir::Inst) -> Option<FixedRows> {
     })
 }
 
-/// Lanes of type `ty` of `x[in0 + idx[pos + l·stride]]`, one lane per `l`.
+/// Lanes of type `ty` of `x[in0 + idx[pos + l·stride]]`, one lane per `l`. With `runs`, the
+/// table is known to give consecutive indices for the lanes of every vector (checked when the code
+/// is generated), so one index and one vector load do.
 fn load_gathered(
     b: &mut FunctionBuilder,
     ty: Type,
     x: *const f32,
     in0: Value,
-    (idx, pos, stride): (*const i32, Value, usize),
+    (idx, pos, stride, runs): (*const i32, Value, usize, bool),
 ) -> Value {
+    if ty.is_vector() && runs {
+        let c = load_index(b, idx, pos);
+        let a = b.ins().iadd(in0, c);
+        return load(b, ty, x, a);
+    }
     let one = |b: &mut FunctionBuilder, l: usize| {
         let p = b.ins().iadd_imm_s(pos, (l * stride) as i64);
         let c = load_index(b, idx, p);
@@ -581,9 +588,17 @@ fn emit_elementwise_group(
     // term) → an id shared by equal sites.
     let mut site_ids: std::collections::HashMap<(Operand, Vec<i32>), usize> = Default::default();
     let mut sites: std::collections::HashMap<(usize, usize), usize> = Default::default();
+    // Sites whose indices run in steps of one within every aligned group of four elements.
+    let mut runs: std::collections::HashSet<(usize, usize)> = Default::default();
     for &i in group {
         let inst = &m.insts[i];
         let mut site = |t: usize, seq: Vec<i32>| {
+            if seq
+                .chunks_exact(4)
+                .all(|q| q.iter().enumerate().all(|(l, &v)| v == q[0] + l as i32))
+            {
+                runs.insert((i, t));
+            }
             let n = site_ids.len();
             let id = *site_ids.entry((inst.args[0], seq)).or_insert(n);
             sites.insert((i, t), id);
@@ -635,7 +650,10 @@ fn emit_elementwise_group(
                         let idx = it.index_ptr(inst.args[1]);
                         let v = match sites.get(&(i, 0)).and_then(|id| loaded.get(id)) {
                             Some(&v) => v,
-                            None => load_gathered(b, ty, x, base, (idx, r, 1)),
+                            None => {
+                                let runs = runs.contains(&(i, 0));
+                                load_gathered(b, ty, x, base, (idx, r, 1, runs))
+                            }
                         };
                         if let Some(&id) = sites.get(&(i, 0)) {
                             loaded.insert(id, v);
@@ -655,7 +673,8 @@ fn emit_elementwise_group(
                                 Some(&v) => v,
                                 None => {
                                     let pos = b.ins().iadd_imm_s(e0, t as i64);
-                                    load_gathered(b, ty, x, base, (*cols, pos, *d))
+                                    let runs = runs.contains(&(i, t));
+                                    load_gathered(b, ty, x, base, (*cols, pos, *d, runs))
                                 }
                             };
                             loaded.insert(id, xv);

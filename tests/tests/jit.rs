@@ -139,6 +139,8 @@ mod random_modules {
         Conv(usize, usize, bool, bool),
         Pool(bool, usize),
         Gather,
+        /// A gather that moves runs of four consecutive elements (as max-pool circuits do).
+        GatherRuns,
         Sparse(usize),
         AddEarlier,
     }
@@ -154,6 +156,7 @@ mod random_modules {
                 .prop_map(|(k, s, same, grouped)| Step::Conv(k, s, same, grouped)),
             (any::<bool>(), 1usize..4).prop_map(|(max, k)| Step::Pool(max, k)),
             Just(Step::Gather),
+            Just(Step::GatherRuns),
             (1usize..4).prop_map(Step::Sparse),
             Just(Step::AddEarlier),
         ]
@@ -291,6 +294,28 @@ mod random_modules {
                 }
                 Step::Gather => {
                     let idx: Vec<i32> = (0..n).map(|i| ((i * 5 + 3) % n) as i32).collect();
+                    let t = b.constant_i32(&format!("{name}.idx"), &[n], idx);
+                    b.op1(
+                        Op::Gather {
+                            shape: shape.clone(),
+                        },
+                        &[x, Operand::Const(t)],
+                        &name,
+                    )
+                    .ok()?
+                }
+                Step::GatherRuns => {
+                    let quads = n / 4;
+                    let idx: Vec<i32> = (0..n)
+                        .map(|i| {
+                            let (q, l) = (i / 4, i % 4);
+                            if q < quads {
+                                (((q * 3 + 1) % quads) * 4 + l) as i32
+                            } else {
+                                i as i32
+                            }
+                        })
+                        .collect();
                     let t = b.constant_i32(&format!("{name}.idx"), &[n], idx);
                     b.op1(
                         Op::Gather {
