@@ -196,8 +196,9 @@ fn print_profile(m: &snnc_ir::Verified, inputs: &[ArrayD<f32>], args: &BenchArgs
     let total: f64 = rows.iter().map(|r| r.1).sum();
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
     println!(
-        "profile (jit, {} steps): {:.1} µs/step inside the step function",
-        steps, total
+        "profile (jit, {} steps): {:.1} µs/step inside the step function; {} instructions emitted \
+         natively ({} of them sharing a fused loop with the one before), {} through the interpreter's kernels (dense, convolution and the ops it does not emit)",
+        steps, total, jit.emitted.0, jit.fused, jit.emitted.1
     );
     for (i, us) in rows.iter().take(12).filter(|r| r.1 > 0.0) {
         let inst = &m.insts[*i];
