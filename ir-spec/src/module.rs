@@ -245,6 +245,18 @@ impl Module {
         &self.states[s.index()]
     }
 
+    /// The values read after the instructions have run: by outputs and by `next`s.
+    pub fn end_of_step_values(&self) -> impl Iterator<Item = ValueId> + '_ {
+        self.outputs
+            .iter()
+            .map(|o| o.value)
+            .chain(self.nexts.iter().map(|n| n.value))
+            .filter_map(|o| match o {
+                Operand::Value(v) => Some(v),
+                _ => None,
+            })
+    }
+
     /// The type of an operand, `None` if its handle is out of range.
     pub fn operand_type(&self, o: Operand) -> Option<&TensorType> {
         match o {

@@ -83,15 +83,8 @@ impl MemoryPlan {
                 }
             }
         }
-        for o in m
-            .outputs
-            .iter()
-            .map(|o| o.value)
-            .chain(m.nexts.iter().map(|n| n.value))
-        {
-            if let Operand::Value(v) = o {
-                end[v.index()] = forever;
-            }
+        for v in m.end_of_step_values() {
+            end[v.index()] = forever;
         }
         let mut values = vec![0..0; m.values.len()];
         let mut offset = 0;

@@ -815,8 +815,7 @@ fn fusable(m: &Module, it: &Interpreter, group: &[usize]) -> bool {
             .iter()
             .enumerate()
             .any(|(j, inst)| !group.contains(&j) && inst.args.contains(&Operand::Value(v)))
-            || m.outputs.iter().any(|o| o.value == Operand::Value(v))
-            || m.nexts.iter().any(|n| n.value == Operand::Value(v))
+            || m.end_of_step_values().any(|e| e == v)
     };
     let stored: Vec<std::ops::Range<usize>> = group
         .iter()
@@ -868,15 +867,8 @@ fn stored_values(m: &Module, groups: &[(Vec<usize>, Lanes)]) -> Vec<bool> {
             }
         }
     }
-    for o in m
-        .outputs
-        .iter()
-        .map(|o| o.value)
-        .chain(m.nexts.iter().map(|n| n.value))
-    {
-        if let Operand::Value(v) = o {
-            stored[v.index()] = true;
-        }
+    for v in m.end_of_step_values() {
+        stored[v.index()] = true;
     }
     // A value no group defines is written by its own kernel anyway.
     stored

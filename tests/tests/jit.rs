@@ -292,28 +292,13 @@ mod random_modules {
                     };
                     b.op1(op, &[x], &name).ok()?
                 }
-                Step::Gather => {
-                    let idx: Vec<i32> = (0..n).map(|i| ((i * 5 + 3) % n) as i32).collect();
-                    let t = b.constant_i32(&format!("{name}.idx"), &[n], idx);
-                    b.op1(
-                        Op::Gather {
-                            shape: shape.clone(),
-                        },
-                        &[x, Operand::Const(t)],
-                        &name,
-                    )
-                    .ok()?
-                }
-                Step::GatherRuns => {
+                Step::Gather | Step::GatherRuns => {
                     let quads = n / 4;
                     let idx: Vec<i32> = (0..n)
-                        .map(|i| {
-                            let (q, l) = (i / 4, i % 4);
-                            if q < quads {
-                                (((q * 3 + 1) % quads) * 4 + l) as i32
-                            } else {
-                                i as i32
-                            }
+                        .map(|i| match s {
+                            Step::Gather => ((i * 5 + 3) % n) as i32,
+                            _ if i / 4 < quads => (((i / 4 * 3 + 1) % quads) * 4 + i % 4) as i32,
+                            _ => i as i32,
                         })
                         .collect();
                     let t = b.constant_i32(&format!("{name}.idx"), &[n], idx);

@@ -69,15 +69,8 @@ fn defs_and_uses(m: &Module) -> (Vec<Option<usize>>, Vec<usize>) {
             }
         }
     }
-    for o in m
-        .nexts
-        .iter()
-        .map(|n| n.value)
-        .chain(m.outputs.iter().map(|o| o.value))
-    {
-        if let Operand::Value(v) = o {
-            uses[v.index()] += 1;
-        }
+    for v in m.end_of_step_values() {
+        uses[v.index()] += 1;
     }
     (def, uses)
 }

@@ -92,15 +92,8 @@ pub fn spikify(m: &Module, opts: &SpikeOptions) -> Result<Module, PassError> {
             }
         }
     }
-    for o in m
-        .outputs
-        .iter()
-        .map(|o| o.value)
-        .chain(m.nexts.iter().map(|n| n.value))
-    {
-        if let Operand::Value(v) = o {
-            filtered_readers[v.index()] = true;
-        }
+    for v in m.end_of_step_values() {
+        filtered_readers[v.index()] = true;
     }
     for inst in &m.insts {
         match &inst.op {
