@@ -768,15 +768,28 @@ fn emit_elementwise_group(
 fn elementwise_groups(m: &Module, it: &Interpreter) -> Vec<(Vec<usize>, Lanes)> {
     let mut groups: Vec<(Vec<usize>, Lanes)> = Vec::new();
     let count = |i: usize| m.value(m.insts[i].results[0]).ty.num_elements();
-    for (i, inst) in m.insts.iter().enumerate() {
-        let Some(lanes) = elementwise_lanes(m, inst) else {
+    // Computed once: which instructions read each value, and how each instruction would fuse.
+    let mut readers = vec![Vec::new(); m.values.len()];
+    for (j, inst) in m.insts.iter().enumerate() {
+        for a in &inst.args {
+            if let Operand::Value(v) = a {
+                readers[v.index()].push(j);
+            }
+        }
+    }
+    for v in m.end_of_step_values() {
+        readers[v.index()].push(usize::MAX);
+    }
+    let all_lanes: Vec<Option<Lanes>> = m.insts.iter().map(|i| elementwise_lanes(m, i)).collect();
+    for (i, &lanes) in all_lanes.iter().enumerate() {
+        let Some(lanes) = lanes else {
             continue;
         };
         if let Some((g, gl)) = groups.last_mut() {
             let last = *g.last().expect("groups are not empty");
             let mut candidate = g.clone();
             candidate.push(i);
-            let safe = fusable(m, it, &candidate);
+            let safe = fusable(m, it, (&readers, &all_lanes), &candidate);
             let joined = match (*gl, lanes) {
                 (Lanes::Width(a), Lanes::Width(b)) if a == 1 || b == 1 || a == b => {
                     Some(Lanes::Width(a.max(b)))
@@ -808,15 +821,16 @@ fn elementwise_groups(m: &Module, it: &Interpreter) -> Vec<(Vec<usize>, Lanes)> 
 /// stores must not overlap an operand the loop reads unless both occupy exactly the same span
 /// (then element `k` is read before it is written); and an indexed read, which may look at any
 /// element, must not overlap a stored result at all.
-fn fusable(m: &Module, it: &Interpreter, group: &[usize]) -> bool {
+/// `readers[v]`: the instructions reading value `v` (`usize::MAX` for an output or `next`);
+/// `lanes[i]`: how instruction `i` joins a fused loop.
+fn fusable(
+    m: &Module,
+    it: &Interpreter,
+    (readers, lanes): (&[Vec<usize>], &[Option<Lanes>]),
+    group: &[usize],
+) -> bool {
     let in_group = |v: snnc_ir::ValueId| group.iter().any(|&j| m.insts[j].results.contains(&v));
-    let read_outside = |v: snnc_ir::ValueId| {
-        m.insts
-            .iter()
-            .enumerate()
-            .any(|(j, inst)| !group.contains(&j) && inst.args.contains(&Operand::Value(v)))
-            || m.end_of_step_values().any(|e| e == v)
-    };
+    let read_outside = |v: snnc_ir::ValueId| readers[v.index()].iter().any(|j| !group.contains(j));
     let stored: Vec<std::ops::Range<usize>> = group
         .iter()
         .flat_map(|&j| m.insts[j].results.iter().copied())
@@ -825,7 +839,7 @@ fn fusable(m: &Module, it: &Interpreter, group: &[usize]) -> bool {
         .collect();
     group.iter().all(|&j| {
         let inst = &m.insts[j];
-        let indexed = elementwise_lanes(m, inst) == Some(Lanes::Indexed);
+        let indexed = lanes[j] == Some(Lanes::Indexed);
         inst.args.iter().enumerate().all(|(k, &a)| {
             if matches!(a, Operand::Value(v) if in_group(v)) && !(indexed && k == 0) {
                 return true;
