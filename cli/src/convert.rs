@@ -251,11 +251,14 @@ pub fn load_converted(path: &Path, args: &ConvertArgs) -> Result<(Module, Option
     if args.time_passes {
         for t in &hooks.timings {
             eprintln!(
-                "pass {:<14} {:>9.3} ms  {} → {} instructions",
+                "pass {:<14} {:>9.3} ms  {} → {} instructions{}",
                 t.pass,
                 t.time.as_secs_f64() * 1e3,
                 t.ops.0,
-                t.ops.1
+                t.ops.1,
+                t.detail
+                    .as_ref()
+                    .map_or(String::new(), |d| format!(" ({d})"))
             );
         }
     }

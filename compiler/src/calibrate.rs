@@ -27,12 +27,15 @@ pub fn probe_activations(m: &Module) -> (Module, Vec<String>) {
         if let Op::Neuron(n) = &inst.op
             && matches!(n.model, NeuronModel::Relu | NeuronModel::LeakyRelu { .. })
         {
-            let name = m.value(inst.results[0]).name.clone();
-            out.outputs.push(snnc_ir::Output {
-                name: format!("act/{name}"),
-                value: Operand::Value(inst.results[0]),
-            });
-            names.push(name);
+            for g in 0..inst.groups() {
+                let y = inst.group(g).1[0];
+                let name = m.value(y).name.clone();
+                out.outputs.push(snnc_ir::Output {
+                    name: format!("act/{name}"),
+                    value: Operand::Value(y),
+                });
+                names.push(name);
+            }
         }
     }
     (out, names)

@@ -170,6 +170,26 @@ pub struct Inst {
     pub results: Vec<ValueId>,
 }
 
+impl Inst {
+    /// How many groups this instruction computes: more than one only for a merged neuron or
+    /// synapse (see [`Op::group_arity`]).
+    pub fn groups(&self) -> usize {
+        self.op.groups(self.args.len())
+    }
+
+    /// Operands and results of group `g`.
+    pub fn group(&self, g: usize) -> (&[Operand], &[ValueId]) {
+        let (k, r) = (
+            self.args.len() / self.groups(),
+            self.results.len() / self.groups(),
+        );
+        (
+            &self.args[g * k..(g + 1) * k],
+            &self.results[g * r..(g + 1) * r],
+        )
+    }
+}
+
 /// `next $state = operand`: the state's value for the next step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Next {

@@ -207,6 +207,9 @@ pub enum Arity {
     Exact(usize),
     /// At least this many.
     AtLeast(usize),
+    /// A positive multiple of this many: a lane-wise op (neuron or synapse) applied to one or
+    /// more independent groups at once, each with its own operands and results (see `merge`).
+    Groups(usize),
 }
 
 /// An attribute value as written in text: a number, a word, or a list.
@@ -356,19 +359,39 @@ impl Op {
             Op::Add => Arity::AtLeast(2),
             Op::Concat { .. } => Arity::AtLeast(1),
             Op::BatchNorm { .. } => Arity::Exact(5),
-            Op::Neuron(n) => Arity::Exact(1 + n.model.num_states()),
-            Op::Lowpass { .. } => Arity::Exact(2),
-            Op::Alpha { .. } => Arity::Exact(3),
+            Op::Neuron(_) | Op::Lowpass { .. } | Op::Alpha { .. } => {
+                Arity::Groups(self.group_arity().expect("lane-wise ops group"))
+            }
             _ => Arity::Exact(1),
         }
     }
 
-    /// Number of results.
+    /// Operands per group of a lane-wise op that may apply to several groups at once (neurons and
+    /// synapses); `None` for every other op.
+    pub fn group_arity(&self) -> Option<usize> {
+        match self {
+            Op::Neuron(n) => Some(1 + n.model.num_states()),
+            Op::Lowpass { .. } => Some(2),
+            Op::Alpha { .. } => Some(3),
+            _ => None,
+        }
+    }
+
+    /// Number of results (per group, for ops with [`Op::group_arity`]).
     pub fn num_results(&self) -> usize {
         match self {
             Op::Neuron(n) => 1 + n.model.num_states(),
             Op::Alpha { .. } => 2,
             _ => 1,
+        }
+    }
+
+    /// How many groups an instruction of this op with `num_args` operands computes (1 for ops
+    /// that do not group).
+    pub fn groups(&self, num_args: usize) -> usize {
+        match self.group_arity() {
+            Some(k) => num_args / k,
+            None => 1,
         }
     }
 
@@ -613,6 +636,23 @@ impl Op {
                     self.name(),
                     args.len()
                 ));
+            }
+            Arity::Groups(n) if args.is_empty() || !args.len().is_multiple_of(n) => {
+                return Err(format!(
+                    "`{}` takes {n} operands per group, got {}",
+                    self.name(),
+                    args.len()
+                ));
+            }
+            Arity::Groups(n) if args.len() > n => {
+                let mut all = Vec::with_capacity(args.len() / n * self.num_results());
+                for (g, chunk) in args.chunks(n).enumerate() {
+                    let r = self
+                        .infer(chunk)
+                        .map_err(|e| format!("group {}: {e}", g + 1))?;
+                    all.extend(r);
+                }
+                return Ok(all);
             }
             _ => {}
         }

@@ -1,6 +1,6 @@
 //! Memory planning: every value and state of a module gets a place in one `f32` arena.
 //!
-//! States come first, in declaration order and back to back, and live for the whole simulation.
+//! States come first, in declaration order (merged groups' states first, see below) and back to back, and live for the whole simulation.
 //! Inputs and the results of time-invariant instructions (those that read only inputs and
 //! constants, see [`time_invariant`]) live for the whole simulation too: a runtime may skip
 //! recomputing them while the inputs stay the same. Every other value lives from the instruction
@@ -12,6 +12,12 @@
 //! defines the value, the state is not an output, and that instruction either does not read the
 //! state or is lane-wise (a neuron or a synapse: element `k` of the result depends only on
 //! element `k` of the state, read before it is written).
+//!
+//! A merged instruction (a neuron or synapse computing several groups) gets each operand and
+//! result position's groups back to back, in group order, so a runtime can run it as one loop:
+//! its states are placed first, and its values are allocated as one block living from the first
+//! member's definition to the last member's last reader. A value or state named by two such
+//! positions keeps the first; a value computed in its state's place follows the state.
 //!
 //! Offsets and lengths are per sample; a runtime running `batch` samples at once multiplies both
 //! by `batch` and keeps each buffer's samples back to back.
@@ -87,16 +93,67 @@ impl MemoryPlan {
             end[v.index()] = forever;
         }
         let mut values = vec![0..0; m.values.len()];
+        // Merged instructions (several groups) want each operand and result position's groups
+        // back to back: `blocks` lists them per position, in group order.
+        let mut state_blocks: Vec<Vec<usize>> = Vec::new();
+        let mut value_blocks: Vec<Vec<usize>> = Vec::new();
+        for inst in m.insts.iter().filter(|i| i.groups() > 1) {
+            let (k, r) = (
+                inst.args.len() / inst.groups(),
+                inst.results.len() / inst.groups(),
+            );
+            for p in 0..k {
+                let column = (0..inst.groups()).map(|g| inst.args[g * k + p]);
+                if let Some(ids) = column
+                    .clone()
+                    .map(|a| match a {
+                        Operand::State(s) => Some(s.index()),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()
+                {
+                    state_blocks.push(ids);
+                } else if let Some(ids) = column
+                    .map(|a| match a {
+                        Operand::Value(v) => Some(v.index()),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()
+                {
+                    value_blocks.push(ids);
+                }
+            }
+            for q in 0..r {
+                value_blocks.push(
+                    (0..inst.groups())
+                        .map(|g| inst.results[g * r + q].index())
+                        .collect(),
+                );
+            }
+        }
+        // States: merged blocks first (a state joins the first block that names it, and a block
+        // with a state placed already is not kept together), then the rest in declaration order.
+        let mut placed = vec![false; m.states.len()];
+        let mut state_order = Vec::with_capacity(m.states.len());
+        for block in &state_blocks {
+            let mut seen = block.clone();
+            seen.sort_unstable();
+            seen.dedup();
+            if seen.len() == block.len() && block.iter().all(|&s| !placed[s]) {
+                for &s in block {
+                    placed[s] = true;
+                    state_order.push(s);
+                }
+            }
+        }
+        state_order.extend((0..m.states.len()).filter(|&s| !placed[s]));
+        let mut states = vec![0..0; m.states.len()];
         let mut offset = 0;
-        let states: Vec<Range<usize>> = m
-            .states
-            .iter()
-            .map(|s| {
-                let n = s.ty.num_elements();
-                offset += n;
-                offset - n..offset
-            })
-            .collect();
+        for s in state_order {
+            let n = m.states[s].ty.num_elements();
+            states[s] = offset..offset + n;
+            offset += n;
+        }
         let state_end = offset;
         // Values computed in their state's place.
         let mut in_place = vec![false; m.values.len()];
@@ -136,7 +193,15 @@ impl MemoryPlan {
                 inst.op,
                 Op::Neuron(_) | Op::Lowpass { .. } | Op::Alpha { .. }
             );
-            let ok = !state_outputs[s]
+            // In a merged instruction another group could read the state at other elements.
+            let reads_once = inst
+                .args
+                .iter()
+                .filter(|&&a| a == Operand::State(nx.state))
+                .count()
+                <= 1;
+            let ok = reads_once
+                && !state_outputs[s]
                 && !invariant[d]
                 && next_count[v.index()] == 1
                 && m.values[v.index()].ty.num_elements() == m.states[s].ty.num_elements()
@@ -147,14 +212,43 @@ impl MemoryPlan {
                 values[v.index()] = states[s].clone();
             }
         }
-        // First fit, in order of definition, among the blocks still live.
+        // Units of allocation: merged blocks (a value joins the first block that names it; a
+        // block with a value computed in place or taken already stays apart) and single values.
+        let mut unit_of = vec![None::<usize>; m.values.len()];
+        let mut units: Vec<Vec<usize>> = Vec::new();
+        for block in value_blocks {
+            let mut seen = block.clone();
+            seen.sort_unstable();
+            seen.dedup();
+            if seen.len() == block.len()
+                && block.iter().all(|&v| !in_place[v] && unit_of[v].is_none())
+            {
+                for &v in &block {
+                    unit_of[v] = Some(units.len());
+                }
+                units.push(block);
+            }
+        }
+        for v in 0..m.values.len() {
+            if !in_place[v] && unit_of[v].is_none() {
+                unit_of[v] = Some(units.len());
+                units.push(vec![v]);
+            }
+        }
+        // First fit, in order of definition, among the blocks still live. A unit lives from
+        // its first member's definition to its last member's last reader.
+        let span_of = |u: &[usize]| {
+            let s = u.iter().map(|&v| start[v]).min().unwrap_or(0);
+            let e = u.iter().map(|&v| end[v]).max().unwrap_or(0);
+            (s, e)
+        };
         let mut live: Vec<(Range<usize>, usize)> = Vec::new();
         let mut size = state_end;
-        let mut order: Vec<usize> = (0..m.values.len()).filter(|&v| !in_place[v]).collect();
-        order.sort_by_key(|&v| (start[v], v));
-        for v in order {
-            let n = m.values[v].ty.num_elements();
-            live.retain(|(_, e)| *e >= start[v]);
+        units.sort_by_key(|u| (span_of(u).0, u[0]));
+        for unit in &units {
+            let (u_start, u_end) = span_of(unit);
+            let n: usize = unit.iter().map(|&v| m.values[v].ty.num_elements()).sum();
+            live.retain(|(_, e)| *e >= u_start);
             live.sort_by_key(|(r, _)| r.start);
             let mut at = state_end;
             for (r, _) in &live {
@@ -163,9 +257,14 @@ impl MemoryPlan {
                 }
                 at = at.max(r.end);
             }
-            values[v] = at..at + n;
+            let mut o = at;
+            for &v in unit {
+                let len = m.values[v].ty.num_elements();
+                values[v] = o..o + len;
+                o += len;
+            }
             size = size.max(at + n);
-            live.push((at..at + n, end[v]));
+            live.push((at..at + n, u_end));
         }
         let unshared = state_end + m.values.iter().map(|v| v.ty.num_elements()).sum::<usize>();
         let names = m

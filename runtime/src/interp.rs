@@ -427,8 +427,15 @@ fn eval(it: &Interpreter, i: usize, args: &[&[f32]], outs: &mut [&mut [f32]]) {
     let m = &it.module;
     let inst = &m.insts[i];
     let ty = |k: usize| m.operand_type(inst.args[k]).expect("verified");
-    let dt = m.dt as f32;
-    let (out, rest) = outs.split_first_mut().expect("every op has a result");
+    if let Some(k) = inst.op.group_arity() {
+        let r = inst.op.num_results();
+        for (a, o) in args.chunks(k).zip(outs.chunks_mut(r)) {
+            let (out, rest) = o.split_first_mut().expect("every op has a result");
+            lane_wise(&inst.op, (m.dt, it.alpha[i]), a, out, rest);
+        }
+        return;
+    }
+    let (out, _) = outs.split_first_mut().expect("every op has a result");
     match &inst.op {
         Op::Dense => {
             let (n, k) = (ty(1).shape[0], ty(1).shape[1]);
@@ -560,6 +567,24 @@ fn eval(it: &Interpreter, i: usize, args: &[&[f32]], outs: &mut [&mut [f32]]) {
                 ys.iter_mut().for_each(|y| *y /= sum);
             }
         }
+        Op::Neuron(_) | Op::Lowpass { .. } | Op::Alpha { .. } => {
+            unreachable!("lane-wise ops run group by group above")
+        }
+    }
+}
+
+/// One group of a neuron or synapse instruction on one sample: `args` are the group's operands,
+/// `out` its first result and `rest` the others (new states). `alpha`: the coefficients of an
+/// `alpha` synapse.
+fn lane_wise(
+    op: &Op,
+    (dt_s, alpha): (f64, Option<crate::synapse::AlphaCoefficients>),
+    args: &[&[f32]],
+    out: &mut [f32],
+    rest: &mut [&mut [f32]],
+) {
+    let dt = dt_s as f32;
+    match op {
         Op::Neuron(n) => {
             let (g, a) = (n.gain as f32, n.amplitude as f32);
             let j = args[0];
@@ -639,13 +664,13 @@ fn eval(it: &Interpreter, i: usize, args: &[&[f32]], outs: &mut [&mut [f32]]) {
             }
         }
         Op::Lowpass { tau } => {
-            let decay = (-m.dt / tau).exp() as f32;
+            let decay = (-dt_s / tau).exp() as f32;
             for k in 0..out.len() {
                 out[k] = decay * args[1][k] + (1.0 - decay) * args[0][k];
             }
         }
         Op::Alpha { .. } => {
-            let c = it.alpha[i].expect("computed for every alpha");
+            let c = alpha.expect("computed for every alpha");
             let z_out = &mut *rest[0];
             for k in 0..out.len() {
                 let (u, y, z) = (args[0][k], args[1][k], args[2][k]);
@@ -653,5 +678,6 @@ fn eval(it: &Interpreter, i: usize, args: &[&[f32]], outs: &mut [&mut [f32]]) {
                 z_out[k] = c.zz * z + c.zy * y + c.zu * u;
             }
         }
+        _ => unreachable!("only neurons and synapses are lane-wise"),
     }
 }

@@ -289,7 +289,7 @@ impl JitEngine {
                     emitted.0 += group.len();
                     fused += group.len() - 1;
                     i + group.len()
-                } else if emit_inst(&mut b, &m, &interp, &mut tables, i) {
+                } else if emit_inst(&mut b, (&m, &interp, &hosts), &mut tables, i) {
                     emitted.0 += 1;
                     i + 1
                 } else {
@@ -444,6 +444,9 @@ fn elementwise_lanes(m: &Module, inst: &snnc_ir::Inst) -> Option<Lanes> {
 /// the width of the constant it broadcasts along the last axis (`bias`/`scale`; 1 for the rest).
 fn elementwise_width(m: &Module, inst: &snnc_ir::Inst) -> Option<usize> {
     let is_const = |o: &Operand| matches!(o, Operand::Const(_));
+    if inst.groups() > 1 {
+        return None;
+    }
     let no_const = !inst.args.iter().any(is_const);
     match &inst.op {
         Op::Neuron(n)
@@ -563,6 +566,90 @@ fn neuron_lanes(
             (y, Some(b.ins().fsub(v, spikes)))
         }
     }
+}
+
+/// A lowpass synapse on lanes of type `ty`, in the interpreter's f32 operation order: the new
+/// filtered value from input `x` and previous value `s`.
+fn lowpass_lanes(
+    b: &mut FunctionBuilder,
+    ty: Type,
+    dt: f64,
+    tau: f64,
+    x: Value,
+    s: Value,
+) -> Value {
+    let decay = (-dt / tau).exp() as f32;
+    let d = fconst(b, ty, decay);
+    let a = b.ins().fmul(d, s);
+    let one_minus = fconst(b, ty, 1.0 - decay);
+    let c = b.ins().fmul(one_minus, x);
+    b.ins().fadd(a, c)
+}
+
+/// Emit a merged neuron or lowpass instruction (several groups): one loop over each run of
+/// consecutive groups whose every operand and result starts where the previous group's ends in
+/// the arena (the memory plan places merged groups so; then the whole instruction is one loop).
+/// Results never overlap operands except a state updated in its own place, whose element `k` is
+/// read before it is written, so one loop over a run computes what group-by-group would.
+fn emit_merged(
+    b: &mut FunctionBuilder,
+    (m, it, hosts): (&Module, &Interpreter, &Hosts),
+    inst: &snnc_ir::Inst,
+) -> bool {
+    let single = snnc_ir::Inst {
+        op: inst.op.clone(),
+        args: inst.group(0).0.to_vec(),
+        results: inst.group(0).1.to_vec(),
+    };
+    let has_const = inst.args.iter().any(|a| matches!(a, Operand::Const(_)));
+    if has_const || elementwise_width(m, &single).is_none() {
+        return false;
+    }
+    let follows = |g: usize| {
+        let ((a0, r0), (a1, r1)) = (inst.group(g - 1), inst.group(g));
+        let ops = a0.iter().zip(a1).map(|(&p, &q)| (p, q));
+        let res = r0
+            .iter()
+            .zip(r1)
+            .map(|(&p, &q)| (Operand::Value(p), Operand::Value(q)));
+        ops.chain(res).all(
+            |(p, q)| matches!((it.span(p), it.span(q)), (Some(x), Some(y)) if x.end == y.start),
+        )
+    };
+    let dt = m.dt as f32;
+    let mut g = 0;
+    while g < inst.groups() {
+        let mut h = g + 1;
+        while h < inst.groups() && follows(h) {
+            h += 1;
+        }
+        let (args, results) = inst.group(g);
+        let count: usize = (g..h)
+            .map(|k| m.value(inst.group(k).1[0]).ty.num_elements())
+            .sum::<usize>()
+            * it.batch();
+        let ptr = |o: Operand| it.operand_ptr(o);
+        emit_map(b, count, |b, ty, k| {
+            let x = load(b, ty, ptr(args[0]), k);
+            let outs: Vec<Value> = match &inst.op {
+                Op::Neuron(n) => {
+                    let v0 = args.get(1).map(|&o| load(b, ty, ptr(o), k));
+                    let (y, v1) = neuron_lanes(b, ty, (n, hosts), dt, x, v0);
+                    std::iter::once(y).chain(v1).collect()
+                }
+                Op::Lowpass { tau } => {
+                    let s = load(b, ty, ptr(args[1]), k);
+                    vec![lowpass_lanes(b, ty, m.dt, *tau, x, s)]
+                }
+                _ => unreachable!("checked above"),
+            };
+            for (&r, v) in results.iter().zip(outs) {
+                store(b, ptr(Operand::Value(r)), k, v);
+            }
+        });
+        g = h;
+    }
+    true
 }
 
 /// Emit consecutive lane-wise instructions `group` (same element count; `bias`/`scale` of one
@@ -691,14 +778,9 @@ fn emit_elementwise_group(
                         std::iter::once(y).chain(v1).collect()
                     }
                     Op::Lowpass { tau } => {
-                        let decay = (-m.dt / tau).exp() as f32;
-                        let d = fconst(b, ty, decay);
                         let sv = arg(b, inst.args[1]);
-                        let a = b.ins().fmul(d, sv);
                         let xv = arg(b, inst.args[0]);
-                        let one_minus = fconst(b, ty, 1.0 - decay);
-                        let c = b.ins().fmul(one_minus, xv);
-                        vec![b.ins().fadd(a, c)]
+                        vec![lowpass_lanes(b, ty, m.dt, *tau, xv, sv)]
                     }
                     Op::Add => {
                         let mut acc = arg(b, inst.args[0]);
@@ -906,12 +988,14 @@ struct Tables {
 /// Emit instruction `i` natively when the JIT knows how; false leaves it to the fallback.
 fn emit_inst(
     b: &mut FunctionBuilder,
-    m: &Module,
-    it: &Interpreter,
+    (m, it, hosts): (&Module, &Interpreter, &Hosts),
     tables: &mut Tables,
     i: usize,
 ) -> bool {
     let inst = &m.insts[i];
+    if inst.groups() > 1 {
+        return emit_merged(b, (m, it, hosts), inst);
+    }
     let batch = it.batch();
     let n_of = |o: Operand| m.operand_type(o).expect("verified").num_elements();
     let is_const = |o: &Operand| matches!(o, Operand::Const(_));

@@ -94,7 +94,9 @@ pub fn lower_maxpool(m: &Module, mode: MaxPoolMode) -> Result<Module, PassError>
         if let Op::Neuron(n) = &inst.op
             && n.model.is_spiking()
         {
-            spike_amplitude[inst.results[0].index()] = Some(n.amplitude);
+            for g in 0..inst.groups() {
+                spike_amplitude[inst.group(g).1[0].index()] = Some(n.amplitude);
+            }
         }
     }
     for inst in &m.insts {

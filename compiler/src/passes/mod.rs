@@ -3,12 +3,14 @@
 
 pub mod fuse;
 pub mod lower_maxpool;
+pub mod merge;
 pub mod rewrite;
 pub mod simplify;
 pub mod spikify;
 
 pub use fuse::fuse;
 pub use lower_maxpool::{MaxPoolMode, lower_maxpool};
+pub use merge::{MergeStats, merge};
 pub use simplify::simplify;
 pub use spikify::{InitialVoltage, SpikeOptions, spikify};
 
@@ -68,10 +70,10 @@ pub struct ConvertOptions {
 }
 
 /// The passes `convert` runs, in order (`spikify` only when spiking).
-pub const DEFAULT_PIPELINE: &[&str] = &["spikify", "lower-maxpool", "simplify", "fuse"];
+pub const DEFAULT_PIPELINE: &[&str] = &["spikify", "lower-maxpool", "simplify", "fuse", "merge"];
 
 /// Every pass a pipeline may name.
-pub const PASSES: &[&str] = &["spikify", "lower-maxpool", "simplify", "fuse"];
+pub const PASSES: &[&str] = &["spikify", "lower-maxpool", "simplify", "fuse", "merge"];
 
 /// What one pass did.
 #[derive(Clone, Debug)]
@@ -82,6 +84,8 @@ pub struct PassTiming {
     pub time: std::time::Duration,
     /// Instructions before and after.
     pub ops: (usize, usize),
+    /// What the pass did beyond the counts, when it says (`merge`: instructions merged in → out).
+    pub detail: Option<String>,
 }
 
 /// Receives the module after a pass, with the pass name.
@@ -116,6 +120,7 @@ pub fn run_pipeline(
     for &pass in passes {
         let start = std::time::Instant::now();
         let before = m.insts.len();
+        let mut detail = None;
         m = match pass {
             "spikify" => match &opts.spiking {
                 Some(s) => {
@@ -128,6 +133,14 @@ pub fn run_pipeline(
             "lower-maxpool" => lower_maxpool(&m, opts.max_pool)?,
             "simplify" => simplify(&m)?,
             "fuse" => fuse(&m)?,
+            "merge" => {
+                let (out, st) = merge::merge_with_stats(&m)?;
+                detail = Some(format!(
+                    "merged {} neuron/synapse instructions into {}",
+                    st.merged_in, st.merged_out
+                ));
+                out
+            }
             other => {
                 return Err(PassError::Invalid {
                     pass: other.into(),
@@ -139,6 +152,7 @@ pub fn run_pipeline(
             pass: pass.into(),
             time: start.elapsed(),
             ops: (before, m.insts.len()),
+            detail,
         });
         verify_after(pass, &m, Target::Any)?;
         if hooks.print_after.iter().any(|p| p == pass || p == "all")

@@ -101,6 +101,15 @@ pub fn spikify(m: &Module, opts: &SpikeOptions) -> Result<Module, PassError> {
                 if matches!(n.model, NeuronModel::Relu | NeuronModel::LeakyRelu { .. }) =>
             {
                 let name = rw.old_value(inst.results[0]).name.clone();
+                if inst.groups() > 1 {
+                    return Err(PassError::Invalid {
+                        pass: "spikify".into(),
+                        message: format!(
+                            "`{name}` is a merged instruction ({} groups); run spikify before merge",
+                            inst.groups()
+                        ),
+                    });
+                }
                 let s = opts.scale_for(&name);
                 if !(s > 0.0 && s.is_finite()) {
                     return Err(PassError::Invalid {

@@ -1,0 +1,203 @@
+//! `merge`: independent neuron and synapse instructions of one kind and parameters become one
+//! instruction over several groups (SPEC.md, "Merged instructions"), which a runtime computes as
+//! one loop over contiguous memory (the memory plan puts each position's groups back to back).
+//!
+//! - The merge key is the whole op with its attributes (model, gain, amplitude, time constants):
+//!   everything the JIT bakes into the code it emits. Instructions with a constant operand and
+//!   instructions of different time invariance (see [`snnc_ir::time_invariant`]) are not merged.
+//! - Two instructions are independent when neither reads, directly or through other
+//!   instructions, a value the other defines. Reading a state is not a dependency: it gives the
+//!   value at the start of the step whatever runs before. So synapses, which feed the next layer
+//!   through their state, let the neuron groups of every layer merge.
+//! - Members of one merged instruction are pairwise independent, so contracting them keeps the
+//!   dependency graph acyclic; the instructions are then put back in an order that respects it,
+//!   as close to the original as it allows (a merged instruction takes its last member's place).
+//!
+//! Values keep their names and types; only the instruction list changes. Outputs are bit for bit
+//! those of the unmerged module (each group computes exactly what its instruction did).
+
+use super::PassError;
+use snnc_ir::{Inst, Module, Operand};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+/// What `merge` did: how many instructions went into merged ones, and how many came out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MergeStats {
+    /// Instructions that joined a merged instruction.
+    pub merged_in: usize,
+    /// Merged instructions made from them.
+    pub merged_out: usize,
+}
+
+/// Run the pass.
+pub fn merge(m: &Module) -> Result<Module, PassError> {
+    Ok(merge_with_stats(m)?.0)
+}
+
+/// Run the pass and say what it merged.
+pub fn merge_with_stats(m: &Module) -> Result<(Module, MergeStats), PassError> {
+    let n = m.insts.len();
+    let mut def = vec![None::<usize>; m.values.len()];
+    for (i, inst) in m.insts.iter().enumerate() {
+        for r in &inst.results {
+            def[r.index()] = Some(i);
+        }
+    }
+    let deps = |inst: &Inst| -> Vec<usize> {
+        inst.args
+            .iter()
+            .filter_map(|a| match a {
+                Operand::Value(v) => def[v.index()],
+                _ => None,
+            })
+            .collect()
+    };
+    // Ancestors of every instruction, as bit sets (instructions run in a topological order).
+    let words = n.div_ceil(64);
+    let mut anc = vec![vec![0u64; words]; n];
+    for i in 0..n {
+        for d in deps(&m.insts[i]) {
+            if d >= i {
+                return Err(PassError::Invalid {
+                    pass: "merge".into(),
+                    message: format!("instruction {i} reads a value defined later"),
+                });
+            }
+            let (before, rest) = anc.split_at_mut(i);
+            rest[0]
+                .iter_mut()
+                .zip(&before[d])
+                .for_each(|(a, b)| *a |= b);
+            rest[0][d / 64] |= 1 << (d % 64);
+        }
+    }
+    let reaches = |from: usize, to: usize| anc[to][from / 64] >> (from % 64) & 1 == 1;
+    let independent = |i: usize, j: usize| !reaches(i, j) && !reaches(j, i);
+    let invariant = snnc_ir::time_invariant(m);
+    let mergeable = |inst: &Inst| {
+        inst.op.group_arity().is_some()
+            && inst.groups() == 1
+            && !inst.args.iter().any(|a| matches!(a, Operand::Const(_)))
+    };
+    // Greedy: each instruction joins the first open group of its key it is independent of.
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut group_of = vec![usize::MAX; n];
+    for i in 0..n {
+        let inst = &m.insts[i];
+        if !mergeable(inst) {
+            continue;
+        }
+        let found = groups.iter().position(|g| {
+            let first = &m.insts[g[0]];
+            first.op == inst.op
+                && invariant[g[0]] == invariant[i]
+                && g.iter().all(|&j| independent(i, j))
+        });
+        let k = match found {
+            Some(k) => k,
+            None => {
+                groups.push(Vec::new());
+                groups.len() - 1
+            }
+        };
+        groups[k].push(i);
+        group_of[i] = k;
+    }
+    // Nodes of the contracted graph: every instruction not merged, and one per merged group
+    // (represented by its last member). Each gets the place of its last member.
+    let node_of = |i: usize| match group_of[i] {
+        k if k != usize::MAX && groups[k].len() > 1 => *groups[k].last().expect("not empty"),
+        _ => i,
+    };
+    let is_node = |i: usize| node_of(i) == i;
+    // Value dependencies must hold. Where it can, the order also puts every reader of a state
+    // before the instruction that computes the state's next value, so the memory plan can compute
+    // that value in the state's place (these edges are dropped if they would close a cycle).
+    let mut edges = Vec::new();
+    for i in 0..n {
+        for d in deps(&m.insts[i]) {
+            edges.push((node_of(d), node_of(i)));
+        }
+    }
+    let value_edges = edges.len();
+    for nx in &m.nexts {
+        let Operand::Value(v) = nx.value else {
+            continue;
+        };
+        let Some(d) = def[v.index()] else { continue };
+        for (r, inst) in m.insts.iter().enumerate() {
+            if inst.args.contains(&Operand::State(nx.state)) {
+                edges.push((node_of(r), node_of(d)));
+            }
+        }
+    }
+    let is_node: Vec<bool> = (0..n).map(is_node).collect();
+    let nodes = is_node.iter().filter(|&&x| x).count();
+    let mut order = schedule(&is_node, &edges);
+    if order.len() != nodes {
+        order = schedule(&is_node, &edges[..value_edges]);
+    }
+    if order.len() != nodes {
+        return Err(PassError::Invalid {
+            pass: "merge".into(),
+            message: "merging made the instructions cyclic (a dependency check failed)".into(),
+        });
+    }
+    let mut stats = MergeStats::default();
+    let mut out = m.clone();
+    out.insts = order
+        .into_iter()
+        .map(|i| match group_of[i] {
+            k if k != usize::MAX && groups[k].len() > 1 => {
+                let members = &groups[k];
+                stats.merged_in += members.len();
+                stats.merged_out += 1;
+                Inst {
+                    op: m.insts[i].op.clone(),
+                    args: members
+                        .iter()
+                        .flat_map(|&j| m.insts[j].args.clone())
+                        .collect(),
+                    results: members
+                        .iter()
+                        .flat_map(|&j| m.insts[j].results.clone())
+                        .collect(),
+                }
+            }
+            _ => m.insts[i].clone(),
+        })
+        .collect();
+    Ok((out, stats))
+}
+
+/// A topological order of the nodes (`is_node`) under `edges`, the smallest index first among
+/// those ready; shorter than the node count when the edges close a cycle.
+fn schedule(is_node: &[bool], edges: &[(usize, usize)]) -> Vec<usize> {
+    let n = is_node.len();
+    let mut edges = edges.to_vec();
+    edges.retain(|(a, b)| a != b);
+    edges.sort_unstable();
+    edges.dedup();
+    let mut preds = vec![0usize; n];
+    let mut succs = vec![Vec::new(); n];
+    for &(a, b) in &edges {
+        preds[b] += 1;
+        succs[a].push(b);
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..n)
+        .filter(|&i| is_node[i] && preds[i] == 0)
+        .map(Reverse)
+        .collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(i);
+        for &s in &succs[i] {
+            preds[s] -= 1;
+            if preds[s] == 0 {
+                ready.push(Reverse(s));
+            }
+        }
+    }
+    order
+}
