@@ -79,8 +79,10 @@ impl MemoryPlan {
             end[v.index()] = forever;
         }
         for (i, inst) in m.insts.iter().enumerate() {
+            // A time-invariant result keeps its elements from one step to the next (a runtime may
+            // skip recomputing it), so it shares with nothing, before or after it in the step.
             for r in &inst.results {
-                start[r.index()] = i + 1;
+                start[r.index()] = if invariant[i] { 0 } else { i + 1 };
                 end[r.index()] = if invariant[i] { forever } else { i + 1 };
             }
             for a in &inst.args {

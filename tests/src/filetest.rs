@@ -110,6 +110,7 @@ impl FileTest {
                     "pass spikify" => Kind::Pass("spikify"),
                     "pass simplify" => Kind::Pass("simplify"),
                     "pass fuse" => Kind::Pass("fuse"),
+                    "pass merge" => Kind::Pass("merge"),
                     "pass plan-memory" => Kind::Pass("plan-memory"),
                     other => return Err(format!("unknown test kind `{other}`")),
                 });
@@ -155,6 +156,7 @@ impl FileTest {
                     "lower-maxpool-avg" => lower_maxpool(&m, MaxPoolMode::Avg),
                     "simplify" => simplify(&m),
                     "fuse" => snnc_compiler::passes::fuse(&m),
+                    "merge" => snnc_compiler::passes::merge(&m),
                     _ => spikify(
                         &m,
                         &SpikeOptions {

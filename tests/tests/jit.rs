@@ -147,18 +147,23 @@ mod random_modules {
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
-            (0u8..9, 0.5f64..60.0).prop_map(|(k, g)| Step::Neuron(k, g)),
-            (0.001f64..0.05).prop_map(Step::Lowpass),
-            Just(Step::Bias),
-            any::<bool>().prop_map(Step::Scale),
-            (1usize..6).prop_map(Step::Dense),
-            (1usize..4, 1usize..3, any::<bool>(), any::<bool>())
+            // Few distinct parameters, so that branches share some and `merge` has work.
+            3 => (
+                prop_oneof![Just(5u8), Just(7), Just(0), 0u8..9],
+                prop_oneof![Just(1.0f64), Just(7.5), 0.5f64..60.0]
+            )
+                .prop_map(|(k, g)| Step::Neuron(k, g)),
+            2 => prop_oneof![Just(0.005f64), 0.001f64..0.05].prop_map(Step::Lowpass),
+            1 => Just(Step::Bias),
+            1 => any::<bool>().prop_map(Step::Scale),
+            1 => (1usize..6).prop_map(Step::Dense),
+            1 => (1usize..4, 1usize..3, any::<bool>(), any::<bool>())
                 .prop_map(|(k, s, same, grouped)| Step::Conv(k, s, same, grouped)),
-            (any::<bool>(), 1usize..4).prop_map(|(max, k)| Step::Pool(max, k)),
-            Just(Step::Gather),
-            Just(Step::GatherRuns),
-            (1usize..4).prop_map(Step::Sparse),
-            Just(Step::AddEarlier),
+            1 => (any::<bool>(), 1usize..4).prop_map(|(max, k)| Step::Pool(max, k)),
+            1 => Just(Step::Gather),
+            1 => Just(Step::GatherRuns),
+            1 => (1usize..4).prop_map(Step::Sparse),
+            1 => Just(Step::AddEarlier),
         ]
     }
 
@@ -168,15 +173,32 @@ mod random_modules {
             .collect()
     }
 
-    fn build(steps: &[Step], len: usize, c: usize) -> Option<snnc_ir::Module> {
+    /// One chain of `steps` per entry of `chains`, each starting from the input (parallel
+    /// branches; an `AddEarlier` may join a value of an earlier branch), each with its output.
+    fn build(chains: &[Vec<Step>], len: usize, c: usize) -> Option<snnc_ir::Module> {
         let mut b = Builder::new("random", 0.001);
-        let mut cur = b.input("x", &[len, c]);
-        let mut seen: Vec<ValueId> = vec![cur];
+        let input = b.input("x", &[len, c]);
+        let mut seen: Vec<ValueId> = vec![input];
+        for (ci, steps) in chains.iter().enumerate() {
+            let cur = chain(&mut b, &mut seen, input, (ci, steps))?;
+            b.output(&format!("out{ci}"), cur);
+        }
+        Some(b.finish())
+    }
+
+    fn chain(
+        b: &mut Builder,
+        seen: &mut Vec<ValueId>,
+        input: ValueId,
+        (ci, steps): (usize, &[Step]),
+    ) -> Option<ValueId> {
+        let mut cur = input;
         for (k, s) in steps.iter().enumerate() {
             let shape = b.module().value(cur).ty.shape.clone();
             let n: usize = shape.iter().product();
             let last = *shape.last()?;
-            let name = format!("v{k}");
+            let name = format!("b{ci}v{k}");
+            let k = k + 10 * ci;
             let x = Operand::Value(cur);
             cur = match s {
                 Step::Neuron(kind, gain) => {
@@ -342,27 +364,34 @@ mod random_modules {
             };
             seen.push(cur);
         }
-        b.output("out", cur);
-        Some(b.finish())
+        Some(cur)
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
+        /// Both backends agree on the module, and on it after `merge`, spike for spike with
+        /// the unmerged module on the interpreter.
         fn backends_agree(
-            steps in proptest::collection::vec(step(), 1..10),
+            chains in proptest::collection::vec(proptest::collection::vec(step(), 1..8), 1..4),
             len in 1usize..9,
             c in 1usize..5,
             batch in 1usize..4,
         ) {
-            let Some(m) = build(&steps, len, c) else { return Ok(()) };
+            let Some(m) = build(&chains, len, c) else { return Ok(()) };
             let m = verify(m, Target::Any).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let n = len * c * batch;
             let x: Vec<f32> = (0..n).map(|i| ((i * 37) % 23) as f32 / 7.0 - 1.5).collect();
             let x = ArrayD::from_shape_vec(IxDyn(&[batch, len, c]), x).unwrap();
-            let (a, b) = both(&m, &[x], 6);
-            assert_same(&format!("{steps:?}\n{}", *m), &a, &b);
+            let (a, b) = both(&m, std::slice::from_ref(&x), 6);
+            assert_same(&format!("{chains:?}\n{}", *m), &a, &b);
+            let merged = snnc_compiler::passes::merge(&m).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let merged = verify(merged, Target::Any).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let (c, d) = both(&merged, &[x], 6);
+            let what = format!("merged {chains:?}\n{}", *merged);
+            assert_same(&what, &a, &c);
+            assert_same(&what, &a, &d);
         }
     }
 }

@@ -80,7 +80,12 @@ pub fn merge_with_stats(m: &Module) -> Result<(Module, MergeStats), PassError> {
             && inst.groups() == 1
             && !inst.args.iter().any(|a| matches!(a, Operand::Const(_)))
     };
-    // Greedy: each instruction joins the first open group of its key it is independent of.
+    let dep_edges: Vec<(usize, usize)> = (0..n)
+        .flat_map(|i| deps(&m.insts[i]).into_iter().map(move |d| (d, i)))
+        .collect();
+    // Greedy: each instruction joins the first group of its key whose members it is independent
+    // of and whose contraction, together with the groups formed so far, leaves no cycle (two
+    // groups each feeding the other through different members would form one).
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut group_of = vec![usize::MAX; n];
     for i in 0..n {
@@ -88,21 +93,27 @@ pub fn merge_with_stats(m: &Module) -> Result<(Module, MergeStats), PassError> {
         if !mergeable(inst) {
             continue;
         }
-        let found = groups.iter().position(|g| {
-            let first = &m.insts[g[0]];
-            first.op == inst.op
-                && invariant[g[0]] == invariant[i]
-                && g.iter().all(|&j| independent(i, j))
-        });
-        let k = match found {
-            Some(k) => k,
-            None => {
-                groups.push(Vec::new());
-                groups.len() - 1
+        let mut joined = false;
+        for k in 0..groups.len() {
+            let first = &m.insts[groups[k][0]];
+            if first.op != inst.op
+                || invariant[groups[k][0]] != invariant[i]
+                || !groups[k].iter().all(|&j| independent(i, j))
+            {
+                continue;
             }
-        };
-        groups[k].push(i);
-        group_of[i] = k;
+            group_of[i] = k;
+            if acyclic(&dep_edges, &group_of, &groups) {
+                groups[k].push(i);
+                joined = true;
+                break;
+            }
+            group_of[i] = usize::MAX;
+        }
+        if !joined {
+            group_of[i] = groups.len();
+            groups.push(vec![i]);
+        }
     }
     // Nodes of the contracted graph: every instruction not merged, and one per merged group
     // (represented by its last member). Each gets the place of its last member.
@@ -169,6 +180,19 @@ pub fn merge_with_stats(m: &Module) -> Result<(Module, MergeStats), PassError> {
         })
         .collect();
     Ok((out, stats))
+}
+
+/// Whether contracting every group (with `group_of[i]`, the group of instruction `i` or
+/// `usize::MAX`) leaves the dependency graph `edges` acyclic.
+fn acyclic(edges: &[(usize, usize)], group_of: &[usize], groups: &[Vec<usize>]) -> bool {
+    let n = group_of.len();
+    let rep = |i: usize| match group_of[i] {
+        usize::MAX => i,
+        k => groups[k].first().copied().unwrap_or(i).min(i),
+    };
+    let is_node: Vec<bool> = (0..n).map(|i| rep(i) == i).collect();
+    let contracted: Vec<(usize, usize)> = edges.iter().map(|&(a, b)| (rep(a), rep(b))).collect();
+    schedule(&is_node, &contracted).len() == is_node.iter().filter(|&&x| x).count()
 }
 
 /// A topological order of the nodes (`is_node`) under `edges`, the smallest index first among
