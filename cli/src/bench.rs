@@ -207,7 +207,10 @@ fn print_profile(m: &snnc_ir::Verified, inputs: &[ArrayD<f32>], args: &BenchArgs
             us,
             100.0 * us / total.max(f64::MIN_POSITIVE),
             inst.op.name(),
-            m.value(inst.results[0]).name
+            (0..inst.groups())
+                .map(|g| m.value(inst.group(g).1[0]).name.as_str())
+                .collect::<Vec<_>>()
+                .join(" + %")
         );
     }
     Ok(())

@@ -55,6 +55,13 @@ pub struct ConvertArgs {
     /// Print each pass's time and instruction counts to stderr.
     #[arg(long = "time-passes")]
     pub time_passes: bool,
+    /// Verify the module after every pass (the default; an error names the pass that broke it).
+    #[arg(long = "verify-each", overrides_with = "no_verify_each")]
+    pub verify_each: bool,
+    /// Verify only the final module (faster on very large models; a failure no longer names
+    /// the pass).
+    #[arg(long = "no-verify-each", overrides_with = "verify_each")]
+    pub no_verify_each: bool,
     /// Choose each layer's firing-rate scale from calibration inputs `(n, *input_shape)` run
     /// through the rate network (explicit `--scale-firing-rates LAYER=S` still win).
     #[arg(long = "normalize-rates", value_name = "DATA.npy")]
@@ -90,6 +97,7 @@ impl ConvertArgs {
             || !self.print_after.is_empty()
             || self.print_after_all
             || self.time_passes
+            || self.no_verify_each
             || self.normalize_rates.is_some()
             || self.spiking
             || !self.scale.is_empty()
@@ -245,6 +253,7 @@ pub fn load_converted(path: &Path, args: &ConvertArgs) -> Result<(Module, Option
         },
         printer: Some(&mut print),
         timings: Vec::new(),
+        verify_last_only: args.no_verify_each,
     };
     let m = snnc_compiler::passes::run_pipeline(m, &names, &opts, &mut hooks)
         .with_context(|| format!("converting {}", path.display()))?;

@@ -203,7 +203,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
                 Operand::Value(v) => module
                     .insts
                     .iter()
-                    .find(|i| i.results.first() == Some(&v))
+                    .find(|i| (0..i.groups()).any(|g| i.group(g).1.first() == Some(&v)))
                     .and_then(|i| match &i.op {
                         Op::Neuron(n) => Some(n.amplitude),
                         _ => None,

@@ -509,3 +509,97 @@ fn bench_reports_both_backends() {
     let r = snnc(&["bench", "examples/xor/xor.sir", "--runs", "0"]);
     assert_eq!(r.status.code(), Some(2));
 }
+
+#[test]
+fn merge_reports_its_counts_and_changes_no_output() {
+    // The spiking MNIST example: three spiking ReLU layers, two IF levels in each of two max-pool
+    // circuits, three synapses — 10 instructions into 4.
+    let dir = scratch("merge");
+    let (merged, plain) = (dir.join("merged.snn"), dir.join("plain.snn"));
+    let compile = |out: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "compile",
+            "examples/mnist/model.keras",
+            "--spiking",
+            "--scale-firing-rates",
+            "200",
+            "--time-passes",
+            "-o",
+            s(out),
+        ];
+        a.extend_from_slice(extra);
+        snnc(&a)
+    };
+    let c = compile(&merged, &[]);
+    assert!(c.status.success(), "{}", stderr(&c));
+    assert!(
+        stderr(&c).contains("33 → 27 instructions (merged 10 neuron/synapse instructions into 4)"),
+        "{}",
+        stderr(&c)
+    );
+    let c = compile(
+        &plain,
+        &[
+            "--passes",
+            "spikify,lower-maxpool,simplify,fuse",
+            "--no-verify-each",
+        ],
+    );
+    assert!(c.status.success(), "{}", stderr(&c));
+    assert!(!stderr(&c).contains("pass merge"), "{}", stderr(&c));
+    let all = ArrayD::<u8>::read_npy(
+        std::fs::File::open(repo().join("examples/mnist/test_images.npy")).unwrap(),
+    )
+    .unwrap();
+    let images = all
+        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..3))
+        .mapv(f32::from);
+    let x = dir.join("x.npy");
+    write_npy(&x, &images).unwrap();
+    let mut outs = Vec::new();
+    let mut spike_lines = Vec::new();
+    for (model, backend) in [(&plain, "interp"), (&merged, "interp"), (&merged, "jit")] {
+        let o = dir.join(format!("o-{backend}-{}.npz", outs.len()));
+        let r = snnc(&[
+            "run",
+            s(model),
+            "--input",
+            s(&x),
+            "--steps",
+            "12",
+            "--backend",
+            backend,
+            "--output",
+            s(&o),
+            "--all-steps",
+        ]);
+        assert!(r.status.success(), "{}", stderr(&r));
+        let spikes = stdout(&r)
+            .lines()
+            .find(|l| l.starts_with("spikes per sample: "))
+            .unwrap_or_else(|| panic!("{}", stdout(&r)))
+            .to_string();
+        spike_lines.push(spikes);
+        let mut npz = NpzReader::new(std::fs::File::open(&o).unwrap()).unwrap();
+        let mut names = npz.names().unwrap();
+        names.sort();
+        let arrays: Vec<(String, ArrayD<f32>)> = names
+            .into_iter()
+            .map(|n| (n.clone(), npz.by_name(&n).unwrap()))
+            .collect();
+        outs.push(arrays);
+    }
+    assert_eq!(outs[0].len(), 1, "the logits at every step");
+    assert_eq!(outs[0][0].1.shape(), [3, 12, 10]);
+    assert_eq!(outs[0], outs[1], "merge changed the interpreter's outputs");
+    assert_eq!(outs[0], outs[2], "the merged module differs on the JIT");
+    assert!(outs[0].iter().all(|(_, a)| a.iter().any(|&v| v != 0.0)));
+    // Every population is still counted, each with its own spikes.
+    assert_eq!(spike_lines[0], spike_lines[1]);
+    assert_eq!(spike_lines[0], spike_lines[2]);
+    assert!(
+        spike_lines[0].contains("pool1.l0.u") && spike_lines[0].contains("dense1"),
+        "{}",
+        spike_lines[0]
+    );
+}

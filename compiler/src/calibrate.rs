@@ -46,18 +46,23 @@ pub fn perturb(m: &Module, layer: &str, noise: Vec<f32>) -> Module {
     let mut rw = Rewriter::new(m);
     for inst in &m.insts {
         let new = rw.copy(inst).expect("copying a verified module");
-        if m.value(inst.results[0]).name == layer {
-            let shape = m.value(inst.results[0]).ty.shape.clone();
+        // The population's output: an instruction's first result, or a merged group's.
+        let per_group = inst.results.len() / inst.groups();
+        for k in (0..inst.results.len()).step_by(per_group.max(1)) {
+            if m.value(inst.results[k]).name != layer {
+                continue;
+            }
+            let shape = m.value(inst.results[k]).ty.shape.clone();
             let c =
                 rw.b.constant_f32(&format!("{layer}.noise"), &shape, noise.clone());
             let y =
                 rw.b.op1(
                     Op::Bias,
-                    &[new[0].into(), c.into()],
+                    &[new[k].into(), c.into()],
                     &format!("{layer}.noisy"),
                 )
                 .expect("same shape");
-            rw.set(inst.results[0], Operand::Value(y));
+            rw.set(inst.results[k], Operand::Value(y));
         }
     }
     rw.finish()

@@ -187,5 +187,48 @@ fn mnist(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, dense, conv, gemm_alone, neurons, mnist);
+/// Spiking MNIST on the JIT, the default pipeline with and without its last pass, `merge` (which
+/// trades the fusion of each neuron with the op feeding it for one loop over all populations).
+fn merge(c: &mut Criterion) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mnist/model.keras");
+    let keras = snnc_compiler::keras::load(&path, &Default::default()).expect("MNIST example");
+    let opts = snnc_compiler::passes::ConvertOptions {
+        spiking: Some(snnc_compiler::passes::SpikeOptions {
+            scale: 200.0,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let full = snnc_compiler::passes::DEFAULT_PIPELINE;
+    let mut g = c.benchmark_group("mnist spiking varied, merge");
+    g.sample_size(30);
+    for batch in [1, 64] {
+        for (name, passes) in [("unmerged", &full[..full.len() - 1]), ("merged", full)] {
+            let m = snnc_compiler::passes::run_pipeline(
+                keras.clone(),
+                passes,
+                &opts,
+                &mut Default::default(),
+            )
+            .expect("converts");
+            let m = verify(m, Target::Any).expect("verifies");
+            let sets = [inputs(&m, batch, 0), inputs(&m, batch, 1)];
+            let views: Vec<Vec<_>> = sets
+                .iter()
+                .map(|xs| xs.iter().map(|a| a.view()).collect())
+                .collect();
+            let mut sim = Simulator::new(&m, Backend::Jit, batch).expect("simulator");
+            let mut t = 0;
+            g.bench_function(BenchmarkId::new(name, batch), |b| {
+                b.iter(|| {
+                    t += 1;
+                    sim.step(black_box(&views[t % 2])).expect("step")
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, dense, conv, gemm_alone, neurons, mnist, merge);
 criterion_main!(benches);

@@ -100,6 +100,8 @@ pub struct PassHooks<'a> {
     pub printer: Option<ModulePrinter<'a>>,
     /// Filled with one entry per pass run.
     pub timings: Vec<PassTiming>,
+    /// Verify only after the last pass instead of after each (`--no-verify-each`).
+    pub verify_last_only: bool,
 }
 
 /// Run the conversion pipeline, verifying after every pass. With `max_pool: Neural` no max
@@ -117,7 +119,7 @@ pub fn run_pipeline(
     hooks: &mut PassHooks,
 ) -> Result<Module, PassError> {
     let mut m = module;
-    for &pass in passes {
+    for (k, &pass) in passes.iter().enumerate() {
         let start = std::time::Instant::now();
         let before = m.insts.len();
         let mut detail = None;
@@ -154,7 +156,9 @@ pub fn run_pipeline(
             ops: (before, m.insts.len()),
             detail,
         });
-        verify_after(pass, &m, Target::Any)?;
+        if !hooks.verify_last_only || k + 1 == passes.len() {
+            verify_after(pass, &m, Target::Any)?;
+        }
         if hooks.print_after.iter().any(|p| p == pass || p == "all")
             && let Some(print) = hooks.printer.as_mut()
         {
