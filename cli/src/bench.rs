@@ -34,6 +34,12 @@ pub struct BenchArgs {
     /// the work that depends only on them runs once per run rather than every step.
     #[arg(long)]
     vary_inputs: bool,
+    /// Real input samples instead of the synthetic pattern: `FILE.npy` (or `NAME=FILE.npy` per
+    /// input), shape `(n, *input_shape)`. Sample `b` of the batch is sample `b mod n`; with
+    /// --vary-inputs, step `t` shows sample `(b + t·batch) mod n`. A spiking network's cost
+    /// depends on how much it spikes, so measure it on the data it is for.
+    #[arg(long = "input", value_name = "FILE.npy")]
+    inputs: Vec<String>,
     /// Also run a profiled JIT build and print where a step's time goes, per instruction (fused
     /// chains count at their first instruction; the clock reads add about 50 ns per entry).
     #[arg(long)]
@@ -47,23 +53,56 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         bail!("--batch, --steps and --runs must be at least 1");
     }
     let m = crate::convert::load_verified(&args.model, &args.convert)?;
-    // Deterministic inputs in [0, 1), held for every step or (`--vary-inputs`) new every step.
-    let inputs: Vec<ArrayD<f32>> = m
-        .inputs
-        .iter()
-        .map(|&v| {
-            let mut shape = vec![args.batch];
-            if args.vary_inputs {
-                shape.push(args.steps);
-            }
-            shape.extend(&m.value(v).ty.shape);
-            let n: usize = shape.iter().product();
-            let data = (0..n)
+    let steps_axis = if args.vary_inputs { args.steps } else { 1 };
+    let files = if args.inputs.is_empty() {
+        Vec::new()
+    } else {
+        crate::run::input_files(&m, &args.inputs)?
+    };
+    // The given samples, or deterministic inputs in [0, 1); held for every step or
+    // (`--vary-inputs`) new every step.
+    let mut inputs: Vec<ArrayD<f32>> = Vec::with_capacity(m.inputs.len());
+    for (k, &v) in m.inputs.iter().enumerate() {
+        let ty = &m.value(v).ty;
+        let mut shape = vec![args.batch];
+        if args.vary_inputs {
+            shape.push(args.steps);
+        }
+        shape.extend(&ty.shape);
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = match files.get(k) {
+            None => (0..n)
                 .map(|i| ((i as u64).wrapping_mul(2654435761) % 1000) as f32 / 1000.0)
-                .collect();
-            ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape matches")
-        })
-        .collect();
+                .collect(),
+            Some(path) => {
+                let data = crate::npy::read_f32(path)?;
+                if data.ndim() != ty.rank() + 1 || data.shape()[1..] != ty.shape[..] {
+                    bail!(
+                        "{}: shape {:?} does not fit input `{}` {ty}; expected (n, *shape)",
+                        path.display(),
+                        data.shape(),
+                        m.value(v).name
+                    );
+                }
+                let samples = data.shape()[0];
+                if samples == 0 {
+                    bail!("{}: holds no samples", path.display());
+                }
+                let data = data.as_standard_layout();
+                let flat = data.as_slice().expect("standard layout");
+                let per = ty.num_elements();
+                let mut out = Vec::with_capacity(n);
+                for b in 0..args.batch {
+                    for t in 0..steps_axis {
+                        let s = (b + t * args.batch) % samples;
+                        out.extend_from_slice(&flat[s * per..(s + 1) * per]);
+                    }
+                }
+                out
+            }
+        };
+        inputs.push(ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape matches"));
+    }
     let inst_macs: Vec<usize> = m
         .insts
         .iter()
@@ -100,21 +139,26 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         BenchBackend::Jit => vec![("jit", Backend::Jit)],
         BenchBackend::Both => vec![("interp", Backend::Interp), ("jit", Backend::Jit)],
     };
+    let held = if args.vary_inputs {
+        "new every step"
+    } else {
+        "held (input-only work runs once per run)"
+    };
+    let source = if args.inputs.is_empty() {
+        "synthetic values in [0, 1) (give real samples with --input)".to_string()
+    } else {
+        format!("samples from {}", args.inputs.join(", "))
+    };
     println!(
-        "model: {}  ops: {}  batch: {}  steps per run: {}  runs: {}  inputs: {}",
+        "model: {}  ops: {}  batch: {}  steps per run: {}  runs: {}  inputs: {held}, {source}",
         args.model.display(),
         m.insts.len(),
         args.batch,
         args.steps,
         args.runs,
-        if args.vary_inputs {
-            "new every step"
-        } else {
-            "held (input-only work runs once per run)"
-        }
     );
     println!(
-        "multiply-adds per sample and step: {macs} executed, {all_macs} in the model ({:.2} MFLOP per step at this batch)",
+        "multiply-adds per sample and step: {macs} run, {all_macs} in the model ({:.2} MFLOP per step at this batch; dense-equivalent: the kernels skip zero inputs, so a spiking layer does fewer, and GFLOP/s below counts these)",
         2.0 * macs as f64 * args.batch as f64 / 1e6
     );
     let mut medians = Vec::new();

@@ -76,43 +76,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         .map(|v| module.value(*v).name.clone())
         .collect();
 
-    // Match --input arguments to module inputs.
-    let mut files: Vec<Option<PathBuf>> = vec![None; input_names.len()];
-    for spec in &args.inputs {
-        let (name, file) = match spec.split_once('=') {
-            Some((n, f)) if input_names.iter().any(|x| x == n.trim_start_matches('%')) => (
-                Some(n.trim_start_matches('%').to_string()),
-                PathBuf::from(f),
-            ),
-            _ => (None, PathBuf::from(spec)),
-        };
-        let k = match name {
-            Some(n) => input_names
-                .iter()
-                .position(|x| *x == n)
-                .expect("matched above"),
-            None if input_names.len() == 1 => 0,
-            None => bail!(
-                "the model has {} inputs ({}); give each as --input NAME=FILE.npy",
-                input_names.len(),
-                input_names.join(", ")
-            ),
-        };
-        if files[k].replace(file).is_some() {
-            bail!("input `{}` is given twice", input_names[k]);
-        }
-    }
-    if let Some(k) = files.iter().position(Option::is_none) {
-        bail!(
-            "no data for input `{}`; add --input {}=FILE.npy",
-            input_names[k],
-            input_names[k]
-        );
-    }
-    let files: Vec<PathBuf> = files
-        .into_iter()
-        .map(|f| f.expect("checked above"))
-        .collect();
+    let files = input_files(&module, &args.inputs)?;
     if let Some(out) = &args.output {
         for p in files.iter().chain([&args.model]).chain(args.labels.iter()) {
             if same_file(out, p) {
@@ -375,4 +339,51 @@ fn dims(shape: &[usize]) -> String {
         .map(|d| d.to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The file for each module input, from `--input` arguments: `FILE.npy` for a single-input
+/// model, `NAME=FILE.npy` per input otherwise.
+pub fn input_files(module: &snnc_ir::Module, specs: &[String]) -> Result<Vec<PathBuf>> {
+    let input_names: Vec<String> = module
+        .inputs
+        .iter()
+        .map(|v| module.value(*v).name.clone())
+        .collect();
+    // Match --input arguments to module inputs.
+    let mut files: Vec<Option<PathBuf>> = vec![None; input_names.len()];
+    for spec in specs {
+        let (name, file) = match spec.split_once('=') {
+            Some((n, f)) if input_names.iter().any(|x| x == n.trim_start_matches('%')) => (
+                Some(n.trim_start_matches('%').to_string()),
+                PathBuf::from(f),
+            ),
+            _ => (None, PathBuf::from(spec)),
+        };
+        let k = match name {
+            Some(n) => input_names
+                .iter()
+                .position(|x| *x == n)
+                .expect("matched above"),
+            None if input_names.len() == 1 => 0,
+            None => bail!(
+                "the model has {} inputs ({}); give each as --input NAME=FILE.npy",
+                input_names.len(),
+                input_names.join(", ")
+            ),
+        };
+        if files[k].replace(file).is_some() {
+            bail!("input `{}` is given twice", input_names[k]);
+        }
+    }
+    if let Some(k) = files.iter().position(Option::is_none) {
+        bail!(
+            "no data for input `{}`; add --input {}=FILE.npy",
+            input_names[k],
+            input_names[k]
+        );
+    }
+    Ok(files
+        .into_iter()
+        .map(|f| f.expect("checked above"))
+        .collect())
 }

@@ -41,7 +41,49 @@ pub enum LinearPlan {
         /// A 1×…×1 kernel with stride 1 and no padding in one group: the input already is the
         /// im2col matrix.
         direct: bool,
+        /// For one group: which output positions and taps each input position feeds, to add
+        /// the weights of each non-zero input to its outputs (see [`Scatter`]).
+        scatter: Option<Box<Scatter>>,
     },
+}
+
+/// The convolution read backwards: `entries[starts[p]..starts[p + 1]]` are the `(output
+/// position, tap)` pairs whose window reads input position `p`, in order of output position.
+///
+/// A sample whose input is at most a quarter non-zero (a spike train, typically a few percent)
+/// is computed by adding, for each non-zero input element in order, its value times the weight
+/// row of each tap it feeds to that output position: work in proportion to the non-zeros instead
+/// of the whole GEMM. The choice is made per sample from that sample's input alone, so a sample's
+/// result still does not depend on its batch.
+#[derive(Clone, Debug)]
+pub struct Scatter {
+    starts: Vec<u32>,
+    entries: Vec<(u32, u32)>,
+}
+
+impl Scatter {
+    fn new(geo: &Window3, in_positions: usize) -> Option<Self> {
+        let n = geo.out_positions().checked_mul(geo.taps())?;
+        if n > 1 << 26 {
+            return None;
+        }
+        let mut triples: Vec<(u32, u32, u32)> = Vec::with_capacity(n);
+        geo.for_each(|o, t, src| {
+            if let Some(p) = src {
+                triples.push((p as u32, o as u32, t as u32));
+            }
+        });
+        triples.sort_unstable();
+        let mut starts = vec![0u32; in_positions + 1];
+        for &(p, _, _) in &triples {
+            starts[p as usize + 1] += 1;
+        }
+        for p in 0..in_positions {
+            starts[p + 1] += starts[p];
+        }
+        let entries = triples.into_iter().map(|(_, o, t)| (o, t)).collect();
+        Some(Scatter { starts, entries })
+    }
 }
 
 impl LinearPlan {
@@ -84,6 +126,12 @@ impl LinearPlan {
                 runs.push((1, src));
             });
         }
+        let in_positions = x[..d].iter().product();
+        let scatter = if c.groups == 1 {
+            Scatter::new(&geo, in_positions).map(Box::new)
+        } else {
+            None
+        };
         Some(LinearPlan::Conv {
             geo,
             runs,
@@ -91,6 +139,7 @@ impl LinearPlan {
             cout: w[d + 1],
             groups: c.groups,
             direct,
+            scatter,
         })
     }
 
@@ -153,36 +202,192 @@ impl LinearPlan {
                 cout,
                 groups,
                 direct,
+                ref scatter,
             } => {
                 let positions = geo.out_positions();
-                let (cin_g, cout_g) = (cin / groups, cout / groups);
-                let k = geo.taps() * cin_g;
+                let k = geo.taps() * (cin / groups);
                 let in_len = geo.axes.iter().map(|a| a.input).product::<usize>() * cin;
-                assert!(x.len() >= batch * in_len && y.len() >= batch * positions * cout);
+                let out_len = positions * cout;
+                assert!(x.len() >= batch * in_len && y.len() >= batch * out_len);
                 assert!(w.len() >= k * cout);
-                if direct {
-                    // SAFETY: bounded by the asserts above (`k == cin`, one position per pixel).
-                    unsafe { gemm(batch * positions, k, cout, x, cin, w, cout, y, cout) }
+                let Some(sc) = scatter else {
+                    self.gemm_conv(batch, x, w, y, scratch, (runs, direct));
                     return;
-                }
-                let (chunk, need) = self.chunking(batch);
-                let cols = &mut scratch[..need];
-                for first in (0..batch).step_by(chunk) {
-                    let n = chunk.min(batch - first);
-                    for g in 0..groups {
-                        for s in 0..n {
-                            let xs = &x[(first + s) * in_len..][..in_len];
-                            let dst = &mut cols[s * positions * k..][..positions * k];
-                            im2col(runs, xs, cin, g * cin_g, cin_g, dst);
-                        }
-                        let ys = &mut y[first * positions * cout + g * cout_g..];
-                        let rows = n * positions;
-                        assert!(ys.len() >= (rows - 1) * cout + cout_g);
-                        // SAFETY: `cols` holds rows × k floats; the weight block of group g
-                        // spans k rows of stride cout from column g·cout_g; `ys` is checked.
-                        unsafe { gemm(rows, k, cout_g, cols, k, &w[g * cout_g..], cout, ys, cout) }
+                };
+                // Sparse samples one by one from their non-zero inputs; runs of consecutive
+                // dense samples in one GEMM.
+                let w = &w[..k * cout];
+                let mut nz = Vec::new();
+                let sparse = |s: usize, nz: &mut Vec<u32>| {
+                    nonzeros(&x[s * in_len..][..in_len], nz);
+                    nz.len() * 4 <= in_len
+                };
+                let scatter_one = |s: usize, nz: &[u32], y: &mut [f32]| {
+                    let ys = &mut y[s * out_len..][..out_len];
+                    let xs = &x[s * in_len..][..in_len];
+                    if fma_available() {
+                        // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+                        unsafe { scatter_fma(sc, (xs, nz), w, ys, cin, cout) }
+                    } else {
+                        scatter_plain(sc, (xs, nz), w, ys, cin, cout)
                     }
+                };
+                let mut s = 0;
+                while s < batch {
+                    if sparse(s, &mut nz) {
+                        scatter_one(s, &nz, y);
+                        s += 1;
+                        continue;
+                    }
+                    let mut e = s + 1;
+                    let mut sparse_next = false;
+                    while e < batch {
+                        if sparse(e, &mut nz) {
+                            sparse_next = true;
+                            break;
+                        }
+                        e += 1;
+                    }
+                    let (xs, ys) = (&x[s * in_len..e * in_len], &mut y[s * out_len..e * out_len]);
+                    self.gemm_conv(e - s, xs, w, ys, scratch, (runs, direct));
+                    if sparse_next {
+                        scatter_one(e, &nz, y);
+                        e += 1;
+                    }
+                    s = e;
                 }
+            }
+        }
+    }
+
+    /// The GEMM path of a convolution over `batch` samples.
+    fn gemm_conv(
+        &self,
+        batch: usize,
+        x: &[f32],
+        w: &[f32],
+        y: &mut [f32],
+        scratch: &mut [f32],
+        (runs, direct): (&[(u32, u32)], bool),
+    ) {
+        let LinearPlan::Conv {
+            ref geo,
+            cin,
+            cout,
+            groups,
+            ..
+        } = *self
+        else {
+            unreachable!("a convolution plan")
+        };
+        let positions = geo.out_positions();
+        let (cin_g, cout_g) = (cin / groups, cout / groups);
+        let k = geo.taps() * cin_g;
+        let in_len = geo.axes.iter().map(|a| a.input).product::<usize>() * cin;
+        if direct {
+            // SAFETY: bounded by the caller's asserts (`k == cin`, one position per pixel).
+            unsafe { gemm(batch * positions, k, cout, x, cin, w, cout, y, cout) }
+            return;
+        }
+        let (chunk, need) = self.chunking(batch);
+        let cols = &mut scratch[..need];
+        for first in (0..batch).step_by(chunk) {
+            let n = chunk.min(batch - first);
+            for g in 0..groups {
+                for s in 0..n {
+                    let xs = &x[(first + s) * in_len..][..in_len];
+                    let dst = &mut cols[s * positions * k..][..positions * k];
+                    im2col(runs, xs, cin, g * cin_g, cin_g, dst);
+                }
+                let ys = &mut y[first * positions * cout + g * cout_g..];
+                let rows = n * positions;
+                assert!(ys.len() >= (rows - 1) * cout + cout_g);
+                // SAFETY: `cols` holds rows × k floats; the weight block of group g
+                // spans k rows of stride cout from column g·cout_g; `ys` is checked.
+                unsafe { gemm(rows, k, cout_g, cols, k, &w[g * cout_g..], cout, ys, cout) }
+            }
+        }
+    }
+}
+
+/// [`scatter_conv`] with one fused multiply-add per term.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scatter_fma(
+    sc: &Scatter,
+    x: (&[f32], &[u32]),
+    w: &[f32],
+    y: &mut [f32],
+    cin: usize,
+    cout: usize,
+) {
+    scatter_conv(sc, x, w, y, (cin, cout), |a, b, c| a.mul_add(b, c))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn scatter_fma(
+    sc: &Scatter,
+    x: (&[f32], &[u32]),
+    w: &[f32],
+    y: &mut [f32],
+    cin: usize,
+    cout: usize,
+) {
+    scatter_plain(sc, x, w, y, cin, cout)
+}
+
+/// [`scatter_conv`] without fused multiply-adds.
+fn scatter_plain(
+    sc: &Scatter,
+    x: (&[f32], &[u32]),
+    w: &[f32],
+    y: &mut [f32],
+    cin: usize,
+    cout: usize,
+) {
+    scatter_conv(sc, x, w, y, (cin, cout), |a, b, c| c + a * b)
+}
+
+/// The indices of the non-zero elements of `x`, in order, into `nz` (written without a branch
+/// per element: most of a spike train is zero, and a data-dependent branch would mispredict).
+fn nonzeros(x: &[f32], nz: &mut Vec<u32>) {
+    nz.clear();
+    nz.resize(x.len(), 0);
+    let mut n = 0;
+    for (i, &v) in x.iter().enumerate() {
+        nz[n] = i as u32;
+        n += usize::from(v != 0.0);
+    }
+    nz.truncate(n);
+}
+
+/// One sample's convolution from its non-zero inputs (see [`Scatter`]): `y` starts at zero and
+/// each non-zero `x[p, ci]` (their indices in `nz`, in order) adds `x[p, ci] · w[tap, ci, :]` to
+/// `y[o, :]` for every `(o, tap)` that reads position `p`, in order of `p`, then `ci`, then `o`.
+#[inline(always)]
+fn scatter_conv(
+    sc: &Scatter,
+    (x, nz): (&[f32], &[u32]),
+    w: &[f32],
+    y: &mut [f32],
+    (cin, cout): (usize, usize),
+    madd: impl Fn(f32, f32, f32) -> f32 + Copy,
+) {
+    y.fill(0.0);
+    if cin == 0 || cout == 0 {
+        return;
+    }
+    for &i in nz {
+        let (p, ci) = (i as usize / cin, i as usize % cin);
+        let v = x[i as usize];
+        for &(o, t) in &sc.entries[sc.starts[p] as usize..sc.starts[p + 1] as usize] {
+            let wr = &w[(t as usize * cin + ci) * cout..][..cout];
+            let yr = &mut y[o as usize * cout..][..cout];
+            for (a, &b) in yr.iter_mut().zip(wr) {
+                *a = madd(v, b, *a);
             }
         }
     }
@@ -375,7 +580,8 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         /// GEMM convolution = the direct reference loops, and each sample's result is bit-identical
-        /// whether it runs alone or in a batch.
+        /// whether it runs alone or in a batch. Samples cycle through dense inputs, inputs a
+        /// seventh non-zero (the scatter path) and half non-zero (GEMM again), from `phase`.
         #[test]
         fn conv_matches_reference_and_batching(
             d in 1usize..=3,
@@ -388,6 +594,7 @@ mod tests {
             cin_g in 1usize..4,
             cout_g in 1usize..4,
             batch in 1usize..4,
+            phase in 0usize..3,
         ) {
             let (size, k) = if d == 3 { (size.min(4), k.min(2)) } else { (size, k) };
             let padding = if same { Padding::Same } else { Padding::Valid };
@@ -405,7 +612,16 @@ mod tests {
             };
             let plan = LinearPlan::new(&Op::Conv(attrs.clone()), &xs, &ws).unwrap();
             let in_len: usize = xs.iter().product();
-            let x = data(in_len * batch, 1);
+            let x: Vec<f32> = data(in_len * batch, 1)
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| match (i / in_len + phase) % 3 {
+                    0 => v,
+                    1 if i % 7 == 0 => v,
+                    2 if i % 2 == 0 => v,
+                    _ => 0.0,
+                })
+                .collect();
             let w = data(ws.iter().product(), 2);
             let LinearPlan::Conv { ref geo, .. } = plan else { unreachable!() };
             let out_len = geo.out_positions() * cout;

@@ -111,6 +111,7 @@ impl FileTest {
                     "pass simplify" => Kind::Pass("simplify"),
                     "pass fuse" => Kind::Pass("fuse"),
                     "pass merge" => Kind::Pass("merge"),
+                    "pass sink-synapses" => Kind::Pass("sink-synapses"),
                     "pass plan-memory" => Kind::Pass("plan-memory"),
                     other => return Err(format!("unknown test kind `{other}`")),
                 });
@@ -157,6 +158,7 @@ impl FileTest {
                     "simplify" => simplify(&m),
                     "fuse" => snnc_compiler::passes::fuse(&m),
                     "merge" => snnc_compiler::passes::merge(&m),
+                    "sink-synapses" => snnc_compiler::passes::sink_synapses(&m),
                     _ => spikify(
                         &m,
                         &SpikeOptions {

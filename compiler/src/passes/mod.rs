@@ -6,12 +6,14 @@ pub mod lower_maxpool;
 pub mod merge;
 pub mod rewrite;
 pub mod simplify;
+pub mod sink_synapses;
 pub mod spikify;
 
 pub use fuse::fuse;
 pub use lower_maxpool::{MaxPoolMode, lower_maxpool};
 pub use merge::{MergeStats, merge};
 pub use simplify::simplify;
+pub use sink_synapses::sink_synapses;
 pub use spikify::{InitialVoltage, SpikeOptions, spikify};
 
 use snnc_ir::{Module, Target, VerifyErrors};
@@ -70,10 +72,24 @@ pub struct ConvertOptions {
 }
 
 /// The passes `convert` runs, in order (`spikify` only when spiking).
-pub const DEFAULT_PIPELINE: &[&str] = &["spikify", "lower-maxpool", "simplify", "fuse", "merge"];
+pub const DEFAULT_PIPELINE: &[&str] = &[
+    "spikify",
+    "lower-maxpool",
+    "simplify",
+    "sink-synapses",
+    "fuse",
+    "merge",
+];
 
 /// Every pass a pipeline may name.
-pub const PASSES: &[&str] = &["spikify", "lower-maxpool", "simplify", "fuse", "merge"];
+pub const PASSES: &[&str] = &[
+    "spikify",
+    "lower-maxpool",
+    "simplify",
+    "sink-synapses",
+    "fuse",
+    "merge",
+];
 
 /// What one pass did.
 #[derive(Clone, Debug)]
@@ -134,6 +150,7 @@ pub fn run_pipeline(
             },
             "lower-maxpool" => lower_maxpool(&m, opts.max_pool)?,
             "simplify" => simplify(&m)?,
+            "sink-synapses" => sink_synapses(&m)?,
             "fuse" => fuse(&m)?,
             "merge" => {
                 let (out, st) = merge::merge_with_stats(&m)?;

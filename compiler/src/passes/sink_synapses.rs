@@ -1,0 +1,186 @@
+//! `sink-synapses`: a lowpass synapse moves below the linear maps that read it, so that they read
+//! the spikes themselves (mostly zeros, which the dense and convolution kernels skip) and the
+//! synapse filters their output — the order Nengo builds a connection in (transform, then
+//! synapse).
+//!
+//! A lowpass is linear and time-invariant and starts from zero, so for a linear map `L`,
+//! `L(lowpass(x)) = lowpass(L(x))` at every step; the one-step delay of reading the synapse
+//! through its state is kept by reading the new synapse through its state too. Concretely, for
+//!
+//! ```text
+//! %f = lowpass %x, $s {tau}        next $s = %f        %y = L $s, consts...
+//! ```
+//!
+//! where `$s` starts at zeros, is no output, and `%f` has no reader but the `next`, each such `L`
+//! becomes
+//!
+//! ```text
+//! %y = L %x, consts...   %y.filtered = lowpass %y, $y.syn {tau}   next $y.syn = %y.filtered
+//! ```
+//!
+//! and the readers of `%y` read `$y.syn`. `L` is `dense`, `conv`, `sparse` (their weights
+//! constant), `scale` by a constant, `avg_pool`, `global_avg_pool` or an index map (`reshape`,
+//! `transpose`, `pad`, `gather`, `upsample`). It moves when it is a dense map or a convolution
+//! (whose kernels skip zero inputs) or when its result is no larger than its input (a smaller
+//! synapse). The pass repeats until nothing moves (a reshape moves first, then the dense that
+//! reads it), then drops what became dead. The synapse left behind disappears when every reader
+//! moved.
+//!
+//! The outputs equal the original module's in real arithmetic. In f32 they differ by rounding
+//! (the map now sums spikes, the synapse filters sums), so spike trains can differ after many
+//! steps; accuracy does not change measurably (README, "Passes").
+
+use super::rewrite::Rewriter;
+use super::{PassError, build_err, simplify};
+use snnc_ir::{Module, Op, Operand, StateId, StateInit};
+
+/// Run the pass to a fixed point, then drop what it left dead.
+pub fn sink_synapses(m: &Module) -> Result<Module, PassError> {
+    let mut cur = m.clone();
+    for _ in 0..16 {
+        let (next, changed) = sink_once(&cur)?;
+        cur = next;
+        if !changed {
+            break;
+        }
+    }
+    simplify(&cur)
+}
+
+/// Whether `op` is linear in its first operand when every other operand is constant.
+fn linear(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Dense
+            | Op::Conv(_)
+            | Op::Sparse { .. }
+            | Op::Scale
+            | Op::AvgPool(_)
+            | Op::GlobalAvgPool
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Pad { .. }
+            | Op::Gather { .. }
+            | Op::Upsample { .. }
+    )
+}
+
+fn sink_once(m: &Module) -> Result<(Module, bool), PassError> {
+    let err = |e| build_err("sink-synapses", e);
+    let mut readers = vec![Vec::new(); m.values.len()];
+    let mut state_readers = vec![Vec::new(); m.states.len()];
+    for (i, inst) in m.insts.iter().enumerate() {
+        for a in &inst.args {
+            match a {
+                Operand::Value(v) => readers[v.index()].push(i),
+                Operand::State(s) => state_readers[s.index()].push(i),
+                Operand::Const(_) => {}
+            }
+        }
+    }
+    let mut end_readers = vec![0usize; m.values.len()];
+    for v in m.end_of_step_values() {
+        end_readers[v.index()] += 1;
+    }
+    let state_output = |s: StateId| m.outputs.iter().any(|o| o.value == Operand::State(s));
+    // Per lowpass instruction that qualifies: the readers of its state that move below it.
+    let mut moves: Vec<(usize, Vec<usize>)> = Vec::new();
+    let mut moving = vec![false; m.insts.len()];
+    for nx in &m.nexts {
+        let Operand::Value(f) = nx.value else {
+            continue;
+        };
+        let Some(d) = m.insts.iter().position(|i| i.results.contains(&f)) else {
+            continue;
+        };
+        let syn = &m.insts[d];
+        let s = nx.state;
+        let is_own_lowpass = matches!(syn.op, Op::Lowpass { .. })
+            && syn.groups() == 1
+            && syn.args[1] == Operand::State(s)
+            && matches!(syn.args[0], Operand::Value(_));
+        if !is_own_lowpass
+            || m.state(s).init != StateInit::Zeros
+            || state_output(s)
+            || !readers[f.index()].is_empty()
+            || end_readers[f.index()] != 1
+        {
+            continue;
+        }
+        let movable: Vec<usize> = state_readers[s.index()]
+            .iter()
+            .copied()
+            .filter(|&r| r != d && !moving[r])
+            .filter(|&r| {
+                let inst = &m.insts[r];
+                let consts = inst.args[1..]
+                    .iter()
+                    .all(|a| matches!(a, Operand::Const(_)));
+                let n_in = m.state(s).ty.num_elements();
+                let n_out = m.value(inst.results[0]).ty.num_elements();
+                linear(&inst.op)
+                    && inst.args[0] == Operand::State(s)
+                    && consts
+                    && (matches!(inst.op, Op::Dense | Op::Conv(_)) || n_out <= n_in)
+            })
+            .collect();
+        if movable.is_empty() {
+            continue;
+        }
+        for &r in &movable {
+            moving[r] = true;
+        }
+        moves.push((d, movable));
+    }
+    if moves.is_empty() {
+        return Ok((m.clone(), false));
+    }
+    let mut rw = Rewriter::new(m);
+    // The moved maps' results are read through their new synapses' states from the start.
+    let mut new_states = Vec::new();
+    for (d, movable) in &moves {
+        for &r in movable {
+            let y = m.insts[r].results[0];
+            let name = fresh_state_name(&rw, &format!("{}.syn", m.value(y).name));
+            let shape = m.value(y).ty.shape.clone();
+            let st = rw.b.state(&name, &shape, StateInit::Zeros);
+            rw.set(y, Operand::State(st));
+            new_states.push((*d, r, st));
+        }
+    }
+    for (i, inst) in m.insts.iter().enumerate() {
+        if moving[i] {
+            continue;
+        }
+        rw.copy(inst).map_err(err)?;
+        for &(_, r, st) in new_states.iter().filter(|(d, _, _)| *d == i) {
+            let map = &m.insts[r];
+            let y = map.results[0];
+            let name = m.value(y).name.clone();
+            let mut args = vec![rw.map(inst.args[0])];
+            args.extend(map.args[1..].iter().map(|&a| rw.map(a)));
+            let raw = rw.b.op1(map.op.clone(), &args, &name).map_err(err)?;
+            let filtered =
+                rw.b.op1(
+                    inst.op.clone(),
+                    &[Operand::Value(raw), Operand::State(st)],
+                    &format!("{name}.filtered"),
+                )
+                .map_err(err)?;
+            rw.b.next(st, filtered);
+        }
+    }
+    Ok((rw.finish(), true))
+}
+
+/// `name`, or `name2`, `name3`… if a state of that name exists.
+fn fresh_state_name(rw: &Rewriter, name: &str) -> String {
+    let taken = |n: &str| rw.b.module().states.iter().any(|s| s.name == n);
+    let mut unique = name.to_string();
+    let mut k = 2;
+    while taken(&unique) {
+        unique = format!("{name}{k}");
+        k += 1;
+    }
+    unique
+}
