@@ -4,7 +4,8 @@
 //! backends in one run, so their ratio is meaningful on a noisy machine even when absolute times
 //! drift. The multiply-adds per step are set as the throughput, so criterion also reports elements
 //! per second (one element = one multiply-add). Layer benchmarks change their input every step;
-//! the MNIST ones run both ways (`held`: the image stays, so input-only work is skipped; `varied`).
+//! the MNIST ones run both ways (`held`: the image stays, so input-only work is skipped; `varied`),
+//! on the example's real test images.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ndarray::{ArrayD, IxDyn};
@@ -64,11 +65,25 @@ fn bench_module(
     batches: &[usize],
     vary: bool,
 ) {
+    bench_module_on(c, group, (m, macs), batches, vary, &|batch, seed| {
+        inputs(m, batch, seed)
+    });
+}
+
+/// [`bench_module`] with inputs from `make(batch, k)`, `k` = 0 or 1 (the two alternating sets).
+fn bench_module_on(
+    c: &mut Criterion,
+    group: &str,
+    (m, macs): (&Verified, u64),
+    batches: &[usize],
+    vary: bool,
+    make: &dyn Fn(usize, usize) -> Vec<ArrayD<f32>>,
+) {
     let mut g = c.benchmark_group(group);
     g.sample_size(20);
     for &batch in batches {
         g.throughput(Throughput::Elements(macs * batch as u64));
-        let sets = [inputs(m, batch, 0), inputs(m, batch, usize::from(vary))];
+        let sets = [make(batch, 0), make(batch, usize::from(vary))];
         let views: Vec<Vec<_>> = sets
             .iter()
             .map(|xs| xs.iter().map(|a| a.view()).collect())
@@ -182,14 +197,38 @@ fn mnist(c: &mut Criterion) {
         let m = verify(m, Target::Any).expect("verifies");
         // conv1 26·26·16·9 + conv2 11·11·32·144 + dense 800·64 + 64·10
         let macs = 97_344 + 557_568 + 51_200 + 640;
-        bench_module(c, &format!("{name} held"), &m, macs, &[1, 64], false);
-        bench_module(c, &format!("{name} varied"), &m, macs, &[1, 64], true);
+        for (how, vary) in [("held", false), ("varied", true)] {
+            let group = format!("{name} {how}");
+            bench_module_on(c, &group, (&m, macs), &[1, 64], vary, &mnist_images);
+        }
     }
 }
 
-/// Spiking MNIST on the JIT, the default pipeline with and without its last pass, `merge` (which
-/// trades the fusion of each neuron with the op feeding it for one loop over all populations).
-fn merge(c: &mut Criterion) {
+/// `batch` MNIST test images (set `k` starts at image `k·batch`), as the network sees them in
+/// use: a spiking network's cost depends on how much it spikes.
+fn mnist_images(batch: usize, k: usize) -> Vec<ArrayD<f32>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mnist/test_images.npy");
+    let all: ArrayD<u8> = ndarray_npy::read_npy(path).expect("MNIST test images");
+    let n = all.shape()[0];
+    let picked: Vec<f32> = (0..batch)
+        .flat_map(|b| {
+            all.index_axis(ndarray::Axis(0), (k * batch + b) % n)
+                .iter()
+                .map(|&v| f32::from(v))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut shape = vec![batch];
+    shape.extend(&all.shape()[1..]);
+    vec![ArrayD::from_shape_vec(IxDyn(&shape), picked).expect("shape")]
+}
+
+/// Spiking MNIST on the JIT with the pipeline's last passes left out or in, on real test images
+/// changing every step: the pipeline before `sink-synapses` and `merge`, with `sink-synapses`
+/// (the convolution and dense layers read spikes and skip zeros), and the default (also `merge`,
+/// which trades the fusion of each neuron with the op feeding it for one loop over all
+/// populations).
+fn pipeline(c: &mut Criterion) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mnist/model.keras");
     let keras = snnc_compiler::keras::load(&path, &Default::default()).expect("MNIST example");
     let opts = snnc_compiler::passes::ConvertOptions {
@@ -199,11 +238,22 @@ fn merge(c: &mut Criterion) {
         }),
         ..Default::default()
     };
-    let full = snnc_compiler::passes::DEFAULT_PIPELINE;
-    let mut g = c.benchmark_group("mnist spiking varied, merge");
+    let base = ["spikify", "lower-maxpool", "simplify"];
+    let variants: [(&str, Vec<&str>); 3] = [
+        (
+            "without sink-synapses and merge",
+            [&base[..], &["fuse"]].concat(),
+        ),
+        (
+            "with sink-synapses",
+            [&base[..], &["sink-synapses", "fuse"]].concat(),
+        ),
+        ("default", snnc_compiler::passes::DEFAULT_PIPELINE.to_vec()),
+    ];
+    let mut g = c.benchmark_group("mnist spiking varied, pipeline");
     g.sample_size(30);
     for batch in [1, 64] {
-        for (name, passes) in [("unmerged", &full[..full.len() - 1]), ("merged", full)] {
+        for (name, passes) in &variants {
             let m = snnc_compiler::passes::run_pipeline(
                 keras.clone(),
                 passes,
@@ -212,14 +262,14 @@ fn merge(c: &mut Criterion) {
             )
             .expect("converts");
             let m = verify(m, Target::Any).expect("verifies");
-            let sets = [inputs(&m, batch, 0), inputs(&m, batch, 1)];
+            let sets = [mnist_images(batch, 0), mnist_images(batch, 1)];
             let views: Vec<Vec<_>> = sets
                 .iter()
                 .map(|xs| xs.iter().map(|a| a.view()).collect())
                 .collect();
             let mut sim = Simulator::new(&m, Backend::Jit, batch).expect("simulator");
             let mut t = 0;
-            g.bench_function(BenchmarkId::new(name, batch), |b| {
+            g.bench_function(BenchmarkId::new(*name, batch), |b| {
                 b.iter(|| {
                     t += 1;
                     sim.step(black_box(&views[t % 2])).expect("step")
@@ -230,5 +280,5 @@ fn merge(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, dense, conv, gemm_alone, neurons, mnist, merge);
+criterion_group!(benches, dense, conv, gemm_alone, neurons, mnist, pipeline);
 criterion_main!(benches);
