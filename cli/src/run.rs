@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 pub enum BackendArg {
     /// The reference interpreter.
     Interp,
-    /// Cranelift native code (elementwise, neuron, synapse and index-map loops; the rest via
-    /// the reference kernels).
+    /// Cranelift native code (elementwise, neuron, synapse, pooling, gather and max-pool circuit
+    /// loops; dense and convolution through the shared kernels; the rest via the reference).
     Jit,
 }
 

@@ -465,7 +465,7 @@ fn elementwise_width(m: &Module, inst: &snnc_ir::Inst) -> Option<usize> {
         {
             Some(1)
         }
-        Op::Lowpass { .. } | Op::Add if no_const => Some(1),
+        Op::Lowpass { .. } | Op::Alpha { .. } | Op::Add if no_const => Some(1),
         Op::Reshape { .. } if no_const => Some(1),
         Op::Bias | Op::Scale if !is_const(&inst.args[0]) && is_const(&inst.args[1]) => {
             let n = m
@@ -586,6 +586,27 @@ fn lowpass_lanes(
     b.ins().fadd(a, c)
 }
 
+/// An alpha synapse on lanes of type `ty`, in the interpreter's f32 operation order: the new
+/// output `y'` and state `z'` from input `u` and the previous `y`, `z`.
+fn alpha_lanes(
+    b: &mut FunctionBuilder,
+    ty: Type,
+    c: &crate::synapse::AlphaCoefficients,
+    (u, y, z): (Value, Value, Value),
+) -> (Value, Value) {
+    let affine = |b: &mut FunctionBuilder, (wz, wy, wu): (f32, f32, f32)| {
+        let (wz, wy, wu) = (fconst(b, ty, wz), fconst(b, ty, wy), fconst(b, ty, wu));
+        let tz = b.ins().fmul(wz, z);
+        let ty_ = b.ins().fmul(wy, y);
+        let s = b.ins().fadd(tz, ty_);
+        let tu = b.ins().fmul(wu, u);
+        b.ins().fadd(s, tu)
+    };
+    let y1 = affine(b, (c.yz, c.yy, c.yu));
+    let z1 = affine(b, (c.zz, c.zy, c.zu));
+    (y1, z1)
+}
+
 /// Emit a merged neuron or lowpass instruction (several groups): one loop over each run of
 /// consecutive groups whose every operand and result starts where the previous group's ends in
 /// the arena (the memory plan places merged groups so; then the whole instruction is one loop).
@@ -640,6 +661,13 @@ fn emit_merged(
                 Op::Lowpass { tau } => {
                     let s = load(b, ty, ptr(args[1]), k);
                     vec![lowpass_lanes(b, ty, m.dt, *tau, x, s)]
+                }
+                Op::Alpha { tau } => {
+                    let c = crate::synapse::AlphaCoefficients::new(m.dt, *tau);
+                    let y = load(b, ty, ptr(args[1]), k);
+                    let z = load(b, ty, ptr(args[2]), k);
+                    let (y1, z1) = alpha_lanes(b, ty, &c, (x, y, z));
+                    vec![y1, z1]
                 }
                 _ => unreachable!("checked above"),
             };
@@ -781,6 +809,14 @@ fn emit_elementwise_group(
                         let sv = arg(b, inst.args[1]);
                         let xv = arg(b, inst.args[0]);
                         vec![lowpass_lanes(b, ty, m.dt, *tau, xv, sv)]
+                    }
+                    Op::Alpha { tau } => {
+                        let c = crate::synapse::AlphaCoefficients::new(m.dt, *tau);
+                        let u = arg(b, inst.args[0]);
+                        let y = arg(b, inst.args[1]);
+                        let z = arg(b, inst.args[2]);
+                        let (y1, z1) = alpha_lanes(b, ty, &c, (u, y, z));
+                        vec![y1, z1]
                     }
                     Op::Add => {
                         let mut acc = arg(b, inst.args[0]);
@@ -1057,6 +1093,89 @@ fn emit_inst(
             });
             true
         }
+        Op::AvgPool(_) | Op::MaxPool(_) | Op::GlobalAvgPool | Op::GlobalMaxPool
+            if !is_const(&inst.args[0]) =>
+        {
+            // Each output position folds its window's input positions (padding left out, as
+            // the interpreter counts it) in the interpreter's order, f32x4 over the channels.
+            let in_shape = &m.operand_type(inst.args[0]).expect("verified").shape;
+            let d = in_shape.len() - 1;
+            let c = in_shape[d];
+            let positions: usize = in_shape[..d].iter().product();
+            let (starts, cols): (Vec<i32>, Vec<i32>) = match &inst.op {
+                Op::AvgPool(p) | Op::MaxPool(p) => {
+                    let Ok(geo) = crate::kernels::Window3::new(
+                        in_shape,
+                        &p.pool,
+                        &p.strides,
+                        &vec![1; d],
+                        p.padding,
+                    ) else {
+                        return false;
+                    };
+                    let mut per = vec![Vec::new(); geo.out_positions()];
+                    geo.for_each(|o, _, src| {
+                        if let Some(i) = src {
+                            per[o].push(i as i32);
+                        }
+                    });
+                    let mut starts = vec![0i32];
+                    for w in &per {
+                        starts.push(starts[starts.len() - 1] + w.len() as i32);
+                    }
+                    (starts, per.concat())
+                }
+                _ => (vec![0, positions as i32], (0..positions as i32).collect()),
+            };
+            let n_pos = starts.len() - 1;
+            let is_max = matches!(inst.op, Op::MaxPool(_) | Op::GlobalMaxPool);
+            let (n_in, n_out) = (n_of(inst.args[0]), n_pos * c);
+            let (x, y) = (it.operand_ptr(inst.args[0]), out(0));
+            let (starts_p, cols_p) = (starts.as_ptr(), cols.as_ptr());
+            tables.index.extend([starts, cols]);
+            emit_loop(b, batch, |b, s| {
+                let in0 = b.ins().imul_imm_s(s, n_in as i64);
+                let out0 = b.ins().imul_imm_s(s, n_out as i64);
+                emit_loop(b, n_pos, |b, o| {
+                    let lo = load_index(b, starts_p, o);
+                    let o1 = b.ins().iadd_imm_s(o, 1);
+                    let hi = load_index(b, starts_p, o1);
+                    let row = b.ins().imul_imm_s(o, c as i64);
+                    let row = b.ins().iadd(out0, row);
+                    emit_map(b, c, |b, ty, ch| {
+                        let init = fconst(b, ty, if is_max { f32::NEG_INFINITY } else { 0.0 });
+                        let acc = emit_fold(b, lo, hi, init, |b, e, acc| {
+                            let src = load_index(b, cols_p, e);
+                            let at = b.ins().imul_imm_s(src, c as i64);
+                            let at = b.ins().iadd(at, ch);
+                            let at = b.ins().iadd(in0, at);
+                            let xv = load(b, ty, x, at);
+                            if is_max {
+                                // `acc.max(x)`: a NaN input never wins.
+                                select(b, ty, FloatCC::GreaterThan, (xv, acc), xv, acc)
+                            } else {
+                                b.ins().fadd(acc, xv)
+                            }
+                        });
+                        let acc = if is_max {
+                            acc
+                        } else {
+                            let n = b.ins().isub(hi, lo);
+                            let n = b.ins().fcvt_from_uint(types::F32, n);
+                            let n = if ty.is_vector() {
+                                b.ins().splat(ty, n)
+                            } else {
+                                n
+                            };
+                            b.ins().fdiv(acc, n)
+                        };
+                        let at = b.ins().iadd(row, ch);
+                        store(b, y, at, acc);
+                    });
+                });
+            });
+            true
+        }
         _ => false,
     }
 }
@@ -1076,12 +1195,13 @@ fn emit_fold(
     init: Value,
     body: impl FnOnce(&mut FunctionBuilder, Value, Value) -> Value,
 ) -> Value {
+    let ty = b.func.dfg.value_type(init);
     let header = b.create_block();
     let block = b.create_block();
     let exit = b.create_block();
     let e = b.append_block_param(header, types::I64);
-    let acc = b.append_block_param(header, types::F32);
-    let done = b.append_block_param(exit, types::F32);
+    let acc = b.append_block_param(header, ty);
+    let done = b.append_block_param(exit, ty);
     b.ins().jump(header, &[lo.into(), init.into()]);
     b.switch_to_block(header);
     let c = b.ins().icmp(IntCC::UnsignedLessThan, e, hi);

@@ -133,6 +133,7 @@ mod random_modules {
     enum Step {
         Neuron(u8, f64),
         Lowpass(f64),
+        Alpha(f64),
         /// A lowpass read through its state by a dense map (what `sink-synapses` moves).
         SynapseDense(usize),
         Bias,
@@ -157,6 +158,7 @@ mod random_modules {
                 .prop_map(|(k, g)| Step::Neuron(k, g)),
             2 => prop_oneof![Just(0.005f64), 0.001f64..0.05].prop_map(Step::Lowpass),
             1 => (1usize..6).prop_map(Step::SynapseDense),
+            1 => prop_oneof![Just(0.005f64), 0.0f64..0.05].prop_map(Step::Alpha),
             1 => Just(Step::Bias),
             1 => any::<bool>().prop_map(Step::Scale),
             1 => (1usize..6).prop_map(Step::Dense),
@@ -263,6 +265,20 @@ mod random_modules {
                         .ok()?;
                     b.next(st, r);
                     r
+                }
+                Step::Alpha(tau) => {
+                    let y = b.state(&format!("{name}.y"), &shape, StateInit::Zeros);
+                    let z = b.state(&format!("{name}.z"), &shape, StateInit::Zeros);
+                    let r = b
+                        .op(
+                            Op::Alpha { tau: *tau },
+                            &[x, Operand::State(y), Operand::State(z)],
+                            &name,
+                        )
+                        .ok()?;
+                    b.next(y, r[0]);
+                    b.next(z, r[1]);
+                    r[0]
                 }
                 Step::SynapseDense(out) => {
                     let st = b.state(&format!("{name}.syn"), &shape, StateInit::Zeros);
