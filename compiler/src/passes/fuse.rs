@@ -253,3 +253,20 @@ fn fuse_once(m: &Module) -> Result<(Module, bool), PassError> {
     }
     Ok((rw.finish(), true))
 }
+
+/// The `fuse` pass.
+pub struct Fuse;
+
+impl super::Pass for Fuse {
+    fn name(&self) -> &'static str {
+        "fuse"
+    }
+
+    fn run(
+        &self,
+        m: &Module,
+        _opts: &super::ConvertOptions,
+    ) -> Result<Option<super::PassOutcome>, PassError> {
+        Ok(Some(fuse(m)?.into()))
+    }
+}

@@ -281,3 +281,20 @@ fn build_circuit(
         name,
     )
 }
+
+/// The `lower-maxpool` pass, in the options' max-pool mode.
+pub struct LowerMaxPool;
+
+impl super::Pass for LowerMaxPool {
+    fn name(&self) -> &'static str {
+        "lower-maxpool"
+    }
+
+    fn run(
+        &self,
+        m: &Module,
+        opts: &super::ConvertOptions,
+    ) -> Result<Option<super::PassOutcome>, PassError> {
+        Ok(Some(lower_maxpool(m, opts.max_pool)?.into()))
+    }
+}

@@ -225,3 +225,27 @@ fn schedule(is_node: &[bool], edges: &[(usize, usize)]) -> Vec<usize> {
     }
     order
 }
+
+/// The `merge` pass; its outcome says how many instructions it merged into how many.
+pub struct Merge;
+
+impl super::Pass for Merge {
+    fn name(&self) -> &'static str {
+        "merge"
+    }
+
+    fn run(
+        &self,
+        m: &Module,
+        _opts: &super::ConvertOptions,
+    ) -> Result<Option<super::PassOutcome>, PassError> {
+        let (module, st) = merge_with_stats(m)?;
+        Ok(Some(super::PassOutcome {
+            module,
+            detail: Some(format!(
+                "merged {} neuron/synapse instructions into {}",
+                st.merged_in, st.merged_out
+            )),
+        }))
+    }
+}

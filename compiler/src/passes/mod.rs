@@ -1,5 +1,7 @@
-//! Passes. Each is one file and one function with a doc comment saying what holds afterwards;
-//! [`convert`] runs the conversion pipeline (`spikify` → `lower-maxpool`) and verifies after each.
+//! Passes. Each is one file with a function doing the rewrite (its doc comment says what holds
+//! afterwards) and a unit type implementing [`Pass`], by which the pass manager
+//! ([`run_pipeline`]) finds it by name. [`convert`] runs [`DEFAULT_PIPELINE`], verifying after
+//! each pass.
 
 pub mod fuse;
 pub mod lower_maxpool;
@@ -71,15 +73,50 @@ pub struct ConvertOptions {
     pub spiking: Option<SpikeOptions>,
 }
 
-/// The passes `convert` runs, in order (`spikify` only when spiking).
-pub const DEFAULT_PIPELINE: &[&str] = &[
-    "spikify",
-    "lower-maxpool",
-    "simplify",
-    "sink-synapses",
-    "fuse",
-    "merge",
+/// What a pass made: the new module, and a line saying what it did beyond the instruction counts
+/// (`merge`: how many instructions it merged into how many), when it has one.
+pub struct PassOutcome {
+    /// The rewritten module.
+    pub module: Module,
+    /// Printed by `--time-passes` after the counts.
+    pub detail: Option<String>,
+}
+
+impl From<Module> for PassOutcome {
+    fn from(module: Module) -> Self {
+        PassOutcome {
+            module,
+            detail: None,
+        }
+    }
+}
+
+/// A pass: a named rewrite of a module under the conversion options.
+pub trait Pass: Sync {
+    /// The name pipelines use (`--passes`).
+    fn name(&self) -> &'static str;
+    /// Rewrite `m`. `None` when the options leave the pass nothing to do (`spikify` without
+    /// spiking options); the pipeline then records no run.
+    fn run(&self, m: &Module, opts: &ConvertOptions) -> Result<Option<PassOutcome>, PassError>;
+}
+
+/// Every pass, in the default pipeline's order.
+pub const ALL_PASSES: &[&dyn Pass] = &[
+    &spikify::Spikify,
+    &lower_maxpool::LowerMaxPool,
+    &simplify::Simplify,
+    &sink_synapses::SinkSynapses,
+    &fuse::Fuse,
+    &merge::Merge,
 ];
+
+/// The pass of this name.
+pub fn pass_named(name: &str) -> Option<&'static dyn Pass> {
+    ALL_PASSES.iter().copied().find(|p| p.name() == name)
+}
+
+/// The passes `convert` runs, in order (`spikify` only when spiking).
+pub const DEFAULT_PIPELINE: &[&str] = PASSES;
 
 /// Every pass a pipeline may name.
 pub const PASSES: &[&str] = &[
@@ -138,35 +175,17 @@ pub fn run_pipeline(
     for (k, &pass) in passes.iter().enumerate() {
         let start = std::time::Instant::now();
         let before = m.insts.len();
-        let mut detail = None;
-        m = match pass {
-            "spikify" => match &opts.spiking {
-                Some(s) => {
-                    let mut s = s.clone();
-                    s.max_pool = opts.max_pool;
-                    spikify(&m, &s)?
-                }
-                None => continue,
-            },
-            "lower-maxpool" => lower_maxpool(&m, opts.max_pool)?,
-            "simplify" => simplify(&m)?,
-            "sink-synapses" => sink_synapses(&m)?,
-            "fuse" => fuse(&m)?,
-            "merge" => {
-                let (out, st) = merge::merge_with_stats(&m)?;
-                detail = Some(format!(
-                    "merged {} neuron/synapse instructions into {}",
-                    st.merged_in, st.merged_out
-                ));
-                out
-            }
-            other => {
-                return Err(PassError::Invalid {
-                    pass: other.into(),
-                    message: format!("no such pass; the passes are {}", PASSES.join(", ")),
-                });
-            }
+        let Some(p) = pass_named(pass) else {
+            return Err(PassError::Invalid {
+                pass: pass.into(),
+                message: format!("no such pass; the passes are {}", PASSES.join(", ")),
+            });
         };
+        let Some(outcome) = p.run(&m, opts)? else {
+            continue;
+        };
+        m = outcome.module;
+        let detail = outcome.detail;
         hooks.timings.push(PassTiming {
             pass: pass.into(),
             time: start.elapsed(),
@@ -183,4 +202,16 @@ pub fn run_pipeline(
         }
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_named_pass_is_registered_once() {
+        let names: Vec<&str> = ALL_PASSES.iter().map(|p| p.name()).collect();
+        assert_eq!(names, PASSES);
+        assert!(pass_named("no-such-pass").is_none());
+    }
 }

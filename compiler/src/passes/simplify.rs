@@ -197,3 +197,20 @@ fn simplify_once(m: &Module) -> Result<Module, PassError> {
     }
     Ok(rw.finish())
 }
+
+/// The `simplify` pass.
+pub struct Simplify;
+
+impl super::Pass for Simplify {
+    fn name(&self) -> &'static str {
+        "simplify"
+    }
+
+    fn run(
+        &self,
+        m: &Module,
+        _opts: &super::ConvertOptions,
+    ) -> Result<Option<super::PassOutcome>, PassError> {
+        Ok(Some(simplify(m)?.into()))
+    }
+}

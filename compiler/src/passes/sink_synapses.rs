@@ -184,3 +184,20 @@ fn fresh_state_name(rw: &Rewriter, name: &str) -> String {
     }
     unique
 }
+
+/// The `sink-synapses` pass.
+pub struct SinkSynapses;
+
+impl super::Pass for SinkSynapses {
+    fn name(&self) -> &'static str {
+        "sink-synapses"
+    }
+
+    fn run(
+        &self,
+        m: &Module,
+        _opts: &super::ConvertOptions,
+    ) -> Result<Option<super::PassOutcome>, PassError> {
+        Ok(Some(sink_synapses(m)?.into()))
+    }
+}

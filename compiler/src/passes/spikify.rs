@@ -225,3 +225,25 @@ fn filtered(
     rw.b.next(syn, y);
     Ok(Operand::State(syn))
 }
+
+/// The `spikify` pass (acts only with spiking options).
+pub struct Spikify;
+
+impl super::Pass for Spikify {
+    fn name(&self) -> &'static str {
+        "spikify"
+    }
+
+    fn run(
+        &self,
+        m: &Module,
+        opts: &super::ConvertOptions,
+    ) -> Result<Option<super::PassOutcome>, PassError> {
+        let Some(s) = &opts.spiking else {
+            return Ok(None);
+        };
+        let mut s = s.clone();
+        s.max_pool = opts.max_pool;
+        Ok(Some(spikify(m, &s)?.into()))
+    }
+}
