@@ -508,6 +508,34 @@ fn bench_reports_both_backends() {
     }
     let r = snnc(&["bench", "examples/xor/xor.sir", "--runs", "0"]);
     assert_eq!(r.status.code(), Some(2));
+    // Real samples: 4 of them cycle through a batch of 3 and, varied, through the steps.
+    let r = snnc(&[
+        "bench",
+        "examples/xor/xor_spiking.sir",
+        "--input",
+        "examples/xor/inputs.npy",
+        "--steps",
+        "5",
+        "--runs",
+        "2",
+        "--batch",
+        "3",
+        "--vary-inputs",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(
+        stdout(&r).contains("samples from examples/xor/inputs.npy"),
+        "{}",
+        stdout(&r)
+    );
+    // Samples of the wrong shape are an error naming the file, not a crash.
+    let r = snnc(&[
+        "bench",
+        "examples/xor/xor_spiking.sir",
+        "--input",
+        "examples/xor/labels.npy",
+    ]);
+    assert_fails(&r, "examples/xor/labels.npy");
 }
 
 #[test]
