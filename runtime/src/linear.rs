@@ -12,6 +12,10 @@ use snnc_ir::{ConvAttrs, Op};
 /// The im2col scratch is split into chunks of whole samples of at most this many floats.
 const SCRATCH_LIMIT: usize = 1 << 22;
 
+/// A convolution with more (output position, tap) pairs than this (32 MiB of table) has no
+/// event-driven path: it always runs as GEMM.
+const SCATTER_LIMIT: usize = 1 << 22;
+
 /// A dense map or convolution with every dimension fixed.
 #[derive(Clone, Debug)]
 pub enum LinearPlan {
@@ -64,7 +68,7 @@ pub struct Scatter {
 impl Scatter {
     fn new(geo: &Window3, in_positions: usize) -> Option<Self> {
         let n = geo.out_positions().checked_mul(geo.taps())?;
-        if n > 1 << 26 {
+        if n > SCATTER_LIMIT {
             return None;
         }
         let mut triples: Vec<(u32, u32, u32)> = Vec::with_capacity(n);

@@ -373,3 +373,41 @@ fn sink_synapses_keeps_the_outputs() {
         );
     }
 }
+
+/// The circuit numbers its units so that neighbouring units read neighbouring inputs: in a
+/// channels-last 2×2 pool, unit `j + 1` is the same pair of window cells one channel further, so
+/// a runtime can load four units' operands as one vector (the JIT does).
+#[test]
+fn circuit_units_read_consecutive_channels() {
+    let m = pool_module(
+        &[4, 4, 8],
+        Op::MaxPool(PoolAttrs {
+            pool: vec![2, 2],
+            strides: vec![2, 2],
+            padding: Padding::Valid,
+        }),
+    );
+    let lowered = lower_maxpool(&m, MaxPoolMode::Neural).unwrap();
+    for level in ["l0", "l1"] {
+        let name = format!("pool.{level}.idx");
+        let c = lowered
+            .constants
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("{name} in\n{lowered}"));
+        let snnc_ir::ConstData::I32(idx) = &c.data else {
+            panic!("{name} is not i32")
+        };
+        // Entries (row, column), two per unit: +a then −b.
+        let units = idx.len() / 4;
+        for j in 0..units - 1 {
+            if (j + 1) % 8 == 0 {
+                continue; // the next window position
+            }
+            for t in 0..2 {
+                let (col, next) = (idx[4 * j + 2 * t + 1], idx[4 * (j + 1) + 2 * t + 1]);
+                assert_eq!(next, col + 1, "{name}: unit {j} term {t}");
+            }
+        }
+    }
+}

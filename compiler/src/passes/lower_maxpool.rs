@@ -163,20 +163,31 @@ fn build_circuit(
         let mut pairs: Vec<(u32, u32)> = Vec::new();
         let mut unpaired: Vec<u32> = Vec::new();
         let mut new_windows = Vec::with_capacity(windows.len());
-        // Indices into the next level: pairs first, then the unpaired cells.
-        let mut slots: Vec<Vec<(bool, u32)>> = Vec::with_capacity(windows.len());
-        for w in &windows {
-            let mut slot = Vec::new();
-            for chunk in w.chunks(2) {
-                if let [a, bb] = *chunk {
-                    slot.push((true, pairs.len() as u32));
-                    pairs.push((a, bb));
-                } else {
-                    slot.push((false, unpaired.len() as u32));
-                    unpaired.push(chunk[0]);
+        // Indices into the next level: pairs first, then the unpaired cells. Units are numbered
+        // chunk-major (every window's first pair, then every window's second pair, ...), so
+        // neighbouring units belong to neighbouring windows — for channels-last pooling, the same
+        // window position in consecutive channels — and read consecutive elements, which a
+        // runtime can load as one vector.
+        let mut slots: Vec<Vec<(bool, u32)>> = vec![Vec::new(); windows.len()];
+        let chunks = windows
+            .iter()
+            .map(|w| w.len().div_ceil(2))
+            .max()
+            .unwrap_or(0);
+        for k in 0..chunks {
+            for (w, slot) in windows.iter().zip(&mut slots) {
+                match w.get(2 * k..(2 * k + 2).min(w.len())) {
+                    Some(&[a, bb]) => {
+                        slot.push((true, pairs.len() as u32));
+                        pairs.push((a, bb));
+                    }
+                    Some(&[a]) => {
+                        slot.push((false, unpaired.len() as u32));
+                        unpaired.push(a);
+                    }
+                    _ => {}
                 }
             }
-            slots.push(slot);
         }
         let p = pairs.len();
         for slot in slots {
