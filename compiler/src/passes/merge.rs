@@ -7,17 +7,24 @@
 //!   instructions of different time invariance (see [`snnc_ir::time_invariant`]) are not merged.
 //! - Two instructions are independent when neither reads, directly or through other
 //!   instructions, a value the other defines. Reading a state is not a dependency: it gives the
-//!   value at the start of the step whatever runs before. So synapses, which feed the next layer
-//!   through their state, let the neuron groups of every layer merge.
-//! - Members of one merged instruction are pairwise independent, so contracting them keeps the
-//!   dependency graph acyclic; the instructions are then put back in an order that respects it,
-//!   as close to the original as it allows (a merged instruction takes its last member's place).
+//!   value at the start of the step whatever runs before.
+//! - An instruction that the JIT computes in one loop with its producer or its consumer (a
+//!   lane-wise or indexed instruction of the same element count that is the value's only
+//!   reader or writer: a neuron after its `bias`, an IF unit after its circuit's `sparse`) is not
+//!   merged: that loop keeps the value in registers, which is worth more than a shared loop.
+//! - Members of one merged instruction are pairwise independent and the contracted dependency
+//!   graph is checked to stay acyclic; the instructions are then put back in an order that
+//!   respects it, as close to the original as it allows (a merged instruction takes its last
+//!   member's place).
 //!
 //! Values keep their names and types; only the instruction list changes. Outputs are bit for bit
 //! those of the unmerged module (each group computes exactly what its instruction did).
+//!
+//! Not in the default pipeline: it moves a member's work away from its producer, which costs
+//! cache locality at large batches (README, "Passes").
 
 use super::PassError;
-use snnc_ir::{Inst, Module, Operand};
+use snnc_ir::{Inst, Module, Op, Operand, ValueId};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -75,10 +82,45 @@ pub fn merge_with_stats(m: &Module) -> Result<(Module, MergeStats), PassError> {
     let reaches = |from: usize, to: usize| anc[to][from / 64] >> (from % 64) & 1 == 1;
     let independent = |i: usize, j: usize| !reaches(i, j) && !reaches(j, i);
     let invariant = snnc_ir::time_invariant(m);
-    let mergeable = |inst: &Inst| {
+    // Readers of each value (instructions; outputs and `next`s count as one more each).
+    let mut readers = vec![Vec::new(); m.values.len()];
+    for (i, inst) in m.insts.iter().enumerate() {
+        for a in &inst.args {
+            if let Operand::Value(v) = a {
+                readers[v.index()].push(i);
+            }
+        }
+    }
+    for v in m.end_of_step_values() {
+        readers[v.index()].push(usize::MAX);
+    }
+    let count = |v: ValueId| m.value(v).ty.num_elements();
+    // A producer and its only reader of one element count, both lane-wise or indexed, are one
+    // loop in the JIT (the value stays in registers); merging either would cut that loop.
+    let chained = |i: usize| {
+        let inst = &m.insts[i];
+        let from_producer = match inst.args[0] {
+            Operand::Value(v) => def[v.index()].is_some_and(|d| {
+                loop_op(&m.insts[d])
+                    && readers[v.index()] == [i]
+                    && count(m.insts[d].results[0]) == count(inst.results[0])
+            }),
+            _ => false,
+        };
+        let into_consumer = inst.results.iter().any(|&r| match readers[r.index()][..] {
+            [j] if j != usize::MAX => {
+                loop_op(&m.insts[j]) && count(m.insts[j].results[0]) == count(r)
+            }
+            _ => false,
+        });
+        from_producer || into_consumer
+    };
+    let mergeable = |i: usize| {
+        let inst = &m.insts[i];
         inst.op.group_arity().is_some()
             && inst.groups() == 1
             && !inst.args.iter().any(|a| matches!(a, Operand::Const(_)))
+            && !chained(i)
     };
     let dep_edges: Vec<(usize, usize)> = (0..n)
         .flat_map(|i| deps(&m.insts[i]).into_iter().map(move |d| (d, i)))
@@ -90,7 +132,7 @@ pub fn merge_with_stats(m: &Module) -> Result<(Module, MergeStats), PassError> {
     let mut group_of = vec![usize::MAX; n];
     for i in 0..n {
         let inst = &m.insts[i];
-        if !mergeable(inst) {
+        if !mergeable(i) {
             continue;
         }
         let mut joined = false;
@@ -180,6 +222,22 @@ pub fn merge_with_stats(m: &Module) -> Result<(Module, MergeStats), PassError> {
         })
         .collect();
     Ok((out, stats))
+}
+
+/// Whether the JIT computes `inst` element by element in a loop it can share with its neighbours:
+/// neurons, synapses, `bias`/`scale` by a constant, `add`, `reshape`, and `sparse`/`gather` by
+/// constant tables.
+fn loop_op(inst: &Inst) -> bool {
+    let constant = |k: usize| matches!(inst.args.get(k), Some(Operand::Const(_)));
+    match inst.op {
+        Op::Neuron(_) | Op::Lowpass { .. } | Op::Alpha { .. } | Op::Add | Op::Reshape { .. } => {
+            true
+        }
+        Op::Bias | Op::Scale => constant(1),
+        Op::Sparse { .. } => constant(1) && constant(2),
+        Op::Gather { .. } => constant(1),
+        _ => false,
+    }
 }
 
 /// Whether contracting every group (with `group_of[i]`, the group of instruction `i` or
