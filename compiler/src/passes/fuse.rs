@@ -14,7 +14,7 @@
 //! 1e-5 relative). Weights are combined in f64 and rounded once.
 
 use super::rewrite::Rewriter;
-use super::{PassError, build_err, simplify};
+use super::{PassError, build_err};
 use snnc_ir::{ConstData, Module, Op, Operand, TensorType, ValueId};
 use std::collections::HashMap;
 
@@ -33,15 +33,7 @@ enum Plan {
 
 /// Run the pass to a fixed point, then drop what it left dead.
 pub fn fuse(m: &Module) -> Result<Module, PassError> {
-    let mut cur = m.clone();
-    for _ in 0..16 {
-        let (next, changed) = fuse_once(&cur)?;
-        cur = next;
-        if !changed {
-            break;
-        }
-    }
-    simplify(&cur)
+    super::rewrite::to_fixed_point(m, fuse_once)
 }
 
 fn f32_const(m: &Module, o: Operand) -> Option<(&[f32], &TensorType)> {

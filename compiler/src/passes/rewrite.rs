@@ -90,14 +90,16 @@ impl<'m> Rewriter<'m> {
 
     /// Add an f32 constant named `name`, or `name2`, `name3`… if that name is taken.
     pub fn fresh_constant(&mut self, name: &str, shape: &[usize], data: Vec<f32>) -> ConstId {
-        let taken = |b: &Builder, n: &str| b.module().constants.iter().any(|c| c.name == n);
-        let mut unique = name.to_string();
-        let mut k = 2;
-        while taken(&self.b, &unique) {
-            unique = format!("{name}{k}");
-            k += 1;
-        }
+        let consts = &self.b.module().constants;
+        let unique = unique_name(name, |n| consts.iter().any(|c| c.name == n));
         self.b.constant_f32(&unique, shape, data)
+    }
+
+    /// Add a state named `name`, or `name2`, `name3`… if that name is taken.
+    pub fn fresh_state(&mut self, name: &str, shape: &[usize], init: StateInit) -> StateId {
+        let states = &self.b.module().states;
+        let unique = unique_name(name, |n| states.iter().any(|s| s.name == n));
+        self.b.state(&unique, shape, init)
     }
 
     /// The old value's data.
@@ -135,4 +137,32 @@ impl<'m> Rewriter<'m> {
         }
         self.b.finish()
     }
+}
+
+/// `name`, or `name2`, `name3`… — the first that `taken` refuses.
+fn unique_name(name: &str, taken: impl Fn(&str) -> bool) -> String {
+    let mut unique = name.to_string();
+    let mut k = 2;
+    while taken(&unique) {
+        unique = format!("{name}{k}");
+        k += 1;
+    }
+    unique
+}
+
+/// Apply `round` until it reports no change (at most 16 rounds), then `simplify` away what the
+/// rounds left dead.
+pub fn to_fixed_point(
+    m: &Module,
+    round: impl Fn(&Module) -> Result<(Module, bool), super::PassError>,
+) -> Result<Module, super::PassError> {
+    let mut cur = m.clone();
+    for _ in 0..16 {
+        let (next, changed) = round(&cur)?;
+        cur = next;
+        if !changed {
+            break;
+        }
+    }
+    super::simplify(&cur)
 }

@@ -31,20 +31,12 @@
 //! steps; accuracy does not change measurably (README, "Passes").
 
 use super::rewrite::Rewriter;
-use super::{PassError, build_err, simplify};
+use super::{PassError, build_err};
 use snnc_ir::{Module, Op, Operand, StateId, StateInit};
 
 /// Run the pass to a fixed point, then drop what it left dead.
 pub fn sink_synapses(m: &Module) -> Result<Module, PassError> {
-    let mut cur = m.clone();
-    for _ in 0..16 {
-        let (next, changed) = sink_once(&cur)?;
-        cur = next;
-        if !changed {
-            break;
-        }
-    }
-    simplify(&cur)
+    super::rewrite::to_fixed_point(m, sink_once)
 }
 
 /// Whether `op` is linear in its first operand when every other operand is constant.
@@ -141,9 +133,8 @@ fn sink_once(m: &Module) -> Result<(Module, bool), PassError> {
     for (d, movable) in &moves {
         for &r in movable {
             let y = m.insts[r].results[0];
-            let name = fresh_state_name(&rw, &format!("{}.syn", m.value(y).name));
-            let shape = m.value(y).ty.shape.clone();
-            let st = rw.b.state(&name, &shape, StateInit::Zeros);
+            let name = format!("{}.syn", m.value(y).name);
+            let st = rw.fresh_state(&name, &m.value(y).ty.shape, StateInit::Zeros);
             rw.set(y, Operand::State(st));
             new_states.push((*d, r, st));
         }
@@ -171,18 +162,6 @@ fn sink_once(m: &Module) -> Result<(Module, bool), PassError> {
         }
     }
     Ok((rw.finish(), true))
-}
-
-/// `name`, or `name2`, `name3`… if a state of that name exists.
-fn fresh_state_name(rw: &Rewriter, name: &str) -> String {
-    let taken = |n: &str| rw.b.module().states.iter().any(|s| s.name == n);
-    let mut unique = name.to_string();
-    let mut k = 2;
-    while taken(&unique) {
-        unique = format!("{name}{k}");
-        k += 1;
-    }
-    unique
 }
 
 /// The `sink-synapses` pass.
