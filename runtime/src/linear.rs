@@ -221,10 +221,11 @@ impl LinearPlan {
                 // Sparse samples one by one from their non-zero inputs; runs of consecutive
                 // dense samples in one GEMM.
                 let w = &w[..k * cout];
-                let mut nz = Vec::new();
-                let sparse = |s: usize, nz: &mut Vec<u32>| {
-                    nonzeros(&x[s * in_len..][..in_len], nz);
-                    nz.len() * 4 <= in_len
+                // One index buffer for the call; a sparse sample's non-zeros are `nz[..n]`.
+                let mut nz = vec![0u32; in_len];
+                let sparse = |s: usize, nz: &mut [u32]| {
+                    let n = nonzeros(&x[s * in_len..][..in_len], nz);
+                    (n * 4 <= in_len).then_some(n)
                 };
                 let scatter_one = |s: usize, nz: &[u32], y: &mut [f32]| {
                     let ys = &mut y[s * out_len..][..out_len];
@@ -238,24 +239,24 @@ impl LinearPlan {
                 };
                 let mut s = 0;
                 while s < batch {
-                    if sparse(s, &mut nz) {
-                        scatter_one(s, &nz, y);
+                    if let Some(n) = sparse(s, &mut nz) {
+                        scatter_one(s, &nz[..n], y);
                         s += 1;
                         continue;
                     }
                     let mut e = s + 1;
-                    let mut sparse_next = false;
+                    let mut sparse_next = None;
                     while e < batch {
-                        if sparse(e, &mut nz) {
-                            sparse_next = true;
+                        sparse_next = sparse(e, &mut nz);
+                        if sparse_next.is_some() {
                             break;
                         }
                         e += 1;
                     }
                     let (xs, ys) = (&x[s * in_len..e * in_len], &mut y[s * out_len..e * out_len]);
                     self.gemm_conv(e - s, xs, w, ys, scratch, (runs, direct));
-                    if sparse_next {
-                        scatter_one(e, &nz, y);
+                    if let Some(n) = sparse_next {
+                        scatter_one(e, &nz[..n], y);
                         e += 1;
                     }
                     s = e;
@@ -355,17 +356,16 @@ fn scatter_plain(
     scatter_conv(sc, x, w, y, (cin, cout), |a, b, c| c + a * b)
 }
 
-/// The indices of the non-zero elements of `x`, in order, into `nz` (written without a branch
-/// per element: most of a spike train is zero, and a data-dependent branch would mispredict).
-fn nonzeros(x: &[f32], nz: &mut Vec<u32>) {
-    nz.clear();
-    nz.resize(x.len(), 0);
+/// The indices of the non-zero elements of `x`, in order, into the first `n` slots of `nz`
+/// (which holds at least `x.len()`); returns `n`. Written without a branch per element: most of
+/// a spike train is zero, and a data-dependent branch would mispredict.
+fn nonzeros(x: &[f32], nz: &mut [u32]) -> usize {
     let mut n = 0;
     for (i, &v) in x.iter().enumerate() {
         nz[n] = i as u32;
         n += usize::from(v != 0.0);
     }
-    nz.truncate(n);
+    n
 }
 
 /// One sample's convolution from its non-zero inputs (see [`Scatter`]): `y` starts at zero and
