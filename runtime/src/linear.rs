@@ -192,12 +192,7 @@ impl LinearPlan {
                 let rows = batch * rows;
                 let w = &w[..n_in * n_out];
                 let (x, y) = (&x[..rows * n_in], &mut y[..rows * n_out]);
-                if fma_available() {
-                    // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-                    unsafe { rows_fma(x, w, y, n_in, n_out) }
-                } else {
-                    rows_plain(x, w, y, n_in, n_out)
-                }
+                dense(x, w, y, n_in, n_out)
             }
             LinearPlan::Conv {
                 ref geo,
@@ -230,12 +225,7 @@ impl LinearPlan {
                 let scatter_one = |s: usize, nz: &[u32], y: &mut [f32]| {
                     let ys = &mut y[s * out_len..][..out_len];
                     let xs = &x[s * in_len..][..in_len];
-                    if fma_available() {
-                        // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-                        unsafe { scatter_fma(sc, (xs, nz), w, ys, cin, cout) }
-                    } else {
-                        scatter_plain(sc, (xs, nz), w, ys, cin, cout)
-                    }
+                    scatter_sample(sc, (xs, nz), w, ys, (cin, cout))
                 };
                 let mut s = 0;
                 while s < batch {
@@ -315,7 +305,17 @@ impl LinearPlan {
     }
 }
 
-/// [`scatter_conv`] with one fused multiply-add per term.
+/// [`scatter_conv`] on this CPU: one fused multiply-add per term when [`fma_available`].
+fn scatter_sample(sc: &Scatter, x: (&[f32], &[u32]), w: &[f32], y: &mut [f32], ch: (usize, usize)) {
+    #[cfg(target_arch = "x86_64")]
+    if fma_available() {
+        // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+        return unsafe { scatter_fma(sc, x, w, y, ch) };
+    }
+    scatter_conv(sc, x, w, y, ch, |a, b, c| c + a * b)
+}
+
+/// [`scatter_conv`] with fused multiply-adds.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
@@ -326,34 +326,9 @@ unsafe fn scatter_fma(
     x: (&[f32], &[u32]),
     w: &[f32],
     y: &mut [f32],
-    cin: usize,
-    cout: usize,
+    ch: (usize, usize),
 ) {
-    scatter_conv(sc, x, w, y, (cin, cout), |a, b, c| a.mul_add(b, c))
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn scatter_fma(
-    sc: &Scatter,
-    x: (&[f32], &[u32]),
-    w: &[f32],
-    y: &mut [f32],
-    cin: usize,
-    cout: usize,
-) {
-    scatter_plain(sc, x, w, y, cin, cout)
-}
-
-/// [`scatter_conv`] without fused multiply-adds.
-fn scatter_plain(
-    sc: &Scatter,
-    x: (&[f32], &[u32]),
-    w: &[f32],
-    y: &mut [f32],
-    cin: usize,
-    cout: usize,
-) {
-    scatter_conv(sc, x, w, y, (cin, cout), |a, b, c| c + a * b)
+    scatter_conv(sc, x, w, y, ch, |a, b, c| a.mul_add(b, c))
 }
 
 /// The indices of the non-zero elements of `x`, in order, into the first `n` slots of `nz`
@@ -416,21 +391,24 @@ fn im2col(runs: &[(u32, u32)], x: &[f32], cin: usize, c0: usize, cin_g: usize, c
     }
 }
 
-/// Whether the dense kernel uses fused multiply-adds: AVX2 and FMA on x86-64, decided once per
+/// Whether the kernels use fused multiply-adds: AVX2 and FMA on x86-64, decided once per
 /// process, so every row of every batch takes the same path and rounds the same way.
+#[cfg(target_arch = "x86_64")]
 fn fma_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
 }
 
-/// Every row of `x` (`n_in` wide) times the row-major `w` into `y` (`n_out` wide), with `y += x·w`
-/// as one fused multiply-add per term.
+/// [`dense_rows`] on this CPU: one fused multiply-add per term when [`fma_available`].
+fn dense(x: &[f32], w: &[f32], y: &mut [f32], n_in: usize, n_out: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if fma_available() {
+        // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+        return unsafe { rows_fma(x, w, y, n_in, n_out) };
+    }
+    dense_rows(x, w, y, n_in, n_out, |a, b, c| c + a * b)
+}
+
+/// [`dense_rows`] with fused multiply-adds.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
@@ -438,16 +416,6 @@ fn fma_available() -> bool {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn rows_fma(x: &[f32], w: &[f32], y: &mut [f32], n_in: usize, n_out: usize) {
     dense_rows(x, w, y, n_in, n_out, |a, b, c| a.mul_add(b, c))
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn rows_fma(x: &[f32], w: &[f32], y: &mut [f32], n_in: usize, n_out: usize) {
-    rows_plain(x, w, y, n_in, n_out)
-}
-
-/// [`rows_fma`] without fused multiply-adds.
-fn rows_plain(x: &[f32], w: &[f32], y: &mut [f32], n_in: usize, n_out: usize) {
-    dense_rows(x, w, y, n_in, n_out, |a, b, c| c + a * b)
 }
 
 /// `y = x · w` row by row, as a sum of the rows of `w` scaled by the elements of `x`, in order:
