@@ -126,10 +126,10 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         .collect();
     let all_macs: usize = inst_macs.iter().sum();
     // With held inputs, input-only instructions run once per run, not every step.
-    let invariant = snnc_ir::time_invariant(&m);
+    let invariant = &m.info().invariant;
     let macs: usize = inst_macs
         .iter()
-        .zip(&invariant)
+        .zip(invariant)
         .filter(|(_, inv)| args.vary_inputs || !**inv)
         .map(|(n, _)| n)
         .sum();
@@ -204,7 +204,11 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
 /// instructions.
 fn print_profile(m: &snnc_ir::Verified, inputs: &[ArrayD<f32>], args: &BenchArgs) -> Result<()> {
     use snnc_runtime::Engine;
-    let mut jit = snnc_runtime::jit::JitEngine::profiled(m, args.batch)?;
+    let options = snnc_runtime::jit::JitOptions {
+        profile: true,
+        ..Default::default()
+    };
+    let mut jit = snnc_runtime::jit::JitEngine::with_options(m, args.batch, options)?;
     let step_input = |t: usize| -> Vec<Vec<f32>> {
         inputs
             .iter()
@@ -241,7 +245,7 @@ fn print_profile(m: &snnc_ir::Verified, inputs: &[ArrayD<f32>], args: &BenchArgs
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
     println!(
         "profile (jit, {} steps): {:.1} µs/step inside the step function; {} instructions emitted \
-         natively ({} of them sharing a fused loop with the one before), {} through the interpreter's kernels (dense, convolution and the ops it does not emit)",
+         natively ({} of them sharing a fused loop with the one before), {} handed to host kernels (dense, convolution, index maps, batch norm, softmax)",
         steps, total, jit.emitted.0, jit.fused, jit.emitted.1
     );
     for (i, us) in rows.iter().take(12).filter(|r| r.1 > 0.0) {

@@ -5,8 +5,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
-use snnc_compiler::passes::SPIKE_OUTPUT_PREFIX;
-use snnc_ir::{Op, Operand};
+use snnc_runtime::observe::{AccuracyAt, SpikeCounter, argmax, reported_outputs};
 use snnc_runtime::{Backend, Record, Simulator};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ pub enum BackendArg {
     /// The reference interpreter.
     Interp,
     /// Cranelift native code (elementwise, neuron, synapse, pooling, gather and max-pool circuit
-    /// loops; dense and convolution through the shared kernels; the rest via the reference).
+    /// loops; dense and convolution through the GEMM and event-driven kernels).
     Jit,
 }
 
@@ -156,31 +155,10 @@ pub fn run(args: RunArgs) -> Result<u8> {
         Record::LastStep
     };
     let n_out = module.outputs.len();
-    // Outputs named `spikes/<population>` carry raw spikes: they are counted, not reported.
-    let spike_outputs: Vec<(usize, String, f64)> = module
-        .outputs
-        .iter()
-        .enumerate()
-        .filter_map(|(k, o)| {
-            let pop = o.name.strip_prefix(SPIKE_OUTPUT_PREFIX)?;
-            let amplitude = match o.value {
-                Operand::Value(v) => module
-                    .insts
-                    .iter()
-                    .find(|i| (0..i.groups()).any(|g| i.group(g).1.first() == Some(&v)))
-                    .and_then(|i| match &i.op {
-                        Op::Neuron(n) => Some(n.amplitude),
-                        _ => None,
-                    }),
-                _ => None,
-            }?;
-            Some((k, pop.to_string(), amplitude))
-        })
-        .collect();
-    let reported: Vec<usize> = (0..n_out)
-        .filter(|k| !spike_outputs.iter().any(|(s, _, _)| s == k))
-        .collect();
-    let mut spike_totals = vec![0f64; spike_outputs.len()];
+    // Spike outputs are counted, not reported.
+    let reported = reported_outputs(&module);
+    let mut spikes = SpikeCounter::new(&module, batch);
+    let mut spike_totals = vec![0f64; spikes.populations().len()];
     let mut checkpoints: Vec<usize> = args.accuracy_at.clone();
     checkpoints.sort_unstable();
     checkpoints.dedup();
@@ -190,7 +168,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if !checkpoints.is_empty() && labels.is_none() {
         bail!("--accuracy-at needs --labels");
     }
-    let mut correct_at = vec![0usize; checkpoints.len()];
+    let mut accuracy_at = reported.first().map(|&k| AccuracyAt::new(k, &checkpoints));
     let mut collected: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); n_out];
     let mut last_step: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); n_out];
 
@@ -217,27 +195,16 @@ pub fn run(args: RunArgs) -> Result<u8> {
         let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
         sim.reset(args.seed);
         let real = hi - lo;
-        let dt = module.dt;
-        let first = reported.first().copied();
+        spikes.clear();
         let outs = sim.run_observed(steps, &views, record, &mut |t, sim| {
-            for (total, (k, _, amp)) in spike_totals.iter_mut().zip(&spike_outputs) {
-                let vals = sim.output_slice(*k);
-                let per = vals.len() / batch;
-                let sum: f64 = vals[..real * per].iter().map(|&v| v as f64).sum();
-                *total += sum * dt / amp;
-            }
-            if let (Some(pos), Some(labels), Some(k)) =
-                (checkpoints.iter().position(|&c| c == t + 1), &labels, first)
-            {
-                let vals = sim.output_slice(k);
-                let per = vals.len() / batch;
-                for i in 0..real {
-                    if argmax(&vals[i * per..(i + 1) * per]) as i64 == labels[lo + i] {
-                        correct_at[pos] += 1;
-                    }
-                }
+            spikes.observe(sim);
+            if let (Some(acc), Some(labels)) = (accuracy_at.as_mut(), &labels) {
+                acc.observe(t, sim, &labels[lo..hi]);
             }
         })?;
+        for (total, counts) in spike_totals.iter_mut().zip(spikes.counts()) {
+            *total += counts[..real].iter().sum::<f64>();
+        }
         for (k, o) in outs.into_iter().enumerate() {
             let real = o.slice_axis(Axis(0), Slice::from(0..hi - lo)).to_owned();
             let last = if args.all_steps && steps > 0 {
@@ -292,19 +259,17 @@ pub fn run(args: RunArgs) -> Result<u8> {
             }
         }
         println!("accuracy: {:.4} ({correct}/{n})", correct as f64 / n as f64);
-        for (c, k) in checkpoints.iter().zip(&correct_at) {
-            println!(
-                "accuracy at step {c}: {:.4} ({k}/{n})",
-                *k as f64 / n as f64
-            );
+        for (c, k) in accuracy_at.iter().flat_map(|a| a.results()) {
+            println!("accuracy at step {c}: {:.4} ({k}/{n})", k as f64 / n as f64);
         }
     }
-    if !spike_outputs.is_empty() {
+    if !spikes.is_empty() {
         let total: f64 = spike_totals.iter().sum();
-        let per: Vec<String> = spike_outputs
+        let per: Vec<String> = spikes
+            .populations()
             .iter()
             .zip(&spike_totals)
-            .map(|((_, pop, _), t)| format!("{pop} {:.0}", t / n as f64))
+            .map(|(pop, t)| format!("{pop} {:.0}", t / n as f64))
             .collect();
         println!(
             "spikes per sample: {:.0} ({})",
@@ -321,16 +286,6 @@ pub fn run(args: RunArgs) -> Result<u8> {
         println!("wrote {}", path.display());
     }
     Ok(0)
-}
-
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 fn dims(shape: &[usize]) -> String {

@@ -1,7 +1,7 @@
 //! Choosing per-layer firing-rate scales from calibration data (`--normalize-rates`).
 //!
-//! The compiler does not simulate; the caller runs the rate modules this module builds and hands
-//! back the statistics. Two rules:
+//! The compiler does not simulate: [`measure`] runs the rate modules it builds through the
+//! caller's [`Simulate`] callback and computes the statistics. Two rules:
 //!
 //! - **percentile** (Rueckauer et al. 2017): `g_l = r_max / a_l`, where `a_l` is the p-th percentile
 //!   of layer l's non-zero activations — every layer's busy neurons fire near `r_max`.
@@ -19,6 +19,107 @@
 use crate::passes::rewrite::Rewriter;
 use snnc_ir::{Module, NeuronModel, Op, Operand};
 
+/// Why calibration could not measure a module.
+#[derive(Debug, thiserror::Error)]
+pub enum CalibrateError {
+    /// Calibration feeds one input.
+    #[error("--normalize-rates supports single-input models; this one has {0} inputs")]
+    Inputs(usize),
+    /// Nothing to scale.
+    #[error("the model has no ReLU-family layer to scale")]
+    NoLayer,
+    /// No data.
+    #[error("the calibration data holds no samples")]
+    NoSamples,
+    /// The caller's simulation failed.
+    #[error("simulating the calibration module: {0}")]
+    Simulate(String),
+}
+
+/// Runs a rate module for one step on every calibration sample and returns each of its outputs
+/// flat, sample after sample (the compiler does not simulate; the caller does, with the runtime).
+pub type Simulate<'a> = dyn FnMut(&Module) -> Result<Vec<Vec<f32>>, String> + 'a;
+
+/// Statistics of every ReLU-family population of the rate module `m` on `samples` calibration
+/// samples (run by `simulate`), and the median top-1/top-2 margin of its first output.
+///
+/// A layer's sensitivity is measured by adding a fixed uniform noise pattern of amplitude
+/// `δ = max(0.05·p, 10⁻³)` (`p` its percentile activation) to it and taking the mean squared
+/// change of the logits per unit noise variance `δ²/3`, weighted by the fraction of its neurons
+/// that are active (only they spike, so only they carry quantisation noise).
+pub fn measure(
+    m: &Module,
+    samples: usize,
+    percentile: f64,
+    simulate: &mut Simulate,
+) -> Result<(Vec<LayerStats>, f64), CalibrateError> {
+    if m.inputs.len() != 1 {
+        return Err(CalibrateError::Inputs(m.inputs.len()));
+    }
+    if samples == 0 {
+        return Err(CalibrateError::NoSamples);
+    }
+    let (probe, names) = probe_activations(m);
+    if names.is_empty() {
+        return Err(CalibrateError::NoLayer);
+    }
+    let outs = simulate(&probe).map_err(CalibrateError::Simulate)?;
+    let n = samples;
+    let logits = &outs[0];
+    let classes = (logits.len() / n).max(1);
+    let mut margins: Vec<f64> = logits
+        .chunks(classes)
+        .map(|r| {
+            let mut v: Vec<f32> = r.to_vec();
+            v.sort_by(|a, b| b.total_cmp(a));
+            (v[0] - v.get(1).copied().unwrap_or(0.0)) as f64
+        })
+        .collect();
+    margins.sort_by(f64::total_cmp);
+    let median_margin = margins[margins.len() / 2];
+    let first_act = m.outputs.len();
+    let mut stats = Vec::new();
+    for (k, name) in names.iter().enumerate() {
+        let a = &outs[first_act + k];
+        let neurons = a.len() / n;
+        let activity = a.iter().map(|&x| x.max(0.0) as f64).sum::<f64>() / n as f64;
+        let mut nz: Vec<f32> = a.iter().copied().filter(|&x| x > 0.0).collect();
+        nz.sort_by(f32::total_cmp);
+        let p = if nz.is_empty() {
+            0.0
+        } else {
+            nz[((percentile / 100.0) * (nz.len() - 1) as f64).round() as usize] as f64
+        };
+        let delta = (0.05 * p).max(1e-3);
+        let mut s = 0x9E37_79B9_7F4A_7C15u64 ^ (k as u64 + 1);
+        let noise: Vec<f32> = (0..neurons)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (((s >> 40) as f64 / (1u64 << 24) as f64) * 2.0 - 1.0) as f32 * delta as f32
+            })
+            .collect();
+        let noisy = simulate(&perturb(m, name, noise)).map_err(CalibrateError::Simulate)?;
+        let diff: f64 = noisy[0]
+            .iter()
+            .zip(logits.iter())
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+            / n as f64;
+        let sigma2 = delta * delta / 3.0;
+        let density = nz.len() as f64 / a.len().max(1) as f64;
+        stats.push(LayerStats {
+            name: name.clone(),
+            neurons,
+            activity,
+            percentile: p,
+            sensitivity: density * diff / sigma2,
+        });
+    }
+    Ok((stats, median_margin))
+}
+
 /// A rate module with every ReLU-family population also exposed as an output, and their names.
 pub fn probe_activations(m: &Module) -> (Module, Vec<String>) {
     let mut out = m.clone();
@@ -33,6 +134,7 @@ pub fn probe_activations(m: &Module) -> (Module, Vec<String>) {
                 out.outputs.push(snnc_ir::Output {
                     name: format!("act/{name}"),
                     value: Operand::Value(y),
+                    kind: snnc_ir::OutputKind::Probe,
                 });
                 names.push(name);
             }

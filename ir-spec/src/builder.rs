@@ -3,8 +3,8 @@
 //! construction (the verifier still checks the rest: SSA order, state updates, targets).
 
 use crate::module::{
-    ConstData, ConstId, Constant, Inst, Module, Next, Operand, Output, State, StateId, StateInit,
-    ValueData, ValueId,
+    ConstData, ConstId, Constant, Inst, Module, Next, Operand, Output, OutputKind, State, StateId,
+    StateInit, ValueData, ValueId,
 };
 use crate::ops::Op;
 use crate::types::TensorType;
@@ -208,6 +208,16 @@ impl Builder {
         self.module.outputs.push(Output {
             name: name.to_string(),
             value: value.into(),
+            kind: OutputKind::Value,
+        });
+    }
+
+    /// Add an output of a given kind (a probe, or a population's spikes).
+    pub fn output_of_kind(&mut self, name: &str, value: impl Into<Operand>, kind: OutputKind) {
+        self.module.outputs.push(Output {
+            name: name.to_string(),
+            value: value.into(),
+            kind,
         });
     }
 

@@ -21,6 +21,7 @@ pub mod artifact;
 pub mod builder;
 pub mod diff;
 pub mod geometry;
+pub mod info;
 pub mod module;
 pub mod ops;
 pub mod parse;
@@ -31,12 +32,13 @@ pub mod verify;
 
 pub use artifact::{ArtifactError, load_snn, read_snn, save_snn, write_snn};
 pub use builder::{BuildError, Builder};
+pub use info::{ModuleInfo, OpClass, Reader};
 pub use module::{
-    ConstData, ConstId, Constant, Inst, InstId, Module, Next, Operand, Output, State, StateId,
-    StateInit, ValueData, ValueId,
+    ConstData, ConstId, Constant, Inst, InstId, Module, Next, Operand, Output, OutputKind, State,
+    StateId, StateInit, ValueData, ValueId,
 };
 pub use ops::{ConvAttrs, Neuron, NeuronModel, Op, Padding, PoolAttrs};
 pub use parse::{ParseError, SourceMap, parse, parse_with_source_map};
-pub use plan::{MemoryPlan, time_invariant};
+pub use plan::MemoryPlan;
 pub use types::{DType, TensorType};
 pub use verify::{Location, Target, Verified, VerifyError, VerifyErrors, check, verify};

@@ -199,13 +199,48 @@ pub struct Next {
     pub value: Operand,
 }
 
-/// `output "name" = operand`: a probe read after every step.
+/// What an output reports (SPEC.md, "Outputs and probes").
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub enum OutputKind {
+    /// A result of the network (`output "logits" = %y`).
+    #[default]
+    Value,
+    /// A value probed for inspection or calibration, not a result of the network
+    /// (`output probe "act/dense1" = %a`).
+    Probe,
+    /// The raw spike train of a population: the first result of a spiking neuron (or of one
+    /// group of a merged one) whose amplitude is `amplitude`, so each element is a spike count
+    /// times `amplitude / dt` (`output spikes "spikes/conv1" = %s {population="conv1",
+    /// amplitude=0.005}`).
+    Spikes {
+        /// The population's name (the layer it converts).
+        population: String,
+        /// The population's amplitude.
+        amplitude: f64,
+    },
+}
+
+impl OutputKind {
+    /// The keyword printed after `output`, if any.
+    pub fn keyword(&self) -> Option<&'static str> {
+        match self {
+            OutputKind::Value => None,
+            OutputKind::Probe => Some("probe"),
+            OutputKind::Spikes { .. } => Some("spikes"),
+        }
+    }
+}
+
+/// `output [probe|spikes] "name" = operand`: read after every step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Output {
     /// Name of the output (any string).
     pub name: String,
     /// What is read.
     pub value: Operand,
+    /// What it reports.
+    #[serde(default)]
+    pub kind: OutputKind,
 }
 
 /// One timestep of a network as a pure function `(inputs_t, state_t) → (outputs_t, state_{t+1})`.

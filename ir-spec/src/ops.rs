@@ -1,6 +1,7 @@
 //! The closed set of operations, their attributes, their text spelling and their shape rules.
 
 use crate::geometry::WindowAxis;
+use crate::info::OpClass;
 use crate::types::{DType, TensorType};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -403,6 +404,26 @@ impl Op {
             self,
             Op::MaxPool(_) | Op::GlobalMaxPool | Op::BatchNorm { .. } | Op::Softmax
         )
+    }
+
+    /// The op's class: what passes and backends may assume about how its results depend on its
+    /// operands (see [`OpClass`]).
+    pub fn class(&self) -> OpClass {
+        match self {
+            Op::Neuron(_) => OpClass::Neuron,
+            Op::Lowpass { .. } | Op::Alpha { .. } => OpClass::Synapse,
+            Op::Bias | Op::Scale | Op::Add | Op::BatchNorm { .. } => OpClass::LaneWise,
+            Op::Dense | Op::Conv(_) | Op::Sparse { .. } | Op::AvgPool(_) | Op::GlobalAvgPool => {
+                OpClass::Linear
+            }
+            Op::Gather { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Pad { .. }
+            | Op::Upsample { .. }
+            | Op::Concat { .. } => OpClass::IndexMap,
+            Op::MaxPool(_) | Op::GlobalMaxPool | Op::Softmax => OpClass::Other,
+        }
     }
 
     /// The attributes as printed, in canonical order, defaults omitted.

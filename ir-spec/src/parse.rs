@@ -6,8 +6,8 @@
 //! be declared (anywhere in the file) before the body refers to them by line order.
 
 use crate::module::{
-    ConstData, ConstId, Constant, Inst, Module, Next, Operand, Output, State, StateId, StateInit,
-    ValueData, ValueId,
+    ConstData, ConstId, Constant, Inst, Module, Next, Operand, Output, OutputKind, State, StateId,
+    StateInit, ValueData, ValueId,
 };
 use crate::ops::{AttrValue, Op};
 use crate::types::{DType, TensorType};
@@ -414,16 +414,50 @@ impl Parser {
             }
             Some(Tok::Word(w)) if w == "output" => {
                 l.next();
+                let keyword = match l.peek() {
+                    Some(Tok::Word(w)) if w == "probe" || w == "spikes" => {
+                        let w = w.clone();
+                        l.next();
+                        Some(w)
+                    }
+                    _ => None,
+                };
                 let name = match l.next() {
                     Some(Tok::Str(s)) => s,
                     _ => {
                         l.pos -= 1;
-                        return Err(l.expected("an output name in quotes"));
+                        return Err(l.expected("`probe`, `spikes` or an output name in quotes"));
                     }
                 };
                 l.expect('=')?;
                 let value = self.operand(l)?;
-                self.module(l)?.outputs.push(Output { name, value });
+                let kind = match keyword.as_deref() {
+                    Some("probe") => OutputKind::Probe,
+                    Some(_) => {
+                        // {population="NAME", amplitude=X}
+                        l.expect('{')?;
+                        l.expect_word("population")?;
+                        l.expect('=')?;
+                        let population = match l.next() {
+                            Some(Tok::Str(s)) => s,
+                            _ => {
+                                l.pos -= 1;
+                                return Err(l.expected("a population name in quotes"));
+                            }
+                        };
+                        l.expect(',')?;
+                        l.expect_word("amplitude")?;
+                        l.expect('=')?;
+                        let amplitude = l.number("the population's amplitude")?;
+                        l.expect('}')?;
+                        OutputKind::Spikes {
+                            population,
+                            amplitude,
+                        }
+                    }
+                    None => OutputKind::Value,
+                };
+                self.module(l)?.outputs.push(Output { name, value, kind });
                 self.map.outputs.push(l.line);
             }
             Some(Tok::Value(_)) => self.instruction(l)?,

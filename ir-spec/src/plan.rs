@@ -2,7 +2,7 @@
 //!
 //! States come first, in declaration order (merged groups' states first, see below) and back to back, and live for the whole simulation.
 //! Inputs and the results of time-invariant instructions (those that read only inputs and
-//! constants, see [`time_invariant`]) live for the whole simulation too: a runtime may skip
+//! constants, see [`crate::ModuleInfo::invariant`]) live for the whole simulation too: a runtime may skip
 //! recomputing them while the inputs stay the same. Every other value lives from the instruction
 //! that defines it to its last reader (outputs and `next` sources to the end of the step), and
 //! values whose lifetimes do not overlap share space. An instruction's results never share with
@@ -22,7 +22,7 @@
 //! Offsets and lengths are per sample; a runtime running `batch` samples at once multiplies both
 //! by `batch` and keeps each buffer's samples back to back.
 
-use crate::{Module, Op, Operand};
+use crate::{OpClass, Operand, Verified};
 use std::fmt;
 use std::ops::Range;
 
@@ -42,39 +42,17 @@ pub struct MemoryPlan {
     names: Vec<(String, bool)>,
 }
 
-/// Instructions whose results depend only on the inputs and constants (no state, directly or
-/// through another instruction): while the inputs stay the same, so do their results.
-pub fn time_invariant(m: &Module) -> Vec<bool> {
-    let mut value_inv = vec![false; m.values.len()];
-    for &v in &m.inputs {
-        value_inv[v.index()] = true;
-    }
-    m.insts
-        .iter()
-        .map(|inst| {
-            let inv = inst.args.iter().all(|a| match a {
-                Operand::Const(_) => true,
-                Operand::State(_) => false,
-                Operand::Value(v) => value_inv[v.index()],
-            });
-            for r in &inst.results {
-                value_inv[r.index()] = inv;
-            }
-            inv
-        })
-        .collect()
-}
-
 impl MemoryPlan {
-    /// Plan `m`'s memory (the module must verify: every value defined before it is read).
-    pub fn new(m: &Module) -> Self {
+    /// Plan a verified module's memory.
+    pub fn new(m: &Verified) -> Self {
+        let info = m.info();
         let n_insts = m.insts.len();
         let forever = n_insts + 1;
         // Lifetimes in positions: 0 is the start of the step, instruction i runs at i + 1, the
         // outputs are read and the nexts applied at n + 1.
         let mut start = vec![0usize; m.values.len()];
         let mut end = vec![0usize; m.values.len()];
-        let invariant = time_invariant(m);
+        let invariant = &info.invariant;
         for &v in &m.inputs {
             end[v.index()] = forever;
         }
@@ -159,18 +137,11 @@ impl MemoryPlan {
         let state_end = offset;
         // Values computed in their state's place.
         let mut in_place = vec![false; m.values.len()];
-        let mut last_reader = vec![None::<usize>; m.states.len()];
-        let mut def = vec![None::<usize>; m.values.len()];
-        for (i, inst) in m.insts.iter().enumerate() {
-            for a in &inst.args {
-                if let Operand::State(s) = a {
-                    last_reader[s.index()] = Some(i);
-                }
-            }
-            for r in &inst.results {
-                def[r.index()] = Some(i);
-            }
-        }
+        let last_reader: Vec<Option<usize>> = info
+            .state_readers
+            .iter()
+            .map(|r| r.last().map(|i| i.index()))
+            .collect();
         let state_outputs: Vec<bool> = (0..m.states.len())
             .map(|s| {
                 m.outputs
@@ -188,13 +159,12 @@ impl MemoryPlan {
             let (Operand::Value(v), s) = (nx.value, nx.state.index()) else {
                 continue;
             };
-            let Some(d) = def[v.index()] else { continue };
+            let Some(d) = info.definer[v.index()].map(|i| i.index()) else {
+                continue;
+            };
             let inst = &m.insts[d];
             let reads_state = inst.args.contains(&Operand::State(nx.state));
-            let lane_wise = matches!(
-                inst.op,
-                Op::Neuron(_) | Op::Lowpass { .. } | Op::Alpha { .. }
-            );
+            let lane_wise = matches!(inst.op.class(), OpClass::Neuron | OpClass::Synapse);
             // In a merged instruction another group could read the state at other elements.
             let reads_once = inst
                 .args

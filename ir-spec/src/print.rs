@@ -6,7 +6,7 @@
 //! their default are omitted. Constants of at most [`INLINE_LIMIT`] elements print their values;
 //! larger ones print their checksum.
 
-use crate::module::{ConstData, Inst, Module, Operand, StateInit};
+use crate::module::{ConstData, Inst, Module, Operand, OutputKind, StateInit};
 use crate::ops::{format_f32, format_f64};
 use std::fmt::{self, Write};
 
@@ -119,12 +119,24 @@ impl fmt::Display for Module {
         }
         write_nexts(f, usize::MAX)?;
         for o in &self.outputs {
-            writeln!(
-                f,
-                "output {} = {}",
-                quote(&o.name),
-                self.operand_name(o.value)
-            )?;
+            f.write_str("output ")?;
+            if let Some(k) = o.kind.keyword() {
+                write!(f, "{k} ")?;
+            }
+            write!(f, "{} = {}", quote(&o.name), self.operand_name(o.value))?;
+            if let OutputKind::Spikes {
+                population,
+                amplitude,
+            } = &o.kind
+            {
+                write!(
+                    f,
+                    " {{population={}, amplitude={}}}",
+                    quote(population),
+                    format_f64(*amplitude)
+                )?;
+            }
+            f.write_char('\n')?;
         }
         Ok(())
     }

@@ -3,7 +3,8 @@
 //! It collects every error rather than stopping at the first, and ties each to the entity it
 //! concerns ([`Location`]); with a [`SourceMap`] from the parser the entity becomes a line.
 
-use crate::module::{ConstData, InstId, Module, Operand, StateInit, ValueId};
+use crate::info::ModuleInfo;
+use crate::module::{ConstData, InstId, Module, Operand, OutputKind, StateInit, ValueId};
 use crate::ops::Op;
 use crate::parse::{SourceMap, is_valid_name};
 use crate::types::DType;
@@ -107,12 +108,18 @@ impl VerifyErrors {
 pub struct Verified {
     module: Module,
     target: Target,
+    info: ModuleInfo,
 }
 
 impl Verified {
     /// The target it was verified for.
     pub fn target(&self) -> Target {
         self.target
+    }
+
+    /// The facts the verifier established about the module.
+    pub fn info(&self) -> &ModuleInfo {
+        &self.info
     }
 
     /// Give the module back (to transform it; it must then be verified again).
@@ -140,7 +147,12 @@ impl Deref for Verified {
 pub fn verify(module: Module, target: Target) -> Result<Verified, VerifyErrors> {
     let errors = check(&module, target);
     if errors.is_empty() {
-        Ok(Verified { module, target })
+        let info = ModuleInfo::new(&module);
+        Ok(Verified {
+            module,
+            target,
+            info,
+        })
     } else {
         Err(VerifyErrors(errors))
     }
@@ -445,9 +457,44 @@ impl Checker<'_> {
             }
             if !self.operand_ok(o.value) {
                 self.err(Location::Output(i), "refers to a missing entity");
+            } else if let OutputKind::Spikes {
+                population,
+                amplitude,
+            } = &o.kind
+                && let Err(e) = self.spike_source(o.value, population, *amplitude)
+            {
+                self.err(Location::Output(i), e);
             }
         }
         self.errors
+    }
+
+    /// A spike output reads the spike train of a spiking population of that amplitude: the
+    /// first result of a spiking neuron instruction (or of one of its groups).
+    fn spike_source(&self, o: Operand, population: &str, amplitude: f64) -> Result<(), String> {
+        let m = self.m;
+        if population.is_empty() {
+            return Err("a spike output names its population".into());
+        }
+        let Operand::Value(v) = o else {
+            return Err("a spike output reads a neuron's spikes, not a state or constant".into());
+        };
+        let source = m.insts.iter().find_map(|inst| match &inst.op {
+            Op::Neuron(n) if n.model.is_spiking() => (0..inst.groups())
+                .any(|g| inst.group(g).1.first() == Some(&v))
+                .then_some(n.amplitude),
+            _ => None,
+        });
+        match source {
+            None => Err(format!(
+                "{} is not the spike train of a spiking neuron",
+                m.operand_name(o)
+            )),
+            Some(a) if a != amplitude => Err(format!(
+                "amplitude {amplitude} differs from the population's {a}"
+            )),
+            Some(_) => Ok(()),
+        }
     }
 
     /// Index tables of `gather` and `sparse` must stay inside their tensors.

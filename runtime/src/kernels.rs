@@ -1,6 +1,8 @@
-//! Per-sample reference kernels on flat row-major slices. Written for clarity, not speed: the
-//! interpreter is the reference every other backend is compared against.
+//! Per-sample reference loops on flat row-major slices (convolution, pooling) and window
+//! geometry. Written for clarity, not speed: the interpreter runs them, and it is the reference
+//! every other backend is compared against.
 
+use crate::semantics::{Fold, multiply_add};
 use snnc_ir::geometry::WindowAxis;
 use snnc_ir::{ConvAttrs, Padding, PoolAttrs};
 
@@ -74,13 +76,17 @@ impl Window3 {
     }
 }
 
-/// Convolution of one sample: `x` is `[s..., cin]`, `w` is `[k..., cin/groups, cout]`.
+/// Convolution of one sample: `x` is `[s..., cin]`, `w` is `[k..., cin/groups, cout]`. Each
+/// output element sums its terms tap by tap, then input channel by channel, a zero input
+/// contributing nothing; `fused`: each term is a fused multiply-add
+/// ([`crate::semantics::multiply_add`]).
 pub fn conv(
     x: &[f32],
     in_shape: &[usize],
     w: &[f32],
     w_shape: &[usize],
     attrs: &ConvAttrs,
+    fused: bool,
     out: &mut [f32],
 ) {
     let d = in_shape.len() - 1;
@@ -104,43 +110,40 @@ pub fn conv(
         for g in 0..attrs.groups {
             for ci in 0..cin_g {
                 let xv = xs[g * cin_g + ci];
+                if xv == 0.0 {
+                    continue;
+                }
                 let wrow = &w[(tap * cin_g + ci) * cout + g * cout_g..][..cout_g];
                 for (y, &wv) in ys[g * cout_g..(g + 1) * cout_g].iter_mut().zip(wrow) {
-                    *y += xv * wv;
+                    *y = multiply_add(fused, xv, wv, *y);
                 }
             }
         }
     });
 }
 
-/// Average or max pooling of one sample `[s..., c]`. Padding never counts: it is excluded from
-/// the average's divisor and never the maximum.
-pub fn pool(x: &[f32], in_shape: &[usize], attrs: &PoolAttrs, is_max: bool, out: &mut [f32]) {
+/// Average or max pooling of one sample `[s..., c]` by `fold`, taps in window order. Padding
+/// never counts: it is excluded from the average's divisor and never the maximum.
+pub fn pool(x: &[f32], in_shape: &[usize], attrs: &PoolAttrs, fold: Fold, out: &mut [f32]) {
     let d = in_shape.len() - 1;
     let c = in_shape[d];
     let ones = vec![1; d];
     let geo = Window3::new(in_shape, &attrs.pool, &attrs.strides, &ones, attrs.padding)
         .expect("verified shapes");
     let n_out = geo.out_positions();
-    let mut count = vec![0u32; n_out];
-    out.fill(if is_max { f32::NEG_INFINITY } else { 0.0 });
+    let mut count = vec![0usize; n_out];
+    out.fill(fold.init());
     geo.for_each(|o, _, src| {
         let Some(i) = src else { return };
         count[o] += 1;
         let ys = &mut out[o * c..(o + 1) * c];
         for (y, &xv) in ys.iter_mut().zip(&x[i * c..(i + 1) * c]) {
-            if is_max {
-                *y = y.max(xv);
-            } else {
-                *y += xv;
-            }
+            *y = fold.step(*y, xv);
         }
     });
-    if !is_max {
-        for (o, &n) in count.iter().enumerate() {
-            for y in &mut out[o * c..(o + 1) * c] {
-                *y /= n as f32;
-            }
+    for (o, &n) in count.iter().enumerate() {
+        for y in &mut out[o * c..(o + 1) * c] {
+            *y = fold.finish(*y, n);
         }
     }
 }

@@ -8,12 +8,14 @@
 //! numbers bit for bit. Both skip the instructions that read only inputs and constants while the
 //! inputs stay the same from one step to the next.
 
+pub mod frame;
 pub mod interp;
 pub mod jit;
 pub mod kernels;
 pub mod linear;
+pub mod observe;
 pub mod rng;
-pub mod synapse;
+pub mod semantics;
 
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
 use snnc_ir::{Module, Verified};

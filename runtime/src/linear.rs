@@ -391,11 +391,11 @@ fn im2col(runs: &[(u32, u32)], x: &[f32], cin: usize, c0: usize, cin_g: usize, c
     }
 }
 
-/// Whether the kernels use fused multiply-adds: AVX2 and FMA on x86-64, decided once per
-/// process, so every row of every batch takes the same path and rounds the same way.
+/// Whether the kernels use fused multiply-adds: [`crate::semantics::fused_multiply_add`], so
+/// every row of every batch takes the path the reference loops take and rounds the same way.
 #[cfg(target_arch = "x86_64")]
 fn fma_available() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    crate::semantics::fused_multiply_add()
 }
 
 /// [`dense_rows`] on this CPU: one fused multiply-add per term when [`fma_available`].
@@ -602,7 +602,8 @@ mod tests {
             plan.run(batch, &x, &w, &mut y, &mut scratch);
             for s in 0..batch {
                 let mut want = vec![0.0; out_len];
-                kernels::conv(&x[s * in_len..][..in_len], &xs, &w, &ws, &attrs, &mut want);
+                let fused = crate::semantics::fused_multiply_add();
+                kernels::conv(&x[s * in_len..][..in_len], &xs, &w, &ws, &attrs, fused, &mut want);
                 close(&y[s * out_len..][..out_len], &want);
                 let mut alone = vec![0.0; out_len];
                 let mut scratch = vec![0.0; plan.scratch_len(1)];

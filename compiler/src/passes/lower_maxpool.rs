@@ -243,7 +243,14 @@ fn build_circuit(
                     &[&format!("{prefix}.u"), &format!("{prefix}.v1")],
                 )?;
                 b.next(v, r[1]);
-                b.output(&format!("{}{prefix}.u", super::SPIKE_OUTPUT_PREFIX), r[0]);
+                b.output_of_kind(
+                    &format!("{}{prefix}.u", super::SPIKE_OUTPUT_PREFIX),
+                    r[0],
+                    snnc_ir::OutputKind::Spikes {
+                        population: format!("{prefix}.u"),
+                        amplitude: a,
+                    },
+                );
                 r[0]
             }
         };

@@ -4,7 +4,7 @@
 //!
 //! - The merge key is the whole op with its attributes (model, gain, amplitude, time constants):
 //!   everything the JIT bakes into the code it emits. Instructions with a constant operand and
-//!   instructions of different time invariance (see [`snnc_ir::time_invariant`]) are not merged.
+//!   instructions of different time invariance (see [`snnc_ir::ModuleInfo::invariant`]) are not merged.
 //! - Two instructions are independent when neither reads, directly or through other
 //!   instructions, a value the other defines. Reading a state is not a dependency: it gives the
 //!   value at the start of the step whatever runs before.
@@ -24,7 +24,7 @@
 //! cache locality at large batches (README, "Passes").
 
 use super::PassError;
-use snnc_ir::{Inst, Module, Op, Operand, ValueId};
+use snnc_ir::{Inst, InstId, Module, ModuleInfo, Op, Operand, Reader, ValueId};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -45,12 +45,8 @@ pub fn merge(m: &Module) -> Result<Module, PassError> {
 /// Run the pass and say what it merged.
 pub fn merge_with_stats(m: &Module) -> Result<(Module, MergeStats), PassError> {
     let n = m.insts.len();
-    let mut def = vec![None::<usize>; m.values.len()];
-    for (i, inst) in m.insts.iter().enumerate() {
-        for r in &inst.results {
-            def[r.index()] = Some(i);
-        }
-    }
+    let info = ModuleInfo::new(m);
+    let def: Vec<Option<usize>> = info.definer.iter().map(|d| d.map(|i| i.index())).collect();
     let deps = |inst: &Inst| -> Vec<usize> {
         inst.args
             .iter()
@@ -81,19 +77,7 @@ pub fn merge_with_stats(m: &Module) -> Result<(Module, MergeStats), PassError> {
     }
     let reaches = |from: usize, to: usize| anc[to][from / 64] >> (from % 64) & 1 == 1;
     let independent = |i: usize, j: usize| !reaches(i, j) && !reaches(j, i);
-    let invariant = snnc_ir::time_invariant(m);
-    // Readers of each value (instructions; outputs and `next`s count as one more each).
-    let mut readers = vec![Vec::new(); m.values.len()];
-    for (i, inst) in m.insts.iter().enumerate() {
-        for a in &inst.args {
-            if let Operand::Value(v) = a {
-                readers[v.index()].push(i);
-            }
-        }
-    }
-    for v in m.end_of_step_values() {
-        readers[v.index()].push(usize::MAX);
-    }
+    let (invariant, readers) = (&info.invariant, &info.readers);
     let count = |v: ValueId| m.value(v).ty.num_elements();
     // A producer and its only reader of one element count, both lane-wise or indexed, are one
     // loop in the JIT (the value stays in registers); merging either would cut that loop.
@@ -102,14 +86,15 @@ pub fn merge_with_stats(m: &Module) -> Result<(Module, MergeStats), PassError> {
         let from_producer = match inst.args[0] {
             Operand::Value(v) => def[v.index()].is_some_and(|d| {
                 loop_op(&m.insts[d])
-                    && readers[v.index()] == [i]
+                    && readers[v.index()] == [Reader::Inst(InstId(i as u32))]
                     && count(m.insts[d].results[0]) == count(inst.results[0])
             }),
             _ => false,
         };
         let into_consumer = inst.results.iter().any(|&r| match readers[r.index()][..] {
-            [j] if j != usize::MAX => {
-                loop_op(&m.insts[j]) && count(m.insts[j].results[0]) == count(r)
+            [Reader::Inst(j)] => {
+                let j = &m.insts[j.index()];
+                loop_op(j) && count(j.results[0]) == count(r)
             }
             _ => false,
         });
@@ -224,19 +209,17 @@ pub fn merge_with_stats(m: &Module) -> Result<(Module, MergeStats), PassError> {
     Ok((out, stats))
 }
 
-/// Whether the JIT computes `inst` element by element in a loop it can share with its neighbours:
-/// neurons, synapses, `bias`/`scale` by a constant, `add`, `reshape`, and `sparse`/`gather` by
-/// constant tables.
+/// Whether each result element of `inst` reads a fixed few operand elements, so a backend can
+/// compute it in one loop with a producer or consumer of the same element count: the lane-wise
+/// classes ([`snnc_ir::OpClass::is_lane_wise`]), `reshape`, and `sparse`/`gather` by constant
+/// tables.
 fn loop_op(inst: &Inst) -> bool {
     let constant = |k: usize| matches!(inst.args.get(k), Some(Operand::Const(_)));
     match inst.op {
-        Op::Neuron(_) | Op::Lowpass { .. } | Op::Alpha { .. } | Op::Add | Op::Reshape { .. } => {
-            true
-        }
-        Op::Bias | Op::Scale => constant(1),
         Op::Sparse { .. } => constant(1) && constant(2),
         Op::Gather { .. } => constant(1),
-        _ => false,
+        Op::Reshape { .. } => true,
+        _ => inst.op.class().is_lane_wise(),
     }
 }
 

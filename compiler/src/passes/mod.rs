@@ -20,7 +20,8 @@ pub use spikify::{InitialVoltage, SpikeOptions, spikify};
 
 use snnc_ir::{Module, Target, VerifyErrors};
 
-/// Outputs whose name starts with this carry a population's raw spikes (for spike counting).
+/// The name prefix of the spike outputs the passes add (their kind, not their name, makes them
+/// spike outputs: see [`snnc_ir::OutputKind::Spikes`]).
 pub const SPIKE_OUTPUT_PREFIX: &str = "spikes/";
 
 /// A pass failed or left a module that does not verify.

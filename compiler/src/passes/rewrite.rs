@@ -133,7 +133,7 @@ impl<'m> Rewriter<'m> {
         }
         for o in &self.old.outputs {
             let value = self.map(o.value);
-            self.b.output(&o.name, value);
+            self.b.output_of_kind(&o.name, value, o.kind.clone());
         }
         self.b.finish()
     }

@@ -11,13 +11,13 @@
 //! spikes and the synapse moves after the pool (the circuit `lower-maxpool` builds has no synapse
 //! inside); with [`MaxPoolMode::Keep`] the pool reads raw spikes and nothing is filtered after it
 //! (what NengoDL's TensorNode fallback does); with [`MaxPoolMode::Avg`] it reads filtered spikes
-//! like any linear map. Each spiking population's raw spikes are also an output named
-//! `spikes/<population>`, for spike counting.
+//! like any linear map. Each spiking population's raw spikes are also a spike output
+//! (`output spikes "spikes/<population>" = ...`, SPEC.md), for spike counting.
 
 use super::lower_maxpool::MaxPoolMode;
 use super::rewrite::Rewriter;
 use super::{PassError, SPIKE_OUTPUT_PREFIX, build_err};
-use snnc_ir::{Module, Neuron, NeuronModel, Op, Operand, StateInit, ValueId};
+use snnc_ir::{Module, Neuron, NeuronModel, Op, Operand, OutputKind, StateInit, ValueId};
 
 /// Initial membrane voltage of spiking neurons.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -143,10 +143,11 @@ pub fn spikify(m: &Module, opts: &SpikeOptions) -> Result<Module, PassError> {
                 };
                 population += 1;
                 let v = rw.b.state(&format!("{name}.v"), &shape, init);
+                let amplitude = n.amplitude / s;
                 let op = Op::Neuron(Neuron {
                     model,
                     gain: n.gain * s,
-                    amplitude: n.amplitude / s,
+                    amplitude,
                 });
                 let j = rw.map(inst.args[0]);
                 let mut args = vec![j, v.into()];
@@ -167,7 +168,14 @@ pub fn spikify(m: &Module, opts: &SpikeOptions) -> Result<Module, PassError> {
                 for (st, nv) in states.iter().zip(&r[1..]) {
                     rw.b.next(*st, *nv);
                 }
-                rw.b.output(&format!("{SPIKE_OUTPUT_PREFIX}{name}"), r[0]);
+                rw.b.output_of_kind(
+                    &format!("{SPIKE_OUTPUT_PREFIX}{name}"),
+                    r[0],
+                    OutputKind::Spikes {
+                        population: name.clone(),
+                        amplitude,
+                    },
+                );
                 raw[inst.results[0].index()] = Some(Operand::Value(r[0]));
                 let synapse = opts
                     .synapse

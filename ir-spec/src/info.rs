@@ -1,0 +1,116 @@
+//! Facts about a module that the verifier establishes once and every pass and backend reads
+//! instead of recomputing them: which instruction defines each value, who reads each value and
+//! state, and which instructions are time-invariant.
+
+use crate::module::{InstId, Module, Operand};
+
+/// Something that reads a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reader {
+    /// An instruction, as one of its operands.
+    Inst(InstId),
+    /// The end of the step: an output or a `next` reads it after the last instruction.
+    EndOfStep,
+}
+
+/// The class of an op, as passes and backends reason about it (see [`crate::Op::class`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpClass {
+    /// A neuron population: element `k` of every result depends only on element `k` of every
+    /// operand (its current and its states).
+    Neuron,
+    /// A synapse (`lowpass`, `alpha`): lane-wise like a neuron, and linear in its input.
+    Synapse,
+    /// Element `k` of the result depends only on element `k` of each operand, a constant
+    /// operand broadcasting along the last axis (`bias`, `scale`, `add`, `batch_norm`).
+    LaneWise,
+    /// Linear in its first operand, with fixed weights in the others (`dense`, `conv`,
+    /// `sparse`, average pooling).
+    Linear,
+    /// Each result element is one operand element or zero, chosen by position only (`gather`,
+    /// `reshape`, `transpose`, `pad`, `upsample`, `concat`).
+    IndexMap,
+    /// Anything else (`max_pool`, `global_max_pool`, `softmax`).
+    Other,
+}
+
+impl OpClass {
+    /// Element `k` of every result depends only on element `k` of every operand (neurons,
+    /// synapses and the lane-wise arithmetic).
+    pub fn is_lane_wise(self) -> bool {
+        matches!(self, OpClass::Neuron | OpClass::Synapse | OpClass::LaneWise)
+    }
+}
+
+/// The facts of one module (see the module docs). Indices follow the module's arenas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModuleInfo {
+    /// Per value: the instruction that defines it, `None` for an input.
+    pub definer: Vec<Option<InstId>>,
+    /// Per value: every read of it, in instruction order (an instruction reading it twice is
+    /// listed twice), end-of-step reads last.
+    pub readers: Vec<Vec<Reader>>,
+    /// Per state: the instructions reading it, in order.
+    pub state_readers: Vec<Vec<InstId>>,
+    /// Per instruction: its results depend only on inputs and constants (no state, directly or
+    /// through another instruction), so they stay the same while the inputs do.
+    pub invariant: Vec<bool>,
+}
+
+impl ModuleInfo {
+    /// The facts of `m`, whose handles must all be in range (the verifier checks that first).
+    pub fn new(m: &Module) -> Self {
+        let mut definer = vec![None; m.values.len()];
+        let mut readers = vec![Vec::new(); m.values.len()];
+        let mut state_readers = vec![Vec::new(); m.states.len()];
+        let mut value_inv = vec![false; m.values.len()];
+        for &v in &m.inputs {
+            value_inv[v.index()] = true;
+        }
+        let mut invariant = Vec::with_capacity(m.insts.len());
+        for (i, inst) in m.insts.iter().enumerate() {
+            let id = InstId(i as u32);
+            let mut inv = true;
+            for a in &inst.args {
+                match *a {
+                    Operand::Value(v) => {
+                        readers[v.index()].push(Reader::Inst(id));
+                        inv &= value_inv[v.index()];
+                    }
+                    Operand::State(s) => {
+                        state_readers[s.index()].push(id);
+                        inv = false;
+                    }
+                    Operand::Const(_) => {}
+                }
+            }
+            for r in &inst.results {
+                definer[r.index()].get_or_insert(id);
+                value_inv[r.index()] = inv;
+            }
+            invariant.push(inv);
+        }
+        for v in m.end_of_step_values() {
+            readers[v.index()].push(Reader::EndOfStep);
+        }
+        ModuleInfo {
+            definer,
+            readers,
+            state_readers,
+            invariant,
+        }
+    }
+
+    /// The instructions reading value `v`, in order (end-of-step reads left out).
+    pub fn inst_readers(&self, v: crate::ValueId) -> impl Iterator<Item = InstId> + '_ {
+        self.readers[v.index()].iter().filter_map(|r| match r {
+            Reader::Inst(i) => Some(*i),
+            Reader::EndOfStep => None,
+        })
+    }
+
+    /// Whether an output or a `next` reads value `v`.
+    pub fn read_at_end(&self, v: crate::ValueId) -> bool {
+        self.readers[v.index()].contains(&Reader::EndOfStep)
+    }
+}

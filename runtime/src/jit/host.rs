@@ -1,0 +1,403 @@
+//! Host jobs: the instructions the generated code hands to Rust, each a call of
+//! [`snnc_jit_host`] with the address of its [`Job`], whose buffers' addresses and shapes were
+//! fixed when the code was generated. Dense maps and convolutions run the GEMM and event-driven
+//! kernels of [`crate::linear`]; index maps (`concat`, `transpose`, `pad`, `upsample`, and
+//! `gather`/`reshape` of constants) run tables built here from their attributes; batch norm,
+//! softmax and `sparse` maps by computed weights run [`crate::semantics`] element by element.
+//! None of them calls the interpreter.
+
+use crate::SimError;
+use crate::frame::{Frame, zeros};
+use crate::kernels::{for_each_index, strides_of};
+use crate::linear::LinearPlan;
+use crate::semantics;
+use snnc_ir::{Inst, Module, Op, Operand};
+
+/// A buffer of the frame: its address and how far one sample advances it (0 for a constant,
+/// which every sample shares).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Buf {
+    ptr: *const f32,
+    stride: usize,
+}
+
+impl Buf {
+    fn of(f: &Frame, o: Operand) -> Self {
+        Buf {
+            ptr: f.operand_ptr(o),
+            stride: f.sample_stride(o),
+        }
+    }
+
+    /// Sample `s`'s `n` elements.
+    ///
+    /// # Safety
+    /// The buffer must hold sample `s` (the frame sized it) and nothing may write it meanwhile.
+    unsafe fn sample<'a>(self, s: usize, n: usize) -> &'a [f32] {
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(s * self.stride), n) }
+    }
+
+    /// Sample `s`'s `n` elements, writable.
+    ///
+    /// # Safety
+    /// As [`Buf::sample`], and no other slice of these elements may be alive.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn sample_mut<'a>(self, s: usize, n: usize) -> &'a mut [f32] {
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(s * self.stride) as *mut f32, n) }
+    }
+}
+
+/// One output element's source in an index map: operand `arg`, element `index`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Source {
+    arg: usize,
+    index: usize,
+}
+
+/// What a host call computes, for the whole batch.
+pub(super) enum Job {
+    /// A dense map or convolution by [`LinearPlan`]: the whole batch at once when the input is
+    /// per sample and the weights are a constant, else sample by sample.
+    Linear {
+        plan: LinearPlan,
+        x: Buf,
+        w: Buf,
+        y: Buf,
+        scratch: *mut f32,
+        scratch_len: usize,
+        lens: (usize, usize, usize),
+    },
+    /// `y[r] = args[src[r].arg][src[r].index]`, or 0 where `src[r]` is `None`.
+    IndexMap {
+        args: Vec<Buf>,
+        src: Vec<Option<Source>>,
+        y: Buf,
+    },
+    /// Inference batch norm along the last axis (`c` channels).
+    BatchNorm {
+        x: Buf,
+        params: [Buf; 4],
+        eps: f32,
+        c: usize,
+        y: Buf,
+        n: usize,
+    },
+    /// Softmax over rows of `c`.
+    Softmax { x: Buf, y: Buf, n: usize, c: usize },
+    /// `sparse` with weights that are not a constant: `y[r] = Σ w[e] · x[col]` over the entries
+    /// `(r, col)` in order.
+    Sparse {
+        x: Buf,
+        pairs: Vec<(u32, u32)>,
+        w: Buf,
+        y: Buf,
+        lens: (usize, usize, usize),
+    },
+    /// `bias`/`scale` by a parameter that is not a constant, broadcast along the last axis.
+    Broadcast {
+        add: bool,
+        x: Buf,
+        p: Buf,
+        y: Buf,
+        n: usize,
+        width: usize,
+    },
+}
+
+/// Runs the job at `job` for the whole batch of `batch` samples.
+///
+/// # Safety
+/// `job` must be a job built by [`Job::new`] for a frame that is still alive, called from the
+/// generated step function (no other access to the frame meanwhile).
+pub(super) unsafe extern "C" fn snnc_jit_host(job: *const Job, batch: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { (*job).run(batch as usize) }
+}
+
+impl Job {
+    /// The job of instruction `inst`, if it is one the code hands to Rust. `scratch` is the
+    /// engine's im2col space, grown here to what the job needs (it is allocated before any
+    /// address is taken: see [`Scratch`]).
+    pub(super) fn new(
+        m: &Module,
+        f: &Frame,
+        inst: &Inst,
+        scratch: &mut Scratch,
+    ) -> Result<Option<Job>, SimError> {
+        let buf = |o: Operand| Buf::of(f, o);
+        let n_of = |o: Operand| m.operand_type(o).expect("verified").num_elements();
+        let shape = |o: Operand| m.operand_type(o).expect("verified").shape.clone();
+        let y = buf(Operand::Value(inst.results[0]));
+        let n_out = m.value(inst.results[0]).ty.num_elements();
+        let arg = |k: usize| inst.args[k];
+        Ok(Some(match &inst.op {
+            Op::Dense | Op::Conv(_) => {
+                let Some(plan) = LinearPlan::new(&inst.op, &shape(arg(0)), &shape(arg(1))) else {
+                    return Ok(None);
+                };
+                let whole = f.sample_stride(arg(0)) > 0 && f.sample_stride(arg(1)) == 0;
+                let need = plan.scratch_len(if whole { f.batch() } else { 1 });
+                scratch.reserve(need)?;
+                Job::Linear {
+                    plan,
+                    x: buf(arg(0)),
+                    w: buf(arg(1)),
+                    y,
+                    scratch: std::ptr::null_mut(),
+                    scratch_len: need,
+                    lens: (n_of(arg(0)), n_of(arg(1)), n_out),
+                }
+            }
+            Op::Concat { .. }
+            | Op::Transpose { .. }
+            | Op::Pad { .. }
+            | Op::Upsample { .. }
+            | Op::Reshape { .. }
+            | Op::Gather { .. } => Job::IndexMap {
+                args: inst.args.iter().map(|&a| buf(a)).collect(),
+                src: index_map(m, f, inst),
+                y,
+            },
+            Op::BatchNorm { epsilon } => Job::BatchNorm {
+                x: buf(arg(0)),
+                params: [buf(arg(1)), buf(arg(2)), buf(arg(3)), buf(arg(4))],
+                eps: *epsilon as f32,
+                c: n_of(arg(1)),
+                y,
+                n: n_out,
+            },
+            Op::Softmax => Job::Softmax {
+                x: buf(arg(0)),
+                y,
+                n: n_out,
+                c: *shape(arg(0)).last().expect("verified rank >= 1"),
+            },
+            Op::Sparse { .. } => Job::Sparse {
+                x: buf(arg(0)),
+                pairs: f
+                    .index_table(arg(1))
+                    .chunks_exact(2)
+                    .map(|p| (p[0] as u32, p[1] as u32))
+                    .collect(),
+                w: buf(arg(2)),
+                y,
+                lens: (n_of(arg(0)), n_of(arg(2)), n_out),
+            },
+            Op::Bias | Op::Scale => Job::Broadcast {
+                add: inst.op == Op::Bias,
+                x: buf(arg(0)),
+                p: buf(arg(1)),
+                y,
+                n: n_out,
+                width: n_of(arg(1)),
+            },
+            _ => return Ok(None),
+        }))
+    }
+
+    /// Point the job at the engine's scratch space (once it has its final size).
+    pub(super) fn bind_scratch(&mut self, scratch: &mut Scratch) {
+        if let Job::Linear { scratch: p, .. } = self {
+            *p = scratch.buf.as_mut_ptr();
+        }
+    }
+
+    fn run(&self, batch: usize) {
+        // SAFETY (every arm): the buffers were laid out by the frame for `batch` samples, the
+        // memory plan keeps an instruction's results apart from its operands, and the step
+        // function runs one job at a time.
+        match self {
+            Job::Linear {
+                plan,
+                x,
+                w,
+                y,
+                scratch,
+                scratch_len,
+                lens: (nx, nw, ny),
+            } => unsafe {
+                let scratch = std::slice::from_raw_parts_mut(*scratch, *scratch_len);
+                if x.stride > 0 && w.stride == 0 {
+                    let (xs, ws) = (x.sample(0, nx * batch), w.sample(0, *nw));
+                    plan.run(batch, xs, ws, y.sample_mut(0, ny * batch), scratch);
+                } else {
+                    for s in 0..batch {
+                        let (xs, ws) = (x.sample(s, *nx), w.sample(s, *nw));
+                        plan.run(1, xs, ws, y.sample_mut(s, *ny), scratch);
+                    }
+                }
+            },
+            Job::IndexMap { args, src, y } => unsafe {
+                for s in 0..batch {
+                    let out = y.sample_mut(s, src.len());
+                    for (o, from) in out.iter_mut().zip(src) {
+                        *o = match from {
+                            Some(Source { arg, index }) => {
+                                let a = args[*arg];
+                                *a.ptr.add(s * a.stride + *index)
+                            }
+                            None => 0.0,
+                        };
+                    }
+                }
+            },
+            Job::BatchNorm {
+                x,
+                params,
+                eps,
+                c,
+                y,
+                n,
+            } => unsafe {
+                for s in 0..batch {
+                    let (xs, ys) = (x.sample(s, *n), y.sample_mut(s, *n));
+                    let [g, b, mu, var] = params.map(|p| p.sample(s, *c));
+                    for (k, (o, &v)) in ys.iter_mut().zip(xs).enumerate() {
+                        let ch = k % c;
+                        *o = semantics::batch_norm(v, (g[ch], b[ch], mu[ch], var[ch]), *eps);
+                    }
+                }
+            },
+            Job::Softmax { x, y, n, c } => unsafe {
+                for s in 0..batch {
+                    let (xs, ys) = (x.sample(s, *n), y.sample_mut(s, *n));
+                    for (xr, yr) in xs.chunks(*c).zip(ys.chunks_mut(*c)) {
+                        semantics::softmax_row(xr, yr);
+                    }
+                }
+            },
+            Job::Sparse {
+                x,
+                pairs,
+                w,
+                y,
+                lens: (nx, nw, ny),
+            } => unsafe {
+                for s in 0..batch {
+                    let (xs, ws, out) = (x.sample(s, *nx), w.sample(s, *nw), y.sample_mut(s, *ny));
+                    out.fill(0.0);
+                    for (&(r, col), &wv) in pairs.iter().zip(ws) {
+                        out[r as usize] += wv * xs[col as usize];
+                    }
+                }
+            },
+            Job::Broadcast {
+                add,
+                x,
+                p,
+                y,
+                n,
+                width,
+            } => unsafe {
+                for s in 0..batch {
+                    let (xs, ps, ys) = (x.sample(s, *n), p.sample(s, *width), y.sample_mut(s, *n));
+                    if *width == 0 {
+                        ys.copy_from_slice(xs);
+                        continue;
+                    }
+                    for (k, (o, &v)) in ys.iter_mut().zip(xs).enumerate() {
+                        let q = ps[k % width];
+                        *o = if *add { v + q } else { v * q };
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// The im2col space the linear jobs share; sized before any job takes its address.
+#[derive(Default)]
+pub(super) struct Scratch {
+    need: usize,
+    buf: Vec<f32>,
+}
+
+impl Scratch {
+    fn reserve(&mut self, n: usize) -> Result<(), SimError> {
+        self.need = self.need.max(n);
+        Ok(())
+    }
+
+    /// Allocate what the jobs asked for.
+    pub(super) fn allocate(&mut self) -> Result<(), SimError> {
+        self.buf = zeros(self.need)?;
+        Ok(())
+    }
+}
+
+/// The source of every output element of an index-map instruction, per sample.
+fn index_map(m: &Module, f: &Frame, inst: &Inst) -> Vec<Option<Source>> {
+    let out_shape = &m.value(inst.results[0]).ty.shape;
+    let n_out: usize = out_shape.iter().product();
+    let in_shape = |k: usize| &m.operand_type(inst.args[k]).expect("verified").shape;
+    let from = |index: usize| Some(Source { arg: 0, index });
+    match &inst.op {
+        Op::Reshape { .. } => (0..n_out).map(from).collect(),
+        Op::Gather { .. } => f
+            .index_table(inst.args[1])
+            .iter()
+            .map(|&j| from(j as usize))
+            .collect(),
+        Op::Transpose { perm } => {
+            let strides = strides_of(in_shape(0));
+            let mut src = Vec::with_capacity(n_out);
+            for_each_index(out_shape, |_, idx| {
+                src.push(from(
+                    idx.iter().zip(perm).map(|(&i, &p)| i * strides[p]).sum(),
+                ));
+            });
+            src
+        }
+        Op::Upsample { factors } => {
+            let strides = strides_of(in_shape(0));
+            let mut src = Vec::with_capacity(n_out);
+            for_each_index(out_shape, |_, idx| {
+                let at = idx
+                    .iter()
+                    .enumerate()
+                    .map(|(a, &i)| factors.get(a).map_or(i, |&fa| i / fa) * strides[a]);
+                src.push(from(at.sum()));
+            });
+            src
+        }
+        Op::Pad { pads } => {
+            let mut src = vec![None; n_out];
+            let out_strides = strides_of(out_shape);
+            for_each_index(in_shape(0), |flat, idx| {
+                let at: usize = idx
+                    .iter()
+                    .zip(pads)
+                    .zip(&out_strides)
+                    .map(|((&i, p), s)| (i + p[0]) * s)
+                    .sum();
+                src[at] = from(flat);
+            });
+            src
+        }
+        Op::Concat { axis } => {
+            // Output element (o, a, i): outer position o, position a along the axis, inner i.
+            let inner: usize = out_shape[axis + 1..].iter().product();
+            let along = out_shape[*axis];
+            (0..n_out)
+                .map(|flat| {
+                    let (o, mut a, i) =
+                        (flat / (along * inner), flat / inner % along, flat % inner);
+                    for k in 0..inst.args.len() {
+                        let len = in_shape(k)[*axis];
+                        if a < len {
+                            return Some(Source {
+                                arg: k,
+                                index: (o * len + a) * inner + i,
+                            });
+                        }
+                        a -= len;
+                    }
+                    None
+                })
+                .collect()
+        }
+        _ => unreachable!("not an index map"),
+    }
+}

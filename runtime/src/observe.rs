@@ -1,0 +1,140 @@
+//! What users measure while a simulation runs: spikes per sample and population (from the
+//! module's spike outputs, [`OutputKind::Spikes`]), and classification accuracy at chosen steps.
+//! Both are observers for [`crate::Simulator::run_observed`]: call `observe` after every step.
+
+use crate::Simulator;
+use snnc_ir::{Module, OutputKind};
+
+/// Spike counts per population and sample of one minibatch, summed over the steps observed.
+///
+/// A spike output's element holds `count · amplitude / dt`, so a step adds
+/// `value · dt / amplitude` (a signed count for spiking leaky ReLUs, whose spikes may be
+/// negative).
+#[derive(Clone, Debug)]
+pub struct SpikeCounter {
+    /// Per population: its output index and `dt / amplitude`.
+    outputs: Vec<(usize, f64)>,
+    populations: Vec<String>,
+    batch: usize,
+    /// `[population][sample]`.
+    counts: Vec<Vec<f64>>,
+}
+
+impl SpikeCounter {
+    /// A counter for the spike outputs of `m`, run in minibatches of `batch`.
+    pub fn new(m: &Module, batch: usize) -> Self {
+        let (outputs, populations): (Vec<_>, Vec<_>) = m
+            .outputs
+            .iter()
+            .enumerate()
+            .filter_map(|(k, o)| match &o.kind {
+                OutputKind::Spikes {
+                    population,
+                    amplitude,
+                } => Some(((k, m.dt / amplitude), population.clone())),
+                _ => None,
+            })
+            .unzip();
+        let counts = vec![vec![0.0; batch]; outputs.len()];
+        SpikeCounter {
+            outputs,
+            populations,
+            batch,
+            counts,
+        }
+    }
+
+    /// The populations counted, in output order.
+    pub fn populations(&self) -> &[String] {
+        &self.populations
+    }
+
+    /// Whether the module has any spike output.
+    pub fn is_empty(&self) -> bool {
+        self.outputs.is_empty()
+    }
+
+    /// Add the spikes of the step `sim` just ran.
+    pub fn observe(&mut self, sim: &Simulator) {
+        for ((k, per_spike), counts) in self.outputs.iter().zip(&mut self.counts) {
+            let vals = sim.output_slice(*k);
+            let per = vals.len() / self.batch.max(1);
+            for (c, sample) in counts.iter_mut().zip(vals.chunks(per.max(1))) {
+                *c += sample.iter().map(|&v| v as f64).sum::<f64>() * per_spike;
+            }
+        }
+    }
+
+    /// `[population][sample]`: spikes since the last [`SpikeCounter::clear`].
+    pub fn counts(&self) -> &[Vec<f64>] {
+        &self.counts
+    }
+
+    /// Start counting again from zero (for the next minibatch).
+    pub fn clear(&mut self) {
+        self.counts.iter_mut().for_each(|c| c.fill(0.0));
+    }
+}
+
+/// The index of the largest element (the first of equals); 0 for an empty row.
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Correct classifications (argmax of one output against integer labels) at chosen steps,
+/// accumulated over minibatches.
+#[derive(Clone, Debug)]
+pub struct AccuracyAt {
+    output: usize,
+    /// Steps, counted from 1, sorted and without repeats.
+    steps: Vec<usize>,
+    correct: Vec<usize>,
+}
+
+impl AccuracyAt {
+    /// Score output `output` at each of `steps` (counted from 1).
+    pub fn new(output: usize, steps: &[usize]) -> Self {
+        let mut steps = steps.to_vec();
+        steps.sort_unstable();
+        steps.dedup();
+        let correct = vec![0; steps.len()];
+        AccuracyAt {
+            output,
+            steps,
+            correct,
+        }
+    }
+
+    /// After step `t` (counted from 0) of a minibatch whose first `labels.len()` samples are
+    /// real: count the correct ones if `t + 1` is a chosen step.
+    pub fn observe(&mut self, t: usize, sim: &Simulator, labels: &[i64]) {
+        let Some(pos) = self.steps.iter().position(|&c| c == t + 1) else {
+            return;
+        };
+        let vals = sim.output_slice(self.output);
+        let per = vals.len() / sim.batch();
+        for (sample, &label) in vals.chunks(per.max(1)).zip(labels) {
+            if argmax(sample) as i64 == label {
+                self.correct[pos] += 1;
+            }
+        }
+    }
+
+    /// `(step, correct)` for every chosen step.
+    pub fn results(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.steps.iter().copied().zip(self.correct.iter().copied())
+    }
+}
+
+/// The outputs a user reads (values and probes), in order, leaving out spike outputs.
+pub fn reported_outputs(m: &Module) -> Vec<usize> {
+    (0..m.outputs.len())
+        .filter(|&k| !matches!(m.outputs[k].kind, OutputKind::Spikes { .. }))
+        .collect()
+}

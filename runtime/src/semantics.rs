@@ -1,0 +1,365 @@
+//! The scalar semantics of every op, written once: what SPEC.md says each op computes, per
+//! element, in f32 and in a fixed operation order.
+//!
+//! The interpreter calls these functions element by element. The JIT mirrors them operation for
+//! operation in Cranelift IR (neurons, synapses, bias, scale, add, pooling folds) or calls them as
+//! host functions for the transcendental ones (sigmoid, tanh, LIF, softmax), so the two backends
+//! compute bit-identical numbers without either calling into the other. The passes use the
+//! synapse coefficients from here too.
+
+use snnc_ir::{Neuron, NeuronModel};
+
+/// A rate neuron's output for input current `x`: `amplitude · model(gain · x)`.
+/// Spiking models are not rate functions; see [`spiking_step`] and [`lif_step`].
+pub fn rate(n: &Neuron, x: f32) -> f32 {
+    let (g, a) = (n.gain as f32, n.amplitude as f32);
+    match n.model {
+        NeuronModel::Relu => relu(x, g, a),
+        NeuronModel::LeakyRelu { negative_slope } => leaky_relu(x, g, a, negative_slope as f32),
+        NeuronModel::Sigmoid => sigmoid(x, g, a),
+        NeuronModel::Tanh => tanh(x, g, a),
+        NeuronModel::LifRate { tau_rc, tau_ref } => {
+            lif_rate(x, g, a, tau_rc as f32, tau_ref as f32)
+        }
+        _ => unreachable!("spiking models have state"),
+    }
+}
+
+/// `max(x, 0)` with `NaN` and `±0` giving `+0` (the select the JIT emits).
+pub fn max0(x: f32) -> f32 {
+    if x > 0.0 { x } else { 0.0 }
+}
+
+/// ReLU: `a · max(g·x, 0)`.
+pub extern "C" fn relu(x: f32, g: f32, a: f32) -> f32 {
+    a * max0(g * x)
+}
+
+/// Leaky ReLU: `a · (g·x < 0 ? s·g·x : g·x)`.
+pub extern "C" fn leaky_relu(x: f32, g: f32, a: f32, s: f32) -> f32 {
+    let x = g * x;
+    a * if x < 0.0 { s * x } else { x }
+}
+
+/// Sigmoid: `a / (1 + e^(−g·x))`.
+pub extern "C" fn sigmoid(x: f32, g: f32, a: f32) -> f32 {
+    a / (1.0 + (-g * x).exp())
+}
+
+/// Tanh: `a · tanh(g·x)`.
+pub extern "C" fn tanh(x: f32, g: f32, a: f32) -> f32 {
+    a * (g * x).tanh()
+}
+
+/// Nengo's LIFRate: `a / (tau_ref + tau_rc · ln(1 + 1/(g·x − 1)))` when `g·x > 1`, else 0.
+pub extern "C" fn lif_rate(x: f32, g: f32, a: f32, rc: f32, rf: f32) -> f32 {
+    let jj = g * x - 1.0;
+    if jj > 0.0 {
+        a / (rf + rc * (1.0 / jj).ln_1p())
+    } else {
+        0.0
+    }
+}
+
+/// One step of the integrate-and-fire family (`spiking_relu`, `spiking_leaky_relu`,
+/// `if_neuron`) on input current `j` and voltage `v`: returns the output and the new voltage.
+///
+/// `drive` is the rectified current (`max(g·j, 0)`; leaky: `g·j` or `s·g·j`; IF: `g·j`), the
+/// voltage integrates `drive · dt`, the spike count is `floor(v)` (leaky: `trunc(v)`, so negative
+/// spikes; IF: `max(floor(v), 0)`), the output is `a/dt · count` and the voltage loses the count.
+pub fn spiking_step(
+    model: &NeuronModel,
+    (g, a, dt): (f32, f32, f32),
+    j: f32,
+    v: f32,
+) -> (f32, f32) {
+    let x = g * j;
+    let (drive, count): (f32, fn(f32) -> f32) = match model {
+        NeuronModel::SpikingRelu => (max0(x), f32::floor),
+        NeuronModel::SpikingLeakyRelu { negative_slope } => (
+            if x > 0.0 {
+                x
+            } else {
+                *negative_slope as f32 * x
+            },
+            f32::trunc,
+        ),
+        NeuronModel::IfNeuron => (x, |v| max0(v.floor())),
+        _ => unreachable!("not an integrate-and-fire model"),
+    };
+    let v = v + drive * dt;
+    let spikes = count(v);
+    (a / dt * spikes, v - spikes)
+}
+
+/// The parameters of Nengo's LIF neuron in f32, as one step uses them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+pub struct LifParams {
+    /// Gain on the input current.
+    pub gain: f32,
+    /// Output amplitude (a spike is `amplitude / dt`).
+    pub amplitude: f32,
+    /// Step (s).
+    pub dt: f32,
+    /// Membrane time constant (s).
+    pub tau_rc: f32,
+    /// Refractory period (s).
+    pub tau_ref: f32,
+    /// Lowest voltage.
+    pub min_voltage: f32,
+}
+
+impl LifParams {
+    /// The parameters of neuron `n` (a `lif`) stepping by `dt` seconds.
+    pub fn new(n: &Neuron, dt: f64) -> Self {
+        let NeuronModel::Lif {
+            tau_rc,
+            tau_ref,
+            min_voltage,
+        } = n.model
+        else {
+            unreachable!("not a lif neuron")
+        };
+        LifParams {
+            gain: n.gain as f32,
+            amplitude: n.amplitude as f32,
+            dt: dt as f32,
+            tau_rc: tau_rc as f32,
+            tau_ref: tau_ref as f32,
+            min_voltage: min_voltage as f32,
+        }
+    }
+}
+
+/// One step of Nengo's LIF on input current `j`, voltage `v` and refractory time `r`: returns
+/// the output, the new voltage and the new refractory time (Nengo's `LIF.step`, in f32).
+pub fn lif_step(p: &LifParams, j: f32, v: f32, r: f32) -> (f32, f32, f32) {
+    let dt = p.dt;
+    let x = p.gain * j;
+    let r = r - dt;
+    let delta_t = (dt - r).clamp(0.0, dt);
+    let v = v - (x - v) * (-delta_t / p.tau_rc).exp_m1();
+    if v > 1.0 {
+        let t_spike = dt + p.tau_rc * (-(v - 1.0) / (x - 1.0)).ln_1p();
+        (p.amplitude / dt, 0.0, p.tau_ref + t_spike)
+    } else {
+        (0.0, v.max(p.min_voltage), r)
+    }
+}
+
+/// [`lif_step`] with C linkage for generated code: writes output, voltage and refractory time
+/// to `out[0..3]`.
+///
+/// # Safety
+/// `p` must point to valid parameters and `out` to three writable floats.
+pub unsafe extern "C" fn lif_step_c(p: *const LifParams, j: f32, v: f32, r: f32, out: *mut f32) {
+    // SAFETY: guaranteed by the caller.
+    let (p, out) = unsafe { (&*p, std::slice::from_raw_parts_mut(out, 3)) };
+    let (y, v, r) = lif_step(p, j, v, r);
+    out.copy_from_slice(&[y, v, r]);
+}
+
+/// The decay `e^(−dt/tau)` of a lowpass synapse, computed in f64 and rounded once.
+pub fn lowpass_decay(dt: f64, tau: f64) -> f32 {
+    (-dt / tau).exp() as f32
+}
+
+/// One lowpass step: `decay · s + (1 − decay) · x` for input `x` and previous value `s`.
+pub fn lowpass_step(decay: f32, x: f32, s: f32) -> f32 {
+    decay * s + (1.0 - decay) * x
+}
+
+/// The exact ZOH step of Nengo's `Alpha(tau) = 1/(tau·s + 1)²` in the state coordinates the IR
+/// uses: `y` (the filtered output) and `z` (the first state of Nengo's controllable canonical
+/// form). One step is
+/// `y' = yz·z + yy·y + yu·u` and `z' = zz·z + zy·y + zu·u`.
+/// Derivation (SPEC.md, `alpha`): the state matrix has the double eigenvalue `−1/tau`, so
+/// `exp(A·dt) = e^{−dt/tau}(I + (A + I/tau)·dt)` in closed form; `tau = 0` is a passthrough.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AlphaCoefficients {
+    /// Weight of `z` in `y'`.
+    pub yz: f32,
+    /// Weight of `y` in `y'`.
+    pub yy: f32,
+    /// Weight of `u` in `y'`.
+    pub yu: f32,
+    /// Weight of `z` in `z'`.
+    pub zz: f32,
+    /// Weight of `y` in `z'`.
+    pub zy: f32,
+    /// Weight of `u` in `z'`.
+    pub zu: f32,
+}
+
+impl AlphaCoefficients {
+    /// Coefficients for step `dt` and time constant `tau` (seconds), computed in f64.
+    pub fn new(dt: f64, tau: f64) -> Self {
+        if tau <= 0.0 {
+            return AlphaCoefficients {
+                yz: 0.0,
+                yy: 0.0,
+                yu: 1.0,
+                zz: 0.0,
+                zy: 0.0,
+                zu: 0.0,
+            };
+        }
+        let e = (-dt / tau).exp();
+        let r = dt / tau;
+        AlphaCoefficients {
+            yz: (e * dt / (tau * tau)) as f32,
+            yy: (e * (1.0 + r)) as f32,
+            yu: ((1.0 - e) - r * e) as f32,
+            zz: (e * (1.0 - r)) as f32,
+            zy: (-e * dt) as f32,
+            zu: (dt * e) as f32,
+        }
+    }
+
+    /// One step on input `u` and previous `y`, `z`: the new `(y, z)`, each summed as
+    /// `(wz·z + wy·y) + wu·u`.
+    pub fn step(&self, u: f32, y: f32, z: f32) -> (f32, f32) {
+        (
+            self.yz * z + self.yy * y + self.yu * u,
+            self.zz * z + self.zy * y + self.zu * u,
+        )
+    }
+}
+
+/// Inference batch normalisation of one element: `gamma · (x − mean) / sqrt(var + eps) + beta`.
+pub fn batch_norm(x: f32, (gamma, beta, mean, var): (f32, f32, f32, f32), eps: f32) -> f32 {
+    gamma * (x - mean) / (var + eps).sqrt() + beta
+}
+
+/// Softmax of one row: `e^(x − max) / Σ e^(x − max)`, the sum taken in order.
+pub fn softmax_row(xs: &[f32], ys: &mut [f32]) {
+    let mx = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for (y, &x) in ys.iter_mut().zip(xs) {
+        *y = (x - mx).exp();
+        sum += *y;
+    }
+    ys.iter_mut().for_each(|y| *y /= sum);
+}
+
+/// [`softmax_row`] with C linkage for generated code, on `n` floats.
+///
+/// # Safety
+/// `x` must point to `n` readable floats and `y` to `n` writable floats not overlapping them.
+pub unsafe extern "C" fn softmax_row_c(x: *const f32, y: *mut f32, n: u64) {
+    // SAFETY: guaranteed by the caller.
+    let (xs, ys) = unsafe {
+        (
+            std::slice::from_raw_parts(x, n as usize),
+            std::slice::from_raw_parts_mut(y, n as usize),
+        )
+    };
+    softmax_row(xs, ys)
+}
+
+/// A pooling fold: the start value, one step and the finish over `n` taps. Padding never takes
+/// part (it is left out of the window and of the average's divisor).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fold {
+    /// Average: `0`, `acc + x`, `acc / n`.
+    Avg,
+    /// Maximum: `−∞`, `x > acc ? x : acc` (a NaN never wins), `acc`.
+    Max,
+}
+
+impl Fold {
+    /// The value before the first tap.
+    pub fn init(self) -> f32 {
+        match self {
+            Fold::Avg => 0.0,
+            Fold::Max => f32::NEG_INFINITY,
+        }
+    }
+
+    /// Fold in one tap.
+    pub fn step(self, acc: f32, x: f32) -> f32 {
+        match self {
+            Fold::Avg => acc + x,
+            Fold::Max => {
+                if x > acc {
+                    x
+                } else {
+                    acc
+                }
+            }
+        }
+    }
+
+    /// The result after `n` taps.
+    pub fn finish(self, acc: f32, n: usize) -> f32 {
+        match self {
+            Fold::Avg => acc / n as f32,
+            Fold::Max => acc,
+        }
+    }
+}
+
+/// Whether dense maps and convolutions accumulate with fused multiply-adds: on x86-64 when the
+/// CPU has AVX2 and FMA (decided once per process), so every backend, row and batch rounds the
+/// same way. Elsewhere each term is `acc + x·w`.
+pub fn fused_multiply_add() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static FMA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *FMA.get_or_init(|| {
+            std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One term of a dense map or convolution: `acc + x·w`, fused when [`fused_multiply_add`].
+/// A zero input contributes nothing (linear maps skip it), whatever the weight.
+pub fn multiply_add(fused: bool, x: f32, w: f32, acc: f32) -> f32 {
+    if fused {
+        x.mul_add(w, acc)
+    } else {
+        acc + x * w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpha_is_a_passthrough_at_zero_tau() {
+        let c = AlphaCoefficients::new(0.001, 0.0);
+        assert_eq!(c.step(3.0, 1.0, 2.0), (3.0, 0.0));
+    }
+
+    #[test]
+    fn spiking_relu_counts_whole_crossings() {
+        let m = NeuronModel::SpikingRelu;
+        // 2.5 units of voltage per step from v = 0.75: 3.25 → 3 spikes, 0.25 left.
+        let (y, v) = spiking_step(&m, (1.0, 1.0, 1.0), 2.5, 0.75);
+        assert_eq!((y, v), (3.0, 0.25));
+        // Negative currents never drive a spiking ReLU.
+        assert_eq!(spiking_step(&m, (1.0, 1.0, 1.0), -4.0, 0.5), (0.0, 0.5));
+        // An IF unit integrates them and never spikes negatively.
+        let (y, v) = spiking_step(&NeuronModel::IfNeuron, (1.0, 1.0, 1.0), -4.0, 0.5);
+        assert_eq!((y, v), (0.0, -3.5));
+    }
+
+    #[test]
+    fn folds() {
+        let taps = [1.0, f32::NAN, 3.0, 2.0];
+        let max = taps
+            .iter()
+            .fold(Fold::Max.init(), |a, &x| Fold::Max.step(a, x));
+        assert_eq!(Fold::Max.finish(max, 4), 3.0);
+        let sum = [1.0, 2.0, 6.0]
+            .iter()
+            .fold(Fold::Avg.init(), |a, &x| Fold::Avg.step(a, x));
+        assert_eq!(Fold::Avg.finish(sum, 3), 3.0);
+    }
+}
