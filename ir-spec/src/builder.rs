@@ -148,7 +148,7 @@ impl Builder {
                     .ok_or_else(|| fail("an operand handle is out of range".into()))?,
             );
         }
-        let result_types = op.infer(&types).map_err(fail)?;
+        let result_types = op.infer(&types).map_err(|e| fail(e.to_string()))?;
         let mut results = Vec::with_capacity(result_types.len());
         for (k, ty) in result_types.into_iter().enumerate() {
             let wanted = if k == 0 {

@@ -1,7 +1,44 @@
 //! Window geometry shared by convolution and pooling: output sizes and TensorFlow's padding rule.
 //! Every consumer (shape inference, the interpreter, the JIT) calls these, so they cannot disagree.
 
-use crate::ops::Padding;
+use serde::{Deserialize, Serialize};
+
+/// Padding mode of a convolution or pooling window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Padding {
+    /// No padding: every window lies inside the input.
+    Valid,
+    /// Output length `⌈in/stride⌉`, padded as TensorFlow does (extra cell at the end).
+    Same,
+}
+
+/// Why a window does not fit its axis.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    /// A window, stride or dilation of 0.
+    #[error("window, stride and dilation must be at least 1")]
+    ZeroSize,
+    /// `(window − 1) · dilation + 1` overflows.
+    #[error("window too large")]
+    TooLarge,
+    /// A `valid` window longer than its input.
+    #[error(
+        "window of {effective} (size {window}, dilation {dilation}) does not fit input of {input} with padding=valid"
+    )]
+    DoesNotFit {
+        /// `(window − 1) · dilation + 1`.
+        effective: usize,
+        /// Window length.
+        window: usize,
+        /// Dilation.
+        dilation: usize,
+        /// Input length.
+        input: usize,
+    },
+    /// A `same` window over an axis of length 0.
+    #[error("input axis of length 0")]
+    EmptyInput,
+}
 
 /// One spatial axis of a sliding window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,26 +68,29 @@ impl WindowAxis {
         stride: usize,
         dilation: usize,
         padding: Padding,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, WindowError> {
         if window == 0 || stride == 0 || dilation == 0 {
-            return Err("window, stride and dilation must be at least 1".into());
+            return Err(WindowError::ZeroSize);
         }
         let eff = (window - 1)
             .checked_mul(dilation)
             .and_then(|x| x.checked_add(1))
-            .ok_or("window too large")?;
+            .ok_or(WindowError::TooLarge)?;
         let (output, pad_before) = match padding {
             Padding::Valid => {
                 if input < eff {
-                    return Err(format!(
-                        "window of {eff} (size {window}, dilation {dilation}) does not fit input of {input} with padding=valid"
-                    ));
+                    return Err(WindowError::DoesNotFit {
+                        effective: eff,
+                        window,
+                        dilation,
+                        input,
+                    });
                 }
                 ((input - eff) / stride + 1, 0)
             }
             Padding::Same => {
                 if input == 0 {
-                    return Err("input axis of length 0".into());
+                    return Err(WindowError::EmptyInput);
                 }
                 let out = input.div_ceil(stride);
                 let total = ((out - 1) * stride + eff).saturating_sub(input);

@@ -799,14 +799,10 @@ impl Parser {
                 types.len()
             )));
         }
-        let op = Op::from_text(&op_name, attrs, &types).map_err(|message| ParseError {
+        let op = Op::from_text(&op_name, attrs, &types).map_err(|e| ParseError {
             line: l.line,
-            col: if message.contains("attribute") {
-                attr_col
-            } else {
-                op_col
-            },
-            message,
+            col: if e.is_attribute() { attr_col } else { op_col },
+            message: e.to_string(),
         })?;
         let mut results = Vec::new();
         for ((name, _), ty) in result_names.into_iter().zip(types) {

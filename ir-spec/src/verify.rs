@@ -385,7 +385,7 @@ impl Checker<'_> {
                 continue;
             }
             match inst.op.infer(&arg_types) {
-                Err(e) => self.err(loc, e),
+                Err(e) => self.err(loc, e.to_string()),
                 Ok(types) => {
                     if types.len() != inst.results.len() {
                         self.err(

@@ -3,12 +3,12 @@
 //! Written for clarity, not speed, and independent of the JIT: dense maps and convolutions are
 //! plain loops over their terms in the order SPEC.md fixes (not the GEMM and event-driven kernels
 //! of [`crate::linear`], which the JIT calls and which these loops check), and every scalar
-//! formula comes from [`crate::semantics`].
+//! formula comes from [`snnc_ir::semantics`].
 
 use crate::frame::Frame;
 use crate::kernels::{self, for_each_index, strides_of};
-use crate::semantics::{self, AlphaCoefficients, Fold, LifParams};
 use crate::{Engine, SimError};
+use snnc_ir::semantics::{self, AlphaCoefficients, Fold, LifParams};
 use snnc_ir::{Module, NeuronModel, Op, Operand, Verified};
 use std::ops::Range;
 
@@ -190,7 +190,11 @@ fn eval(f: &Frame, fused: bool, i: usize, args: &[&[f32]], outs: &mut [&mut [f32
                 .zip(args[0].chunks(b.len().max(1)))
             {
                 for ((y, &x), &p) in chunk.0.iter_mut().zip(chunk.1).zip(b) {
-                    *y = if add { x + p } else { x * p };
+                    *y = if add {
+                        semantics::bias(x, p)
+                    } else {
+                        semantics::scale(x, p)
+                    };
                 }
             }
             if b.is_empty() {
@@ -200,7 +204,9 @@ fn eval(f: &Frame, fused: bool, i: usize, args: &[&[f32]], outs: &mut [&mut [f32
         Op::Add => {
             out.copy_from_slice(args[0]);
             for a in &args[1..] {
-                out.iter_mut().zip(*a).for_each(|(y, &x)| *y += x);
+                out.iter_mut()
+                    .zip(*a)
+                    .for_each(|(y, &x)| *y = semantics::add(*y, x));
             }
         }
         Op::BatchNorm { epsilon } => {

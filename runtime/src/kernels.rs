@@ -2,8 +2,8 @@
 //! geometry. Written for clarity, not speed: the interpreter runs them, and it is the reference
 //! every other backend is compared against.
 
-use crate::semantics::{Fold, multiply_add};
 use snnc_ir::geometry::WindowAxis;
+use snnc_ir::semantics::{Fold, multiply_add};
 use snnc_ir::{ConvAttrs, Padding, PoolAttrs};
 
 /// Up to three spatial axes, padded with unit axes at the front so every kernel is 3-D.
@@ -25,7 +25,7 @@ impl Window3 {
         strides: &[usize],
         dilation: &[usize],
         padding: Padding,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, snnc_ir::geometry::WindowError> {
         let d = window.len();
         let mut axes = [Self::unit(), Self::unit(), Self::unit()];
         for i in 0..d {
@@ -79,7 +79,7 @@ impl Window3 {
 /// Convolution of one sample: `x` is `[s..., cin]`, `w` is `[k..., cin/groups, cout]`. Each
 /// output element sums its terms tap by tap, then input channel by channel, a zero input
 /// contributing nothing; `fused`: each term is a fused multiply-add
-/// ([`crate::semantics::multiply_add`]).
+/// ([`snnc_ir::semantics::multiply_add`]).
 pub fn conv(
     x: &[f32],
     in_shape: &[usize],

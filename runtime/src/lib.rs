@@ -15,7 +15,6 @@ pub mod kernels;
 pub mod linear;
 pub mod observe;
 pub mod rng;
-pub mod semantics;
 
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
 use snnc_ir::{Module, Verified};

@@ -391,11 +391,11 @@ fn im2col(runs: &[(u32, u32)], x: &[f32], cin: usize, c0: usize, cin_g: usize, c
     }
 }
 
-/// Whether the kernels use fused multiply-adds: [`crate::semantics::fused_multiply_add`], so
+/// Whether the kernels use fused multiply-adds: [`snnc_ir::semantics::fused_multiply_add`], so
 /// every row of every batch takes the path the reference loops take and rounds the same way.
 #[cfg(target_arch = "x86_64")]
 fn fma_available() -> bool {
-    crate::semantics::fused_multiply_add()
+    snnc_ir::semantics::fused_multiply_add()
 }
 
 /// [`dense_rows`] on this CPU: one fused multiply-add per term when [`fma_available`].
@@ -602,7 +602,7 @@ mod tests {
             plan.run(batch, &x, &w, &mut y, &mut scratch);
             for s in 0..batch {
                 let mut want = vec![0.0; out_len];
-                let fused = crate::semantics::fused_multiply_add();
+                let fused = snnc_ir::semantics::fused_multiply_add();
                 kernels::conv(&x[s * in_len..][..in_len], &xs, &w, &ws, &attrs, fused, &mut want);
                 close(&y[s * out_len..][..out_len], &want);
                 let mut alone = vec![0.0; out_len];

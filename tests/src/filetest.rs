@@ -62,7 +62,10 @@ fn parse_options(s: &str) -> Result<ConvertOptions, String> {
     let mut spike = false;
     for word in s.split_whitespace() {
         let (key, value) = word.split_once('=').unwrap_or((word, ""));
-        let num = |v: &str| v.parse::<f64>().map_err(|_| format!("`{word}`: not a number"));
+        let num = |v: &str| {
+            v.parse::<f64>()
+                .map_err(|_| format!("`{word}`: not a number"))
+        };
         match key {
             "spiking" => spike = true,
             "scale" => spiking.scale = num(value)?,

@@ -33,7 +33,7 @@ enum Plan {
 
 /// Run the pass to a fixed point, then drop what it left dead.
 pub fn fuse(m: &Module) -> Result<Module, PassError> {
-    super::rewrite::to_fixed_point(m, fuse_once)
+    super::simplify::to_fixed_point(m, fuse_once)
 }
 
 fn f32_const(m: &Module, o: Operand) -> Option<(&[f32], &TensorType)> {

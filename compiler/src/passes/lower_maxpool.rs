@@ -42,7 +42,7 @@ pub enum MaxPoolMode {
 pub fn pool_windows(
     in_shape: &[usize],
     attrs: Option<&PoolAttrs>,
-) -> Result<Vec<Vec<u32>>, String> {
+) -> Result<Vec<Vec<u32>>, snnc_ir::geometry::WindowError> {
     let d = in_shape.len() - 1;
     let c = in_shape[d];
     let spatial: Vec<WindowAxis> = match attrs {
@@ -132,11 +132,12 @@ pub fn lower_maxpool(m: &Module, mode: MaxPoolMode) -> Result<Module, PassError>
                     Operand::Value(v) => spike_amplitude[v.index()],
                     _ => None,
                 };
-                let windows =
-                    pool_windows(&in_shape, attrs.as_ref()).map_err(|e| PassError::Invalid {
-                        pass: "lower-maxpool".into(),
-                        message: e,
-                    })?;
+                let windows = pool_windows(&in_shape, attrs.as_ref()).map_err(|source| {
+                    PassError::Window {
+                        pass: "lower-maxpool",
+                        source,
+                    }
+                })?;
                 let xm = rw.map(x);
                 let y = build_circuit(&mut rw, xm, windows, &out_shape, &name, amplitude)
                     .map_err(|e| build_err("lower-maxpool", e))?;

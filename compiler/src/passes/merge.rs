@@ -62,9 +62,9 @@ pub fn merge_with_stats(m: &Module) -> Result<(Module, MergeStats), PassError> {
     for i in 0..n {
         for d in deps(&m.insts[i]) {
             if d >= i {
-                return Err(PassError::Invalid {
-                    pass: "merge".into(),
-                    message: format!("instruction {i} reads a value defined later"),
+                return Err(PassError::ReadsLaterValue {
+                    pass: "merge",
+                    inst: i,
                 });
             }
             let (before, rest) = anc.split_at_mut(i);
@@ -177,10 +177,7 @@ pub fn merge_with_stats(m: &Module) -> Result<(Module, MergeStats), PassError> {
         order = schedule(&is_node, &edges[..value_edges]);
     }
     if order.len() != nodes {
-        return Err(PassError::Invalid {
-            pass: "merge".into(),
-            message: "merging made the instructions cyclic (a dependency check failed)".into(),
-        });
+        return Err(PassError::MergeCycle);
     }
     let mut stats = MergeStats::default();
     let mut out = m.clone();

@@ -35,21 +35,63 @@ pub enum PassError {
         /// What the verifier found.
         errors: VerifyErrors,
     },
-    /// The pass could not do its work on this module.
-    #[error("pass `{pass}`: {message}")]
-    Invalid {
+    /// Building the rewritten module failed (a shape or name the pass got wrong).
+    #[error("pass `{pass}`: {source}")]
+    Build {
         /// Pass name.
-        pass: String,
-        /// Why.
-        message: String,
+        pass: &'static str,
+        /// What the builder refused.
+        source: snnc_ir::BuildError,
+    },
+    /// A pool window does not fit its input.
+    #[error("pass `{pass}`: {source}")]
+    Window {
+        /// Pass name.
+        pass: &'static str,
+        /// The window's problem.
+        source: snnc_ir::geometry::WindowError,
+    },
+    /// `spikify` met a merged ReLU (it converts one population per instruction).
+    #[error(
+        "pass `spikify`: `{name}` is a merged instruction ({groups} groups); run spikify before merge"
+    )]
+    MergedBeforeSpikify {
+        /// The first group's output.
+        name: String,
+        /// Its groups.
+        groups: usize,
+    },
+    /// A firing-rate scale that is not a positive finite number.
+    #[error("pass `spikify`: scale {scale} for `{name}` must be positive")]
+    BadScale {
+        /// The population.
+        name: String,
+        /// The scale given.
+        scale: f64,
+    },
+    /// An instruction reads a value that a later one defines (the module was not verified).
+    #[error("pass `{pass}`: instruction {inst} reads a value defined later")]
+    ReadsLaterValue {
+        /// Pass name.
+        pass: &'static str,
+        /// The instruction.
+        inst: usize,
+    },
+    /// `merge`'s dependency check let a cycle through (a bug in the pass).
+    #[error("pass `merge`: merging made the instructions cyclic (a dependency check failed)")]
+    MergeCycle,
+    /// A pipeline names a pass that does not exist.
+    #[error("pass `{name}`: no such pass; the passes are {known}")]
+    UnknownPass {
+        /// The name given.
+        name: String,
+        /// Every pass name, comma separated.
+        known: String,
     },
 }
 
-pub(crate) fn build_err(pass: &str, e: snnc_ir::BuildError) -> PassError {
-    PassError::Invalid {
-        pass: pass.into(),
-        message: e.to_string(),
-    }
+pub(crate) fn build_err(pass: &'static str, source: snnc_ir::BuildError) -> PassError {
+    PassError::Build { pass, source }
 }
 
 /// Verify a module after a pass.
@@ -126,15 +168,10 @@ pub const DEFAULT_PIPELINE: &[&str] = &[
     "fuse",
 ];
 
-/// Every pass a pipeline may name.
-pub const PASSES: &[&str] = &[
-    "spikify",
-    "lower-maxpool",
-    "simplify",
-    "sink-synapses",
-    "fuse",
-    "merge",
-];
+/// Every pass a pipeline may name, in [`ALL_PASSES`] order.
+pub fn pass_names() -> impl Iterator<Item = &'static str> {
+    ALL_PASSES.iter().map(|p| p.name())
+}
 
 /// What one pass did.
 #[derive(Clone, Debug)]
@@ -184,9 +221,9 @@ pub fn run_pipeline(
         let start = std::time::Instant::now();
         let before = m.insts.len();
         let Some(p) = pass_named(pass) else {
-            return Err(PassError::Invalid {
-                pass: pass.into(),
-                message: format!("no such pass; the passes are {}", PASSES.join(", ")),
+            return Err(PassError::UnknownPass {
+                name: pass.into(),
+                known: pass_names().collect::<Vec<_>>().join(", "),
             });
         };
         let Some(outcome) = p.run(&m, opts)? else {
@@ -218,8 +255,11 @@ mod tests {
 
     #[test]
     fn every_named_pass_is_registered_once() {
-        let names: Vec<&str> = ALL_PASSES.iter().map(|p| p.name()).collect();
-        assert_eq!(names, PASSES);
+        let mut names: Vec<&str> = pass_names().collect();
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n, "a pass name is registered twice");
         assert!(pass_named("no-such-pass").is_none());
         assert!(DEFAULT_PIPELINE.iter().all(|p| pass_named(p).is_some()));
     }

@@ -149,20 +149,3 @@ fn unique_name(name: &str, taken: impl Fn(&str) -> bool) -> String {
     }
     unique
 }
-
-/// Apply `round` until it reports no change (at most 16 rounds), then `simplify` away what the
-/// rounds left dead.
-pub fn to_fixed_point(
-    m: &Module,
-    round: impl Fn(&Module) -> Result<(Module, bool), super::PassError>,
-) -> Result<Module, super::PassError> {
-    let mut cur = m.clone();
-    for _ in 0..16 {
-        let (next, changed) = round(&cur)?;
-        cur = next;
-        if !changed {
-            break;
-        }
-    }
-    super::simplify(&cur)
-}

@@ -8,7 +8,7 @@
 
 use super::rewrite::Rewriter;
 use super::{PassError, build_err};
-use snnc_ir::{ConstData, Inst, Module, Op, Operand};
+use snnc_ir::{ConstData, Inst, Module, Op, Operand, semantics};
 use std::collections::HashMap;
 
 /// Which instructions, states and constants can reach an output (or a live state's `next`).
@@ -73,9 +73,9 @@ fn fold(m: &Module, inst: &Inst) -> Option<Vec<f32>> {
                 .enumerate()
                 .map(|(i, &v)| {
                     if inst.op == Op::Bias {
-                        v + p[i % w]
+                        semantics::bias(v, p[i % w])
                     } else {
-                        v * p[i % w]
+                        semantics::scale(v, p[i % w])
                     }
                 })
                 .collect()
@@ -83,7 +83,9 @@ fn fold(m: &Module, inst: &Inst) -> Option<Vec<f32>> {
         Op::Add => {
             let mut acc = f(0)?.to_vec();
             for k in 1..inst.args.len() {
-                acc.iter_mut().zip(f(k)?).for_each(|(a, &b)| *a += b);
+                acc.iter_mut()
+                    .zip(f(k)?)
+                    .for_each(|(a, &b)| *a = semantics::add(*a, b));
             }
             acc
         }
@@ -213,4 +215,21 @@ impl super::Pass for Simplify {
     ) -> Result<Option<super::PassOutcome>, PassError> {
         Ok(Some(simplify(m)?.into()))
     }
+}
+
+/// Apply `round` until it reports no change (at most 16 rounds), then `simplify` away what the
+/// rounds left dead.
+pub fn to_fixed_point(
+    m: &Module,
+    round: impl Fn(&Module) -> Result<(Module, bool), PassError>,
+) -> Result<Module, PassError> {
+    let mut cur = m.clone();
+    for _ in 0..16 {
+        let (next, changed) = round(&cur)?;
+        cur = next;
+        if !changed {
+            break;
+        }
+    }
+    simplify(&cur)
 }

@@ -36,7 +36,7 @@ use snnc_ir::{Module, Op, Operand, StateId, StateInit};
 
 /// Run the pass to a fixed point, then drop what it left dead.
 pub fn sink_synapses(m: &Module) -> Result<Module, PassError> {
-    super::rewrite::to_fixed_point(m, sink_once)
+    super::simplify::to_fixed_point(m, sink_once)
 }
 
 /// Whether `op` is linear in its first operand when every other operand is constant.

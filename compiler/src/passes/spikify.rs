@@ -102,20 +102,14 @@ pub fn spikify(m: &Module, opts: &SpikeOptions) -> Result<Module, PassError> {
             {
                 let name = rw.old_value(inst.results[0]).name.clone();
                 if inst.groups() > 1 {
-                    return Err(PassError::Invalid {
-                        pass: "spikify".into(),
-                        message: format!(
-                            "`{name}` is a merged instruction ({} groups); run spikify before merge",
-                            inst.groups()
-                        ),
+                    return Err(PassError::MergedBeforeSpikify {
+                        name,
+                        groups: inst.groups(),
                     });
                 }
                 let s = opts.scale_for(&name);
                 if !(s > 0.0 && s.is_finite()) {
-                    return Err(PassError::Invalid {
-                        pass: "spikify".into(),
-                        message: format!("scale {s} for `{name}` must be positive"),
-                    });
+                    return Err(PassError::BadScale { name, scale: s });
                 }
                 let model = match n.model {
                     NeuronModel::LeakyRelu { negative_slope } => {

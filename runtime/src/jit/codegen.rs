@@ -8,10 +8,10 @@ use super::fusion::{Lanes, elementwise_width, fixed_rows};
 use super::lanes::{LifSlot, update};
 use super::{Hosts, Tables};
 use crate::frame::Frame;
-use crate::semantics::LifParams;
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
+use snnc_ir::semantics::LifParams;
 use snnc_ir::{ConstData, Inst, Module, NeuronModel, Op, Operand};
 
 /// What code generation reads: the module, the frame it runs on, the host functions.

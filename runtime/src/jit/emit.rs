@@ -109,7 +109,7 @@ pub(super) fn select(
     }
 }
 
-/// `max(x, 0)` as [`crate::semantics::max0`] computes it (`NaN` and `±0` give `+0`).
+/// `max(x, 0)` as [`snnc_ir::semantics::max0`] computes it (`NaN` and `±0` give `+0`).
 pub(super) fn relu(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
     let zero = fconst(b, ty, 0.0);
     select(b, ty, FloatCC::GreaterThan, (x, zero), x, zero)

@@ -3,14 +3,14 @@
 //! fixed when the code was generated. Dense maps and convolutions run the GEMM and event-driven
 //! kernels of [`crate::linear`]; index maps (`concat`, `transpose`, `pad`, `upsample`, and
 //! `gather`/`reshape` of constants) run tables built here from their attributes; batch norm,
-//! softmax and `sparse` maps by computed weights run [`crate::semantics`] element by element.
+//! softmax and `sparse` maps by computed weights run [`snnc_ir::semantics`] element by element.
 //! None of them calls the interpreter.
 
 use crate::SimError;
 use crate::frame::{Frame, zeros};
 use crate::kernels::{for_each_index, strides_of};
 use crate::linear::LinearPlan;
-use crate::semantics;
+use snnc_ir::semantics;
 use snnc_ir::{Inst, Module, Op, Operand};
 
 /// A buffer of the frame: its address and how far one sample advances it (0 for a constant,

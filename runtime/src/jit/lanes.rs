@@ -1,12 +1,12 @@
 //! Lane emitters: one neuron, synapse or LIF update on lanes of f32 or f32x4, mirroring
-//! [`crate::semantics`] operation for operation so the JIT and the interpreter agree bit for bit.
+//! [`snnc_ir::semantics`] operation for operation so the JIT and the interpreter agree bit for bit.
 
 use super::Hosts;
 use super::emit::{fconst, flags, relu, select};
-use crate::semantics::{AlphaCoefficients, LifParams};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
+use snnc_ir::semantics::{AlphaCoefficients, LifParams};
 use snnc_ir::{NeuronModel, Op};
 
 /// One neuron update on lanes of type `ty`, in the f32 operation order of `semantics`: the output
@@ -109,7 +109,7 @@ pub(super) fn lowpass_lanes(
     x: Value,
     s: Value,
 ) -> Value {
-    let decay = (-dt / tau).exp() as f32;
+    let decay = snnc_ir::semantics::lowpass_decay(dt, tau);
     let d = fconst(b, ty, decay);
     let a = b.ins().fmul(d, s);
     let one_minus = fconst(b, ty, 1.0 - decay);
@@ -138,7 +138,7 @@ pub(super) fn alpha_lanes(
     (y1, z1)
 }
 
-/// Nengo's LIF on lanes of type `ty`: each lane calls [`crate::semantics::lif_step_c`], which
+/// Nengo's LIF on lanes of type `ty`: each lane calls [`snnc_ir::semantics::lif_step_c`], which
 /// writes its three results to `slot`, read back at once. `params` and `slot` live in the
 /// engine's tables.
 pub(super) fn lif_lanes(

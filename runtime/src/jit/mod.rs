@@ -7,13 +7,13 @@
 //!
 //! - [`fusion`] decides which consecutive lane-wise and indexed instructions share one loop;
 //! - [`codegen`] emits them ([`lanes`] holds the per-lane neuron and synapse updates, mirroring
-//!   [`crate::semantics`]; [`emit`] the loop and memory building blocks), along with pooling
+//!   [`snnc_ir::semantics`]; [`emit`] the loop and memory building blocks), along with pooling
 //!   windows and row-compressed `sparse` maps;
 //! - [`host`] runs what the code hands to Rust: dense maps and convolutions on the GEMM and
 //!   event-driven kernels of [`crate::linear`], index maps by tables, batch norm and softmax.
 //!
 //! It never calls the interpreter: the two backends are peers over the same frame, and agree bit
-//! for bit because both follow [`crate::semantics`] and SPEC.md's operation order. Instructions
+//! for bit because both follow [`snnc_ir::semantics`] and SPEC.md's operation order. Instructions
 //! that read only inputs and constants are skipped while the inputs are unchanged (`held`).
 
 mod codegen;
@@ -87,7 +87,7 @@ fn jit_err(e: impl std::fmt::Display) -> SimError {
 }
 
 /// Host functions the generated code calls: the transcendental neurons of
-/// [`crate::semantics`], and the host jobs.
+/// [`snnc_ir::semantics`], and the host jobs.
 pub(crate) struct Hosts {
     sigmoid: FuncRef,
     tanh: FuncRef,
@@ -105,7 +105,7 @@ pub(crate) struct Tables {
     weight: Vec<Vec<f32>>,
     // Boxed: the code holds their addresses while the vector grows.
     #[allow(clippy::vec_box)]
-    lif: Vec<Box<(crate::semantics::LifParams, [f32; 4])>>,
+    lif: Vec<Box<(snnc_ir::semantics::LifParams, [f32; 4])>>,
 }
 
 impl JitEngine {
@@ -142,10 +142,10 @@ impl JitEngine {
         let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
         jb.symbol("snnc_jit_tick", snnc_jit_tick as *const u8);
         jb.symbol("snnc_jit_host", host::snnc_jit_host as *const u8);
-        jb.symbol("snnc_sigmoid", crate::semantics::sigmoid as *const u8);
-        jb.symbol("snnc_tanh", crate::semantics::tanh as *const u8);
-        jb.symbol("snnc_lif_rate", crate::semantics::lif_rate as *const u8);
-        jb.symbol("snnc_lif", crate::semantics::lif_step_c as *const u8);
+        jb.symbol("snnc_sigmoid", snnc_ir::semantics::sigmoid as *const u8);
+        jb.symbol("snnc_tanh", snnc_ir::semantics::tanh as *const u8);
+        jb.symbol("snnc_lif_rate", snnc_ir::semantics::lif_rate as *const u8);
+        jb.symbol("snnc_lif", snnc_ir::semantics::lif_step_c as *const u8);
         let mut code = JITModule::new(jb);
         let mut ctx = code.make_context();
         let mut fctx = FunctionBuilderContext::new();

@@ -1,13 +1,13 @@
 //! The scalar semantics of every op, written once: what SPEC.md says each op computes, per
 //! element, in f32 and in a fixed operation order.
 //!
-//! The interpreter calls these functions element by element. The JIT mirrors them operation for
-//! operation in Cranelift IR (neurons, synapses, bias, scale, add, pooling folds) or calls them as
-//! host functions for the transcendental ones (sigmoid, tanh, LIF, softmax), so the two backends
-//! compute bit-identical numbers without either calling into the other. The passes use the
-//! synapse coefficients from here too.
+//! The runtime's interpreter calls these functions element by element; its JIT mirrors them
+//! operation for operation in Cranelift IR (neurons, synapses, bias, scale, add, pooling folds)
+//! or calls them as host functions for the transcendental ones (sigmoid, tanh, LIF, softmax), so
+//! the two backends compute bit-identical numbers without either calling into the other. The
+//! compiler's constant folding uses them too. SPEC.md states the same formulas.
 
-use snnc_ir::{Neuron, NeuronModel};
+use crate::ops::{Neuron, NeuronModel};
 
 /// A rate neuron's output for input current `x`: `amplitude · model(gain · x)`.
 /// Spiking models are not rate functions; see [`spiking_step`] and [`lif_step`].
@@ -256,6 +256,21 @@ pub unsafe extern "C" fn softmax_row_c(x: *const f32, y: *mut f32, n: u64) {
         )
     };
     softmax_row(xs, ys)
+}
+
+/// `bias`: `x + p`.
+pub fn bias(x: f32, p: f32) -> f32 {
+    x + p
+}
+
+/// `scale`: `x · p`.
+pub fn scale(x: f32, p: f32) -> f32 {
+    x * p
+}
+
+/// One more operand of `add`: `acc + x` (operands are summed in order).
+pub fn add(acc: f32, x: f32) -> f32 {
+    acc + x
 }
 
 /// A pooling fold: the start value, one step and the finish over `n` taps. Padding never takes

@@ -1,0 +1,348 @@
+//! The closed set of operations and their attributes. The text spelling of ops and attributes
+//! is in [`text`], the shape rules in [`infer`].
+
+mod infer;
+mod text;
+
+pub use infer::InferError;
+pub use text::{AttrValue, TextError, format_f32, format_f64};
+
+use crate::info::OpClass;
+use serde::{Deserialize, Serialize};
+
+pub use crate::geometry::Padding;
+
+/// Attributes of `conv`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConvAttrs {
+    /// Stride per spatial axis.
+    pub strides: Vec<usize>,
+    /// Padding mode.
+    pub padding: Padding,
+    /// Dilation per spatial axis.
+    pub dilation: Vec<usize>,
+    /// Number of channel groups.
+    pub groups: usize,
+}
+
+/// Attributes of `avg_pool` and `max_pool`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoolAttrs {
+    /// Window size per spatial axis.
+    pub pool: Vec<usize>,
+    /// Stride per spatial axis.
+    pub strides: Vec<usize>,
+    /// Padding mode; padded cells never count (excluded from averages, never the maximum).
+    pub padding: Padding,
+}
+
+/// The neuron model of a neuron op. Rate models are stateless; spiking models carry state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum NeuronModel {
+    /// `max(0, J)`.
+    Relu,
+    /// `J` for `J ≥ 0`, `negative_slope·J` otherwise.
+    LeakyRelu {
+        /// Slope below zero.
+        negative_slope: f64,
+    },
+    /// `1 / (1 + e^−J)`.
+    Sigmoid,
+    /// `tanh(J)`.
+    Tanh,
+    /// Nengo's LIFRate: `1 / (tau_ref + tau_rc·ln(1 + 1/(J−1)))` for `J > 1`, else 0.
+    LifRate {
+        /// Membrane time constant (s).
+        tau_rc: f64,
+        /// Refractory period (s).
+        tau_ref: f64,
+    },
+    /// Nengo's SpikingRectifiedLinear; state: voltage.
+    SpikingRelu,
+    /// NengoDL's SpikingLeakyReLU; state: voltage.
+    SpikingLeakyRelu {
+        /// Slope below zero (negative spikes).
+        negative_slope: f64,
+    },
+    /// Integrate-and-fire, reset by subtraction, no floor on the membrane; state: voltage.
+    IfNeuron,
+    /// Nengo's LIF; state: voltage and refractory time.
+    Lif {
+        /// Membrane time constant (s).
+        tau_rc: f64,
+        /// Refractory period (s).
+        tau_ref: f64,
+        /// Lowest voltage the membrane is clamped to.
+        min_voltage: f64,
+    },
+}
+
+impl NeuronModel {
+    /// The op name in text.
+    pub fn name(&self) -> &'static str {
+        match self {
+            NeuronModel::Relu => "relu",
+            NeuronModel::LeakyRelu { .. } => "leaky_relu",
+            NeuronModel::Sigmoid => "sigmoid",
+            NeuronModel::Tanh => "tanh",
+            NeuronModel::LifRate { .. } => "lif_rate",
+            NeuronModel::SpikingRelu => "spiking_relu",
+            NeuronModel::SpikingLeakyRelu { .. } => "spiking_leaky_relu",
+            NeuronModel::IfNeuron => "if_neuron",
+            NeuronModel::Lif { .. } => "lif",
+        }
+    }
+
+    /// Number of state tensors the model carries (operands after the current; results after the output).
+    pub fn num_states(&self) -> usize {
+        match self {
+            NeuronModel::SpikingRelu
+            | NeuronModel::SpikingLeakyRelu { .. }
+            | NeuronModel::IfNeuron => 1,
+            NeuronModel::Lif { .. } => 2,
+            _ => 0,
+        }
+    }
+
+    /// True for models whose output is a spike train.
+    pub fn is_spiking(&self) -> bool {
+        self.num_states() > 0
+    }
+}
+
+/// A neuron population: `output = amplitude · model(gain · J)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Neuron {
+    /// The model.
+    pub model: NeuronModel,
+    /// Multiplies the input current (NengoDL's `scale_firing_rates` sets it).
+    pub gain: f64,
+    /// Multiplies the output; a spike has height `amplitude/dt`.
+    pub amplitude: f64,
+}
+
+/// Every operation of the IR. See SPEC.md for the exact semantics of each.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// `x[..., n] · w[n, m]`.
+    Dense,
+    /// Cross-correlation over 1-3 spatial axes, kernel `[k..., cin/groups, cout]`.
+    Conv(ConvAttrs),
+    /// Sparse linear map on the flattened input: `y[r] += w[k]·x[c]` for `idx[k] = (r, c)`.
+    Sparse {
+        /// Result shape (written as the result type).
+        shape: Vec<usize>,
+    },
+    /// `y[i] = x[idx[i]]` on flattened tensors.
+    Gather {
+        /// Result shape (written as the result type).
+        shape: Vec<usize>,
+    },
+    /// Adds a constant broadcast over leading axes.
+    Bias,
+    /// Multiplies by a tensor broadcast over leading axes.
+    Scale,
+    /// Elementwise sum of two or more tensors of one type.
+    Add,
+    /// Average pooling (padding excluded from the count).
+    AvgPool(PoolAttrs),
+    /// Max pooling (padding never wins).
+    MaxPool(PoolAttrs),
+    /// Mean over all spatial axes.
+    GlobalAvgPool,
+    /// Maximum over all spatial axes.
+    GlobalMaxPool,
+    /// Inference batch normalisation over the last axis.
+    BatchNorm {
+        /// Added to the variance.
+        epsilon: f64,
+    },
+    /// Concatenation along an axis.
+    Concat {
+        /// The axis.
+        axis: usize,
+    },
+    /// Same elements, new shape (written as the result type).
+    Reshape {
+        /// Result shape.
+        shape: Vec<usize>,
+    },
+    /// Axis permutation: result axis `i` is input axis `perm[i]`.
+    Transpose {
+        /// The permutation.
+        perm: Vec<usize>,
+    },
+    /// Zero padding, `[before, after]` per axis.
+    Pad {
+        /// Cells added before and after on each axis.
+        pads: Vec<[usize; 2]>,
+    },
+    /// Nearest-neighbour upsampling: each spatial cell repeated `factors[i]` times.
+    Upsample {
+        /// Repeat factor per spatial axis.
+        factors: Vec<usize>,
+    },
+    /// Softmax over the last axis (not a neuron; allowed only as a readout).
+    Softmax,
+    /// A neuron population.
+    Neuron(Neuron),
+    /// Nengo's zero-order-hold lowpass synapse.
+    Lowpass {
+        /// Time constant (s).
+        tau: f64,
+    },
+    /// Nengo's zero-order-hold alpha synapse.
+    Alpha {
+        /// Time constant (s).
+        tau: f64,
+    },
+}
+
+/// How many operands an op takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    /// Exactly this many.
+    Exact(usize),
+    /// At least this many.
+    AtLeast(usize),
+    /// A positive multiple of this many: a lane-wise op (neuron or synapse) applied to one or
+    /// more independent groups at once, each with its own operands and results (see `merge`).
+    Groups(usize),
+}
+
+impl Op {
+    /// The op name in text.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Dense => "dense",
+            Op::Conv(_) => "conv",
+            Op::Sparse { .. } => "sparse",
+            Op::Gather { .. } => "gather",
+            Op::Bias => "bias",
+            Op::Scale => "scale",
+            Op::Add => "add",
+            Op::AvgPool(_) => "avg_pool",
+            Op::MaxPool(_) => "max_pool",
+            Op::GlobalAvgPool => "global_avg_pool",
+            Op::GlobalMaxPool => "global_max_pool",
+            Op::BatchNorm { .. } => "batch_norm",
+            Op::Concat { .. } => "concat",
+            Op::Reshape { .. } => "reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::Pad { .. } => "pad",
+            Op::Upsample { .. } => "upsample",
+            Op::Softmax => "softmax",
+            Op::Neuron(n) => n.model.name(),
+            Op::Lowpass { .. } => "lowpass",
+            Op::Alpha { .. } => "alpha",
+        }
+    }
+
+    /// Every op name the text format knows.
+    pub const NAMES: &'static [&'static str] = &[
+        "dense",
+        "conv",
+        "sparse",
+        "gather",
+        "bias",
+        "scale",
+        "add",
+        "avg_pool",
+        "max_pool",
+        "global_avg_pool",
+        "global_max_pool",
+        "batch_norm",
+        "concat",
+        "reshape",
+        "transpose",
+        "pad",
+        "upsample",
+        "softmax",
+        "relu",
+        "leaky_relu",
+        "sigmoid",
+        "tanh",
+        "lif_rate",
+        "spiking_relu",
+        "spiking_leaky_relu",
+        "if_neuron",
+        "lif",
+        "lowpass",
+        "alpha",
+    ];
+
+    /// Operand count.
+    pub fn arity(&self) -> Arity {
+        match self {
+            Op::Dense | Op::Bias | Op::Scale | Op::Gather { .. } => Arity::Exact(2),
+            Op::Conv(_) => Arity::Exact(2),
+            Op::Sparse { .. } => Arity::Exact(3),
+            Op::Add => Arity::AtLeast(2),
+            Op::Concat { .. } => Arity::AtLeast(1),
+            Op::BatchNorm { .. } => Arity::Exact(5),
+            Op::Neuron(_) | Op::Lowpass { .. } | Op::Alpha { .. } => {
+                Arity::Groups(self.group_arity().expect("lane-wise ops group"))
+            }
+            _ => Arity::Exact(1),
+        }
+    }
+
+    /// Operands per group of a lane-wise op that may apply to several groups at once (neurons and
+    /// synapses); `None` for every other op.
+    pub fn group_arity(&self) -> Option<usize> {
+        match self {
+            Op::Neuron(n) => Some(1 + n.model.num_states()),
+            Op::Lowpass { .. } => Some(2),
+            Op::Alpha { .. } => Some(3),
+            _ => None,
+        }
+    }
+
+    /// Number of results (per group, for ops with [`Op::group_arity`]).
+    pub fn num_results(&self) -> usize {
+        match self {
+            Op::Neuron(n) => 1 + n.model.num_states(),
+            Op::Alpha { .. } => 2,
+            _ => 1,
+        }
+    }
+
+    /// How many groups an instruction of this op with `num_args` operands computes (1 for ops
+    /// that do not group).
+    pub fn groups(&self, num_args: usize) -> usize {
+        match self.group_arity() {
+            Some(k) => num_args / k,
+            None => 1,
+        }
+    }
+
+    /// True when the op may remain in a module verified for the neural target: linear maps,
+    /// index maps, neurons and synapses. `max_pool`, `global_max_pool`, `batch_norm` and
+    /// `softmax` are not neural.
+    pub fn is_neural(&self) -> bool {
+        !matches!(
+            self,
+            Op::MaxPool(_) | Op::GlobalMaxPool | Op::BatchNorm { .. } | Op::Softmax
+        )
+    }
+
+    /// The op's class: what passes and backends may assume about how its results depend on its
+    /// operands (see [`OpClass`]).
+    pub fn class(&self) -> OpClass {
+        match self {
+            Op::Neuron(_) => OpClass::Neuron,
+            Op::Lowpass { .. } | Op::Alpha { .. } => OpClass::Synapse,
+            Op::Bias | Op::Scale | Op::Add | Op::BatchNorm { .. } => OpClass::LaneWise,
+            Op::Dense | Op::Conv(_) | Op::Sparse { .. } | Op::AvgPool(_) | Op::GlobalAvgPool => {
+                OpClass::Linear
+            }
+            Op::Gather { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Pad { .. }
+            | Op::Upsample { .. }
+            | Op::Concat { .. } => OpClass::IndexMap,
+            Op::MaxPool(_) | Op::GlobalMaxPool | Op::Softmax => OpClass::Other,
+        }
+    }
+}
