@@ -194,7 +194,7 @@ pub fn load_converted(path: &Path, args: &ConvertArgs) -> Result<(Module, Option
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "keras" | "h5" | "hdf5"));
-    let (mut m, map) = crate::load_module(path)?;
+    let (mut m, map) = crate::load::load_module(path)?;
     if !is_keras && !args.any() {
         return Ok((m, map));
     }

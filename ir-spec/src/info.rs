@@ -2,7 +2,7 @@
 //! instead of recomputing them: which instruction defines each value, who reads each value and
 //! state, and which instructions are time-invariant.
 
-use crate::module::{InstId, Module, Operand};
+use crate::module::{InstId, Module, Operand, ValueId};
 
 /// Something that reads a value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -11,35 +11,6 @@ pub enum Reader {
     Inst(InstId),
     /// The end of the step: an output or a `next` reads it after the last instruction.
     EndOfStep,
-}
-
-/// The class of an op, as passes and backends reason about it (see [`crate::Op::class`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum OpClass {
-    /// A neuron population: element `k` of every result depends only on element `k` of every
-    /// operand (its current and its states).
-    Neuron,
-    /// A synapse (`lowpass`, `alpha`): lane-wise like a neuron, and linear in its input.
-    Synapse,
-    /// Element `k` of the result depends only on element `k` of each operand, a constant
-    /// operand broadcasting along the last axis (`bias`, `scale`, `add`, `batch_norm`).
-    LaneWise,
-    /// Linear in its first operand, with fixed weights in the others (`dense`, `conv`,
-    /// `sparse`, average pooling).
-    Linear,
-    /// Each result element is one operand element or zero, chosen by position only (`gather`,
-    /// `reshape`, `transpose`, `pad`, `upsample`, `concat`).
-    IndexMap,
-    /// Anything else (`max_pool`, `global_max_pool`, `softmax`).
-    Other,
-}
-
-impl OpClass {
-    /// Element `k` of every result depends only on element `k` of every operand (neurons,
-    /// synapses and the lane-wise arithmetic).
-    pub fn is_lane_wise(self) -> bool {
-        matches!(self, OpClass::Neuron | OpClass::Synapse | OpClass::LaneWise)
-    }
 }
 
 /// The facts of one module (see the module docs). Indices follow the module's arenas.
@@ -102,7 +73,7 @@ impl ModuleInfo {
     }
 
     /// The instructions reading value `v`, in order (end-of-step reads left out).
-    pub fn inst_readers(&self, v: crate::ValueId) -> impl Iterator<Item = InstId> + '_ {
+    pub fn inst_readers(&self, v: ValueId) -> impl Iterator<Item = InstId> + '_ {
         self.readers[v.index()].iter().filter_map(|r| match r {
             Reader::Inst(i) => Some(*i),
             Reader::EndOfStep => None,
@@ -110,7 +81,7 @@ impl ModuleInfo {
     }
 
     /// Whether an output or a `next` reads value `v`.
-    pub fn read_at_end(&self, v: crate::ValueId) -> bool {
+    pub fn read_at_end(&self, v: ValueId) -> bool {
         self.readers[v.index()].contains(&Reader::EndOfStep)
     }
 }

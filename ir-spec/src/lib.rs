@@ -33,12 +33,12 @@ pub mod verify;
 
 pub use artifact::{ArtifactError, load_snn, read_snn, save_snn, write_snn};
 pub use builder::{BuildError, Builder};
-pub use info::{ModuleInfo, OpClass, Reader};
+pub use info::{ModuleInfo, Reader};
 pub use module::{
     ConstData, ConstId, Constant, Inst, InstId, Module, Next, Operand, Output, OutputKind, State,
     StateId, StateInit, ValueData, ValueId,
 };
-pub use ops::{ConvAttrs, Neuron, NeuronModel, Op, Padding, PoolAttrs};
+pub use ops::{ConvAttrs, Neuron, NeuronModel, Op, OpClass, Padding, PoolAttrs};
 pub use parse::{ParseError, SourceMap, parse, parse_with_source_map};
 pub use plan::MemoryPlan;
 pub use types::{DType, TensorType};

@@ -22,7 +22,9 @@
 //! Offsets and lengths are per sample; a runtime running `batch` samples at once multiplies both
 //! by `batch` and keeps each buffer's samples back to back.
 
-use crate::{OpClass, Operand, Verified};
+use crate::module::Operand;
+use crate::ops::OpClass;
+use crate::verify::Verified;
 use std::fmt;
 use std::ops::Range;
 

@@ -8,6 +8,7 @@
 //! numbers bit for bit. Both skip the instructions that read only inputs and constants while the
 //! inputs stay the same from one step to the next.
 
+pub mod engine;
 pub mod frame;
 pub mod interp;
 pub mod jit;
@@ -16,49 +17,9 @@ pub mod linear;
 pub mod observe;
 pub mod rng;
 
+pub use engine::{Engine, SimError};
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
 use snnc_ir::{Module, Verified};
-use thiserror::Error;
-
-/// What went wrong setting up or running a simulation.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum SimError {
-    /// A constant only has a checksum (a dump); load the `.snn` artifact instead.
-    #[error(
-        "the module has constants without data (only checksums); run the .snn artifact instead"
-    )]
-    MissingConstantData,
-    /// Buffers for this module and batch do not fit in memory.
-    #[error("the module's buffers for this batch size do not fit in memory")]
-    TooLarge,
-    /// Batch size 0.
-    #[error("batch size must be at least 1")]
-    ZeroBatch,
-    /// The memory plan broke one of its guarantees (a bug in snnc, not in the module).
-    #[error("internal error in the memory plan: {0}")]
-    MemoryPlan(String),
-    /// Cranelift could not compile the module.
-    #[error("JIT compilation failed: {0}")]
-    Jit(String),
-    /// Wrong number of input arrays.
-    #[error("the module has {expected} inputs, {got} were given")]
-    InputCount {
-        /// Inputs the module declares.
-        expected: usize,
-        /// Arrays given.
-        got: usize,
-    },
-    /// An input array of the wrong shape.
-    #[error("input %{name}: expected shape {expected}, got {got:?}")]
-    InputShape {
-        /// Input name.
-        name: String,
-        /// What was expected, in words.
-        expected: String,
-        /// Shape given.
-        got: Vec<usize>,
-    },
-}
 
 /// The simulation backends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -68,19 +29,6 @@ pub enum Backend {
     Interp,
     /// Native code from Cranelift (see [`jit`]).
     Jit,
-}
-
-/// What a backend implements. Buffers are flat, batch-major: sample `b` of a tensor of `n`
-/// elements is `[b·n, (b+1)·n)`.
-pub trait Engine {
-    /// Set every state to its initial value for reset seed `seed`.
-    fn reset(&mut self, seed: u64);
-    /// Run one step; `inputs[k]` holds input `k` for the whole batch.
-    fn step(&mut self, inputs: &[&[f32]]);
-    /// Output `k` as of the last step, for the whole batch.
-    fn output(&self, k: usize) -> &[f32];
-    /// The module it runs.
-    fn module(&self) -> &Module;
 }
 
 /// How much of each output [`Simulator::run`] returns.

@@ -1,6 +1,5 @@
 //! Layer-by-layer conversion of a Keras graph into IR (rate mode: exact Keras semantics).
 
-use super::KerasOptions;
 use super::ModelError;
 use super::graph::{Container, Layer, call_order, declared_batch_shape, resolve_node};
 use super::weights::{LayerPath, WeightStore, snake_case};
@@ -11,6 +10,19 @@ use snnc_ir::{
     ValueId,
 };
 use std::collections::HashMap;
+
+/// Options of the Keras conversion.
+#[derive(Clone, Debug)]
+pub struct KerasOptions {
+    /// Simulation timestep written into the module (seconds).
+    pub dt: f64,
+}
+
+impl Default for KerasOptions {
+    fn default() -> Self {
+        KerasOptions { dt: 0.001 }
+    }
+}
 
 /// Every Keras layer class the front-end converts.
 pub const SUPPORTED_LAYERS: &[&str] = &[

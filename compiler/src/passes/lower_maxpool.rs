@@ -21,22 +21,11 @@
 //! Mode `avg` replaces max pooling with average pooling (NengoDL's `max_to_avg_pool`; it changes
 //! the network's function). Mode `keep` leaves the exact op (not valid for the neural target).
 
+use super::options::MaxPoolMode;
 use super::rewrite::Rewriter;
 use super::{PassError, build_err};
 use snnc_ir::geometry::WindowAxis;
 use snnc_ir::{Module, Neuron, NeuronModel, Op, Operand, PoolAttrs, StateInit, ValueId};
-
-/// What `lower-maxpool` does with max pooling.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum MaxPoolMode {
-    /// A circuit of neurons (exact in rate mode).
-    #[default]
-    Neural,
-    /// Average pooling instead.
-    Avg,
-    /// The exact, non-neural op.
-    Keep,
-}
 
 /// The input cells (flat indices) of every output element of a pool, in output order.
 pub fn pool_windows(
@@ -245,7 +234,7 @@ fn build_circuit(
                 )?;
                 b.next(v, r[1]);
                 b.output_of_kind(
-                    &format!("{}{prefix}.u", super::SPIKE_OUTPUT_PREFIX),
+                    &format!("{}{prefix}.u", super::pass::SPIKE_OUTPUT_PREFIX),
                     r[0],
                     snnc_ir::OutputKind::Spikes {
                         population: format!("{prefix}.u"),

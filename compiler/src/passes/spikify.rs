@@ -14,62 +14,11 @@
 //! like any linear map. Each spiking population's raw spikes are also a spike output
 //! (`output spikes "spikes/<population>" = ...`, SPEC.md), for spike counting.
 
-use super::lower_maxpool::MaxPoolMode;
+use super::options::{InitialVoltage, MaxPoolMode, SpikeOptions};
+use super::pass::SPIKE_OUTPUT_PREFIX;
 use super::rewrite::Rewriter;
-use super::{PassError, SPIKE_OUTPUT_PREFIX, build_err};
+use super::{PassError, build_err};
 use snnc_ir::{Module, Neuron, NeuronModel, Op, Operand, OutputKind, StateInit, ValueId};
-
-/// Initial membrane voltage of spiking neurons.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum InitialVoltage {
-    /// Uniform in [0, 1), seeded per population (Nengo's default).
-    Uniform,
-    /// One value for every neuron.
-    Fixed(f64),
-}
-
-/// Options of `spikify` (NengoDL's converter arguments).
-#[derive(Clone, Debug, PartialEq)]
-pub struct SpikeOptions {
-    /// `scale_firing_rates` for every layer without its own.
-    pub scale: f64,
-    /// Per-layer scales, by layer (population) name.
-    pub layer_scales: Vec<(String, f64)>,
-    /// Lowpass synapse time constant on connections out of neurons, or none.
-    pub synapse: Option<f64>,
-    /// Initial voltages.
-    pub initial_voltage: InitialVoltage,
-    /// How max pooling will be lowered (decides where synapses go around pools).
-    pub max_pool: MaxPoolMode,
-    /// Swap `relu` for Nengo's `LIF` (default tau_rc 0.02, tau_ref 0.002) instead of the spiking
-    /// ReLU (NengoDL's `swap_activations={relu: nengo.LIF()}`; it changes the function).
-    pub relu_to_lif: bool,
-}
-
-impl Default for SpikeOptions {
-    fn default() -> Self {
-        SpikeOptions {
-            scale: 1.0,
-            layer_scales: Vec::new(),
-            synapse: Some(0.005),
-            initial_voltage: InitialVoltage::Uniform,
-            max_pool: MaxPoolMode::Neural,
-            relu_to_lif: false,
-        }
-    }
-}
-
-impl SpikeOptions {
-    /// The scale of a population named `name` (a layer name, or the layer's value name).
-    pub fn scale_for(&self, name: &str) -> f64 {
-        let layer = name.split('.').next().unwrap_or(name);
-        self.layer_scales
-            .iter()
-            .find(|(n, _)| n == name || n == layer)
-            .map(|&(_, s)| s)
-            .unwrap_or(self.scale)
-    }
-}
 
 /// Run the pass.
 pub fn spikify(m: &Module, opts: &SpikeOptions) -> Result<Module, PassError> {

@@ -7,10 +7,38 @@ mod text;
 pub use infer::InferError;
 pub use text::{AttrValue, TextError, format_f32, format_f64};
 
-use crate::info::OpClass;
 use serde::{Deserialize, Serialize};
 
 pub use crate::geometry::Padding;
+
+/// The class of an op, as passes and backends reason about it (see [`Op::class`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpClass {
+    /// A neuron population: element `k` of every result depends only on element `k` of every
+    /// operand (its current and its states).
+    Neuron,
+    /// A synapse (`lowpass`, `alpha`): lane-wise like a neuron, and linear in its input.
+    Synapse,
+    /// Element `k` of the result depends only on element `k` of each operand, a constant
+    /// operand broadcasting along the last axis (`bias`, `scale`, `add`, `batch_norm`).
+    LaneWise,
+    /// Linear in its first operand, with fixed weights in the others (`dense`, `conv`,
+    /// `sparse`, average pooling).
+    Linear,
+    /// Each result element is one operand element or zero, chosen by position only (`gather`,
+    /// `reshape`, `transpose`, `pad`, `upsample`, `concat`).
+    IndexMap,
+    /// Anything else (`max_pool`, `global_max_pool`, `softmax`).
+    Other,
+}
+
+impl OpClass {
+    /// Element `k` of every result depends only on element `k` of every operand (neurons,
+    /// synapses and the lane-wise arithmetic).
+    pub fn is_lane_wise(self) -> bool {
+        matches!(self, OpClass::Neuron | OpClass::Synapse | OpClass::LaneWise)
+    }
+}
 
 /// Attributes of `conv`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,12 +1,12 @@
 //! Code for the instructions the JIT computes itself: fused lane-wise and indexed loops, merged
 //! neuron and synapse instructions, pooling windows and row-compressed `sparse` maps.
 
+use super::abi::{Hosts, Tables};
 use super::emit::{
     emit_fold, emit_loop, emit_map, fconst, load, load_gathered, load_index, select, store,
 };
 use super::fusion::{Lanes, elementwise_width, fixed_rows};
 use super::lanes::{LifSlot, update};
-use super::{Hosts, Tables};
 use crate::frame::Frame;
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, Type, Value, types};

@@ -1,7 +1,7 @@
 //! Lane emitters: one neuron, synapse or LIF update on lanes of f32 or f32x4, mirroring
 //! [`snnc_ir::semantics`] operation for operation so the JIT and the interpreter agree bit for bit.
 
-use super::Hosts;
+use super::abi::Hosts;
 use super::emit::{fconst, flags, relu, select};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, Type, Value, types};

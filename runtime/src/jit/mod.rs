@@ -16,6 +16,7 @@
 //! for bit because both follow [`snnc_ir::semantics`] and SPEC.md's operation order. Instructions
 //! that read only inputs and constants are skipped while the inputs are unchanged (`held`).
 
+mod abi;
 mod codegen;
 mod emit;
 mod fusion;
@@ -24,7 +25,8 @@ mod lanes;
 
 use crate::frame::Frame;
 use crate::{Engine, SimError};
-use cranelift_codegen::ir::{AbiParam, FuncRef, InstBuilder, UserFuncName, types};
+use abi::{Hosts, Tables};
+use cranelift_codegen::ir::{AbiParam, InstBuilder, UserFuncName, types};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
@@ -84,28 +86,6 @@ pub struct JitEngine {
 
 fn jit_err(e: impl std::fmt::Display) -> SimError {
     SimError::Jit(e.to_string())
-}
-
-/// Host functions the generated code calls: the transcendental neurons of
-/// [`snnc_ir::semantics`], and the host jobs.
-pub(crate) struct Hosts {
-    sigmoid: FuncRef,
-    tanh: FuncRef,
-    lif_rate: FuncRef,
-    lif: FuncRef,
-    job: FuncRef,
-}
-
-/// Tables the generated code reads that the module does not hold in this form (row-sorted sparse
-/// maps, pooling windows, LIF parameters and their result slots). Their heap addresses are baked
-/// into the code, so they live as long as it does.
-#[derive(Default)]
-pub(crate) struct Tables {
-    index: Vec<Vec<i32>>,
-    weight: Vec<Vec<f32>>,
-    // Boxed: the code holds their addresses while the vector grows.
-    #[allow(clippy::vec_box)]
-    lif: Vec<Box<(snnc_ir::semantics::LifParams, [f32; 4])>>,
 }
 
 impl JitEngine {

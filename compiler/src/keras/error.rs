@@ -1,0 +1,116 @@
+//! How reading a Keras model fails.
+
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// What went wrong converting a Keras model. Every variant names the file, layer or weight at
+/// fault and what was expected.
+#[derive(Debug, Error)]
+pub enum KerasError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not a Keras model (wrong format, damaged archive, missing entries).
+    #[error("{path}: {why}")]
+    NotKeras {
+        /// The file.
+        path: PathBuf,
+        /// What was found instead.
+        why: String,
+    },
+    /// Something inside the model is wrong or unsupported.
+    #[error("{path}: {error}")]
+    Model {
+        /// The file.
+        path: PathBuf,
+        /// What and where.
+        error: ModelError,
+    },
+}
+
+/// A problem inside a model, independent of the file it came from.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ModelError {
+    /// The model config JSON is malformed or lacks a field.
+    #[error("model config: {0}")]
+    Config(String),
+    /// A layer class snnc does not convert.
+    #[error(
+        "layer `{layer}` has class `{class}`, which snnc cannot convert; supported classes: {supported}"
+    )]
+    UnknownLayer {
+        /// Layer name.
+        layer: String,
+        /// Its class.
+        class: String,
+        /// Supported classes, comma separated.
+        supported: String,
+    },
+    /// An activation snnc does not convert.
+    #[error(
+        "layer `{layer}`: unsupported activation `{activation}`; supported: linear, relu, sigmoid, tanh, leaky_relu, softmax"
+    )]
+    UnsupportedActivation {
+        /// Layer name.
+        layer: String,
+        /// The activation.
+        activation: String,
+    },
+    /// A layer option snnc does not convert.
+    #[error("layer `{layer}`: {what}")]
+    Unsupported {
+        /// Layer name.
+        layer: String,
+        /// The option and why.
+        what: String,
+    },
+    /// A weight the layer needs is not in the file.
+    #[error("layer `{layer}`: weight {what} is missing from the weights file")]
+    MissingWeight {
+        /// Layer name.
+        layer: String,
+        /// Which weight.
+        what: String,
+    },
+    /// A weight whose shape does not match the layer's config.
+    #[error(
+        "layer `{layer}`: weight `{weight}` has shape {got:?}, the config implies {expected:?}"
+    )]
+    WeightShape {
+        /// Layer name.
+        layer: String,
+        /// Which weight.
+        weight: String,
+        /// Shape implied by the config and input.
+        expected: Vec<usize>,
+        /// Shape in the file.
+        got: Vec<usize>,
+    },
+    /// The weights file is damaged or has an unexpected layout.
+    #[error("weights: {0}")]
+    Weights(String),
+    /// The layer graph has a cycle.
+    #[error("the layer graph has a cycle through layer `{0}`")]
+    Cycle(String),
+    /// A layer refers to a tensor that does not exist.
+    #[error("layer `{layer}` reads `{tensor}`, which no layer produces")]
+    DanglingInput {
+        /// Layer name.
+        layer: String,
+        /// The reference, `name[node][tensor]`.
+        tensor: String,
+    },
+    /// Shapes do not fit.
+    #[error("layer `{layer}`: {message}")]
+    Shape {
+        /// Layer name.
+        layer: String,
+        /// What does not fit.
+        message: String,
+    },
+}
