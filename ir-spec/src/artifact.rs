@@ -13,6 +13,15 @@ use thiserror::Error;
 /// Artifact format version written in `meta.json`.
 pub const SNN_FORMAT_VERSION: u32 = 1;
 
+/// `meta.json`: what the archive holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Meta {
+    /// Always `snn`.
+    format: String,
+    /// [`SNN_FORMAT_VERSION`] when written.
+    version: u32,
+}
+
 /// Largest uncompressed entry accepted (protects against zip bombs and absurd files).
 const MAX_ENTRY_BYTES: u64 = 16 << 30;
 
@@ -21,7 +30,18 @@ const MAX_ENTRY_BYTES: u64 = 16 << 30;
 pub enum ArtifactError {
     /// Not a zip archive, or a damaged one.
     #[error("not a readable .snn archive: {0}")]
-    Zip(String),
+    Zip(#[from] zip::result::ZipError),
+    /// An entry could not be decompressed.
+    #[error("not a readable .snn archive: {name}: {source}")]
+    Entry {
+        /// Entry name.
+        name: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// `module.sir` is not text.
+    #[error("not a readable .snn archive: module.sir is not UTF-8")]
+    NotUtf8,
     /// A required entry is absent.
     #[error("the archive has no `{0}` entry")]
     MissingEntry(&'static str),
@@ -40,7 +60,17 @@ pub enum ArtifactError {
     Parse(#[from] ParseError),
     /// `meta.json` is not understood.
     #[error("meta.json: {0}")]
-    Meta(String),
+    Meta(#[from] serde_json::Error),
+    /// `meta.json` names another format or version.
+    #[error(
+        "meta.json: format {format} version {version}, this snnc reads snn version {SNN_FORMAT_VERSION}"
+    )]
+    Version {
+        /// The format named.
+        format: String,
+        /// The version named.
+        version: u32,
+    },
     /// The constants file is damaged or does not match the module.
     #[error("constants.npz: {0}")]
     Constants(String),
@@ -89,18 +119,20 @@ pub fn write_snn<W: Write + Seek>(module: &Module, writer: W) -> Result<(), Arti
     let mut zip = zip::ZipWriter::new(writer);
     let opts =
         zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    let meta = format!("{{\"format\": \"snn\", \"version\": {SNN_FORMAT_VERSION}}}\n");
+    let mut meta = serde_json::to_string(&Meta {
+        format: "snn".into(),
+        version: SNN_FORMAT_VERSION,
+    })?;
+    meta.push('\n');
     for (name, bytes) in [
         ("meta.json", meta.into_bytes()),
         ("module.sir", module.to_string().into_bytes()),
         ("constants.npz", npz_bytes.into_inner()),
     ] {
-        zip.start_file(name, opts)
-            .map_err(|e| ArtifactError::Zip(e.to_string()))?;
+        zip.start_file(name, opts)?;
         zip.write_all(&bytes)?;
     }
-    zip.finish()
-        .map_err(|e| ArtifactError::Zip(e.to_string()))?;
+    zip.finish()?;
     Ok(())
 }
 
@@ -111,7 +143,7 @@ fn read_entry<R: Read + Seek>(
     let mut f = match zip.by_name(name) {
         Ok(f) => f,
         Err(zip::result::ZipError::FileNotFound) => return Err(ArtifactError::MissingEntry(name)),
-        Err(e) => return Err(ArtifactError::Zip(e.to_string())),
+        Err(e) => return Err(ArtifactError::Zip(e)),
     };
     if f.size() > MAX_ENTRY_BYTES {
         return Err(ArtifactError::TooLarge {
@@ -124,30 +156,23 @@ fn read_entry<R: Read + Seek>(
     f.by_ref()
         .take(MAX_ENTRY_BYTES + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| ArtifactError::Zip(e.to_string()))?;
+        .map_err(|source| ArtifactError::Entry { name, source })?;
     Ok(buf)
 }
 
 /// Read a `.snn` archive. Every constant's values are checked against its type and the
 /// checksum recorded in the text.
 pub fn read_snn<R: Read + Seek>(reader: R) -> Result<Module, ArtifactError> {
-    let mut zip = zip::ZipArchive::new(reader).map_err(|e| ArtifactError::Zip(e.to_string()))?;
-    let meta = read_entry(&mut zip, "meta.json")?;
-    let meta = String::from_utf8_lossy(&meta);
-    let version = meta
-        .split("\"version\":")
-        .nth(1)
-        .and_then(|s| s.trim_start().split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|s| s.parse::<u32>().ok())
-        .ok_or_else(|| ArtifactError::Meta("no `version` field".into()))?;
-    if version != SNN_FORMAT_VERSION {
-        return Err(ArtifactError::Meta(format!(
-            "format version {version}, this snnc reads version {SNN_FORMAT_VERSION}"
-        )));
+    let mut zip = zip::ZipArchive::new(reader)?;
+    let meta: Meta = serde_json::from_slice(&read_entry(&mut zip, "meta.json")?)?;
+    if meta.format != "snn" || meta.version != SNN_FORMAT_VERSION {
+        return Err(ArtifactError::Version {
+            format: meta.format,
+            version: meta.version,
+        });
     }
     let text = read_entry(&mut zip, "module.sir")?;
-    let text = String::from_utf8(text)
-        .map_err(|_| ArtifactError::Zip("module.sir is not UTF-8".into()))?;
+    let text = String::from_utf8(text).map_err(|_| ArtifactError::NotUtf8)?;
     let mut module = parse(&text)?;
     let npz = read_entry(&mut zip, "constants.npz")?;
     let mut npz =

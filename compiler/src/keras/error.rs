@@ -21,7 +21,7 @@ pub enum KerasError {
         /// The file.
         path: PathBuf,
         /// What was found instead.
-        why: String,
+        why: FileError,
     },
     /// Something inside the model is wrong or unsupported.
     #[error("{path}: {error}")]
@@ -113,4 +113,71 @@ pub enum ModelError {
         /// What does not fit.
         message: String,
     },
+}
+
+/// Why a file's bytes are not a Keras model's container.
+#[derive(Debug, Error)]
+pub enum FileError {
+    /// No bytes at all.
+    #[error("the file is empty; expected a .keras archive or an HDF5 .h5 model")]
+    Empty,
+    /// Neither a zip nor an HDF5 signature.
+    #[error("not a Keras model: neither a .keras zip archive nor an HDF5 file")]
+    Unrecognised,
+    /// The HDF5 reader panicked (caught) on this data.
+    #[error("{what}: the HDF5 reader failed on malformed data")]
+    Hdf5Panic {
+        /// Which HDF5 file.
+        what: &'static str,
+    },
+    /// The HDF5 reader refused the data.
+    #[error("{what}: not a readable HDF5 file ({reason})")]
+    Hdf5 {
+        /// Which HDF5 file.
+        what: &'static str,
+        /// The reader's message.
+        reason: String,
+    },
+    /// The zip archive is damaged.
+    #[error("not a readable .keras archive ({0})")]
+    Zip(zip::result::ZipError),
+    /// A member the format requires is absent.
+    #[error("the .keras archive has no `{0}`")]
+    MissingMember(&'static str),
+    /// A member cannot be opened.
+    #[error("`{name}` in the .keras archive is unreadable ({source})")]
+    UnreadableMember {
+        /// The member.
+        name: &'static str,
+        /// The cause.
+        source: zip::result::ZipError,
+    },
+    /// A member larger than snnc reads.
+    #[error("`{name}` is {size} bytes, more than snnc reads")]
+    MemberTooLarge {
+        /// The member.
+        name: &'static str,
+        /// Its uncompressed size.
+        size: u64,
+    },
+    /// A member fails to decompress.
+    #[error("`{name}` in the .keras archive is damaged ({source})")]
+    DamagedMember {
+        /// The member.
+        name: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// `config.json` does not parse.
+    #[error("config.json is not valid JSON ({0})")]
+    ConfigJson(serde_json::Error),
+    /// The HDF5 root group cannot be read.
+    #[error("HDF5 root group unreadable ({0})")]
+    RootGroup(String),
+    /// A legacy HDF5 file without its model config.
+    #[error("an HDF5 file without a `model_config` attribute: weights only, or not a Keras model")]
+    NoModelConfig,
+    /// The legacy model config does not parse.
+    #[error("the `model_config` attribute is not valid JSON ({0})")]
+    ModelConfigJson(serde_json::Error),
 }

@@ -1,6 +1,7 @@
 //! Opening Keras files: a `.keras` zip (config.json + model.weights.h5) or a legacy HDF5 file
 //! (`model_config` attribute + `model_weights` group). Recognised by content, not extension.
 
+use super::error::FileError;
 use super::weights::WeightStore;
 use hdf5_reader::Hdf5File;
 use serde_json::Value;
@@ -20,52 +21,53 @@ const HDF5_MAGIC: &[u8] = b"\x89HDF\r\n\x1a\n";
 const MAX_MEMBER_BYTES: u64 = 8 << 30;
 
 /// Recognise and open a Keras file. Errors say what the bytes are instead.
-pub fn open(bytes: Vec<u8>) -> Result<KerasFile, String> {
+pub fn open(bytes: Vec<u8>) -> Result<KerasFile, FileError> {
     if bytes.is_empty() {
-        return Err("the file is empty; expected a .keras archive or an HDF5 .h5 model".into());
+        return Err(FileError::Empty);
     }
     if bytes.starts_with(ZIP_MAGIC) {
         open_keras_zip(bytes)
     } else if bytes.starts_with(HDF5_MAGIC) {
         open_h5(bytes)
     } else {
-        Err("not a Keras model: neither a .keras zip archive nor an HDF5 file".into())
+        Err(FileError::Unrecognised)
     }
 }
 
-fn open_hdf5(bytes: Vec<u8>, what: &str) -> Result<Hdf5File, String> {
+fn open_hdf5(bytes: Vec<u8>, what: &'static str) -> Result<Hdf5File, FileError> {
     // hdf5-reader is defensive, but the bytes come from anywhere: a panic inside it must not
     // take the process down.
     std::panic::catch_unwind(move || Hdf5File::from_vec(bytes))
-        .map_err(|_| format!("{what}: the HDF5 reader failed on malformed data"))?
-        .map_err(|e| format!("{what}: not a readable HDF5 file ({e})"))
+        .map_err(|_| FileError::Hdf5Panic { what })?
+        .map_err(|e| FileError::Hdf5 {
+            what,
+            reason: e.to_string(),
+        })
 }
 
-fn open_keras_zip(bytes: Vec<u8>) -> Result<KerasFile, String> {
-    let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
-        .map_err(|e| format!("not a readable .keras archive ({e})"))?;
-    let mut member = |name: &str| -> Result<Vec<u8>, String> {
+fn open_keras_zip(bytes: Vec<u8>) -> Result<KerasFile, FileError> {
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(FileError::Zip)?;
+    let mut member = |name: &'static str| -> Result<Vec<u8>, FileError> {
         let mut f = zip.by_name(name).map_err(|e| match e {
-            zip::result::ZipError::FileNotFound => format!("the .keras archive has no `{name}`"),
-            e => format!("`{name}` in the .keras archive is unreadable ({e})"),
+            zip::result::ZipError::FileNotFound => FileError::MissingMember(name),
+            source => FileError::UnreadableMember { name, source },
         })?;
         if f.size() > MAX_MEMBER_BYTES {
-            return Err(format!(
-                "`{name}` is {} bytes, more than snnc reads",
-                f.size()
-            ));
+            return Err(FileError::MemberTooLarge {
+                name,
+                size: f.size(),
+            });
         }
         let mut buf = Vec::with_capacity(f.size().min(64 << 20) as usize);
         f.by_ref()
             .take(MAX_MEMBER_BYTES + 1)
             .read_to_end(&mut buf)
-            .map_err(|e| format!("`{name}` in the .keras archive is damaged ({e})"))?;
+            .map_err(|source| FileError::DamagedMember { name, source })?;
         Ok(buf)
     };
     let config = member("config.json")?;
     let weights = member("model.weights.h5")?;
-    let config: Value = serde_json::from_slice(&config)
-        .map_err(|e| format!("config.json is not valid JSON ({e})"))?;
+    let config: Value = serde_json::from_slice(&config).map_err(FileError::ConfigJson)?;
     let h5 = open_hdf5(weights, "model.weights.h5")?;
     Ok(KerasFile {
         config,
@@ -73,20 +75,16 @@ fn open_keras_zip(bytes: Vec<u8>) -> Result<KerasFile, String> {
     })
 }
 
-fn open_h5(bytes: Vec<u8>) -> Result<KerasFile, String> {
+fn open_h5(bytes: Vec<u8>) -> Result<KerasFile, FileError> {
     let h5 = open_hdf5(bytes, "HDF5 file")?;
     let root = h5
         .root_group()
-        .map_err(|e| format!("HDF5 root group unreadable ({e})"))?;
+        .map_err(|e| FileError::RootGroup(e.to_string()))?;
     let text = root
         .attribute("model_config")
         .and_then(|a| a.read_string())
-        .map_err(|_| {
-            "an HDF5 file without a `model_config` attribute: weights only, or not a Keras model"
-                .to_string()
-        })?;
-    let config: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("the `model_config` attribute is not valid JSON ({e})"))?;
+        .map_err(|_| FileError::NoModelConfig)?;
+    let config: Value = serde_json::from_str(&text).map_err(FileError::ModelConfigJson)?;
     Ok(KerasFile {
         config,
         weights: WeightStore::Legacy(h5),

@@ -15,7 +15,7 @@ mod weights;
 use snnc_ir::Module;
 use std::path::Path;
 
-pub use error::{KerasError, ModelError};
+pub use error::{FileError, KerasError, ModelError};
 pub use layers::{KerasOptions, SUPPORTED_LAYERS};
 
 /// Convert a `.keras` or `.h5` file into a module (not yet verified: verify it before running).
