@@ -214,7 +214,23 @@ impl Checker<'_> {
         self.m.operand_type(o).is_some()
     }
 
+    /// Every check, in the order naga's validator takes them: the module header, then handles
+    /// (every value defined exactly once, by an input or an instruction), then each arena's
+    /// entities and types, instructions, state updates and outputs.
     fn run(mut self, target: Target) -> Vec<VerifyError> {
+        self.check_header();
+        let (def, def_count) = self.check_definitions();
+        self.check_values(&def_count);
+        self.check_constants();
+        self.check_states();
+        self.check_instructions(target, &def);
+        self.check_nexts();
+        self.check_outputs();
+        self.errors
+    }
+
+    /// `dt` and the module name.
+    fn check_header(&mut self) {
         let m = self.m;
         if !(m.dt > 0.0 && m.dt.is_finite()) {
             self.err(
@@ -228,7 +244,12 @@ impl Checker<'_> {
                 "module name must be letters, digits, `_`, `.`, `-` or `/`",
             );
         }
+    }
 
+    /// Where each value is defined (position 0 for inputs, `i + 1` for instruction `i`) and how
+    /// many times; definitions that name a missing value are errors.
+    fn check_definitions(&mut self) -> (Vec<Option<usize>>, Vec<usize>) {
+        let m = self.m;
         // Where each value is defined: position 0 for inputs, i+1 for instruction i.
         let mut def: Vec<Option<usize>> = vec![None; m.values.len()];
         let mut def_count = vec![0usize; m.values.len()];
@@ -257,6 +278,12 @@ impl Checker<'_> {
                 }
             }
         }
+        (def, def_count)
+    }
+
+    /// Every value defined once, named uniquely and validly, of type f32.
+    fn check_values(&mut self, def_count: &[usize]) {
+        let m = self.m;
         let mut names = HashSet::new();
         for (i, v) in m.values.iter().enumerate() {
             let loc = Location::Value(ValueId(i as u32));
@@ -278,7 +305,11 @@ impl Checker<'_> {
                 self.err(loc, format!("values are f32, got {}", v.ty));
             }
         }
+    }
 
+    /// Constants: unique valid names, data matching the type.
+    fn check_constants(&mut self) {
+        let m = self.m;
         let mut names = HashSet::new();
         for (i, c) in m.constants.iter().enumerate() {
             if !names.insert(c.name.as_str()) {
@@ -311,7 +342,11 @@ impl Checker<'_> {
                 );
             }
         }
+    }
 
+    /// States: unique valid names, f32, well-formed initial values.
+    fn check_states(&mut self) {
+        let m = self.m;
         let mut names = HashSet::new();
         for (i, s) in m.states.iter().enumerate() {
             if !names.insert(s.name.as_str()) {
@@ -352,7 +387,12 @@ impl Checker<'_> {
                 },
             }
         }
+    }
 
+    /// Instructions: operands exist and are defined earlier, the op is allowed for the target,
+    /// the shape rule holds and index tables stay in bounds.
+    fn check_instructions(&mut self, target: Target, def: &[Option<usize>]) {
+        let m = self.m;
         for (i, inst) in m.insts.iter().enumerate() {
             let loc = Location::Inst(InstId(i as u32));
             let mut arg_types = Vec::new();
@@ -415,7 +455,11 @@ impl Checker<'_> {
             }
             self.check_indices(loc, &inst.op, &inst.args);
         }
+    }
 
+    /// Every state updated exactly once, by a value of its type.
+    fn check_nexts(&mut self) {
+        let m = self.m;
         let mut next_count = vec![0usize; m.states.len()];
         for (i, n) in m.nexts.iter().enumerate() {
             let Some(st) = m.states.get(n.state.index()) else {
@@ -449,7 +493,11 @@ impl Checker<'_> {
                 ),
             }
         }
+    }
 
+    /// Outputs: unique names, existing operands, spike outputs reading spikes.
+    fn check_outputs(&mut self) {
+        let m = self.m;
         let mut names = HashSet::new();
         for (i, o) in m.outputs.iter().enumerate() {
             if !names.insert(o.name.as_str()) {
@@ -466,7 +514,6 @@ impl Checker<'_> {
                 self.err(Location::Output(i), e);
             }
         }
-        self.errors
     }
 
     /// A spike output reads the spike train of a spiking population of that amplitude: the
