@@ -24,55 +24,148 @@ impl Default for KerasOptions {
     }
 }
 
-/// Every Keras layer class the front-end converts.
-pub const SUPPORTED_LAYERS: &[&str] = &[
-    "InputLayer",
-    "Dense",
-    "Conv1D",
-    "Conv2D",
-    "Conv3D",
-    "AveragePooling1D",
-    "AveragePooling2D",
-    "AveragePooling3D",
-    "MaxPooling1D",
-    "MaxPooling2D",
-    "MaxPooling3D",
-    "GlobalAveragePooling1D",
-    "GlobalAveragePooling2D",
-    "GlobalAveragePooling3D",
-    "GlobalMaxPooling1D",
-    "GlobalMaxPooling2D",
-    "GlobalMaxPooling3D",
-    "Activation",
-    "ReLU",
-    "LeakyReLU",
-    "Softmax",
-    "BatchNormalization",
-    "Flatten",
-    "Reshape",
-    "Permute",
-    "Concatenate",
-    "Add",
-    "Average",
-    "ZeroPadding1D",
-    "ZeroPadding2D",
-    "ZeroPadding3D",
-    "UpSampling1D",
-    "UpSampling2D",
-    "UpSampling3D",
-    "Dropout",
-    "SpatialDropout1D",
-    "SpatialDropout2D",
-    "SpatialDropout3D",
-    "GaussianNoise",
-    "GaussianDropout",
-    "AlphaDropout",
-    "ActivityRegularization",
-    "Identity",
-    "Rescaling",
-    "Sequential",
-    "Functional",
-    "Model",
+/// Layer classes the graph reader handles itself: inputs and nested models.
+const STRUCTURAL: &[&str] = &["InputLayer", "Sequential", "Functional", "Model"];
+
+/// Every Keras layer class the front-end converts, from the one registry ([`LAYERS`]).
+pub fn supported_layers() -> Vec<&'static str> {
+    let converted = LAYERS.iter().map(|(class, _)| *class);
+    STRUCTURAL[..1]
+        .iter()
+        .copied()
+        .chain(converted)
+        .chain(STRUCTURAL[1..].iter().copied())
+        .collect()
+}
+
+/// Converts one layer (a call of it) on its inputs into IR, returning its output.
+type ConvertLayer =
+    for<'w, 'l> fn(&mut Converter<'w>, &Ctx<'l>, &[ValueId]) -> Result<ValueId, ModelError>;
+
+/// The layer's single input, or an error naming the layer.
+fn one(cx: &Ctx, ins: &[ValueId]) -> Result<ValueId, ModelError> {
+    match ins {
+        [x] => Ok(*x),
+        _ => Err(cx.shape_err(format!(
+            "`{}` takes one input, got {}",
+            cx.layer.class,
+            ins.len()
+        ))),
+    }
+}
+
+/// A layer that passes its input through at inference.
+fn identity(_: &mut Converter, cx: &Ctx, ins: &[ValueId]) -> Result<ValueId, ModelError> {
+    one(cx, ins)
+}
+
+macro_rules! windowed {
+    ($method:ident $(, $arg:expr)*) => {
+        |me, cx, ins| {
+            let x = one(cx, ins)?;
+            let d = spatial_dims(&cx.layer.class);
+            me.channels_last(cx, x, |me, x| me.$method(cx, x, d $(, $arg)*))
+        }
+    };
+}
+
+/// The `N` of a class name ending in `ND` (`Conv2D` → 2).
+fn spatial_dims(class: &str) -> usize {
+    class
+        .strip_suffix('D')
+        .and_then(|s| s.chars().last())
+        .and_then(|c| c.to_digit(10))
+        .map_or(1, |d| d as usize)
+}
+
+/// The registry: every converted layer class and how it converts. Keras's short aliases
+/// (`AvgPool2D`, `MaxPool2D`, `GlobalAvgPool2D`, ...) are their own entries.
+const LAYERS: &[(&str, ConvertLayer)] = &[
+    ("Dense", |me, cx, ins| {
+        let x = one(cx, ins)?;
+        me.dense(cx, x)
+    }),
+    ("Conv1D", windowed!(conv)),
+    ("Conv2D", windowed!(conv)),
+    ("Conv3D", windowed!(conv)),
+    ("AveragePooling1D", windowed!(pool, false)),
+    ("AveragePooling2D", windowed!(pool, false)),
+    ("AveragePooling3D", windowed!(pool, false)),
+    ("MaxPooling1D", windowed!(pool, true)),
+    ("MaxPooling2D", windowed!(pool, true)),
+    ("MaxPooling3D", windowed!(pool, true)),
+    ("GlobalAveragePooling1D", windowed!(global_pool, false)),
+    ("GlobalAveragePooling2D", windowed!(global_pool, false)),
+    ("GlobalAveragePooling3D", windowed!(global_pool, false)),
+    ("GlobalMaxPooling1D", windowed!(global_pool, true)),
+    ("GlobalMaxPooling2D", windowed!(global_pool, true)),
+    ("GlobalMaxPooling3D", windowed!(global_pool, true)),
+    ("Activation", |me, cx, ins| {
+        let x = one(cx, ins)?;
+        me.activation(cx, x, cx.cfg().get("activation"))
+    }),
+    ("ReLU", |me, cx, ins| {
+        let x = one(cx, ins)?;
+        me.relu(cx, x)
+    }),
+    ("LeakyReLU", |me, cx, ins| {
+        let x = one(cx, ins)?;
+        me.leaky_relu(cx, x)
+    }),
+    ("Softmax", |me, cx, ins| {
+        let x = one(cx, ins)?;
+        me.softmax(cx, x)
+    }),
+    ("BatchNormalization", |me, cx, ins| {
+        let x = one(cx, ins)?;
+        me.batch_norm(cx, x)
+    }),
+    ("Flatten", |me, cx, ins| {
+        let x = one(cx, ins)?;
+        me.flatten(cx, x)
+    }),
+    ("Reshape", |me, cx, ins| {
+        let x = one(cx, ins)?;
+        me.reshape(cx, x)
+    }),
+    ("Permute", |me, cx, ins| {
+        let x = one(cx, ins)?;
+        me.permute(cx, x)
+    }),
+    ("Concatenate", |me, cx, ins| me.concatenate(cx, ins)),
+    ("Add", |me, cx, ins| me.sum(cx, ins, false)),
+    ("Average", |me, cx, ins| me.sum(cx, ins, true)),
+    ("ZeroPadding1D", windowed!(zero_pad)),
+    ("ZeroPadding2D", windowed!(zero_pad)),
+    ("ZeroPadding3D", windowed!(zero_pad)),
+    ("UpSampling1D", windowed!(upsample)),
+    ("UpSampling2D", windowed!(upsample)),
+    ("UpSampling3D", windowed!(upsample)),
+    ("Dropout", identity),
+    ("SpatialDropout1D", identity),
+    ("SpatialDropout2D", identity),
+    ("SpatialDropout3D", identity),
+    ("GaussianNoise", identity),
+    ("GaussianDropout", identity),
+    ("AlphaDropout", identity),
+    ("ActivityRegularization", identity),
+    ("Identity", identity),
+    ("Rescaling", |me, cx, ins| {
+        let x = one(cx, ins)?;
+        me.rescaling(cx, x)
+    }),
+    ("AvgPool1D", windowed!(pool, false)),
+    ("AvgPool2D", windowed!(pool, false)),
+    ("AvgPool3D", windowed!(pool, false)),
+    ("MaxPool1D", windowed!(pool, true)),
+    ("MaxPool2D", windowed!(pool, true)),
+    ("MaxPool3D", windowed!(pool, true)),
+    ("GlobalAvgPool1D", windowed!(global_pool, false)),
+    ("GlobalAvgPool2D", windowed!(global_pool, false)),
+    ("GlobalAvgPool3D", windowed!(global_pool, false)),
+    ("GlobalMaxPool1D", windowed!(global_pool, true)),
+    ("GlobalMaxPool2D", windowed!(global_pool, true)),
+    ("GlobalMaxPool3D", windowed!(global_pool, true)),
 ];
 
 /// Convert a parsed model into a module.
@@ -463,142 +556,103 @@ impl Converter<'_> {
 
     fn layer(&mut self, cx: &Ctx, ins: &[ValueId]) -> Result<ValueId, ModelError> {
         let class = cx.layer.class.as_str();
-        let one = || -> Result<ValueId, ModelError> {
-            match ins {
-                [x] => Ok(*x),
-                _ => Err(cx.shape_err(format!("`{class}` takes one input, got {}", ins.len()))),
-            }
-        };
-        let dims = |prefix: &str| {
-            class
-                .strip_prefix(prefix)
-                .and_then(|s| s.strip_suffix('D'))
-                .and_then(|s| s.parse::<usize>().ok())
-        };
-        match class {
-            "Dense" => self.dense(cx, one()?),
-            "Activation" => self.activation(cx, one()?, cx.cfg().get("activation")),
-            "ReLU" => self.relu(cx, one()?),
-            "LeakyReLU" => {
-                let slope = match cx.cfg().get("negative_slope") {
-                    Some(v) if !v.is_null() => v.as_f64(),
-                    _ => cx.cfg().get("alpha").and_then(Value::as_f64).or(Some(0.3)),
-                }
-                .ok_or_else(|| cx.unsupported("negative_slope is not a number"))?;
-                self.op(
-                    cx,
-                    neuron(NeuronModel::LeakyRelu {
-                        negative_slope: slope,
-                    }),
-                    &[one()?.into()],
-                    "leaky_relu",
-                )
-            }
-            "Softmax" => {
-                let x = one()?;
-                let r = self.ty(x).len() as i64;
-                let axis = cx
-                    .cfg()
-                    .get("axis")
-                    .and_then(|a| {
-                        a.as_i64().or_else(|| {
-                            a.as_array()
-                                .and_then(|l| (l.len() == 1).then(|| l[0].as_i64()).flatten())
-                        })
-                    })
-                    .unwrap_or(-1);
-                if axis != -1 && axis != r {
-                    return Err(cx.unsupported(format!(
-                        "softmax over axis {axis}; only the last axis is supported"
-                    )));
-                }
-                self.op(cx, Op::Softmax, &[x.into()], "softmax")
-            }
-            "BatchNormalization" => self.batch_norm(cx, one()?),
-            "Flatten" => {
-                let mut x = one()?;
-                if cx.channels_first()? && self.ty(x).len() > 1 {
-                    x = self.channels_to_last(cx, x)?;
-                }
-                let n = self.ty(x).iter().product();
-                if self.ty(x) == [n] {
-                    return Ok(x);
-                }
-                self.op(cx, Op::Reshape { shape: vec![n] }, &[x.into()], "flatten")
-            }
-            "Reshape" => self.reshape(cx, one()?),
-            "Permute" => {
-                let x = one()?;
-                let dims = cx
-                    .ints("dims", self.ty(x).len())?
-                    .ok_or_else(|| cx.unsupported("Permute without `dims`"))?;
-                if dims.contains(&0) {
-                    return Err(cx.unsupported("Permute cannot move the batch axis"));
-                }
-                let perm = dims.iter().map(|d| d - 1).collect();
-                self.op(cx, Op::Transpose { perm }, &[x.into()], "permute")
-            }
-            "Concatenate" => {
-                let Some(&first) = ins.first() else {
-                    return Err(cx.shape_err("`Concatenate` needs at least one input"));
-                };
-                let r = self.ty(first).len() as i64;
-                let axis = cx.cfg().get("axis").and_then(Value::as_i64).unwrap_or(-1);
-                let a = if axis < 0 { r + axis } else { axis - 1 };
-                if axis == 0 || a < 0 || a >= r {
-                    return Err(cx.unsupported(format!(
-                        "concatenation along axis {axis} (the batch axis or out of range)"
-                    )));
-                }
-                let args: Vec<Operand> = ins.iter().map(|&v| v.into()).collect();
-                self.op(cx, Op::Concat { axis: a as usize }, &args, "concat")
-            }
-            "Add" | "Average" => {
-                if ins.len() < 2 {
-                    return Err(cx.shape_err(format!("`{class}` needs at least two inputs")));
-                }
-                let args: Vec<Operand> = ins.iter().map(|&v| v.into()).collect();
-                let s = self.op(cx, Op::Add, &args, "sum")?;
-                if class == "Add" {
-                    return Ok(s);
-                }
-                let k = self.scalar(&format!("{}.inv_n", cx.prefix), 1.0 / ins.len() as f32);
-                self.op(cx, Op::Scale, &[s.into(), k.into()], "mean")
-            }
-            "Rescaling" => self.rescaling(cx, one()?),
-            "Dropout"
-            | "SpatialDropout1D"
-            | "SpatialDropout2D"
-            | "SpatialDropout3D"
-            | "GaussianNoise"
-            | "GaussianDropout"
-            | "AlphaDropout"
-            | "ActivityRegularization"
-            | "Identity" => one(),
-            _ => {
-                if let Some(d) = dims("Conv") {
-                    self.channels_last(cx, one()?, |me, x| me.conv(cx, x, d))
-                } else if let Some(d) = dims("AveragePooling").or(dims("AvgPool")) {
-                    self.channels_last(cx, one()?, |me, x| me.pool(cx, x, d, false))
-                } else if let Some(d) = dims("MaxPooling").or(dims("MaxPool")) {
-                    self.channels_last(cx, one()?, |me, x| me.pool(cx, x, d, true))
-                } else if let Some(d) = dims("GlobalAveragePooling").or(dims("GlobalAvgPool")) {
-                    self.channels_last(cx, one()?, |me, x| me.global_pool(cx, x, d, false))
-                } else if let Some(d) = dims("GlobalMaxPooling").or(dims("GlobalMaxPool")) {
-                    self.channels_last(cx, one()?, |me, x| me.global_pool(cx, x, d, true))
-                } else if let Some(d) = dims("ZeroPadding") {
-                    self.channels_last(cx, one()?, |me, x| me.zero_pad(cx, x, d))
-                } else if let Some(d) = dims("UpSampling") {
-                    self.channels_last(cx, one()?, |me, x| me.upsample(cx, x, d))
-                } else {
-                    Err(ModelError::UnknownLayer {
-                        layer: cx.layer.name.clone(),
-                        class: class.into(),
-                        supported: SUPPORTED_LAYERS.join(", "),
-                    })
-                }
-            }
+        match LAYERS.iter().find(|(c, _)| *c == class) {
+            Some((_, convert)) => convert(self, cx, ins),
+            None => Err(ModelError::UnknownLayer {
+                layer: cx.layer.name.clone(),
+                class: class.into(),
+                supported: supported_layers().join(", "),
+            }),
         }
+    }
+
+    fn leaky_relu(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
+        let slope = match cx.cfg().get("negative_slope") {
+            Some(v) if !v.is_null() => v.as_f64(),
+            _ => cx.cfg().get("alpha").and_then(Value::as_f64).or(Some(0.3)),
+        }
+        .ok_or_else(|| cx.unsupported("negative_slope is not a number"))?;
+        self.op(
+            cx,
+            neuron(NeuronModel::LeakyRelu {
+                negative_slope: slope,
+            }),
+            &[x.into()],
+            "leaky_relu",
+        )
+    }
+
+    fn softmax(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
+        let r = self.ty(x).len() as i64;
+        let axis = cx
+            .cfg()
+            .get("axis")
+            .and_then(|a| {
+                a.as_i64().or_else(|| {
+                    a.as_array()
+                        .and_then(|l| (l.len() == 1).then(|| l[0].as_i64()).flatten())
+                })
+            })
+            .unwrap_or(-1);
+        if axis != -1 && axis != r {
+            return Err(cx.unsupported(format!(
+                "softmax over axis {axis}; only the last axis is supported"
+            )));
+        }
+        self.op(cx, Op::Softmax, &[x.into()], "softmax")
+    }
+
+    fn flatten(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
+        let mut x = x;
+        if cx.channels_first()? && self.ty(x).len() > 1 {
+            x = self.channels_to_last(cx, x)?;
+        }
+        let n = self.ty(x).iter().product();
+        if self.ty(x) == [n] {
+            return Ok(x);
+        }
+        self.op(cx, Op::Reshape { shape: vec![n] }, &[x.into()], "flatten")
+    }
+
+    fn permute(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
+        let dims = cx
+            .ints("dims", self.ty(x).len())?
+            .ok_or_else(|| cx.unsupported("Permute without `dims`"))?;
+        if dims.contains(&0) {
+            return Err(cx.unsupported("Permute cannot move the batch axis"));
+        }
+        let perm = dims.iter().map(|d| d - 1).collect();
+        self.op(cx, Op::Transpose { perm }, &[x.into()], "permute")
+    }
+
+    fn concatenate(&mut self, cx: &Ctx, ins: &[ValueId]) -> Result<ValueId, ModelError> {
+        let Some(&first) = ins.first() else {
+            return Err(cx.shape_err("`Concatenate` needs at least one input"));
+        };
+        let r = self.ty(first).len() as i64;
+        let axis = cx.cfg().get("axis").and_then(Value::as_i64).unwrap_or(-1);
+        let a = if axis < 0 { r + axis } else { axis - 1 };
+        if axis == 0 || a < 0 || a >= r {
+            return Err(cx.unsupported(format!(
+                "concatenation along axis {axis} (the batch axis or out of range)"
+            )));
+        }
+        let args: Vec<Operand> = ins.iter().map(|&v| v.into()).collect();
+        self.op(cx, Op::Concat { axis: a as usize }, &args, "concat")
+    }
+
+    /// `Add`, or `Average` (`mean`): the sum of the inputs, scaled by 1/n for the mean.
+    fn sum(&mut self, cx: &Ctx, ins: &[ValueId], mean: bool) -> Result<ValueId, ModelError> {
+        if ins.len() < 2 {
+            return Err(cx.shape_err(format!("`{}` needs at least two inputs", cx.layer.class)));
+        }
+        let args: Vec<Operand> = ins.iter().map(|&v| v.into()).collect();
+        let s = self.op(cx, Op::Add, &args, "sum")?;
+        if !mean {
+            return Ok(s);
+        }
+        let k = self.scalar(&format!("{}.inv_n", cx.prefix), 1.0 / ins.len() as f32);
+        self.op(cx, Op::Scale, &[s.into(), k.into()], "mean")
     }
 
     fn dense(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {

@@ -16,7 +16,7 @@ use snnc_ir::Module;
 use std::path::Path;
 
 pub use error::{FileError, KerasError, ModelError};
-pub use layers::{KerasOptions, SUPPORTED_LAYERS};
+pub use layers::{KerasOptions, supported_layers};
 
 /// Convert a `.keras` or `.h5` file into a module (not yet verified: verify it before running).
 pub fn load(path: &Path, options: &KerasOptions) -> Result<Module, KerasError> {
