@@ -29,14 +29,17 @@ pub struct ModuleInfo {
 }
 
 impl ModuleInfo {
-    /// The facts of `m`, whose handles must all be in range (the verifier checks that first).
+    /// The facts of `m`. Handles out of range (in a module that does not verify) are left out,
+    /// so a pass may ask about any module without panicking.
     pub fn new(m: &Module) -> Self {
         let mut definer = vec![None; m.values.len()];
         let mut readers = vec![Vec::new(); m.values.len()];
         let mut state_readers = vec![Vec::new(); m.states.len()];
         let mut value_inv = vec![false; m.values.len()];
         for &v in &m.inputs {
-            value_inv[v.index()] = true;
+            if let Some(x) = value_inv.get_mut(v.index()) {
+                *x = true;
+            }
         }
         let mut invariant = Vec::with_capacity(m.insts.len());
         for (i, inst) in m.insts.iter().enumerate() {
@@ -45,24 +48,32 @@ impl ModuleInfo {
             for a in &inst.args {
                 match *a {
                     Operand::Value(v) => {
-                        readers[v.index()].push(Reader::Inst(id));
-                        inv &= value_inv[v.index()];
+                        if let Some(r) = readers.get_mut(v.index()) {
+                            r.push(Reader::Inst(id));
+                        }
+                        inv &= value_inv.get(v.index()).copied().unwrap_or(false);
                     }
                     Operand::State(s) => {
-                        state_readers[s.index()].push(id);
+                        if let Some(r) = state_readers.get_mut(s.index()) {
+                            r.push(id);
+                        }
                         inv = false;
                     }
                     Operand::Const(_) => {}
                 }
             }
             for r in &inst.results {
-                definer[r.index()].get_or_insert(id);
-                value_inv[r.index()] = inv;
+                if let Some(d) = definer.get_mut(r.index()) {
+                    d.get_or_insert(id);
+                    value_inv[r.index()] = inv;
+                }
             }
             invariant.push(inv);
         }
         for v in m.end_of_step_values() {
-            readers[v.index()].push(Reader::EndOfStep);
+            if let Some(r) = readers.get_mut(v.index()) {
+                r.push(Reader::EndOfStep);
+            }
         }
         ModuleInfo {
             definer,

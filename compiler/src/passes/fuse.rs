@@ -15,7 +15,7 @@
 
 use super::rewrite::Rewriter;
 use super::{PassError, build_err};
-use snnc_ir::{ConstData, Module, Op, Operand, TensorType, ValueId};
+use snnc_ir::{ConstData, Module, ModuleInfo, Op, Operand, TensorType, ValueId};
 use std::collections::HashMap;
 
 /// How one instruction is rewritten in a round.
@@ -46,24 +46,12 @@ fn f32_const(m: &Module, o: Operand) -> Option<(&[f32], &TensorType)> {
     }
 }
 
-/// Which instruction defines each value, and how many readers (instructions, nexts, outputs) it
-/// has.
+/// Which instruction defines each value, and how many reads (instructions, nexts, outputs) it
+/// has, from the module's facts.
 fn defs_and_uses(m: &Module) -> (Vec<Option<usize>>, Vec<usize>) {
-    let mut def = vec![None; m.values.len()];
-    let mut uses = vec![0; m.values.len()];
-    for (i, inst) in m.insts.iter().enumerate() {
-        for r in &inst.results {
-            def[r.index()] = Some(i);
-        }
-        for a in &inst.args {
-            if let Operand::Value(v) = a {
-                uses[v.index()] += 1;
-            }
-        }
-    }
-    for v in m.end_of_step_values() {
-        uses[v.index()] += 1;
-    }
+    let info = ModuleInfo::new(m);
+    let def = info.definer.iter().map(|d| d.map(|i| i.index())).collect();
+    let uses = info.readers.iter().map(Vec::len).collect();
     (def, uses)
 }
 

@@ -8,17 +8,16 @@
 
 use super::rewrite::Rewriter;
 use super::{PassError, build_err};
-use snnc_ir::{ConstData, Inst, Module, Op, Operand, semantics};
+use snnc_ir::{ConstData, Inst, Module, ModuleInfo, Op, Operand, semantics};
 use std::collections::HashMap;
 
 /// Which instructions, states and constants can reach an output (or a live state's `next`).
 fn liveness(m: &Module) -> (Vec<bool>, Vec<bool>, Vec<bool>) {
-    let mut def = vec![None; m.values.len()];
-    for (i, inst) in m.insts.iter().enumerate() {
-        for r in &inst.results {
-            def[r.index()] = Some(i);
-        }
-    }
+    let def: Vec<Option<usize>> = ModuleInfo::new(m)
+        .definer
+        .iter()
+        .map(|d| d.map(|i| i.index()))
+        .collect();
     let mut live_inst = vec![false; m.insts.len()];
     let mut live_state = vec![false; m.states.len()];
     let mut live_const = vec![false; m.constants.len()];

@@ -32,48 +32,16 @@
 
 use super::rewrite::Rewriter;
 use super::{PassError, build_err};
-use snnc_ir::{Module, Op, Operand, StateId, StateInit};
+use snnc_ir::{Module, ModuleInfo, Op, Operand, Reader, StateId, StateInit};
 
 /// Run the pass to a fixed point, then drop what it left dead.
 pub fn sink_synapses(m: &Module) -> Result<Module, PassError> {
     super::simplify::to_fixed_point(m, sink_once)
 }
 
-/// Whether `op` is linear in its first operand when every other operand is constant.
-fn linear(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Dense
-            | Op::Conv(_)
-            | Op::Sparse { .. }
-            | Op::Scale
-            | Op::AvgPool(_)
-            | Op::GlobalAvgPool
-            | Op::Reshape { .. }
-            | Op::Transpose { .. }
-            | Op::Pad { .. }
-            | Op::Gather { .. }
-            | Op::Upsample { .. }
-    )
-}
-
 fn sink_once(m: &Module) -> Result<(Module, bool), PassError> {
     let err = |e| build_err("sink-synapses", e);
-    let mut readers = vec![Vec::new(); m.values.len()];
-    let mut state_readers = vec![Vec::new(); m.states.len()];
-    for (i, inst) in m.insts.iter().enumerate() {
-        for a in &inst.args {
-            match a {
-                Operand::Value(v) => readers[v.index()].push(i),
-                Operand::State(s) => state_readers[s.index()].push(i),
-                Operand::Const(_) => {}
-            }
-        }
-    }
-    let mut end_readers = vec![0usize; m.values.len()];
-    for v in m.end_of_step_values() {
-        end_readers[v.index()] += 1;
-    }
+    let info = ModuleInfo::new(m);
     let state_output = |s: StateId| m.outputs.iter().any(|o| o.value == Operand::State(s));
     // Per lowpass instruction that qualifies: the readers of its state that move below it.
     let mut moves: Vec<(usize, Vec<usize>)> = Vec::new();
@@ -94,14 +62,13 @@ fn sink_once(m: &Module) -> Result<(Module, bool), PassError> {
         if !is_own_lowpass
             || m.state(s).init != StateInit::Zeros
             || state_output(s)
-            || !readers[f.index()].is_empty()
-            || end_readers[f.index()] != 1
+            || info.readers[f.index()] != [Reader::EndOfStep]
         {
             continue;
         }
-        let movable: Vec<usize> = state_readers[s.index()]
+        let movable: Vec<usize> = info.state_readers[s.index()]
             .iter()
-            .copied()
+            .map(|i| i.index())
             .filter(|&r| r != d && !moving[r])
             .filter(|&r| {
                 let inst = &m.insts[r];
@@ -110,7 +77,7 @@ fn sink_once(m: &Module) -> Result<(Module, bool), PassError> {
                     .all(|a| matches!(a, Operand::Const(_)));
                 let n_in = m.state(s).ty.num_elements();
                 let n_out = m.value(inst.results[0]).ty.num_elements();
-                linear(&inst.op)
+                inst.op.is_linear()
                     && inst.args[0] == Operand::State(s)
                     && consts
                     && (matches!(inst.op, Op::Dense | Op::Conv(_)) || n_out <= n_in)

@@ -354,6 +354,17 @@ impl Op {
         )
     }
 
+    /// Whether the op is linear in its first operand when every other operand is a constant:
+    /// the [`OpClass::Linear`] maps, the one-operand index maps and `scale` (not `concat`, whose
+    /// other operands are added, nor `bias`).
+    pub fn is_linear(&self) -> bool {
+        match self.class() {
+            OpClass::Linear => true,
+            OpClass::IndexMap => !matches!(self, Op::Concat { .. }),
+            _ => *self == Op::Scale,
+        }
+    }
+
     /// The op's class: what passes and backends may assume about how its results depend on its
     /// operands (see [`OpClass`]).
     pub fn class(&self) -> OpClass {

@@ -187,32 +187,23 @@ fn fusable(
 
 /// Which values the generated code must store: those read outside the fused loop that computes
 /// them (by another instruction, a `next` or an output).
-pub(super) fn stored_values(m: &Module, groups: &[(Vec<usize>, Lanes)]) -> Vec<bool> {
-    let mut group_of = vec![usize::MAX; m.insts.len()];
+pub(super) fn stored_values(info: &ModuleInfo, groups: &[(Vec<usize>, Lanes)]) -> Vec<bool> {
+    let mut group_of = vec![None; info.invariant.len()];
     for (k, (g, _)) in groups.iter().enumerate() {
         for &i in g {
-            group_of[i] = k;
+            group_of[i] = Some(k);
         }
-    }
-    let mut def_group = vec![usize::MAX - 1; m.values.len()];
-    for (i, inst) in m.insts.iter().enumerate() {
-        for r in &inst.results {
-            def_group[r.index()] = group_of[i];
-        }
-    }
-    let mut stored = vec![false; m.values.len()];
-    for (i, inst) in m.insts.iter().enumerate() {
-        for a in &inst.args {
-            if let Operand::Value(v) = a
-                && (group_of[i] == usize::MAX || def_group[v.index()] != group_of[i])
-            {
-                stored[v.index()] = true;
-            }
-        }
-    }
-    for v in m.end_of_step_values() {
-        stored[v.index()] = true;
     }
     // A value no group defines is written by its own kernel anyway.
-    stored
+    info.readers
+        .iter()
+        .zip(&info.definer)
+        .map(|(readers, def)| {
+            let home = def.and_then(|d| group_of[d.index()]);
+            readers.iter().any(|r| match r {
+                Reader::EndOfStep => true,
+                Reader::Inst(j) => group_of[j.index()].is_none() || group_of[j.index()] != home,
+            })
+        })
+        .collect()
 }

@@ -167,7 +167,7 @@ impl JitEngine {
             b.switch_to_block(entry);
             let held = b.block_params(entry)[0];
             let groups = fusion::elementwise_groups(&m, &frame, module.info());
-            let stored = fusion::stored_values(&m, &groups);
+            let stored = fusion::stored_values(module.info(), &groups);
             let cx = codegen::Cx {
                 m: &m,
                 f: &frame,
