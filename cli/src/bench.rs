@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// chains count at their first instruction; the clock reads add about 50 ns per entry).
     #[arg(long)]
     profile: bool,
+    /// Print the machine code the JIT generates for the module (Cranelift's disassembly) and
+    /// exit without benchmarking.
+    #[arg(long)]
+    disasm: bool,
     #[command(flatten)]
     convert: crate::convert::ConvertArgs,
 }
@@ -53,6 +57,15 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         bail!("--batch, --steps and --runs must be at least 1");
     }
     let m = crate::convert::load_verified(&args.model, &args.convert)?;
+    if args.disasm {
+        let options = snnc_runtime::jit::JitOptions {
+            disassemble: true,
+            ..Default::default()
+        };
+        let jit = snnc_runtime::jit::JitEngine::with_options(&m, args.batch, options)?;
+        print!("{}", jit.disassembly().unwrap_or(""));
+        return Ok(0);
+    }
     let steps_axis = if args.vary_inputs { args.steps } else { 1 };
     let files = if args.inputs.is_empty() {
         Vec::new()

@@ -642,3 +642,14 @@ fn merge_reports_its_counts_and_changes_no_output() {
         spike_lines[0]
     );
 }
+
+#[test]
+fn bench_disasm_prints_the_generated_code() {
+    let o = snnc(&["bench", "examples/xor/xor_spiking.sir", "--disasm"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    // One function: a prologue, blocks, and a return, and no benchmark lines.
+    assert!(text.contains("block0"), "{text}");
+    assert!(text.contains("ret"), "{text}");
+    assert!(!text.contains("steps/s"), "{text}");
+}
