@@ -197,7 +197,15 @@ impl Checker<'_> {
                 let n = &m.nexts[i];
                 format!("`next {}`", m.operand_name(Operand::State(n.state)))
             }
-            Location::Output(i) => format!("`output \"{}\"`", m.outputs[i].name),
+            Location::Output(i) => {
+                let o = &m.outputs[i];
+                let kind = o
+                    .kind
+                    .keyword()
+                    .map(|k| format!("{k} "))
+                    .unwrap_or_default();
+                format!("`output {kind}\"{}\"`", o.name)
+            }
         }
     }
 
