@@ -18,7 +18,9 @@ use super::options::{InitialVoltage, MaxPoolMode, SpikeOptions};
 use super::pass::SPIKE_OUTPUT_PREFIX;
 use super::rewrite::Rewriter;
 use super::{PassError, build_err};
-use snnc_ir::{Module, Neuron, NeuronModel, Op, Operand, OutputKind, StateInit, ValueId};
+use snnc_ir::{
+    Module, ModuleInfo, Neuron, NeuronModel, Op, Operand, OutputKind, Reader, StateInit, ValueId,
+};
 
 /// Run the pass.
 pub fn spikify(m: &Module, opts: &SpikeOptions) -> Result<Module, PassError> {
@@ -31,19 +33,17 @@ pub fn spikify(m: &Module, opts: &SpikeOptions) -> Result<Module, PassError> {
     let raw_reader = |op: &Op| {
         matches!(op, Op::MaxPool(_) | Op::GlobalMaxPool) && opts.max_pool != MaxPoolMode::Avg
     };
-    let mut filtered_readers = vec![false; m.values.len()];
-    for inst in &m.insts {
-        if !raw_reader(&inst.op) {
-            for a in &inst.args {
-                if let Operand::Value(v) = a {
-                    filtered_readers[v.index()] = true;
-                }
-            }
-        }
-    }
-    for v in m.end_of_step_values() {
-        filtered_readers[v.index()] = true;
-    }
+    let info = ModuleInfo::new(m);
+    let filtered_readers: Vec<bool> = info
+        .readers
+        .iter()
+        .map(|readers| {
+            readers.iter().any(|r| match r {
+                Reader::Inst(i) => !raw_reader(&m.insts[i.index()].op),
+                Reader::EndOfStep => true,
+            })
+        })
+        .collect();
     for inst in &m.insts {
         match &inst.op {
             Op::Neuron(n)
