@@ -9,9 +9,10 @@
 //! its operands, so kernels may read operands while writing results — with one exception: a
 //! value that becomes a state's next value is computed in the state's own place ("in place", so
 //! the step ends without copying it) when nothing reads the state after the instruction that
-//! defines the value, the state is not an output, and that instruction either does not read the
-//! state or is lane-wise (a neuron or a synapse: element `k` of the result depends only on
-//! element `k` of the state, read before it is written).
+//! defines the value, neither an output nor another state's `next` reads the state, and that
+//! instruction either does not read the state or is lane-wise (a neuron or a synapse: element
+//! `k` of the result depends only on element `k` of the state, read before it is written) and
+//! reads it once, in the group that defines the value.
 //!
 //! A merged instruction (a neuron or synapse computing several groups) gets each operand and
 //! result position's groups back to back, in group order, so a runtime can run it as one loop:
@@ -152,9 +153,13 @@ impl MemoryPlan {
             })
             .collect();
         let mut next_count = vec![0usize; m.values.len()];
+        // States some `next` reads: they must keep their value until the end of the step.
+        let mut next_reads = vec![false; m.states.len()];
         for nx in &m.nexts {
-            if let Operand::Value(v) = nx.value {
-                next_count[v.index()] += 1;
+            match nx.value {
+                Operand::Value(v) => next_count[v.index()] += 1,
+                Operand::State(t) => next_reads[t.index()] = true,
+                Operand::Const(_) => {}
             }
         }
         for nx in &m.nexts {
@@ -167,7 +172,20 @@ impl MemoryPlan {
             let inst = &m.insts[d];
             let reads_state = inst.args.contains(&Operand::State(nx.state));
             let lane_wise = matches!(inst.op.class(), OpClass::Neuron | OpClass::Synapse);
-            // In a merged instruction another group could read the state at other elements.
+            // In a merged instruction another group could read the state at other elements:
+            // every read of the state must be in the group that defines the value.
+            let group = inst
+                .results
+                .iter()
+                .position(|&r| r == v)
+                .map_or(0, |k| k / (inst.results.len() / inst.groups()).max(1));
+            let per_group = inst.args.len() / inst.groups().max(1);
+            let reads_in_group = inst
+                .args
+                .iter()
+                .enumerate()
+                .filter(|&(_, &a)| a == Operand::State(nx.state))
+                .all(|(k, _)| k / per_group.max(1) == group);
             let reads_once = inst
                 .args
                 .iter()
@@ -175,7 +193,9 @@ impl MemoryPlan {
                 .count()
                 <= 1;
             let ok = reads_once
+                && reads_in_group
                 && !state_outputs[s]
+                && !next_reads[s]
                 && !invariant[d]
                 && next_count[v.index()] == 1
                 && m.values[v.index()].ty.num_elements() == m.states[s].ty.num_elements()

@@ -312,6 +312,12 @@ impl Checker<'_> {
             if v.ty.dtype != DType::F32 {
                 self.err(loc, format!("values are f32, got {}", v.ty));
             }
+            if v.ty.num_elements() == 0 {
+                self.err(
+                    loc,
+                    format!("{} has no elements; values hold at least one", v.ty),
+                );
+            }
         }
     }
 
@@ -368,6 +374,12 @@ impl Checker<'_> {
             }
             if s.ty.dtype != DType::F32 {
                 self.err(Location::State(i), format!("states are f32, got {}", s.ty));
+            }
+            if s.ty.num_elements() == 0 {
+                self.err(
+                    Location::State(i),
+                    format!("{} has no elements; states hold at least one", s.ty),
+                );
             }
             match s.init {
                 StateInit::Zeros => {}

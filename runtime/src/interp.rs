@@ -6,7 +6,8 @@
 //! formula comes from [`snnc_ir::semantics`].
 
 use crate::frame::Frame;
-use crate::kernels::{self, for_each_index, strides_of};
+use crate::kernels;
+use crate::window::{for_each_index, strides_of};
 use crate::{Engine, SimError};
 use snnc_ir::semantics::{self, AlphaCoefficients, Fold, LifParams};
 use snnc_ir::{Module, NeuronModel, Op, Operand, Verified};

@@ -16,6 +16,7 @@ pub mod kernels;
 pub mod linear;
 pub mod observe;
 pub mod rng;
+pub mod window;
 
 pub use engine::{Engine, SimError};
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};

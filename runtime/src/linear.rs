@@ -6,7 +6,7 @@
 //! sample's result does not depend on the batch it runs in (tested below). The direct loops in
 //! [`crate::kernels`] stay as the independent reference the tests compare against.
 
-use crate::kernels::Window3;
+use crate::window::Window3;
 use snnc_ir::{ConvAttrs, Op};
 
 /// The im2col scratch is split into chunks of whole samples of at most this many floats.
@@ -280,8 +280,9 @@ impl LinearPlan {
         let k = geo.taps() * cin_g;
         let in_len = geo.axes.iter().map(|a| a.input).product::<usize>() * cin;
         if direct {
-            // SAFETY: bounded by the caller's asserts (`k == cin`, one position per pixel).
-            unsafe { gemm(batch * positions, k, cout, x, cin, w, cout, y, cout) }
+            // The input already is the im2col matrix: one row per position, `k == cin`.
+            let rows = batch * positions;
+            rows_dispatch((x, cin), (w, cout), (y, cout), (rows, k, cout));
             return;
         }
         let (chunk, need) = self.chunking(batch);
@@ -296,10 +297,14 @@ impl LinearPlan {
                 }
                 let ys = &mut y[first * positions * cout + g * cout_g..];
                 let rows = n * positions;
-                assert!(ys.len() >= (rows - 1) * cout + cout_g);
-                // SAFETY: `cols` holds rows × k floats; the weight block of group g
-                // spans k rows of stride cout from column g·cout_g; `ys` is checked.
-                unsafe { gemm(rows, k, cout_g, cols, k, &w[g * cout_g..], cout, ys, cout) }
+                // Group g's weights: k rows of stride cout from column g·cout_g; its outputs the
+                // same columns of every output row.
+                rows_dispatch(
+                    (cols, k),
+                    (&w[g * cout_g..], cout),
+                    (ys, cout),
+                    (rows, k, cout_g),
+                );
             }
         }
     }
@@ -398,128 +403,111 @@ fn fma_available() -> bool {
     snnc_ir::semantics::fused_multiply_add()
 }
 
-/// [`dense_rows`] on this CPU: one fused multiply-add per term when [`fma_available`].
-fn dense(x: &[f32], w: &[f32], y: &mut [f32], n_in: usize, n_out: usize) {
+/// `y = x · w` for row-major `x` (`rows × n_in`, row stride `ldx`), `w` (`n_in × n_out`, row stride
+/// `ldw`) and `y` (`rows × n_out`, row stride `ldy`; other columns untouched), on this CPU: one
+/// fused multiply-add per term when [`fma_available`].
+fn rows_dispatch(
+    x: (&[f32], usize),
+    w: (&[f32], usize),
+    y: (&mut [f32], usize),
+    dims: (usize, usize, usize),
+) {
     #[cfg(target_arch = "x86_64")]
     if fma_available() {
         // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-        return unsafe { rows_fma(x, w, y, n_in, n_out) };
+        return unsafe { rows_fma(x, w, y, dims) };
     }
-    dense_rows(x, w, y, n_in, n_out, |a, b, c| c + a * b)
+    rows_kernel(x, w, y, dims, |a, b, c| c + a * b)
 }
 
-/// [`dense_rows`] with fused multiply-adds.
+/// [`rows_kernel`] with fused multiply-adds.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn rows_fma(x: &[f32], w: &[f32], y: &mut [f32], n_in: usize, n_out: usize) {
-    dense_rows(x, w, y, n_in, n_out, |a, b, c| a.mul_add(b, c))
+unsafe fn rows_fma(
+    x: (&[f32], usize),
+    w: (&[f32], usize),
+    y: (&mut [f32], usize),
+    dims: (usize, usize, usize),
+) {
+    rows_kernel(x, w, y, dims, |a, b, c| a.mul_add(b, c))
+}
+
+/// A dense map of `n_in → n_out` on `rows` rows of `x`.
+fn dense(x: &[f32], w: &[f32], y: &mut [f32], n_in: usize, n_out: usize) {
+    let rows = x.len().checked_div(n_in).unwrap_or(y.len() / n_out.max(1));
+    rows_dispatch((x, n_in), (w, n_out), (y, n_out), (rows, n_in, n_out))
 }
 
 /// `y = x · w` row by row, as a sum of the rows of `w` scaled by the elements of `x`, in order:
-/// each output element sees its terms in the same order whatever the batch. Four rows go together
-/// so each weight row is loaded once for all four; a term whose input is zero (most of a spiking
-/// layer's output) is skipped, which changes no value for finite weights.
+/// each output element sees its terms in the same order whatever the batch, and a term whose
+/// input is zero (most of a spiking layer's output) adds nothing. Four rows go together so each
+/// weight row is loaded once for all four when all four inputs are non-zero; otherwise each
+/// non-zero one adds its row alone.
 ///
 /// A matrix-vector product streams the weights once per row either way; GEMM's packing of the
 /// weight matrix on every call cost more than the product itself for one sample.
 #[inline(always)]
-fn dense_rows(
-    x: &[f32],
-    w: &[f32],
-    y: &mut [f32],
-    n_in: usize,
-    n_out: usize,
+fn rows_kernel(
+    (x, ldx): (&[f32], usize),
+    (w, ldw): (&[f32], usize),
+    (y, ldy): (&mut [f32], usize),
+    (rows, n_in, n_out): (usize, usize, usize),
     madd: impl Fn(f32, f32, f32) -> f32 + Copy,
 ) {
-    y.fill(0.0);
+    for r in 0..rows {
+        y[r * ldy..][..n_out].fill(0.0);
+    }
     if n_out == 0 || n_in == 0 {
         return;
     }
-    let w = &w[..n_in * n_out];
-    let mut ys = y.chunks_exact_mut(4 * n_out);
-    let mut xs = x.chunks_exact(4 * n_in);
-    for (yb, xb) in (&mut ys).zip(&mut xs) {
-        let (y01, y23) = yb.split_at_mut(2 * n_out);
-        let (y0, y1) = y01.split_at_mut(n_out);
-        let (y2, y3) = y23.split_at_mut(n_out);
-        for (i, wr) in w.chunks_exact(n_out).enumerate() {
-            let a = [xb[i], xb[n_in + i], xb[2 * n_in + i], xb[3 * n_in + i]];
-            if a == [0.0; 4] {
-                continue;
-            }
-            let n = wr.len();
-            let (y0, y1, y2, y3) = (&mut y0[..n], &mut y1[..n], &mut y2[..n], &mut y3[..n]);
-            for j in 0..n {
-                let wj = wr[j];
-                y0[j] = madd(a[0], wj, y0[j]);
-                y1[j] = madd(a[1], wj, y1[j]);
-                y2[j] = madd(a[2], wj, y2[j]);
-                y3[j] = madd(a[3], wj, y3[j]);
-            }
+    let one_row = |y: &mut [f32], xi: f32, wr: &[f32]| {
+        for (p, &wj) in y.iter_mut().zip(wr) {
+            *p = madd(xi, wj, *p);
         }
-    }
-    for (yr, xr) in ys
-        .into_remainder()
-        .chunks_exact_mut(n_out)
-        .zip(xs.remainder().chunks_exact(n_in))
-    {
-        for (&xi, wr) in xr.iter().zip(w.chunks_exact(n_out)) {
-            if xi != 0.0 {
-                for (p, &wj) in yr.iter_mut().zip(wr) {
-                    *p = madd(xi, wj, *p);
+    };
+    let mut r = 0;
+    while r + 4 <= rows {
+        let (y0, rest) = y[r * ldy..].split_at_mut(ldy);
+        let (y1, rest) = rest.split_at_mut(ldy);
+        let (y2, rest) = rest.split_at_mut(ldy);
+        let (y0, y1, y2, y3) = (
+            &mut y0[..n_out],
+            &mut y1[..n_out],
+            &mut y2[..n_out],
+            &mut rest[..n_out],
+        );
+        for i in 0..n_in {
+            let a = [0, 1, 2, 3].map(|l| x[(r + l) * ldx + i]);
+            let wr = &w[i * ldw..][..n_out];
+            if a.iter().all(|&v| v != 0.0) {
+                for j in 0..n_out {
+                    let wj = wr[j];
+                    y0[j] = madd(a[0], wj, y0[j]);
+                    y1[j] = madd(a[1], wj, y1[j]);
+                    y2[j] = madd(a[2], wj, y2[j]);
+                    y3[j] = madd(a[3], wj, y3[j]);
+                }
+            } else {
+                for (yl, &al) in [&mut *y0, &mut *y1, &mut *y2, &mut *y3].into_iter().zip(&a) {
+                    if al != 0.0 {
+                        one_row(yl, al, wr);
+                    }
                 }
             }
         }
+        r += 4;
     }
-}
-
-/// `c = a · b` for row-major `a` (m × k, row stride `lda`), `b` (k × n, row stride `ldb`) and
-/// `c` (m × n, row stride `ldc`), overwriting `c`.
-///
-/// # Safety
-/// The slices must cover every element those shapes and strides address.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    c: &mut [f32],
-    ldc: usize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        for r in 0..m {
-            c[r * ldc..][..n].fill(0.0);
+    for r in r..rows {
+        let yr = &mut y[r * ldy..][..n_out];
+        for i in 0..n_in {
+            let xi = x[r * ldx + i];
+            if xi != 0.0 {
+                one_row(yr, xi, &w[i * ldw..][..n_out]);
+            }
         }
-        return;
-    }
-    // SAFETY: the caller guarantees the extents.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            lda as isize,
-            1,
-            b.as_ptr(),
-            ldb as isize,
-            1,
-            0.0,
-            c.as_mut_ptr(),
-            ldc as isize,
-            1,
-        )
     }
 }
 
@@ -537,15 +525,6 @@ mod tests {
                 (h >> 8) as f32 / (1u32 << 24) as f32 - 0.5
             })
             .collect()
-    }
-
-    fn close(a: &[f32], b: &[f32]) {
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!(
-                (x - y).abs() <= 1e-5 + 1e-5 * y.abs(),
-                "element {i}: {x} vs {y}"
-            );
-        }
     }
 
     proptest! {
@@ -604,7 +583,8 @@ mod tests {
                 let mut want = vec![0.0; out_len];
                 let fused = snnc_ir::semantics::fused_multiply_add();
                 kernels::conv(&x[s * in_len..][..in_len], &xs, &w, &ws, &attrs, fused, &mut want);
-                close(&y[s * out_len..][..out_len], &want);
+                // Bit for bit: every path sums in the reference order.
+                prop_assert_eq!(&y[s * out_len..][..out_len], &want[..]);
                 let mut alone = vec![0.0; out_len];
                 let mut scratch = vec![0.0; plan.scratch_len(1)];
                 plan.run(1, &x[s * in_len..][..in_len], &w, &mut alone, &mut scratch);
@@ -617,15 +597,31 @@ mod tests {
             n_in in 0usize..70, n_out in 1usize..40, batch in 1usize..70,
         ) {
             let plan = LinearPlan::new(&Op::Dense, &[n_in], &[n_in, n_out]).unwrap();
-            let x = data(n_in * batch, 3);
+            // Every fifth input zero: a row block of four with some zero inputs adds the others'
+            // weight rows alone.
+            let x: Vec<f32> = data(n_in * batch, 3)
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| if i % 5 == 0 { 0.0 } else { v })
+                .collect();
             let w = data(n_in * n_out, 4);
             let mut y = vec![f32::NAN; n_out * batch];
             plan.run(batch, &x, &w, &mut y, &mut []);
+            let fused = snnc_ir::semantics::fused_multiply_add();
             for s in 0..batch {
                 let want: Vec<f32> = (0..n_out)
-                    .map(|j| (0..n_in).map(|i| x[s * n_in + i] * w[i * n_out + j]).sum())
+                    .map(|j| {
+                        (0..n_in).fold(0.0, |acc, i| {
+                            let xi = x[s * n_in + i];
+                            if xi == 0.0 {
+                                acc
+                            } else {
+                                snnc_ir::semantics::multiply_add(fused, xi, w[i * n_out + j], acc)
+                            }
+                        })
+                    })
                     .collect();
-                close(&y[s * n_out..][..n_out], &want);
+                prop_assert_eq!(&y[s * n_out..][..n_out], &want[..]);
                 let mut alone = vec![0.0; n_out];
                 plan.run(1, &x[s * n_in..][..n_in], &w, &mut alone, &mut []);
                 prop_assert_eq!(&y[s * n_out..][..n_out], &alone[..]);

@@ -45,9 +45,36 @@ fn emit_merged(b: &mut FunctionBuilder, cx: &Cx, tables: &mut Tables, inst: &Ins
         args: inst.group(0).0.to_vec(),
         results: inst.group(0).1.to_vec(),
     };
-    let has_const = inst.args.iter().any(|a| matches!(a, Operand::Const(_)));
-    if has_const || elementwise_width(m, &single).is_none() {
+    if elementwise_width(m, &single).is_none() {
         return false;
+    }
+    let lif = lif_slot(cx, tables, inst);
+    let ptr = |o: Operand| it.operand_ptr(o);
+    if inst.args.iter().any(|a| matches!(a, Operand::Const(_))) {
+        // A constant is stored once: each group loops sample by sample and reads it at the
+        // element within the sample.
+        for g in 0..inst.groups() {
+            let (args, results) = inst.group(g);
+            let n = m.value(results[0]).ty.num_elements();
+            emit_loop(b, it.batch(), |b, s| {
+                emit_map(b, n, |b, ty, r| {
+                    let k0 = b.ins().imul_imm_s(s, n as i64);
+                    let k = b.ins().iadd(k0, r);
+                    let vals: Vec<Value> = args
+                        .iter()
+                        .map(|&a| {
+                            let at = if matches!(a, Operand::Const(_)) { r } else { k };
+                            load(b, ty, ptr(a), at)
+                        })
+                        .collect();
+                    let outs = update(b, ty, (&inst.op, m.dt), cx.hosts, lif, &vals);
+                    for (&res, v) in results.iter().zip(outs) {
+                        store(b, ptr(Operand::Value(res)), k, v);
+                    }
+                });
+            });
+        }
+        return true;
     }
     let follows = |g: usize| {
         let ((a0, r0), (a1, r1)) = (inst.group(g - 1), inst.group(g));
@@ -60,7 +87,6 @@ fn emit_merged(b: &mut FunctionBuilder, cx: &Cx, tables: &mut Tables, inst: &Ins
             |(p, q)| matches!((it.span(p), it.span(q)), (Some(x), Some(y)) if x.end == y.start),
         )
     };
-    let lif = lif_slot(cx, tables, inst);
     let mut g = 0;
     while g < inst.groups() {
         let mut h = g + 1;
@@ -72,7 +98,6 @@ fn emit_merged(b: &mut FunctionBuilder, cx: &Cx, tables: &mut Tables, inst: &Ins
             .map(|k| m.value(inst.group(k).1[0]).ty.num_elements())
             .sum::<usize>()
             * it.batch();
-        let ptr = |o: Operand| it.operand_ptr(o);
         emit_map(b, count, |b, ty, k| {
             let vals: Vec<Value> = args.iter().map(|&a| load(b, ty, ptr(a), k)).collect();
             let outs = update(b, ty, (&inst.op, m.dt), cx.hosts, lif, &vals);
@@ -376,7 +401,7 @@ pub(super) fn emit_inst(b: &mut FunctionBuilder, cx: &Cx, tables: &mut Tables, i
             let positions: usize = in_shape[..d].iter().product();
             let (starts, cols): (Vec<i32>, Vec<i32>) = match &inst.op {
                 Op::AvgPool(p) | Op::MaxPool(p) => {
-                    let Ok(geo) = crate::kernels::Window3::new(
+                    let Ok(geo) = crate::window::Window3::new(
                         in_shape,
                         &p.pool,
                         &p.strides,

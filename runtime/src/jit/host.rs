@@ -8,8 +8,8 @@
 
 use crate::SimError;
 use crate::frame::{Frame, zeros};
-use crate::kernels::{for_each_index, strides_of};
 use crate::linear::LinearPlan;
+use crate::window::{for_each_index, strides_of};
 use snnc_ir::semantics;
 use snnc_ir::{Inst, Module, Op, Operand};
 
