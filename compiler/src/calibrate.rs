@@ -77,10 +77,16 @@ pub fn measure(
         .collect();
     margins.sort_by(f64::total_cmp);
     let median_margin = margins[margins.len() / 2];
-    let first_act = m.outputs.len();
     let mut stats = Vec::new();
     for (k, name) in names.iter().enumerate() {
-        let a = &outs[first_act + k];
+        // The probe of this population, found by its kind and name.
+        let probe_name = format!("{ACTIVATION_PROBE_PREFIX}{name}");
+        let at = probe
+            .outputs
+            .iter()
+            .position(|o| o.kind == snnc_ir::OutputKind::Probe && o.name == probe_name)
+            .expect("probe_activations adds a probe per population");
+        let a = &outs[at];
         let neurons = a.len() / n;
         let activity = a.iter().map(|&x| x.max(0.0) as f64).sum::<f64>() / n as f64;
         let mut nz: Vec<f32> = a.iter().copied().filter(|&x| x > 0.0).collect();
@@ -120,7 +126,11 @@ pub fn measure(
     Ok((stats, median_margin))
 }
 
-/// A rate module with every ReLU-family population also exposed as an output, and their names.
+/// The name prefix of the activation probes [`probe_activations`] adds.
+pub const ACTIVATION_PROBE_PREFIX: &str = "act/";
+
+/// A rate module with every ReLU-family population also exposed as a probe output, and their
+/// names.
 pub fn probe_activations(m: &Module) -> (Module, Vec<String>) {
     let mut out = m.clone();
     let mut names = Vec::new();
@@ -132,7 +142,7 @@ pub fn probe_activations(m: &Module) -> (Module, Vec<String>) {
                 let y = inst.group(g).1[0];
                 let name = m.value(y).name.clone();
                 out.outputs.push(snnc_ir::Output {
-                    name: format!("act/{name}"),
+                    name: format!("{ACTIVATION_PROBE_PREFIX}{name}"),
                     value: Operand::Value(y),
                     kind: snnc_ir::OutputKind::Probe,
                 });

@@ -59,6 +59,17 @@ fn identity(_: &mut Converter, cx: &Ctx, ins: &[ValueId]) -> Result<ValueId, Mod
     one(cx, ins)
 }
 
+/// A converter that takes the layer's one input `x` and calls `me.$method(cx, x)`.
+macro_rules! unary {
+    ($method:ident) => {
+        |me, cx, ins| {
+            let x = one(cx, ins)?;
+            me.$method(cx, x)
+        }
+    };
+}
+
+/// A converter of a windowed layer (`…ND`) that works channels-last.
 macro_rules! windowed {
     ($method:ident $(, $arg:expr)*) => {
         |me, cx, ins| {
@@ -81,10 +92,7 @@ fn spatial_dims(class: &str) -> usize {
 /// The registry: every converted layer class and how it converts. Keras's short aliases
 /// (`AvgPool2D`, `MaxPool2D`, `GlobalAvgPool2D`, ...) are their own entries.
 const LAYERS: &[(&str, ConvertLayer)] = &[
-    ("Dense", |me, cx, ins| {
-        let x = one(cx, ins)?;
-        me.dense(cx, x)
-    }),
+    ("Dense", unary!(dense)),
     ("Conv1D", windowed!(conv)),
     ("Conv2D", windowed!(conv)),
     ("Conv3D", windowed!(conv)),
@@ -104,34 +112,13 @@ const LAYERS: &[(&str, ConvertLayer)] = &[
         let x = one(cx, ins)?;
         me.activation(cx, x, cx.cfg().get("activation"))
     }),
-    ("ReLU", |me, cx, ins| {
-        let x = one(cx, ins)?;
-        me.relu(cx, x)
-    }),
-    ("LeakyReLU", |me, cx, ins| {
-        let x = one(cx, ins)?;
-        me.leaky_relu(cx, x)
-    }),
-    ("Softmax", |me, cx, ins| {
-        let x = one(cx, ins)?;
-        me.softmax(cx, x)
-    }),
-    ("BatchNormalization", |me, cx, ins| {
-        let x = one(cx, ins)?;
-        me.batch_norm(cx, x)
-    }),
-    ("Flatten", |me, cx, ins| {
-        let x = one(cx, ins)?;
-        me.flatten(cx, x)
-    }),
-    ("Reshape", |me, cx, ins| {
-        let x = one(cx, ins)?;
-        me.reshape(cx, x)
-    }),
-    ("Permute", |me, cx, ins| {
-        let x = one(cx, ins)?;
-        me.permute(cx, x)
-    }),
+    ("ReLU", unary!(relu)),
+    ("LeakyReLU", unary!(leaky_relu)),
+    ("Softmax", unary!(softmax)),
+    ("BatchNormalization", unary!(batch_norm)),
+    ("Flatten", unary!(flatten)),
+    ("Reshape", unary!(reshape)),
+    ("Permute", unary!(permute)),
     ("Concatenate", |me, cx, ins| me.concatenate(cx, ins)),
     ("Add", |me, cx, ins| me.sum(cx, ins, false)),
     ("Average", |me, cx, ins| me.sum(cx, ins, true)),
@@ -150,10 +137,7 @@ const LAYERS: &[(&str, ConvertLayer)] = &[
     ("AlphaDropout", identity),
     ("ActivityRegularization", identity),
     ("Identity", identity),
-    ("Rescaling", |me, cx, ins| {
-        let x = one(cx, ins)?;
-        me.rescaling(cx, x)
-    }),
+    ("Rescaling", unary!(rescaling)),
     ("AvgPool1D", windowed!(pool, false)),
     ("AvgPool2D", windowed!(pool, false)),
     ("AvgPool3D", windowed!(pool, false)),

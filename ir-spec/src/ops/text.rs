@@ -90,29 +90,23 @@ impl fmt::Display for AttrValue {
 /// Shortest text that parses back to exactly `x` (integers without a fraction; exponent form
 /// outside `[1e-5, 1e16)`).
 pub fn format_f64(x: f64) -> String {
-    if x.is_nan() {
-        return "nan".into();
-    }
-    if x.is_infinite() {
-        return if x > 0.0 { "inf".into() } else { "-inf".into() };
-    }
-    let a = x.abs();
-    if a == 0.0 || (1e-5..1e16).contains(&a) {
-        format!("{x}")
-    } else {
-        format!("{x:e}")
-    }
+    shortest(x)
 }
 
 /// Shortest text that parses back to exactly `x`, same rules as [`format_f64`].
 pub fn format_f32(x: f32) -> String {
-    if x.is_nan() {
+    shortest(x)
+}
+
+fn shortest<T: fmt::Display + fmt::LowerExp + Into<f64> + Copy>(x: T) -> String {
+    let v: f64 = x.into();
+    if v.is_nan() {
         return "nan".into();
     }
-    if x.is_infinite() {
-        return if x > 0.0 { "inf".into() } else { "-inf".into() };
+    if v.is_infinite() {
+        return if v > 0.0 { "inf".into() } else { "-inf".into() };
     }
-    let a = x.abs();
+    let a = v.abs();
     if a == 0.0 || (1e-5..1e16).contains(&a) {
         format!("{x}")
     } else {
