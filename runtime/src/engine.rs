@@ -43,9 +43,10 @@ pub enum SimError {
     },
 }
 
-/// What a backend implements. Buffers are flat, batch-major: sample `b` of a tensor of `n`
+/// What a backend implements. `Send`, so a simulation may move to another thread (a Python
+/// binding releases the GIL while it runs). Buffers are flat, batch-major: sample `b` of a tensor of `n`
 /// elements is `[b·n, (b+1)·n)`.
-pub trait Engine {
+pub trait Engine: Send {
     /// Set every state to its initial value for reset seed `seed`.
     fn reset(&mut self, seed: u64);
     /// Run one step; `inputs[k]` holds input `k` for the whole batch.

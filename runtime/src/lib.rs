@@ -234,3 +234,37 @@ impl Simulator {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A simulator can move to another thread (the Python binding runs it without the GIL).
+    #[test]
+    fn simulators_are_send() {
+        fn send<T: Send>() {}
+        send::<super::Simulator>();
+        send::<super::jit::JitEngine>();
+        send::<super::interp::Interpreter>();
+    }
+
+    /// A JIT simulator built on one thread runs on another and gives the same spikes.
+    #[test]
+    fn a_simulator_runs_on_another_thread() {
+        use super::{Backend, Record, Simulator};
+        let text = "module @m dt=0.001\ninput %j : f32[2]\nstate $v : f32[2] = zeros\n\n\
+            %s, %v1 = spiking_relu %j, $v : f32[2], f32[2]\nnext $v = %v1\noutput \"s\" = %s\n";
+        let m = snnc_ir::verify(snnc_ir::parse(text).unwrap(), snnc_ir::Target::Any).unwrap();
+        let x =
+            ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[1, 2]), vec![600.0, 300.0]).unwrap();
+        let run = |mut sim: Simulator, x: ndarray::ArrayD<f32>| {
+            sim.run(5, &[x.view()], Record::AllSteps).unwrap()
+        };
+        let here = run(Simulator::new(&m, Backend::Jit, 1).unwrap(), x.clone());
+        let sim = Simulator::new(&m, Backend::Jit, 1).unwrap();
+        let there = std::thread::spawn(move || run(sim, x)).join().unwrap();
+        assert_eq!(here, there);
+        // 600 Hz from v = 0: 0.6, 1.2 (spike), 0.8, 1.4 (spike), 1.0 (spike); a spike is 1/dt high.
+        let h = 1.0 / 0.001f32;
+        let spikes: Vec<f32> = here[0].iter().step_by(2).copied().collect();
+        assert_eq!(spikes, [0.0, h, 0.0, h, h]);
+    }
+}
