@@ -14,6 +14,9 @@ use crate::types::{DType, TensorType};
 use std::collections::HashMap;
 use thiserror::Error;
 
+/// How deep attribute lists may nest.
+const MAX_ATTR_DEPTH: usize = 16;
+
 /// A parse error at a line and column (both 1-based).
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 #[error("line {line}, column {col}: {message}")]
@@ -699,7 +702,14 @@ impl Parser {
         Ok(())
     }
 
-    fn attr_value(l: &mut Line) -> Result<AttrValue, ParseError> {
+    /// An attribute value; lists nest at most [`MAX_ATTR_DEPTH`] deep (no attribute needs more
+    /// than two, and deeper nesting must not exhaust the stack).
+    fn attr_value(l: &mut Line, depth: usize) -> Result<AttrValue, ParseError> {
+        if depth > MAX_ATTR_DEPTH {
+            return Err(l.error(format!(
+                "attribute lists nest more than {MAX_ATTR_DEPTH} deep"
+            )));
+        }
         match l.peek().cloned() {
             Some(Tok::Num(v, _)) => {
                 l.next();
@@ -714,7 +724,7 @@ impl Parser {
                 let mut items = Vec::new();
                 if !l.eat(']') {
                     loop {
-                        items.push(Self::attr_value(l)?);
+                        items.push(Self::attr_value(l, depth + 1)?);
                         if l.eat(']') {
                             break;
                         }
@@ -777,7 +787,7 @@ impl Parser {
                     });
                 }
                 l.expect('=')?;
-                attrs.push((key, Self::attr_value(l)?));
+                attrs.push((key, Self::attr_value(l, 0)?));
                 if l.eat('}') {
                     break;
                 }

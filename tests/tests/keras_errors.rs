@@ -48,6 +48,7 @@ fn error(name: &str, bytes: Vec<u8>) -> String {
 fn bad_files_give_specific_errors() {
     let mlp = fixture("keras3/dense_mlp.keras");
     let branches = fixture("keras3/functional_branches.keras");
+    let conv1d = fixture("keras3/conv1d.keras");
     let cases = [
         ("empty.keras", Vec::new()),
         ("notes.keras", b"just some text, not a model".to_vec()),
@@ -108,6 +109,30 @@ fn bad_files_give_specific_errors() {
                 let c = layers.iter_mut().find(|l| l["name"] == "cat").unwrap();
                 c["inbound_nodes"] = serde_json::json!([{"args": [[]], "kwargs": {}}]);
                 v.to_string()
+            }),
+        ),
+        (
+            "zero_kernel_causal.keras",
+            edit_config(&conv1d, |s| {
+                s.replacen("\"kernel_size\": [3]", "\"kernel_size\": [0]", 1)
+            }),
+        ),
+        (
+            "zero_strides.keras",
+            edit_config(&conv1d, |s| {
+                s.replacen("\"strides\": [2]", "\"strides\": [0]", 1)
+            }),
+        ),
+        (
+            "zero_filters.keras",
+            edit_config(&conv1d, |s| {
+                s.replacen("\"filters\": 4", "\"filters\": 0", 1)
+            }),
+        ),
+        (
+            "huge_units.keras",
+            edit_config(&mlp, |s| {
+                s.replacen("\"units\": 16", "\"units\": 99999999999", 1)
             }),
         ),
         ("missing_weight.h5", fixture("bad/missing_weight.h5")),

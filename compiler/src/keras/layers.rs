@@ -24,6 +24,16 @@ impl Default for KerasOptions {
     }
 }
 
+/// The largest size, stride or count a layer config may give (checked before any arithmetic).
+const MAX_CONFIG_INT: u64 = 1 << 24;
+
+/// A config integer in `1..=MAX_CONFIG_INT`.
+fn positive(v: &Value) -> Option<usize> {
+    v.as_u64()
+        .filter(|n| (1..=MAX_CONFIG_INT).contains(n))
+        .map(|n| n as usize)
+}
+
 /// Layer classes the graph reader handles itself: inputs and nested models.
 const STRUCTURAL: &[&str] = &["InputLayer", "Sequential", "Functional", "Model"];
 
@@ -241,17 +251,18 @@ impl Ctx<'_> {
     }
     /// An integer or a list of `d` integers (Keras accepts both for sizes and strides).
     fn ints(&self, key: &str, d: usize) -> Result<Option<Vec<usize>>, ModelError> {
-        let bad =
-            |v: &Value| self.unsupported(format!("`{key}` = {v} is not {d} positive integers"));
+        let bad = |v: &Value| {
+            self.unsupported(format!(
+                "`{key}` = {v}: expected {d} integer(s) from 1 to {MAX_CONFIG_INT}"
+            ))
+        };
         match self.cfg().get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(v @ Value::Number(_)) => v
-                .as_u64()
-                .map(|n| Some(vec![n as usize; d]))
-                .ok_or_else(|| bad(v)),
+            Some(v @ Value::Number(_)) => {
+                positive(v).map(|n| Some(vec![n; d])).ok_or_else(|| bad(v))
+            }
             Some(v @ Value::Array(a)) => {
-                let out: Option<Vec<usize>> =
-                    a.iter().map(|x| x.as_u64().map(|n| n as usize)).collect();
+                let out: Option<Vec<usize>> = a.iter().map(positive).collect();
                 match out {
                     Some(o) if o.len() == d => Ok(Some(o)),
                     _ => Err(bad(v)),
@@ -640,11 +651,11 @@ impl Converter<'_> {
     }
 
     fn dense(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
-        let units = cx
-            .cfg()
-            .get("units")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| cx.unsupported("Dense without `units`"))? as usize;
+        let units = cx.cfg().get("units").and_then(positive).ok_or_else(|| {
+            cx.unsupported(format!(
+                "`units`: expected an integer from 1 to {MAX_CONFIG_INT}"
+            ))
+        })?;
         let n = *self
             .ty(x)
             .last()
@@ -850,17 +861,24 @@ impl Converter<'_> {
                 d + 1
             )));
         }
-        let filters = cx
-            .cfg()
-            .get("filters")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| cx.unsupported("no `filters`"))? as usize;
+        let filters = cx.cfg().get("filters").and_then(positive).ok_or_else(|| {
+            cx.unsupported(format!(
+                "`filters`: expected an integer from 1 to {MAX_CONFIG_INT}"
+            ))
+        })?;
         let kernel = cx
             .ints("kernel_size", d)?
             .ok_or_else(|| cx.unsupported("no `kernel_size`"))?;
         let strides = cx.ints("strides", d)?.unwrap_or(vec![1; d]);
         let dilation = cx.ints("dilation_rate", d)?.unwrap_or(vec![1; d]);
-        let groups = cx.cfg().get("groups").and_then(Value::as_u64).unwrap_or(1) as usize;
+        let groups = match cx.cfg().get("groups") {
+            None | Some(Value::Null) => 1,
+            Some(v) => positive(v).ok_or_else(|| {
+                cx.unsupported(format!(
+                    "`groups` = {v}: expected an integer from 1 to {MAX_CONFIG_INT}"
+                ))
+            })?,
+        };
         let cin = shape[d];
         if groups == 0 || !cin.is_multiple_of(groups) {
             return Err(cx.shape_err(format!(
