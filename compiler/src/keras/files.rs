@@ -2,6 +2,7 @@
 //! (`model_config` attribute + `model_weights` group). Recognised by content, not extension.
 
 use super::error::FileError;
+use super::hdf5::{Panicked, guard};
 use super::weights::WeightStore;
 use hdf5_reader::Hdf5File;
 use serde_json::Value;
@@ -37,8 +38,8 @@ pub fn open(bytes: Vec<u8>) -> Result<KerasFile, FileError> {
 fn open_hdf5(bytes: Vec<u8>, what: &'static str) -> Result<Hdf5File, FileError> {
     // hdf5-reader is defensive, but the bytes come from anywhere: a panic inside it must not
     // take the process down.
-    std::panic::catch_unwind(move || Hdf5File::from_vec(bytes))
-        .map_err(|_| FileError::Hdf5Panic { what })?
+    guard(move || Hdf5File::from_vec(bytes))
+        .map_err(|Panicked| FileError::Hdf5Panic { what })?
         .map_err(|e| FileError::Hdf5 {
             what,
             reason: e.to_string(),
@@ -77,12 +78,12 @@ fn open_keras_zip(bytes: Vec<u8>) -> Result<KerasFile, FileError> {
 
 fn open_h5(bytes: Vec<u8>) -> Result<KerasFile, FileError> {
     let h5 = open_hdf5(bytes, "HDF5 file")?;
-    let root = h5
-        .root_group()
+    let what = "HDF5 file";
+    let root = guard(|| h5.root_group())
+        .map_err(|Panicked| FileError::Hdf5Panic { what })?
         .map_err(|e| FileError::RootGroup(e.to_string()))?;
-    let text = root
-        .attribute("model_config")
-        .and_then(|a| a.read_string())
+    let text = guard(|| root.attribute("model_config").and_then(|a| a.read_string()))
+        .map_err(|Panicked| FileError::Hdf5Panic { what })?
         .map_err(|_| FileError::NoModelConfig)?;
     let config: Value = serde_json::from_str(&text).map_err(FileError::ModelConfigJson)?;
     Ok(KerasFile {

@@ -9,6 +9,7 @@
 mod error;
 mod files;
 mod graph;
+mod hdf5;
 mod layers;
 mod weights;
 

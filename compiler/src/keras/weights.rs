@@ -9,6 +9,7 @@
 //!   means no weights).
 
 use super::ModelError;
+use super::hdf5::{Panicked, guard};
 use hdf5_reader::Hdf5File;
 use hdf5_reader::group::Group;
 use ndarray::ArrayD;
@@ -58,11 +59,17 @@ pub fn snake_case(name: &str) -> String {
     out.to_lowercase()
 }
 
+/// An HDF5 access through [`guard`]; a panic is an error naming `what`.
+fn h5<T>(what: &str, access: impl FnOnce() -> T) -> Result<T, ModelError> {
+    guard(access)
+        .map_err(|Panicked| werr(format!("{what}: the HDF5 reader failed on malformed data")))
+}
+
 fn read_f32(ds: &hdf5_reader::Dataset, what: &str) -> Result<ArrayD<f32>, ModelError> {
-    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let attempt = guard(|| {
         ds.read_array::<f32>()
             .or_else(|_| ds.read_array::<f64>().map(|a| a.mapv(|x| x as f32)))
-    }));
+    });
     match attempt {
         Ok(Ok(a)) => Ok(a),
         Ok(Err(e)) => Err(werr(format!("{what}: cannot read as floats ({e})"))),
@@ -74,11 +81,11 @@ fn read_f32(ds: &hdf5_reader::Dataset, what: &str) -> Result<ArrayD<f32>, ModelE
 
 /// A list-of-strings attribute, following Keras's chunking and its empty-list marker.
 fn name_list(g: &Group, base: &str) -> Result<Option<Vec<String>>, ModelError> {
-    if let Ok(a) = g.attribute(base) {
-        if let Ok(v) = a.read_strings() {
+    if let Ok(a) = h5(base, || g.attribute(base))? {
+        if let Ok(v) = h5(base, || a.read_strings())? {
             return Ok(Some(v));
         }
-        if a.read_1d::<f64>().is_ok_and(|v| v.is_empty()) {
+        if h5(base, || a.read_1d::<f64>())?.is_ok_and(|v| v.is_empty()) {
             return Ok(Some(Vec::new()));
         }
         return Err(werr(format!(
@@ -87,9 +94,9 @@ fn name_list(g: &Group, base: &str) -> Result<Option<Vec<String>>, ModelError> {
     }
     let mut out = Vec::new();
     let mut k = 0;
-    while let Ok(a) = g.attribute(&format!("{base}{k}")) {
+    while let Ok(a) = h5(base, || g.attribute(&format!("{base}{k}")))? {
         out.extend(
-            a.read_strings()
+            h5(base, || a.read_strings())?
                 .map_err(|e| werr(format!("attribute `{base}{k}`: {e}")))?,
         );
         k += 1;
@@ -98,14 +105,19 @@ fn name_list(g: &Group, base: &str) -> Result<Option<Vec<String>>, ModelError> {
 }
 
 /// The dataset at a `/`-separated path below `g`.
-fn dataset_at(g: &Group, path: &str) -> Option<hdf5_reader::Dataset> {
+fn dataset_at(g: &Group, path: &str) -> Result<Option<hdf5_reader::Dataset>, ModelError> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    let (last, dirs) = parts.split_last()?;
+    let Some((last, dirs)) = parts.split_last() else {
+        return Ok(None);
+    };
     let mut cur = g.clone();
     for d in dirs {
-        cur = cur.group(d).ok()?;
+        match h5(path, || cur.group(d))? {
+            Ok(next) => cur = next,
+            Err(_) => return Ok(None),
+        }
     }
-    cur.dataset(last).ok()
+    Ok(h5(path, || cur.dataset(last))?.ok())
 }
 
 impl WeightStore {
@@ -114,37 +126,38 @@ impl WeightStore {
         let (layer_name, _) = path.last().expect("a layer path is never empty");
         let lerr = |what: String| ModelError::Weights(format!("layer `{layer_name}`: {what}"));
         match self {
-            WeightStore::Archive(h5) => {
+            WeightStore::Archive(file) => {
                 let mut group = String::from("/");
                 for (_, auto) in path {
                     group.push_str(&format!("layers/{auto}/"));
                 }
                 let vars_path = format!("{group}vars");
-                let Ok(vars) = h5.group(&vars_path) else {
+                let Ok(vars) = h5(&vars_path, || file.group(&vars_path))? else {
                     return Err(lerr(format!(
                         "no group `{vars_path}` in model.weights.h5 (the weights file is damaged or belongs to another model)"
                     )));
                 };
-                if let Ok(recorded) = vars.attribute("name").and_then(|a| a.read_string())
-                    && recorded != *layer_name
+                if let Ok(recorded) = h5(&vars_path, || {
+                    vars.attribute("name").and_then(|a| a.read_string())
+                })? && recorded != *layer_name
                 {
                     return Err(lerr(format!(
                         "`{vars_path}` belongs to layer `{recorded}`; the weights file does not match the config"
                     )));
                 }
                 let mut out = Vec::new();
-                while let Ok(ds) = vars.dataset(&out.len().to_string()) {
+                while let Ok(ds) = h5(&vars_path, || vars.dataset(&out.len().to_string()))? {
                     out.push(read_f32(&ds, &format!("{vars_path}/{}", out.len()))?);
                 }
                 Ok(out)
             }
-            WeightStore::Legacy(h5) => {
-                let top = h5
-                    .group("/model_weights")
-                    .or_else(|_| h5.root_group())
-                    .map_err(|e| werr(e.to_string()))?;
+            WeightStore::Legacy(file) => {
+                let top = h5("/model_weights", || {
+                    file.group("/model_weights").or_else(|_| file.root_group())
+                })?
+                .map_err(|e| werr(e.to_string()))?;
                 let (top_name, _) = &path[0];
-                let Ok(g) = top.group(top_name) else {
+                let Ok(g) = h5(top_name, || top.group(top_name))? else {
                     return Err(lerr(format!("no group `/model_weights/{top_name}`")));
                 };
                 let names = name_list(&g, "weight_names")?.ok_or_else(|| {
@@ -161,7 +174,7 @@ impl WeightStore {
                 };
                 let mut out = Vec::new();
                 for n in selected {
-                    let ds = dataset_at(&g, n).ok_or_else(|| {
+                    let ds = dataset_at(&g, n)?.ok_or_else(|| {
                         lerr(format!("dataset `{n}` listed in weight_names is missing"))
                     })?;
                     out.push(read_f32(&ds, n)?);
