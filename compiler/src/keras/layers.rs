@@ -176,18 +176,31 @@ pub fn convert(
         consts: HashMap::new(),
     };
     let outs = cv.container(top, &[], None)?;
-    let mut used = HashMap::new();
-    for (t, v) in top.outputs.iter().zip(outs) {
-        let k = used.entry(t.layer.clone()).or_insert(0usize);
-        let name = if *k == 0 {
-            t.layer.clone()
-        } else {
-            format!("{}.{k}", t.layer)
-        };
-        *k += 1;
+    for (name, v) in output_names(top).into_iter().zip(outs) {
         cv.b.output(&name, v);
     }
     Ok(cv.b.finish())
+}
+
+/// The names of a model's outputs as Keras's `model.output_names` gives them: the output
+/// layer's name, and for a layer that gives several outputs (or whose name is taken already)
+/// `name_1`, `name_2`, … — the first not taken, counting per layer.
+fn output_names(top: &Container) -> Vec<String> {
+    let mut taken = std::collections::HashSet::new();
+    let mut next_suffix: HashMap<&str, usize> = HashMap::new();
+    top.outputs
+        .iter()
+        .map(|t| {
+            let mut proposal = t.layer.clone();
+            while taken.contains(&proposal) {
+                let k = next_suffix.entry(t.layer.as_str()).or_insert(1);
+                proposal = format!("{}_{k}", t.layer);
+                *k += 1;
+            }
+            taken.insert(proposal.clone());
+            proposal
+        })
+        .collect()
 }
 
 struct Converter<'a> {
@@ -1033,4 +1046,38 @@ fn input_shape(layer: &Layer) -> Result<Vec<usize>, ModelError> {
                 Value::Array(dims.clone())
             ),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::output_names;
+    use crate::keras::graph::{Container, TensorRef};
+
+    /// Keras 2's `Functional._set_output_names`: repeats get `_1`, `_2`, … per layer, skipping
+    /// names already taken.
+    #[test]
+    fn output_names_follow_keras() {
+        let out = |layer: &str, node| TensorRef {
+            layer: layer.into(),
+            node,
+            tensor: 0,
+        };
+        let top = Container {
+            name: "m".into(),
+            class: "Functional".into(),
+            layers: Vec::new(),
+            inputs: Vec::new(),
+            outputs: vec![
+                out("re_lu", 0),
+                out("re_lu", 1),
+                out("re_lu_1", 0),
+                out("re_lu", 2),
+                out("dense", 0),
+            ],
+        };
+        assert_eq!(
+            output_names(&top),
+            ["re_lu", "re_lu_1", "re_lu_1_1", "re_lu_2", "dense"]
+        );
+    }
 }

@@ -104,19 +104,35 @@ fn name_list(g: &Group, base: &str) -> Result<Option<Vec<String>>, ModelError> {
     Ok((k > 0).then_some(out))
 }
 
+/// Whether weight name `weight` (`outer/layer/kernel:0`) lies under layer `layer`, whose own
+/// name may hold `/`: the layer's path components appear in order, one after another.
+fn names_layer(weight: &str, layer: &str) -> bool {
+    let w: Vec<&str> = weight.split('/').collect();
+    let l: Vec<&str> = layer.split('/').collect();
+    w.windows(l.len()).any(|win| win == l.as_slice())
+}
+
+/// The group at a `/`-separated path below `g`, if there is one.
+fn group_at(g: &Group, path: &str) -> Result<Option<Group>, ModelError> {
+    let mut cur = g.clone();
+    for d in path.split('/').filter(|p| !p.is_empty()) {
+        match h5(path, || cur.group(d))? {
+            Ok(next) => cur = next,
+            Err(_) => return Ok(None),
+        }
+    }
+    Ok(Some(cur))
+}
+
 /// The dataset at a `/`-separated path below `g`.
 fn dataset_at(g: &Group, path: &str) -> Result<Option<hdf5_reader::Dataset>, ModelError> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let Some((last, dirs)) = parts.split_last() else {
         return Ok(None);
     };
-    let mut cur = g.clone();
-    for d in dirs {
-        match h5(path, || cur.group(d))? {
-            Ok(next) => cur = next,
-            Err(_) => return Ok(None),
-        }
-    }
+    let Some(cur) = group_at(g, &dirs.join("/"))? else {
+        return Ok(None);
+    };
     Ok(h5(path, || cur.dataset(last))?.ok())
 }
 
@@ -157,7 +173,9 @@ impl WeightStore {
                 })?
                 .map_err(|e| werr(e.to_string()))?;
                 let (top_name, _) = &path[0];
-                let Ok(g) = h5(top_name, || top.group(top_name))? else {
+                // HDF5 stores a layer name with `/` in it (`conv1/conv`, as every
+                // keras.applications model has) as nested groups.
+                let Some(g) = group_at(&top, top_name)? else {
                     return Err(lerr(format!("no group `/model_weights/{top_name}`")));
                 };
                 let names = name_list(&g, "weight_names")?.ok_or_else(|| {
@@ -169,7 +187,7 @@ impl WeightStore {
                 } else {
                     names
                         .iter()
-                        .filter(|n| n.split('/').any(|part| part == layer_name))
+                        .filter(|n| names_layer(n, layer_name))
                         .collect()
                 };
                 let mut out = Vec::new();
@@ -188,6 +206,15 @@ impl WeightStore {
 #[cfg(test)]
 mod tests {
     use super::snake_case;
+
+    #[test]
+    fn weight_names_under_slashed_layer_names() {
+        use super::names_layer;
+        assert!(names_layer("seq/dense/kernel:0", "dense"));
+        assert!(names_layer("m/conv1/conv/kernel:0", "conv1/conv"));
+        assert!(!names_layer("m/conv1/bn/gamma:0", "conv1/conv"));
+        assert!(!names_layer("m/dense_1/kernel:0", "dense"));
+    }
 
     #[test]
     fn snake_case_matches_keras() {
