@@ -103,6 +103,7 @@ impl ConvertArgs {
             || !self.scale.is_empty()
             || self.synapse.is_some()
             || self.initial_voltage.is_some()
+            || self.swap.is_some()
             || self.max_pool.is_some()
             || self.dt.is_some()
     }
@@ -115,22 +116,26 @@ impl ConvertArgs {
             MaxPoolArg::Keep => MaxPoolMode::Keep,
         };
         if !self.spiking {
-            if !self.scale.is_empty()
-                || self.synapse.is_some()
-                || self.initial_voltage.is_some()
-                || self.swap.is_some()
-            {
-                bail!(
-                    "--scale-firing-rates, --synapse, --initial-voltage and --swap need --spiking"
-                );
+            if self.initial_voltage.is_some() || self.swap.is_some() {
+                bail!("--initial-voltage and --swap need --spiking");
             }
-            return Ok(ConvertOptions {
-                max_pool,
-                spiking: None,
-            });
+            if self.scale.is_empty() && self.synapse.is_none() {
+                return Ok(ConvertOptions {
+                    max_pool,
+                    spiking: None,
+                });
+            }
         }
+        // Without --spiking, NengoDL's scales and synapses on the rate network (no synapse
+        // unless asked for: NengoDL's default is none).
         let mut s = SpikeOptions {
             max_pool,
+            spiking: self.spiking,
+            synapse: if self.spiking {
+                SpikeOptions::default().synapse
+            } else {
+                None
+            },
             ..SpikeOptions::default()
         };
         match self.swap.as_deref() {
@@ -253,10 +258,14 @@ pub fn load_converted(path: &Path, args: &ConvertArgs) -> Result<(Module, Option
         },
         printer: Some(&mut print),
         timings: Vec::new(),
+        warnings: Vec::new(),
         verify_last_only: args.no_verify_each,
     };
     let m = snnc_compiler::passes::run_pipeline(m, &names, &opts, &mut hooks)
         .with_context(|| format!("converting {}", path.display()))?;
+    for w in &hooks.warnings {
+        eprintln!("warning: {w}");
+    }
     if args.time_passes {
         for t in &hooks.timings {
             eprintln!(

@@ -463,7 +463,7 @@ fn spiking_conversion_flags() {
     assert!(ir.contains("%logits = bias $out.j.syn, @out.bias"), "{ir}");
     assert!(ir.contains("uniform(0.5, 0.5, seed=0)"), "{ir}");
     for (args, msg) in [
-        (vec!["--synapse", "0.01"], "need --spiking"),
+        (vec!["--swap", "relu=lif"], "need --spiking"),
         (
             vec!["--spiking", "--scale-firing-rates", "0"],
             "must be positive",
@@ -652,4 +652,77 @@ fn bench_disasm_prints_the_generated_code() {
     assert!(text.contains("block0"), "{text}");
     assert!(text.contains("ret"), "{text}");
     assert!(!text.contains("steps/s"), "{text}");
+}
+
+/// NengoDL's `scale_firing_rates` and `synapse` on a rate network: a ReLU's output is unchanged
+/// by the scale (gain × s, amplitude ÷ s), a synapse filters what reads the population, and a
+/// sigmoid (no amplitude in Nengo) changes, with a warning.
+#[test]
+fn rate_mode_scales_and_synapses() {
+    let c = snnc(&[
+        "compile",
+        "examples/xor/xor.sir",
+        "--scale-firing-rates",
+        "5",
+        "--synapse",
+        "0.01",
+    ]);
+    assert!(c.status.success(), "{}", stderr(&c));
+    let ir = stdout(&c);
+    assert!(
+        ir.contains("= relu %hidden.jb {gain=5, amplitude=0.2}"),
+        "{ir}"
+    );
+    assert!(ir.contains("lowpass"), "{ir}");
+    assert!(!ir.contains("spiking"), "{ir}");
+    let dir = scratch("rate_mode");
+    let out = |name: &str, extra: &[&str]| {
+        let path = dir.join(name);
+        let mut args = vec![
+            "run",
+            "examples/xor/xor.sir",
+            "--input",
+            "examples/xor/inputs.npy",
+            "--output",
+            path.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let r = snnc(&args);
+        assert!(r.status.success(), "{}", stderr(&r));
+        ArrayD::<f32>::read_npy(std::fs::File::open(&path).unwrap()).unwrap()
+    };
+    let plain = out("plain.npy", &[]);
+    let scaled = out("scaled.npy", &["--scale-firing-rates", "5"]);
+    for (a, b) in plain.iter().zip(scaled.iter()) {
+        assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+    // With a synapse the first step sees the filtered (here: one step of) hidden rates.
+    let filtered = out("filtered.npy", &["--synapse", "0.01"]);
+    assert!(
+        plain.iter().zip(filtered.iter()).any(|(a, b)| a != b),
+        "a synapse changes the first step"
+    );
+    // A sigmoid has no amplitude in Nengo: the scale changes it, and the user is told.
+    let text = std::fs::read_to_string(repo().join("examples/xor/xor.sir"))
+        .unwrap()
+        .replace("= relu %hidden.jb", "= sigmoid %hidden.jb");
+    let sig = dir.join("sigmoid.sir");
+    std::fs::write(&sig, text).unwrap();
+    let c = snnc(&[
+        "compile",
+        sig.to_str().unwrap(),
+        "--scale-firing-rates",
+        "5",
+    ]);
+    assert!(c.status.success(), "{}", stderr(&c));
+    assert!(
+        stderr(&c).contains("warning: `hidden` (sigmoid) has no amplitude"),
+        "{}",
+        stderr(&c)
+    );
+    assert!(
+        stdout(&c).contains("sigmoid %hidden.jb {gain=5}"),
+        "{}",
+        stdout(&c)
+    );
 }

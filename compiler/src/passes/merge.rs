@@ -284,6 +284,7 @@ impl super::Pass for Merge {
                 "merged {} neuron/synapse instructions into {}",
                 st.merged_in, st.merged_out
             )),
+            warnings: Vec::new(),
         }))
     }
 }

@@ -80,6 +80,8 @@ pub struct PassHooks<'a> {
     pub printer: Option<ModulePrinter<'a>>,
     /// Filled with one entry per pass run.
     pub timings: Vec<PassTiming>,
+    /// The passes' warnings, in order.
+    pub warnings: Vec<String>,
     /// Verify only after the last pass instead of after each (`--no-verify-each`).
     pub verify_last_only: bool,
 }
@@ -113,6 +115,7 @@ pub fn run_pipeline(
         };
         m = outcome.module;
         let detail = outcome.detail;
+        hooks.warnings.extend(outcome.warnings);
         hooks.timings.push(PassTiming {
             pass: pass.into(),
             time: start.elapsed(),

@@ -44,6 +44,9 @@ pub struct SpikeOptions {
     pub initial_voltage: InitialVoltage,
     /// How max pooling will be lowered (decides where synapses go around pools).
     pub max_pool: MaxPoolMode,
+    /// Spiking neurons for the ReLU family (`true`), or NengoDL's options on a rate network
+    /// (`false`): the scales and synapses apply, and every neuron stays a rate neuron.
+    pub spiking: bool,
     /// Swap `relu` for Nengo's `LIF` (default tau_rc 0.02, tau_ref 0.002) instead of the spiking
     /// ReLU (NengoDL's `swap_activations={relu: nengo.LIF()}`; it changes the function).
     pub relu_to_lif: bool,
@@ -58,6 +61,7 @@ impl Default for SpikeOptions {
             initial_voltage: InitialVoltage::Uniform,
             max_pool: MaxPoolMode::Neural,
             relu_to_lif: false,
+            spiking: true,
         }
     }
 }

@@ -98,6 +98,8 @@ pub struct PassOutcome {
     pub module: Module,
     /// Printed by `--time-passes` after the counts.
     pub detail: Option<String>,
+    /// What the user should know about the result (printed as warnings).
+    pub warnings: Vec<String>,
 }
 
 impl From<Module> for PassOutcome {
@@ -105,6 +107,7 @@ impl From<Module> for PassOutcome {
         PassOutcome {
             module,
             detail: None,
+            warnings: Vec::new(),
         }
     }
 }

@@ -24,7 +24,17 @@ use snnc_ir::{
 
 /// Run the pass.
 pub fn spikify(m: &Module, opts: &SpikeOptions) -> Result<Module, PassError> {
+    Ok(spikify_with_warnings(m, opts)?.0)
+}
+
+/// Run the pass; also returns its warnings (a scale on a neuron without an amplitude changes its
+/// output, as NengoDL warns).
+pub fn spikify_with_warnings(
+    m: &Module,
+    opts: &SpikeOptions,
+) -> Result<(Module, Vec<String>), PassError> {
     let mut rw = Rewriter::new(m);
+    let mut warnings = Vec::new();
     // Old values that are spike trains → their raw (unfiltered) spikes in the new module.
     let mut raw: Vec<Option<Operand>> = vec![None; m.values.len()];
     let mut population = 0u64;
@@ -47,7 +57,8 @@ pub fn spikify(m: &Module, opts: &SpikeOptions) -> Result<Module, PassError> {
     for inst in &m.insts {
         match &inst.op {
             Op::Neuron(n)
-                if matches!(n.model, NeuronModel::Relu | NeuronModel::LeakyRelu { .. }) =>
+                if opts.spiking
+                    && matches!(n.model, NeuronModel::Relu | NeuronModel::LeakyRelu { .. }) =>
             {
                 let name = rw.old_value(inst.results[0]).name.clone();
                 if inst.groups() > 1 {
@@ -126,6 +137,47 @@ pub fn spikify(m: &Module, opts: &SpikeOptions) -> Result<Module, PassError> {
                 let read = filtered(&mut rw, r[0], &name, synapse).map_err(err)?;
                 rw.set(inst.results[0], read);
             }
+            Op::Neuron(n) if !n.model.is_spiking() => {
+                // A rate population: NengoDL's gain × s on its input and amplitude ÷ s on its
+                // output (Nengo's Sigmoid and Tanh have no amplitude, so only the gain changes
+                // and so does the output), and the synapse on what reads it.
+                let name = rw.old_value(inst.results[0]).name.clone();
+                if inst.groups() > 1 {
+                    return Err(PassError::MergedBeforeSpikify {
+                        name,
+                        groups: inst.groups(),
+                    });
+                }
+                let s = opts.scale_for(&name);
+                if !(s > 0.0 && s.is_finite()) {
+                    return Err(PassError::BadScale { name, scale: s });
+                }
+                let has_amplitude = !matches!(n.model, NeuronModel::Sigmoid | NeuronModel::Tanh);
+                if !has_amplitude && s != 1.0 {
+                    warnings.push(format!(
+                        "`{name}` ({}) has no amplitude to divide by the firing-rate scale {s}; \
+                         scaling changes its output (as in NengoDL)",
+                        n.model.name()
+                    ));
+                }
+                let op = Op::Neuron(Neuron {
+                    model: n.model.clone(),
+                    gain: n.gain * s,
+                    amplitude: if has_amplitude {
+                        n.amplitude / s
+                    } else {
+                        n.amplitude
+                    },
+                });
+                let j = rw.map(inst.args[0]);
+                let y = rw.b.op1(op, &[j], &name).map_err(err)?;
+                raw[inst.results[0].index()] = Some(Operand::Value(y));
+                let synapse = opts
+                    .synapse
+                    .filter(|_| filtered_readers[inst.results[0].index()]);
+                let read = filtered(&mut rw, y, &name, synapse).map_err(err)?;
+                rw.set(inst.results[0], read);
+            }
             Op::MaxPool(_) | Op::GlobalMaxPool if opts.max_pool != MaxPoolMode::Avg => {
                 let source = match inst.args[0] {
                     Operand::Value(v) => raw[v.index()],
@@ -153,7 +205,7 @@ pub fn spikify(m: &Module, opts: &SpikeOptions) -> Result<Module, PassError> {
             }
         }
     }
-    Ok(rw.finish())
+    Ok((rw.finish(), warnings))
 }
 
 /// What readers of a spike train read: the state of a lowpass on it, or the spikes themselves.
@@ -195,6 +247,11 @@ impl super::Pass for Spikify {
         };
         let mut s = s.clone();
         s.max_pool = opts.max_pool;
-        Ok(Some(spikify(m, &s)?.into()))
+        let (module, warnings) = spikify_with_warnings(m, &s)?;
+        Ok(Some(super::PassOutcome {
+            module,
+            detail: None,
+            warnings,
+        }))
     }
 }
