@@ -1,4 +1,5 @@
-//! Every Keras fixture (tests/fixtures/keras{2,3}, written by tests/fixtures/generate.py) is
+//! Every Keras fixture (tests/fixtures/{keras3,keras2,tf212,tf213,tf214}, written by Keras 3 and
+//! tf.keras 2.15, 2.12, 2.13 and 2.14 running tests/fixtures/generate.py) is
 //! converted and run for one step on the interpreter; each output must match `model.predict`
 //! within |snnc − keras| ≤ 1e-5 + 1e-4·|keras|.
 
@@ -115,6 +116,24 @@ fn keras3_fixtures_match_model_predict() {
 #[test]
 fn keras2_fixtures_match_model_predict() {
     run_dir("keras2");
+}
+
+/// tf.keras 2.12 and 2.13 name the weight groups of `.keras` archives under
+/// `_layer_checkpoint_dependencies/` with a counter that skips a number after every layer with
+/// weights; 2.14 counts without gaps there; 2.15 moved them to `layers/`.
+#[test]
+fn tf212_fixtures_match_model_predict() {
+    run_dir("tf212");
+}
+
+#[test]
+fn tf213_fixtures_match_model_predict() {
+    run_dir("tf213");
+}
+
+#[test]
+fn tf214_fixtures_match_model_predict() {
+    run_dir("tf214");
 }
 
 /// The IR dumps of a representative handful read like the model summary.

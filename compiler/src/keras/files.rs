@@ -3,7 +3,7 @@
 
 use super::error::FileError;
 use super::hdf5::{Panicked, guard};
-use super::weights::WeightStore;
+use super::weights::{ArchiveLayout, WeightStore};
 use hdf5_reader::Hdf5File;
 use serde_json::Value;
 use std::io::{Cursor, Read};
@@ -68,11 +68,24 @@ fn open_keras_zip(bytes: Vec<u8>) -> Result<KerasFile, FileError> {
     };
     let config = member("config.json")?;
     let weights = member("model.weights.h5")?;
+    // `metadata.json` names the Keras that wrote the archive, which decides how the weight
+    // groups are named (an archive without it is read by the container it holds).
+    let version = match member("metadata.json") {
+        Ok(bytes) => serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|m| m.get("keras_version")?.as_str().map(str::to_string)),
+        Err(FileError::MissingMember(_)) => None,
+        Err(e) => return Err(e),
+    };
     let config: Value = serde_json::from_slice(&config).map_err(FileError::ConfigJson)?;
     let h5 = open_hdf5(weights, "model.weights.h5")?;
+    let what = "model.weights.h5";
+    let has_layers =
+        guard(|| h5.group("/layers").is_ok()).map_err(|Panicked| FileError::Hdf5Panic { what })?;
+    let layout = ArchiveLayout::new(version.as_deref(), has_layers);
     Ok(KerasFile {
         config,
-        weights: WeightStore::Archive(h5),
+        weights: WeightStore::Archive(h5, layout),
     })
 }
 

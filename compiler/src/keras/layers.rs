@@ -27,6 +27,16 @@ impl Default for KerasOptions {
 /// The largest size, stride or count a layer config may give (checked before any arithmetic).
 const MAX_CONFIG_INT: u64 = 1 << 24;
 
+/// A number in a layer config: plain, or as tf.keras 2.12's archive format writes a NumPy scalar
+/// (`{"class_name": "__numpy__", "config": {"value": 0.0, "dtype": "float32"}}`).
+fn config_number(v: &Value) -> Option<f64> {
+    v.as_f64().or_else(|| {
+        (v.get("class_name")?.as_str()? == "__numpy__")
+            .then(|| v.get("config")?.get("value")?.as_f64())
+            .flatten()
+    })
+}
+
 /// A config integer in `1..=MAX_CONFIG_INT`.
 fn positive(v: &Value) -> Option<usize> {
     v.as_u64()
@@ -88,6 +98,18 @@ macro_rules! windowed {
             me.channels_last(cx, x, |me, x| me.$method(cx, x, d $(, $arg)*))
         }
     };
+}
+
+/// Whether a layer holds weights (Keras's `layer.weights` is not empty): the weighted classes
+/// snnc converts, and a nested model with any such layer.
+fn has_weights(l: &Layer) -> bool {
+    match &l.inner {
+        Some(inner) => inner.layers.iter().any(has_weights),
+        None => matches!(
+            l.class.as_str(),
+            "Dense" | "Conv1D" | "Conv2D" | "Conv3D" | "BatchNormalization"
+        ),
+    }
 }
 
 /// The `N` of a class name ending in `ND` (`Conv2D` → 2).
@@ -257,8 +279,7 @@ impl Ctx<'_> {
     fn f64_or(&self, key: &str, default: f64) -> Result<f64, ModelError> {
         match self.cfg().get(key) {
             None | Some(Value::Null) => Ok(default),
-            Some(v) => v
-                .as_f64()
+            Some(v) => config_number(v)
                 .ok_or_else(|| self.unsupported(format!("`{key}` = {v} is not a number"))),
         }
     }
@@ -463,7 +484,12 @@ impl Converter<'_> {
         given_inputs: Option<&[ValueId]>,
     ) -> Result<Vec<ValueId>, ModelError> {
         // Archive weight groups: snake-cased class names, de-duplicated in model.layers order
-        // (a Sequential model's layers exclude its InputLayer).
+        // (a Sequential model's layers exclude its InputLayer) by the counter of the Keras that
+        // wrote the file (see `ArchiveLayout`).
+        let twice = self
+            .weights
+            .layout()
+            .is_some_and(|l| l.weighted_count_twice);
         let mut counts: HashMap<String, usize> = HashMap::new();
         let mut autos: HashMap<&str, String> = HashMap::new();
         for l in &c.layers {
@@ -480,7 +506,7 @@ impl Converter<'_> {
                     format!("{base}_{n}")
                 },
             );
-            *n += 1;
+            *n += if twice && has_weights(l) { 2 } else { 1 };
         }
         let index = c.index();
         let mut tensors: HashMap<(usize, usize), Vec<ValueId>> = HashMap::new();
@@ -576,8 +602,8 @@ impl Converter<'_> {
 
     fn leaky_relu(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
         let slope = match cx.cfg().get("negative_slope") {
-            Some(v) if !v.is_null() => v.as_f64(),
-            _ => cx.cfg().get("alpha").and_then(Value::as_f64).or(Some(0.3)),
+            Some(v) if !v.is_null() => config_number(v),
+            _ => cx.cfg().get("alpha").and_then(config_number).or(Some(0.3)),
         }
         .ok_or_else(|| cx.unsupported("negative_slope is not a number"))?;
         self.op(
@@ -691,12 +717,11 @@ impl Converter<'_> {
                 None | Some(Value::Null) => vec![default],
                 Some(Value::Array(a)) => a
                     .iter()
-                    .map(|v| v.as_f64().map(|f| f as f32))
+                    .map(|v| config_number(v).map(|f| f as f32))
                     .collect::<Option<_>>()
                     .ok_or_else(|| cx.unsupported(format!("`{key}` is not numeric")))?,
                 Some(v) => vec![
-                    v.as_f64()
-                        .ok_or_else(|| cx.unsupported(format!("`{key}` = {v}")))?
+                    config_number(v).ok_or_else(|| cx.unsupported(format!("`{key}` = {v}")))?
                         as f32,
                 ],
             };
@@ -737,8 +762,7 @@ impl Converter<'_> {
             None | Some(Value::Null) => Ok(y),
             Some(m) => {
                 // min(f(x), m) = f(x) − relu(x − m) for m ≥ 0, exactly.
-                let m = m
-                    .as_f64()
+                let m = config_number(m)
                     .filter(|m| *m >= 0.0)
                     .ok_or_else(|| cx.unsupported(format!("max_value={m}")))?;
                 let neg_m = self.scalar(&format!("{}.neg_max", cx.prefix), -m as f32);

@@ -16,10 +16,61 @@ use ndarray::ArrayD;
 
 /// The HDF5 store of a model's weights.
 pub enum WeightStore {
-    /// `model.weights.h5` of a `.keras` archive.
-    Archive(Hdf5File),
+    /// `model.weights.h5` of a `.keras` archive, laid out as the Keras that wrote it does.
+    Archive(Hdf5File, ArchiveLayout),
     /// A legacy `.h5` model file.
     Legacy(Hdf5File),
+}
+
+/// How a `.keras` archive names its layers' weight groups, which depends on the Keras that wrote
+/// it (Keras's `saving_lib`; the reading of each version is in the README's Keras section).
+///
+/// Saving walks the model depth first. A model's layers, in `model.layers` order (a Sequential
+/// model's InputLayer is not among them), go into one child group of the model's group, each
+/// named after its snake-cased class with a per-class counter: `dense`, `dense_1`, ... Every
+/// nested model starts its own counters. Which child group, and how the counter runs:
+///
+/// - tf.keras 2.15 and Keras 3: `layers`, counting 0, 1, 2, …
+/// - tf.keras 2.14: `_layer_checkpoint_dependencies`, counting 0, 1, 2, …
+/// - tf.keras 2.12 and 2.13: `_layer_checkpoint_dependencies`, where a layer with weights is
+///   listed twice in the dictionary the walk follows and its duplicate still takes a number:
+///   `dense`, `dense_2`, … for layers with weights, one number for those without.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArchiveLayout {
+    /// The child group holding a model's layers.
+    pub container: &'static str,
+    /// A layer with weights takes two numbers of its class's counter.
+    pub weighted_count_twice: bool,
+}
+
+impl ArchiveLayout {
+    /// The layout of tf.keras 2.15 and Keras 3.
+    pub const LAYERS: ArchiveLayout = ArchiveLayout {
+        container: "layers",
+        weighted_count_twice: false,
+    };
+
+    /// The layout of the Keras whose `keras_version` (from the archive's `metadata.json`) is
+    /// `version`. Without a version, the container present in the file decides, read with
+    /// 2.14's counter (2.12 and 2.13 write the same container but count differently, and only
+    /// the version tells them apart).
+    pub fn new(version: Option<&str>, has_layers_group: bool) -> Self {
+        let parsed = version.and_then(|v| {
+            let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+            Some((parts.next()??, parts.next()??))
+        });
+        let checkpoint = |twice| ArchiveLayout {
+            container: "_layer_checkpoint_dependencies",
+            weighted_count_twice: twice,
+        };
+        match parsed {
+            Some((2, minor)) if minor <= 13 => checkpoint(true),
+            Some((2, 14)) => checkpoint(false),
+            Some(_) => Self::LAYERS,
+            None if has_layers_group => Self::LAYERS,
+            None => checkpoint(false),
+        }
+    }
 }
 
 /// Where a layer sits: the chain of (layer name, archive auto name) from the top model down.
@@ -137,15 +188,23 @@ fn dataset_at(g: &Group, path: &str) -> Result<Option<hdf5_reader::Dataset>, Mod
 }
 
 impl WeightStore {
+    /// The archive layout, for a `.keras` archive.
+    pub fn layout(&self) -> Option<ArchiveLayout> {
+        match self {
+            WeightStore::Archive(_, layout) => Some(*layout),
+            WeightStore::Legacy(_) => None,
+        }
+    }
+
     /// The weights of the layer at `path`, in Keras's variable order (kernel before bias, …).
     pub fn layer(&self, path: &LayerPath) -> Result<Vec<ArrayD<f32>>, ModelError> {
         let (layer_name, _) = path.last().expect("a layer path is never empty");
         let lerr = |what: String| ModelError::Weights(format!("layer `{layer_name}`: {what}"));
         match self {
-            WeightStore::Archive(file) => {
+            WeightStore::Archive(file, layout) => {
                 let mut group = String::from("/");
                 for (_, auto) in path {
-                    group.push_str(&format!("layers/{auto}/"));
+                    group.push_str(&format!("{}/{auto}/", layout.container));
                 }
                 let vars_path = format!("{group}vars");
                 let Ok(vars) = h5(&vars_path, || file.group(&vars_path))? else {
@@ -206,6 +265,32 @@ impl WeightStore {
 #[cfg(test)]
 mod tests {
     use super::snake_case;
+
+    #[test]
+    fn archive_layouts_follow_the_writing_keras() {
+        use super::ArchiveLayout;
+        let cp = |twice| ArchiveLayout {
+            container: "_layer_checkpoint_dependencies",
+            weighted_count_twice: twice,
+        };
+        assert_eq!(ArchiveLayout::new(Some("2.12.0"), false), cp(true));
+        assert_eq!(ArchiveLayout::new(Some("2.13.1"), false), cp(true));
+        assert_eq!(ArchiveLayout::new(Some("2.14.0"), false), cp(false));
+        assert_eq!(
+            ArchiveLayout::new(Some("2.15.0"), true),
+            ArchiveLayout::LAYERS
+        );
+        assert_eq!(
+            ArchiveLayout::new(Some("3.15.1"), true),
+            ArchiveLayout::LAYERS
+        );
+        assert_eq!(ArchiveLayout::new(None, true), ArchiveLayout::LAYERS);
+        assert_eq!(ArchiveLayout::new(None, false), cp(false));
+        assert_eq!(
+            ArchiveLayout::new(Some("garbage"), true),
+            ArchiveLayout::LAYERS
+        );
+    }
 
     #[test]
     fn weight_names_under_slashed_layer_names() {
