@@ -52,6 +52,10 @@ pub struct Container {
     pub inputs: Vec<TensorRef>,
     /// Output tensors.
     pub outputs: Vec<TensorRef>,
+    /// The references are Keras 2's (`[layer, node, tensor, kwargs]` lists): a nested model's
+    /// node 0 there is the node its own construction made, so its calls are nodes 1, 2, …
+    /// (Keras 3 and the chains snnc builds for Sequential models count calls from 0).
+    pub keras2_nodes: bool,
 }
 
 fn cfg_err(msg: impl Into<String>) -> ModelError {
@@ -278,16 +282,23 @@ fn parse_container(class: &str, config: &Value) -> Result<Container, ModelError>
             layers,
             inputs: vec![first],
             outputs: vec![last],
+            keras2_nodes: false,
         });
     }
     let inputs = triples(config.get("input_layers"), "input_layers")?;
     let outputs = triples(config.get("output_layers"), "output_layers")?;
+    let keras2_nodes = raw_layers.iter().any(|l| {
+        l.get("inbound_nodes")
+            .and_then(Value::as_array)
+            .is_some_and(|nodes| nodes.iter().any(Value::is_array))
+    });
     Ok(Container {
         name,
         class: class.into(),
         layers,
         inputs,
         outputs,
+        keras2_nodes,
     })
 }
 
@@ -327,7 +338,7 @@ pub fn call_order(c: &Container) -> Result<Vec<(usize, usize)>, ModelError> {
                         layer: l.name.clone(),
                         tensor: t.to_string(),
                     })?;
-                let producer = resolve_node(&c.layers[p], t.node).ok_or_else(|| {
+                let producer = resolve_node(c, &c.layers[p], t.node).ok_or_else(|| {
                     ModelError::DanglingInput {
                         layer: l.name.clone(),
                         tensor: t.to_string(),
@@ -359,20 +370,19 @@ pub fn call_order(c: &Container) -> Result<Vec<(usize, usize)>, ModelError> {
     Ok(order)
 }
 
-/// Map a node index from a `keras_history` to the index of the layer's call in this config.
-/// Keras 2 numbers a nested model's calls after the internal node its own build created, so a
-/// reference may be one past the listed calls; anything else out of range is dangling.
-pub fn resolve_node(layer: &Layer, node: usize) -> Option<usize> {
+/// Map a node index of a reference in container `c` to the index of the layer's call: the same
+/// number, except for a nested model in a Keras 2 config, whose calls are numbered from 1 (see
+/// [`Container::keras2_nodes`]). `None` when the reference names no call.
+pub fn resolve_node(c: &Container, layer: &Layer, node: usize) -> Option<usize> {
     let n = if layer.class == "InputLayer" {
         1
     } else {
         layer.calls.len()
     };
-    if node < n {
-        Some(node)
-    } else if layer.inner.is_some() && node == n && n > 0 {
-        Some(n - 1)
+    let call = if c.keras2_nodes && layer.inner.is_some() {
+        node.checked_sub(1)?
     } else {
-        None
-    }
+        node
+    };
+    (call < n).then_some(call)
 }

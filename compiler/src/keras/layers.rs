@@ -539,7 +539,7 @@ impl Converter<'_> {
             let mut ins = Vec::new();
             for t in &layer.calls[k] {
                 let p = index[t.layer.as_str()];
-                let node = resolve_node(&c.layers[p], t.node).expect("checked by call_order");
+                let node = resolve_node(c, &c.layers[p], t.node).expect("checked by call_order");
                 let v = tensors
                     .get(&(p, node))
                     .and_then(|outs| outs.get(t.tensor))
@@ -576,7 +576,7 @@ impl Converter<'_> {
                         layer: c.name.clone(),
                         tensor: t.to_string(),
                     })?;
-                let node = resolve_node(&c.layers[p], t.node);
+                let node = resolve_node(c, &c.layers[p], t.node);
                 node.and_then(|n| tensors.get(&(p, n)))
                     .and_then(|o| o.get(t.tensor))
                     .copied()
@@ -1091,6 +1091,7 @@ mod tests {
             class: "Functional".into(),
             layers: Vec::new(),
             inputs: Vec::new(),
+            keras2_nodes: false,
             outputs: vec![
                 out("re_lu", 0),
                 out("re_lu", 1),
