@@ -21,8 +21,63 @@ pub fn rate(n: &Neuron, x: f32) -> f32 {
         NeuronModel::LifRate { tau_rc, tau_ref } => {
             lif_rate(x, g, a, tau_rc as f32, tau_ref as f32)
         }
-        _ => unreachable!("spiking models have state"),
+        _ => {
+            let (code, p0, p1) = activation_code(&n.model).expect("spiking models have state");
+            activation(code, x, g, a, p0, p1)
+        }
     }
+}
+
+/// Keras's fixed SELU constants.
+const SELU_ALPHA: f32 = 1.673_263_2;
+const SELU_SCALE: f32 = 1.050_701;
+
+/// The activations without a Nengo neuron type as `(code, p0, p1)` for [`activation`];
+/// `None` for the other models.
+pub fn activation_code(model: &NeuronModel) -> Option<(i32, f32, f32)> {
+    Some(match *model {
+        NeuronModel::Elu { alpha } => (0, alpha as f32, 0.0),
+        NeuronModel::Selu => (1, 0.0, 0.0),
+        NeuronModel::Softplus => (2, 0.0, 0.0),
+        NeuronModel::Softsign => (3, 0.0, 0.0),
+        NeuronModel::Swish => (4, 0.0, 0.0),
+        NeuronModel::Gelu { tanh: false } => (5, 0.0, 0.0),
+        NeuronModel::Gelu { tanh: true } => (6, 0.0, 0.0),
+        NeuronModel::HardSigmoid { slope, offset } => (7, slope as f32, offset as f32),
+        NeuronModel::Exponential => (8, 0.0, 0.0),
+        NeuronModel::Relu6 => (9, 0.0, 0.0),
+        NeuronModel::Mish => (10, 0.0, 0.0),
+        _ => return None,
+    })
+}
+
+fn softplus(x: f32) -> f32 {
+    max0(x) + (-x.abs()).exp().ln_1p()
+}
+
+/// `a · f(g·x)` for the activation of [`activation_code`] `code` with parameters `p0`, `p1`
+/// (SPEC.md §4.4 gives each formula). C linkage: generated code calls it per lane.
+pub extern "C" fn activation(code: i32, x: f32, g: f32, a: f32, p0: f32, p1: f32) -> f32 {
+    let x = g * x;
+    let elu = |alpha: f32| if x > 0.0 { x } else { alpha * x.exp_m1() };
+    let y = match code {
+        0 => elu(p0),
+        1 => SELU_SCALE * elu(SELU_ALPHA),
+        2 => softplus(x),
+        3 => x / (1.0 + x.abs()),
+        4 => x / (1.0 + (-x).exp()),
+        5 => 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
+        6 => {
+            let c = (2.0 / std::f32::consts::PI).sqrt();
+            0.5 * x * (1.0 + (c * (x + 0.044_715 * x * x * x)).tanh())
+        }
+        7 => (p0 * x + p1).clamp(0.0, 1.0),
+        8 => x.exp(),
+        9 => max0(x).min(6.0),
+        10 => x * softplus(x).tanh(),
+        _ => f32::NAN,
+    };
+    a * y
 }
 
 /// `max(x, 0)` with `NaN` and `±0` giving `+0` (the select the JIT emits).

@@ -77,7 +77,7 @@ fn bad_files_give_specific_errors() {
         ),
         (
             "unsupported_activation.keras",
-            edit_config(&mlp, |s| s.replacen("\"relu\"", "\"elu\"", 1)),
+            edit_config(&mlp, |s| s.replacen("\"relu\"", "\"log_softmax\"", 1)),
         ),
         (
             "wrong_shape.keras",

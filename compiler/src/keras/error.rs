@@ -53,7 +53,7 @@ pub enum ModelError {
     },
     /// An activation snnc does not convert.
     #[error(
-        "layer `{layer}`: unsupported activation `{activation}`; supported: linear, relu, sigmoid, tanh, leaky_relu, softmax"
+        "layer `{layer}`: unsupported activation `{activation}`; supported: linear, relu, sigmoid, tanh, leaky_relu, softmax, elu, selu, softplus, softsign, swish, silu, gelu, hard_sigmoid, exponential, relu6, mish"
     )]
     UnsupportedActivation {
         /// Layer name.

@@ -14,6 +14,19 @@ pub struct KerasFile {
     pub config: Value,
     /// Where the weights live.
     pub weights: WeightStore,
+    /// The `keras_version` that wrote the file, when it says.
+    pub keras_version: Option<String>,
+}
+
+impl KerasFile {
+    /// Whether Keras 3 wrote the file (by its version; without one, by the `module` keys only
+    /// Keras 3's configs carry). Some activations differ between the generations.
+    pub fn is_keras3(&self) -> bool {
+        match &self.keras_version {
+            Some(v) => v.split('.').next().and_then(|m| m.parse::<u32>().ok()) >= Some(3),
+            None => self.config.get("module").is_some(),
+        }
+    }
 }
 
 const ZIP_MAGIC: &[u8] = b"PK";
@@ -86,6 +99,7 @@ fn open_keras_zip(bytes: Vec<u8>) -> Result<KerasFile, FileError> {
     Ok(KerasFile {
         config,
         weights: WeightStore::Archive(h5, layout),
+        keras_version: version,
     })
 }
 
@@ -99,8 +113,15 @@ fn open_h5(bytes: Vec<u8>) -> Result<KerasFile, FileError> {
         .map_err(|Panicked| FileError::Hdf5Panic { what })?
         .map_err(|_| FileError::NoModelConfig)?;
     let config: Value = serde_json::from_str(&text).map_err(FileError::ModelConfigJson)?;
+    let keras_version = guard(|| {
+        root.attribute("keras_version")
+            .and_then(|a| a.read_string())
+    })
+    .map_err(|Panicked| FileError::Hdf5Panic { what })?
+    .ok();
     Ok(KerasFile {
         config,
         weights: WeightStore::Legacy(h5),
+        keras_version,
     })
 }

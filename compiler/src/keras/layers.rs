@@ -190,9 +190,11 @@ pub fn convert(
     weights: &WeightStore,
     model_name: &str,
     options: &KerasOptions,
+    keras3: bool,
 ) -> Result<Module, ModelError> {
     let mut cv = Converter {
         b: Builder::new(model_name, options.dt),
+        keras3,
         weights,
         loaded: HashMap::new(),
         consts: HashMap::new(),
@@ -227,6 +229,8 @@ fn output_names(top: &Container) -> Vec<String> {
 
 struct Converter<'a> {
     b: Builder,
+    /// Keras 3 wrote the model (its `hard_sigmoid` differs from Keras 2's).
+    keras3: bool,
     weights: &'a WeightStore,
     /// Weights read so far, by layer path key.
     loaded: HashMap<String, Vec<ArrayD<f32>>>,
@@ -439,6 +443,19 @@ impl Converter<'_> {
             "softmax" => {
                 return self.op(cx, Op::Softmax, &[x.into()], "softmax");
             }
+            "elu" => neuron(NeuronModel::Elu { alpha: 1.0 }),
+            "selu" => neuron(NeuronModel::Selu),
+            "softplus" => neuron(NeuronModel::Softplus),
+            "softsign" => neuron(NeuronModel::Softsign),
+            "swish" | "silu" => neuron(NeuronModel::Swish),
+            "gelu" => neuron(NeuronModel::Gelu { tanh: false }),
+            "hard_sigmoid" => neuron(NeuronModel::HardSigmoid {
+                slope: if self.keras3 { 1.0 / 6.0 } else { 0.2 },
+                offset: 0.5,
+            }),
+            "exponential" => neuron(NeuronModel::Exponential),
+            "relu6" => neuron(NeuronModel::Relu6),
+            "mish" => neuron(NeuronModel::Mish),
             _ => {
                 return Err(ModelError::UnsupportedActivation {
                     layer: cx.layer.name.clone(),

@@ -45,5 +45,5 @@ pub fn load_bytes(
         error,
     };
     let graph = graph::parse_model(&file.config).map_err(wrap)?;
-    layers::convert(&graph, &file.weights, model_name, options).map_err(wrap)
+    layers::convert(&graph, &file.weights, model_name, options, file.is_keras3()).map_err(wrap)
 }

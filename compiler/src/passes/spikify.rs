@@ -137,7 +137,7 @@ pub fn spikify_with_warnings(
                 let read = filtered(&mut rw, r[0], &name, synapse).map_err(err)?;
                 rw.set(inst.results[0], read);
             }
-            Op::Neuron(n) if !n.model.is_spiking() => {
+            Op::Neuron(n) if !n.model.is_spiking() && n.model.is_nengo_type() => {
                 // A rate population: NengoDL's gain × s on its input and amplitude ÷ s on its
                 // output (Nengo's Sigmoid and Tanh have no amplitude, so only the gain changes
                 // and so does the output), and the synapse on what reads it.

@@ -103,6 +103,38 @@ pub enum NeuronModel {
         /// Lowest voltage the membrane is clamped to.
         min_voltage: f64,
     },
+    /// `J` for `J > 0`, `alpha·(e^J − 1)` otherwise (Keras's `elu`).
+    Elu {
+        /// Scale of the negative part.
+        alpha: f64,
+    },
+    /// `λ·elu_α(J)` with Keras's fixed `α = 1.67326324…`, `λ = 1.05070098…`.
+    Selu,
+    /// `ln(1 + e^J)`, computed as `max(J, 0) + ln(1 + e^−|J|)`.
+    Softplus,
+    /// `J / (1 + |J|)`.
+    Softsign,
+    /// `J · σ(J)` = `J / (1 + e^−J)` (Keras's `swish` and `silu`).
+    Swish,
+    /// `½·J·(1 + erf(J/√2))`, or with `tanh`: `½·J·(1 + tanh(√(2/π)·(J + 0.044715·J³)))`.
+    Gelu {
+        /// The tanh approximation (Keras's `approximate=True`).
+        tanh: bool,
+    },
+    /// `clip(slope·J + offset, 0, 1)`: Keras 2's `hard_sigmoid` is slope 0.2, offset 0.5;
+    /// Keras 3's is slope 1/6, offset 0.5.
+    HardSigmoid {
+        /// Slope.
+        slope: f64,
+        /// Value at 0.
+        offset: f64,
+    },
+    /// `e^J`.
+    Exponential,
+    /// `min(max(J, 0), 6)`.
+    Relu6,
+    /// `J · tanh(softplus(J))`.
+    Mish,
 }
 
 impl NeuronModel {
@@ -118,7 +150,36 @@ impl NeuronModel {
             NeuronModel::SpikingLeakyRelu { .. } => "spiking_leaky_relu",
             NeuronModel::IfNeuron => "if_neuron",
             NeuronModel::Lif { .. } => "lif",
+            NeuronModel::Elu { .. } => "elu",
+            NeuronModel::Selu => "selu",
+            NeuronModel::Softplus => "softplus",
+            NeuronModel::Softsign => "softsign",
+            NeuronModel::Swish => "swish",
+            NeuronModel::Gelu { .. } => "gelu",
+            NeuronModel::HardSigmoid { .. } => "hard_sigmoid",
+            NeuronModel::Exponential => "exponential",
+            NeuronModel::Relu6 => "relu6",
+            NeuronModel::Mish => "mish",
         }
+    }
+
+    /// Whether the model is one of Nengo's neuron types (ReLU, leaky ReLU, sigmoid, tanh, LIF and
+    /// their spiking twins), which NengoDL's options (firing-rate scales, synapses) act on. The
+    /// other activations NengoDL runs in TensorFlow; snnc runs them as rate ops, untouched by
+    /// those options.
+    pub fn is_nengo_type(&self) -> bool {
+        matches!(
+            self,
+            NeuronModel::Relu
+                | NeuronModel::LeakyRelu { .. }
+                | NeuronModel::Sigmoid
+                | NeuronModel::Tanh
+                | NeuronModel::LifRate { .. }
+                | NeuronModel::SpikingRelu
+                | NeuronModel::SpikingLeakyRelu { .. }
+                | NeuronModel::IfNeuron
+                | NeuronModel::Lif { .. }
+        )
     }
 
     /// Number of state tensors the model carries (operands after the current; results after the output).
@@ -291,6 +352,16 @@ impl Op {
         "sigmoid",
         "tanh",
         "lif_rate",
+        "elu",
+        "selu",
+        "softplus",
+        "softsign",
+        "swish",
+        "gelu",
+        "hard_sigmoid",
+        "exponential",
+        "relu6",
+        "mish",
         "spiking_relu",
         "spiking_leaky_relu",
         "if_neuron",

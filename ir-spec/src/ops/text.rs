@@ -163,6 +163,14 @@ impl Op {
                     | NeuronModel::SpikingLeakyRelu { negative_slope } => {
                         a.push(("negative_slope", num(*negative_slope)))
                     }
+                    NeuronModel::Elu { alpha } if *alpha != 1.0 => a.push(("alpha", num(*alpha))),
+                    NeuronModel::Gelu { tanh: true } => {
+                        a.push(("approximate", AttrValue::Word("tanh".into())))
+                    }
+                    NeuronModel::HardSigmoid { slope, offset } => {
+                        a.push(("slope", num(*slope)));
+                        a.push(("offset", num(*offset)));
+                    }
                     NeuronModel::LifRate { tau_rc, tau_ref } => {
                         if *tau_rc != LIF_TAU_RC {
                             a.push(("tau_rc", num(*tau_rc)));
@@ -312,6 +320,31 @@ impl Op {
                 let negative_slope = a.req_f64("negative_slope")?;
                 neuron(NeuronModel::SpikingLeakyRelu { negative_slope }, &mut a)?
             }
+            "elu" => {
+                let alpha = a.opt_f64("alpha")?.unwrap_or(1.0);
+                neuron(NeuronModel::Elu { alpha }, &mut a)?
+            }
+            "selu" => neuron(NeuronModel::Selu, &mut a)?,
+            "softplus" => neuron(NeuronModel::Softplus, &mut a)?,
+            "softsign" => neuron(NeuronModel::Softsign, &mut a)?,
+            "swish" => neuron(NeuronModel::Swish, &mut a)?,
+            "gelu" => {
+                let tanh = match a.take("approximate") {
+                    None => false,
+                    Some(AttrValue::Word(w)) if w == "tanh" => true,
+                    Some(AttrValue::Word(w)) if w == "erf" => false,
+                    Some(v) => return Err(bad("approximate", "`tanh` or `erf`", &v)),
+                };
+                neuron(NeuronModel::Gelu { tanh }, &mut a)?
+            }
+            "hard_sigmoid" => {
+                let slope = a.req_f64("slope")?;
+                let offset = a.req_f64("offset")?;
+                neuron(NeuronModel::HardSigmoid { slope, offset }, &mut a)?
+            }
+            "exponential" => neuron(NeuronModel::Exponential, &mut a)?,
+            "relu6" => neuron(NeuronModel::Relu6, &mut a)?,
+            "mish" => neuron(NeuronModel::Mish, &mut a)?,
             "lif_rate" => {
                 let tau_rc = a.opt_f64("tau_rc")?.unwrap_or(LIF_TAU_RC);
                 let tau_ref = a.opt_f64("tau_ref")?.unwrap_or(LIF_TAU_REF);

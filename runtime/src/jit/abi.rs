@@ -10,6 +10,7 @@ pub(super) struct Hosts {
     pub(super) tanh: FuncRef,
     pub(super) lif_rate: FuncRef,
     pub(super) lif: FuncRef,
+    pub(super) activation: FuncRef,
     pub(super) job: FuncRef,
 }
 

@@ -22,6 +22,21 @@ pub(super) fn neuron_lanes(
 ) -> (Value, Option<Value>) {
     let (g, a) = (n.gain as f32, n.amplitude as f32);
     // Transcendental models call their function in `semantics` for each lane.
+    if let Some((code, p0, p1)) = snnc_ir::semantics::activation_code(&n.model) {
+        let call = |b: &mut FunctionBuilder, x: Value| {
+            let args = [
+                b.ins().iconst(types::I32, code as i64),
+                x,
+                b.ins().f32const(g),
+                b.ins().f32const(a),
+                b.ins().f32const(p0),
+                b.ins().f32const(p1),
+            ];
+            let c = b.ins().call(hosts.activation, &args);
+            b.inst_results(c)[0]
+        };
+        return (per_lane(b, ty, j, call), None);
+    }
     let host = match n.model {
         NeuronModel::Sigmoid => Some((hosts.sigmoid, vec![])),
         NeuronModel::Tanh => Some((hosts.tanh, vec![])),
@@ -136,6 +151,28 @@ pub(super) fn alpha_lanes(
     let y1 = affine(b, (c.yz, c.yy, c.yu));
     let z1 = affine(b, (c.zz, c.zy, c.zu));
     (y1, z1)
+}
+
+/// `f` applied to every lane of `x` (a host call per lane).
+fn per_lane(
+    b: &mut FunctionBuilder,
+    ty: Type,
+    x: Value,
+    f: impl Fn(&mut FunctionBuilder, Value) -> Value,
+) -> Value {
+    if !ty.is_vector() {
+        return f(b, x);
+    }
+    let mut out = None;
+    for l in 0..ty.lane_count() as u8 {
+        let xl = b.ins().extractlane(x, l);
+        let y = f(b, xl);
+        out = Some(match out {
+            None => b.ins().scalar_to_vector(ty, y),
+            Some(v) => b.ins().insertlane(v, y, l),
+        });
+    }
+    out.expect("at least one lane")
 }
 
 /// Nengo's LIF on lanes of type `ty`: each lane calls [`snnc_ir::semantics::lif_step_c`], which

@@ -126,6 +126,10 @@ impl JitEngine {
         jb.symbol("snnc_tanh", snnc_ir::semantics::tanh as *const u8);
         jb.symbol("snnc_lif_rate", snnc_ir::semantics::lif_rate as *const u8);
         jb.symbol("snnc_lif", snnc_ir::semantics::lif_step_c as *const u8);
+        jb.symbol(
+            "snnc_activation",
+            snnc_ir::semantics::activation as *const u8,
+        );
         let mut code = JITModule::new(jb);
         let mut ctx = code.make_context();
         let mut fctx = FunctionBuilderContext::new();
@@ -152,6 +156,11 @@ impl JitEngine {
             tanh: import("snnc_tanh", &[f32_; 3], true)?,
             lif_rate: import("snnc_lif_rate", &[f32_; 5], true)?,
             lif: import("snnc_lif", &[i64_, f32_, f32_, f32_, i64_], false)?,
+            activation: import(
+                "snnc_activation",
+                &[types::I32, f32_, f32_, f32_, f32_, f32_],
+                true,
+            )?,
             job: import("snnc_jit_host", &[i64_, i64_], false)?,
         };
         let m: Module = (**module).clone();
