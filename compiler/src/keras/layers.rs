@@ -145,6 +145,7 @@ const LAYERS: &[(&str, ConvertLayer)] = &[
         me.activation(cx, x, cx.cfg().get("activation"))
     }),
     ("ReLU", unary!(relu)),
+    ("ELU", unary!(elu_layer)),
     ("LeakyReLU", unary!(leaky_relu)),
     ("Softmax", unary!(softmax)),
     ("BatchNormalization", unary!(batch_norm)),
@@ -615,6 +616,11 @@ impl Converter<'_> {
                 supported: supported_layers().join(", "),
             }),
         }
+    }
+
+    fn elu_layer(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
+        let alpha = cx.f64_or("alpha", 1.0)?;
+        self.op(cx, neuron(NeuronModel::Elu { alpha }), &[x.into()], "elu")
     }
 
     fn leaky_relu(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
