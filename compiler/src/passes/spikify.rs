@@ -60,17 +60,7 @@ pub fn spikify_with_warnings(
                 if opts.spiking
                     && matches!(n.model, NeuronModel::Relu | NeuronModel::LeakyRelu { .. }) =>
             {
-                let name = rw.old_value(inst.results[0]).name.clone();
-                if inst.groups() > 1 {
-                    return Err(PassError::MergedBeforeSpikify {
-                        name,
-                        groups: inst.groups(),
-                    });
-                }
-                let s = opts.scale_for(&name);
-                if !(s > 0.0 && s.is_finite()) {
-                    return Err(PassError::BadScale { name, scale: s });
-                }
+                let (name, s) = population_scale(&rw, inst, opts)?;
                 let model = match n.model {
                     NeuronModel::LeakyRelu { negative_slope } => {
                         NeuronModel::SpikingLeakyRelu { negative_slope }
@@ -141,17 +131,7 @@ pub fn spikify_with_warnings(
                 // A rate population: NengoDL's gain × s on its input and amplitude ÷ s on its
                 // output (Nengo's Sigmoid and Tanh have no amplitude, so only the gain changes
                 // and so does the output), and the synapse on what reads it.
-                let name = rw.old_value(inst.results[0]).name.clone();
-                if inst.groups() > 1 {
-                    return Err(PassError::MergedBeforeSpikify {
-                        name,
-                        groups: inst.groups(),
-                    });
-                }
-                let s = opts.scale_for(&name);
-                if !(s > 0.0 && s.is_finite()) {
-                    return Err(PassError::BadScale { name, scale: s });
-                }
+                let (name, s) = population_scale(&rw, inst, opts)?;
                 let has_amplitude = !matches!(n.model, NeuronModel::Sigmoid | NeuronModel::Tanh);
                 if !has_amplitude && s != 1.0 {
                     warnings.push(format!(
@@ -206,6 +186,27 @@ pub fn spikify_with_warnings(
         }
     }
     Ok((rw.finish(), warnings))
+}
+
+/// The name of the population `inst` computes and its firing-rate scale, checked: one group
+/// (merged instructions convert after spikify) and a positive finite scale.
+fn population_scale(
+    rw: &Rewriter,
+    inst: &snnc_ir::Inst,
+    opts: &SpikeOptions,
+) -> Result<(String, f64), PassError> {
+    let name = rw.old_value(inst.results[0]).name.clone();
+    if inst.groups() > 1 {
+        return Err(PassError::MergedBeforeSpikify {
+            name,
+            groups: inst.groups(),
+        });
+    }
+    let s = opts.scale_for(&name);
+    if !(s > 0.0 && s.is_finite()) {
+        return Err(PassError::BadScale { name, scale: s });
+    }
+    Ok((name, s))
 }
 
 /// What readers of a spike train read: the state of a lowpass on it, or the spikes themselves.

@@ -54,19 +54,7 @@ pub(super) fn neuron_lanes(
             let c = b.ins().call(f, &args);
             b.inst_results(c)[0]
         };
-        if !ty.is_vector() {
-            return (call(b, j), None);
-        }
-        let mut out = None;
-        for l in 0..ty.lane_count() as u8 {
-            let x = b.ins().extractlane(j, l);
-            let y = call(b, x);
-            out = Some(match out {
-                None => b.ins().scalar_to_vector(ty, y),
-                Some(v) => b.ins().insertlane(v, y, l),
-            });
-        }
-        return (out.expect("at least one lane"), None);
+        return (per_lane(b, ty, j, call), None);
     }
     let gv = fconst(b, ty, g);
     let x = b.ins().fmul(gv, j);
