@@ -154,6 +154,7 @@ const LAYERS: &[(&str, ConvertLayer)] = &[
     ("Permute", unary!(permute)),
     ("Concatenate", |me, cx, ins| me.concatenate(cx, ins)),
     ("Add", |me, cx, ins| me.sum(cx, ins, false)),
+    ("Subtract", |me, cx, ins| me.subtract(cx, ins)),
     ("Average", |me, cx, ins| me.sum(cx, ins, true)),
     ("ZeroPadding1D", windowed!(zero_pad)),
     ("ZeroPadding2D", windowed!(zero_pad)),
@@ -651,12 +652,27 @@ impl Converter<'_> {
                 })
             })
             .unwrap_or(-1);
-        if axis != -1 && axis != r {
+        // Keras counts the batch axis: axis k > 0 is per-sample axis k − 1.
+        let a = if axis < 0 { r + axis } else { axis - 1 };
+        if axis == 0 || a < 0 || a >= r {
             return Err(cx.unsupported(format!(
-                "softmax over axis {axis}; only the last axis is supported"
+                "softmax over axis {axis} (the batch axis or out of range)"
             )));
         }
-        self.op(cx, Op::Softmax, &[x.into()], "softmax")
+        let a = a as usize;
+        let r = r as usize;
+        if a + 1 == r {
+            return self.op(cx, Op::Softmax, &[x.into()], "softmax");
+        }
+        // Over another axis: move it last, take the softmax there, move it back (exact).
+        let perm: Vec<usize> = (0..r).filter(|&k| k != a).chain([a]).collect();
+        let mut back = vec![0; r];
+        for (k, &p) in perm.iter().enumerate() {
+            back[p] = k;
+        }
+        let t = self.op(cx, Op::Transpose { perm }, &[x.into()], "softmax_in")?;
+        let y = self.op(cx, Op::Softmax, &[t.into()], "softmax_last")?;
+        self.op(cx, Op::Transpose { perm: back }, &[y.into()], "softmax")
     }
 
     fn flatten(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
@@ -710,6 +726,16 @@ impl Converter<'_> {
         }
         let k = self.scalar(&format!("{}.inv_n", cx.prefix), 1.0 / ins.len() as f32);
         self.op(cx, Op::Scale, &[s.into(), k.into()], "mean")
+    }
+
+    /// `Subtract`: `a − b` as `a + (−1)·b` (both exact, so the same number).
+    fn subtract(&mut self, cx: &Ctx, ins: &[ValueId]) -> Result<ValueId, ModelError> {
+        let [a, b] = ins else {
+            return Err(cx.shape_err(format!("`Subtract` takes two inputs, got {}", ins.len())));
+        };
+        let minus_one = self.scalar(&format!("{}.minus_one", cx.prefix), -1.0);
+        let nb = self.op(cx, Op::Scale, &[(*b).into(), minus_one.into()], "negated")?;
+        self.op(cx, Op::Add, &[(*a).into(), nb.into()], "difference")
     }
 
     fn dense(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
