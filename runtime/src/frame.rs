@@ -15,18 +15,14 @@ use std::ops::Range;
 
 /// The memory of one simulation of a verified module on a minibatch.
 pub struct Frame {
-    module: Module,
+    module: Verified,
     batch: usize,
     plan: MemoryPlan,
-    consts_f32: Vec<Vec<f32>>,
-    consts_i32: Vec<Vec<i32>>,
     /// Every value and state, placed by `plan` (spans scaled by the batch size).
     arena: Vec<f32>,
     /// Outputs that read a state or a constant, copied at the end of each step (outputs of values
     /// are read from the value buffers, which hold until the next step).
     outputs: Vec<Vec<f32>>,
-    /// Per instruction: its results depend only on inputs and constants.
-    invariant: Vec<bool>,
     /// The invariant instructions' results match the inputs in the input buffers.
     invariant_valid: bool,
 }
@@ -48,25 +44,10 @@ impl Frame {
         if !module.is_runnable() {
             return Err(SimError::MissingConstantData);
         }
-        let m: Module = (**module).clone();
-        let mut consts_f32 = Vec::new();
-        let mut consts_i32 = Vec::new();
-        for c in &m.constants {
-            match &c.data {
-                ConstData::F32(v) => {
-                    consts_f32.push(v.clone());
-                    consts_i32.push(Vec::new());
-                }
-                ConstData::I32(v) => {
-                    consts_f32.push(Vec::new());
-                    consts_i32.push(v.clone());
-                }
-                ConstData::External { .. } => return Err(SimError::MissingConstantData),
-            }
-        }
+        let m: &Module = module;
         let batched = |n: usize| n.checked_mul(batch).ok_or(SimError::TooLarge);
         let plan = MemoryPlan::new(module);
-        check_plan(&m, &plan)?;
+        check_plan(m, &plan)?;
         let arena = zeros(batched(plan.size)?)?;
         let outputs = m
             .outputs
@@ -80,16 +61,12 @@ impl Frame {
                 )?),
             })
             .collect::<Result<_, _>>()?;
-        let invariant = module.info().invariant.clone();
         let mut frame = Frame {
-            module: m,
+            module: module.clone(),
             batch,
             plan,
-            consts_f32,
-            consts_i32,
             arena,
             outputs,
-            invariant,
             invariant_valid: false,
         };
         frame.reset(0);
@@ -108,7 +85,7 @@ impl Frame {
 
     /// Whether instruction `i` depends only on inputs and constants.
     pub fn is_invariant(&self, i: usize) -> bool {
-        self.invariant[i]
+        self.module.info().invariant[i]
     }
 
     /// Where a value or state lives in the arena, for the whole batch; `None` for constants.
@@ -133,7 +110,7 @@ impl Frame {
     /// The whole batch of a value or state, or a constant's one copy.
     pub fn whole(&self, o: Operand) -> &[f32] {
         match (o, self.span(o)) {
-            (Operand::Const(c), _) => &self.consts_f32[c.index()],
+            (Operand::Const(c), _) => self.constant(c),
             (_, Some(r)) => &self.arena[r],
             (_, None) => unreachable!("values and states have spans"),
         }
@@ -142,14 +119,17 @@ impl Frame {
     /// The data of an `i32` constant (empty for anything else).
     pub fn index_table(&self, o: Operand) -> &[i32] {
         match o {
-            Operand::Const(c) => &self.consts_i32[c.index()],
+            Operand::Const(c) => match &self.module.constant(c).data {
+                ConstData::I32(v) => v,
+                _ => &[],
+            },
             _ => &[],
         }
     }
 
     /// The data of an `f32` constant.
     pub fn constant(&self, c: snnc_ir::ConstId) -> &[f32] {
-        &self.consts_f32[c.index()]
+        f32_data(&self.module, c)
     }
 
     /// Address of the buffer behind an operand (values and states hold the whole batch).
@@ -182,7 +162,7 @@ impl Frame {
                     rest.chunks_mut(n.max(1))
                         .for_each(|c| c.copy_from_slice(&first[..c.len()]));
                 }
-                StateInit::Const(c) => replicate(&self.consts_f32[c.index()], buf),
+                StateInit::Const(c) => replicate(f32_data(&self.module, *c), buf),
             }
         }
     }
@@ -221,7 +201,7 @@ impl Frame {
                     let r = self.span(o).expect("a state");
                     self.outputs[k].copy_from_slice(&self.arena[r]);
                 }
-                Operand::Const(c) => replicate(&self.consts_f32[c.index()], &mut self.outputs[k]),
+                Operand::Const(c) => replicate(f32_data(&self.module, c), &mut self.outputs[k]),
                 Operand::Value(_) => {}
             }
         }
@@ -247,7 +227,7 @@ impl Frame {
                     let v = staged.next().expect("staged above");
                     self.arena[dst].copy_from_slice(&v);
                 }
-                Operand::Const(c) => replicate(&self.consts_f32[c.index()], &mut self.arena[dst]),
+                Operand::Const(c) => replicate(f32_data(&self.module, c), &mut self.arena[dst]),
             }
         }
     }
@@ -296,6 +276,15 @@ fn check_plan(m: &Module, plan: &MemoryPlan) -> Result<(), SimError> {
         }
     }
     Ok(())
+}
+
+/// The data of `f32` constant `c`, read in place from the module (`Frame::new` checked that
+/// every constant holds its data).
+fn f32_data(m: &Module, c: snnc_ir::ConstId) -> &[f32] {
+    match &m.constant(c).data {
+        ConstData::F32(v) => v,
+        _ => &[],
+    }
 }
 
 /// Fill a batch buffer with copies of one sample.

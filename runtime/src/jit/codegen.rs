@@ -324,6 +324,28 @@ pub(super) fn emit_elementwise_group(
     }
 }
 
+/// Emit `for s in 0..batch { for r in 0..rows { body(in0, out0, r, lo, hi) } }` over a
+/// row-compressed table: `in0`/`out0` are sample `s`'s first input and output elements
+/// (`s · x_stride`, `s · n_out`), `lo..hi` row `r`'s entries `starts[r]..starts[r + 1]`.
+fn emit_rows(
+    b: &mut FunctionBuilder,
+    batch: usize,
+    (x_stride, n_out): (usize, usize),
+    (rows, starts): (usize, *const i32),
+    mut body: impl FnMut(&mut FunctionBuilder, Value, Value, Value, Value, Value),
+) {
+    emit_loop(b, batch, |b, s| {
+        let in0 = b.ins().imul_imm_s(s, x_stride as i64);
+        let out0 = b.ins().imul_imm_s(s, n_out as i64);
+        emit_loop(b, rows, |b, r| {
+            let lo = load_index(b, starts, r);
+            let r1 = b.ins().iadd_imm_s(r, 1);
+            let hi = load_index(b, starts, r1);
+            body(b, in0, out0, r, lo, hi);
+        });
+    });
+}
+
 /// Emit instruction `i` (not part of a fused group) when the JIT computes it in generated code;
 /// false leaves it to a host job.
 pub(super) fn emit_inst(b: &mut FunctionBuilder, cx: &Cx, tables: &mut Tables, i: usize) -> bool {
@@ -370,13 +392,12 @@ pub(super) fn emit_inst(b: &mut FunctionBuilder, cx: &Cx, tables: &mut Tables, i
             let (starts_p, cols_p, ws_p) = (starts.as_ptr(), cols.as_ptr(), ws.as_ptr());
             tables.index.extend([starts, cols]);
             tables.weight.push(ws);
-            emit_loop(b, batch, |b, s| {
-                let in0 = b.ins().imul_imm_s(s, x_stride as i64);
-                let out0 = b.ins().imul_imm_s(s, n_out as i64);
-                emit_loop(b, n_out, |b, r| {
-                    let lo = load_index(b, starts_p, r);
-                    let r1 = b.ins().iadd_imm_s(r, 1);
-                    let hi = load_index(b, starts_p, r1);
+            emit_rows(
+                b,
+                batch,
+                (x_stride, n_out),
+                (n_out, starts_p),
+                |b, in0, out0, r, lo, hi| {
                     let zero = b.ins().f32const(0.0);
                     let acc = emit_fold(b, lo, hi, zero, |b, e, acc| {
                         let c = load_index(b, cols_p, e);
@@ -388,8 +409,8 @@ pub(super) fn emit_inst(b: &mut FunctionBuilder, cx: &Cx, tables: &mut Tables, i
                     });
                     let di = b.ins().iadd(out0, r);
                     store(b, y, di, acc);
-                });
-            });
+                },
+            );
             true
         }
         Op::AvgPool(_) | Op::MaxPool(_) | Op::GlobalAvgPool | Op::GlobalMaxPool => {
@@ -430,13 +451,12 @@ pub(super) fn emit_inst(b: &mut FunctionBuilder, cx: &Cx, tables: &mut Tables, i
             let (x, y) = (it.operand_ptr(inst.args[0]), out(0));
             let (starts_p, cols_p) = (starts.as_ptr(), cols.as_ptr());
             tables.index.extend([starts, cols]);
-            emit_loop(b, batch, |b, s| {
-                let in0 = b.ins().imul_imm_s(s, x_stride as i64);
-                let out0 = b.ins().imul_imm_s(s, n_out as i64);
-                emit_loop(b, n_pos, |b, o| {
-                    let lo = load_index(b, starts_p, o);
-                    let o1 = b.ins().iadd_imm_s(o, 1);
-                    let hi = load_index(b, starts_p, o1);
+            emit_rows(
+                b,
+                batch,
+                (x_stride, n_out),
+                (n_pos, starts_p),
+                |b, in0, out0, o, lo, hi| {
                     let row = b.ins().imul_imm_s(o, c as i64);
                     let row = b.ins().iadd(out0, row);
                     emit_map(b, c, |b, ty, ch| {
@@ -469,8 +489,8 @@ pub(super) fn emit_inst(b: &mut FunctionBuilder, cx: &Cx, tables: &mut Tables, i
                         let at = b.ins().iadd(row, ch);
                         store(b, y, at, acc);
                     });
-                });
-            });
+                },
+            );
             true
         }
         _ => false,

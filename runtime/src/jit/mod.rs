@@ -163,7 +163,7 @@ impl JitEngine {
             )?,
             job: import("snnc_jit_host", &[i64_, i64_], false)?,
         };
-        let m: Module = (**module).clone();
+        let m: &Module = module;
         let mut emitted = (0, 0);
         let mut fused = 0;
         let mut tables = Tables::default();
@@ -175,10 +175,10 @@ impl JitEngine {
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
             let held = b.block_params(entry)[0];
-            let groups = fusion::elementwise_groups(&m, &frame, module.info());
+            let groups = fusion::elementwise_groups(m, &frame, module.info());
             let stored = fusion::stored_values(module.info(), &groups);
             let cx = codegen::Cx {
-                m: &m,
+                m,
                 f: &frame,
                 hosts: &hosts,
             };
@@ -208,7 +208,7 @@ impl JitEngine {
                 } else if codegen::emit_inst(&mut b, &cx, &mut tables, i) {
                     emitted.0 += 1;
                     i + 1
-                } else if let Some(job) = Job::new(&m, &frame, inst, &mut scratch)? {
+                } else if let Some(job) = Job::new(m, &frame, inst, &mut scratch)? {
                     let job = Box::new(job);
                     let p = b.ins().iconst(types::I64, &*job as *const Job as i64);
                     let n = b.ins().iconst(types::I64, batch as i64);
