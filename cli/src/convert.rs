@@ -2,9 +2,9 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use snnc_compiler::calibrate::NormalizeRule;
-use snnc_compiler::passes::{ConvertOptions, InitialVoltage, MaxPoolMode, PassHooks, SpikeOptions};
-use snnc_ir::{Module, SourceMap};
+use snnc_compiler::driver::{CompileHooks, Flags, Normalize, NormalizeRuleFlag, Swap, compile};
+use snnc_compiler::passes::{InitialVoltage, MaxPoolMode};
+use snnc_ir::{Module, Verified};
 use std::path::Path;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -91,183 +91,111 @@ pub enum NormalizeRuleArg {
 }
 
 impl ConvertArgs {
-    /// True when any conversion flag was given.
-    fn any(&self) -> bool {
-        self.passes.is_some()
-            || !self.print_after.is_empty()
-            || self.print_after_all
-            || self.time_passes
-            || self.no_verify_each
-            || self.normalize_rates.is_some()
-            || self.spiking
-            || !self.scale.is_empty()
-            || self.synapse.is_some()
-            || self.initial_voltage.is_some()
-            || self.swap.is_some()
-            || self.max_pool.is_some()
-            || self.dt.is_some()
-    }
-
-    /// The pipeline options these flags ask for.
-    pub fn options(&self) -> Result<ConvertOptions> {
-        let max_pool = match self.max_pool.unwrap_or(MaxPoolArg::Neural) {
-            MaxPoolArg::Neural => MaxPoolMode::Neural,
-            MaxPoolArg::Avg => MaxPoolMode::Avg,
-            MaxPoolArg::Keep => MaxPoolMode::Keep,
-        };
-        if !self.spiking {
-            if self.initial_voltage.is_some() || self.swap.is_some() {
-                bail!("--initial-voltage and --swap need --spiking");
-            }
-            if self.scale.is_empty() && self.synapse.is_none() {
-                return Ok(ConvertOptions {
-                    max_pool,
-                    spiking: None,
-                });
-            }
-        }
-        // Without --spiking, NengoDL's scales and synapses on the rate network (no synapse
-        // unless asked for: NengoDL's default is none).
-        let mut s = SpikeOptions {
-            max_pool,
+    /// The driver's flags these arguments ask for (numbers parsed; ranges are checked by the
+    /// driver).
+    pub fn flags(&self) -> Result<Flags> {
+        let mut f = Flags {
             spiking: self.spiking,
-            synapse: if self.spiking {
-                SpikeOptions::default().synapse
-            } else {
-                None
-            },
-            ..SpikeOptions::default()
+            max_pool: self.max_pool.map(|m| match m {
+                MaxPoolArg::Neural => MaxPoolMode::Neural,
+                MaxPoolArg::Avg => MaxPoolMode::Avg,
+                MaxPoolArg::Keep => MaxPoolMode::Keep,
+            }),
+            dt: self.dt,
+            passes: self.passes.clone(),
+            verify_last_only: self.no_verify_each,
+            ..Flags::default()
         };
-        match self.swap.as_deref() {
-            None | Some("relu=spiking_relu") => {}
-            Some("relu=lif") => s.relu_to_lif = true,
+        f.swap = match self.swap.as_deref() {
+            None => None,
+            Some("relu=spiking_relu") => Some(Swap::SpikingRelu),
+            Some("relu=lif") => Some(Swap::Lif),
             Some(other) => bail!("--swap {other}: supported are relu=spiking_relu and relu=lif"),
-        }
+        };
         for spec in &self.scale {
             let parse = |v: &str| -> Result<f64> {
-                let x: f64 = v.parse().with_context(|| {
-                    format!("--scale-firing-rates {spec}: `{v}` is not a number")
-                })?;
-                if !(x > 0.0 && x.is_finite()) {
-                    bail!("--scale-firing-rates {spec}: the scale must be positive");
-                }
-                Ok(x)
+                v.parse()
+                    .with_context(|| format!("--scale-firing-rates {spec}: `{v}` is not a number"))
             };
             match spec.split_once('=') {
-                Some((layer, v)) => s.layer_scales.push((layer.to_string(), parse(v)?)),
-                None => s.scale = parse(spec)?,
+                Some((layer, v)) => f.layer_scales.push((layer.to_string(), parse(v)?)),
+                None => f.scale = Some(parse(spec)?),
             }
         }
-        if let Some(t) = &self.synapse {
-            s.synapse = match t.as_str() {
-                "none" | "None" => None,
-                v => {
-                    let tau: f64 = v
-                        .parse()
-                        .with_context(|| format!("--synapse: `{v}` is not a time constant"))?;
-                    if !(tau >= 0.0 && tau.is_finite()) {
-                        bail!("--synapse must be a non-negative time constant in seconds");
-                    }
-                    Some(tau)
-                }
-            };
+        f.synapse = match self.synapse.as_deref() {
+            None => None,
+            Some("none" | "None") => Some(None),
+            Some(v) => {
+                Some(Some(v.parse().with_context(|| {
+                    format!("--synapse: `{v}` is not a time constant")
+                })?))
+            }
+        };
+        f.initial_voltage = match self.initial_voltage.as_deref() {
+            None => None,
+            Some("uniform") => Some(InitialVoltage::Uniform),
+            Some(x) => Some(InitialVoltage::Fixed(x.parse().with_context(|| {
+                format!("--initial-voltage: `{x}` is neither `uniform` nor a number")
+            })?)),
+        };
+        if let Some(path) = &self.normalize_rates {
+            f.normalize = Some(Normalize {
+                samples: 0,
+                percentile: self.percentile,
+                rule: match self.normalize_rule {
+                    NormalizeRuleArg::Budget => NormalizeRuleFlag::Budget {
+                        error_fraction: self.error_fraction,
+                    },
+                    NormalizeRuleArg::Percentile => NormalizeRuleFlag::Percentile {
+                        max_rate: self.max_rate,
+                    },
+                },
+            });
+            if !self.spiking {
+                bail!("--normalize-rates {} needs --spiking", path.display());
+            }
         }
-        if let Some(v) = &self.initial_voltage {
-            s.initial_voltage = match v.as_str() {
-                "uniform" => InitialVoltage::Uniform,
-                x => InitialVoltage::Fixed(x.parse().with_context(|| {
-                    format!("--initial-voltage: `{x}` is neither `uniform` nor a number")
-                })?),
-            };
-        }
-        Ok(ConvertOptions {
-            max_pool,
-            spiking: Some(s),
-        })
+        Ok(f)
     }
 }
 
-/// Load a model and run the conversion pipeline: always for Keras models, and for IR modules
-/// when any conversion flag is given.
-pub fn load_converted(path: &Path, args: &ConvertArgs) -> Result<(Module, Option<SourceMap>)> {
-    if let Some(dt) = args.dt
-        && !(dt > 0.0 && dt.is_finite())
-    {
-        bail!("--dt must be a positive number of seconds");
+/// Load a model and convert it (always for Keras models, and for IR modules when any
+/// conversion flag is given), then verify: the error lists every problem with its line.
+pub fn load_verified(path: &Path, args: &ConvertArgs) -> Result<Verified> {
+    let mut flags = args.flags()?;
+    if !flags.spiking && (args.initial_voltage.is_some() || args.swap.is_some()) {
+        bail!("--initial-voltage and --swap need --spiking");
     }
-    let is_keras = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "keras" | "h5" | "hdf5"));
-    let (mut m, map) = crate::load::load_module(path)?;
-    if !is_keras && !args.any() {
-        return Ok((m, map));
+    let data = match &args.normalize_rates {
+        Some(p) => Some(crate::npy::read_f32(p)?),
+        None => None,
+    };
+    if let (Some(n), Some(d)) = (flags.normalize.as_mut(), &data) {
+        n.samples = d.shape().first().copied().unwrap_or(0);
     }
-    if let Some(dt) = args.dt {
-        m.dt = dt;
-    }
-    let mut opts = args.options()?;
-    // A module that does not verify is reported by the caller with its lines.
-    if !snnc_ir::check(&m, snnc_ir::Target::Any).is_empty() {
-        return Ok((m, map));
-    }
-    if let Some(data_path) = &args.normalize_rates {
-        let Some(spiking) = opts.spiking.as_mut() else {
-            bail!("--normalize-rates needs --spiking");
-        };
-        let data = crate::npy::read_f32(data_path)?;
-        // Calibrate the network's own layers: max pooling stays the exact op here.
-        let rate = snnc_compiler::passes::convert(
-            m.clone(),
-            &ConvertOptions {
-                max_pool: MaxPoolMode::Keep,
-                spiking: None,
-            },
-        )
-        .with_context(|| format!("converting {}", path.display()))?;
-        let tau = spiking.synapse.unwrap_or(0.03);
-        let rule = match args.normalize_rule {
-            NormalizeRuleArg::Budget => NormalizeRule::Budget {
-                error_fraction: args.error_fraction,
-                tau,
-            },
-            NormalizeRuleArg::Percentile => NormalizeRule::Percentile {
-                max_rate: args.max_rate,
-            },
-        };
-        let chosen = crate::normalize::gains(&rate, &data, rule, args.percentile)
-            .with_context(|| format!("--normalize-rates {}", data_path.display()))?;
-        for (layer, g) in chosen {
-            if !spiking.layer_scales.iter().any(|(l, _)| *l == layer) {
-                spiking.layer_scales.push((layer, g));
-            }
-        }
-    }
-    let default: Vec<String> = snnc_compiler::passes::DEFAULT_PIPELINE
-        .iter()
-        .map(|p| p.to_string())
-        .collect();
-    let names = args.passes.clone().unwrap_or(default);
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut simulate = |m: &Module| match &data {
+        Some(d) => snnc_runtime::dataset::run_once(m, d.view()),
+        None => Err("no calibration data".to_string()),
+    };
     let mut print = |pass: &str, m: &Module| eprint!("; after pass {pass}\n{m}\n");
-    let mut hooks = PassHooks {
+    let hooks = CompileHooks {
         print_after: if args.print_after_all {
             vec!["all".into()]
         } else {
             args.print_after.clone()
         },
         printer: Some(&mut print),
-        timings: Vec::new(),
-        warnings: Vec::new(),
-        verify_last_only: args.no_verify_each,
+        simulate: Some(&mut simulate),
     };
-    let m = snnc_compiler::passes::run_pipeline(m, &names, &opts, &mut hooks)
-        .with_context(|| format!("converting {}", path.display()))?;
-    for w in &hooks.warnings {
+    let (m, report) = compile(path, &flags, hooks)?;
+    if let Some(c) = &report.calibration {
+        eprintln!("normalize-rates: {c}");
+    }
+    for w in &report.warnings {
         eprintln!("warning: {w}");
     }
     if args.time_passes {
-        for t in &hooks.timings {
+        for t in &report.timings {
             eprintln!(
                 "pass {:<14} {:>9.3} ms  {} → {} instructions{}",
                 t.pass,
@@ -280,17 +208,5 @@ pub fn load_converted(path: &Path, args: &ConvertArgs) -> Result<(Module, Option
             );
         }
     }
-    Ok((m, None))
-}
-
-/// [`load_converted`], then verify: the error lists every problem with its line.
-pub fn load_verified(path: &Path, args: &ConvertArgs) -> Result<snnc_ir::Verified> {
-    let (m, map) = load_converted(path, args)?;
-    snnc_ir::verify(m, snnc_ir::Target::Any).map_err(|e| {
-        anyhow::anyhow!(
-            "{} does not verify:\n{}",
-            path.display(),
-            e.render(map.as_ref()).trim_end()
-        )
-    })
+    Ok(m)
 }

@@ -3,7 +3,6 @@
 mod bench;
 mod convert;
 mod load;
-mod normalize;
 mod npy;
 mod run;
 
@@ -96,6 +95,14 @@ enum Command {
     Run(run::RunArgs),
     /// Time setup (JIT compilation) and steps on each backend, side by side.
     Bench(bench::BenchArgs),
+    /// Join the `--output` files of runs on consecutive `--samples` ranges, in the order given.
+    Merge {
+        /// The parts, first samples first.
+        parts: Vec<PathBuf>,
+        /// The merged file (.npz, or .npy for a single array).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
 }
 
 /// Exit status for a difference found (`diff`) or a module that does not verify (`verify`).
@@ -222,5 +229,14 @@ fn dispatch(cmd: Command) -> Result<u8> {
         }
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Merge { parts, output } => {
+            let n = npy::merge(&parts, &output)?;
+            println!(
+                "wrote {} ({n} samples from {} files)",
+                output.display(),
+                parts.len()
+            );
+            Ok(0)
+        }
     }
 }

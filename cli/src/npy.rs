@@ -1,8 +1,8 @@
 //! Reading inputs and labels from .npy files of any common numeric dtype, writing results.
 
 use anyhow::{Context, Result, bail};
-use ndarray::{ArrayD, IxDyn};
-use ndarray_npy::{NpzWriter, ReadNpyExt, WriteNpyExt};
+use ndarray::ArrayD;
+use ndarray_npy::{NpzReader, NpzWriter, ReadNpyExt, WriteNpyExt};
 use std::io::Cursor;
 use std::path::Path;
 
@@ -96,9 +96,95 @@ pub fn write_outputs(path: &Path, arrays: &[(String, ArrayD<f32>)]) -> Result<()
     Ok(())
 }
 
-/// The shape of a batch slice `[start, end)` of `a` along axis 0.
-pub fn batch_shape(a: &ArrayD<f32>, n: usize) -> IxDyn {
-    let mut s = a.shape().to_vec();
-    s[0] = n;
-    IxDyn(&s)
+/// Read a `.npy` (one array, named after the file) or every array of a `.npz`, as f32.
+fn read_arrays(path: &Path) -> Result<Vec<(String, ArrayD<f32>)>> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "npy" => Ok(vec![(String::new(), read_f32(path)?)]),
+        "npz" => {
+            let f =
+                std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+            let mut npz = NpzReader::new(f)
+                .with_context(|| format!("{}: not a readable .npz file", path.display()))?;
+            let names = npz
+                .names()
+                .with_context(|| format!("{}: not a readable .npz file", path.display()))?;
+            names
+                .into_iter()
+                .map(|name| {
+                    let a: ArrayD<f32> = npz.by_name(&name).with_context(|| {
+                        format!("{}: array `{name}` is not float32", path.display())
+                    })?;
+                    Ok((name.trim_end_matches(".npy").to_string(), a))
+                })
+                .collect()
+        }
+        _ => bail!("{}: expected a .npy or .npz file", path.display()),
+    }
+}
+
+/// `snnc merge`: join the outputs of runs on consecutive sample ranges (`--samples`) along the
+/// sample axis, in the order given. Every file must hold the same arrays with the same shapes
+/// beyond the sample axis.
+pub fn merge(parts: &[std::path::PathBuf], out: &Path) -> Result<usize> {
+    if parts.is_empty() {
+        bail!("nothing to merge");
+    }
+    if parts.iter().any(|p| {
+        p.canonicalize()
+            .ok()
+            .is_some_and(|c| out.canonicalize().ok() == Some(c))
+    }) {
+        bail!(
+            "-o {} would overwrite one of the files merged",
+            out.display()
+        );
+    }
+    let mut merged: Vec<(String, Vec<ArrayD<f32>>)> = Vec::new();
+    for (k, p) in parts.iter().enumerate() {
+        let arrays = read_arrays(p)?;
+        if k == 0 {
+            merged = arrays.into_iter().map(|(n, a)| (n, vec![a])).collect();
+            continue;
+        }
+        let names =
+            |v: &mut dyn Iterator<Item = &String>| v.cloned().collect::<Vec<_>>().join(", ");
+        if arrays.len() != merged.len() || arrays.iter().zip(&merged).any(|((a, _), (b, _))| a != b)
+        {
+            bail!(
+                "{} holds arrays ({}) that differ from {}'s ({})",
+                p.display(),
+                names(&mut arrays.iter().map(|(n, _)| n)),
+                parts[0].display(),
+                names(&mut merged.iter().map(|(n, _)| n))
+            );
+        }
+        for ((name, a), (_, acc)) in arrays.into_iter().zip(&mut merged) {
+            if a.ndim() == 0 || a.shape()[1..] != acc[0].shape()[1..] {
+                bail!(
+                    "{}: array `{name}` has shape {:?}, {} has {:?}",
+                    p.display(),
+                    a.shape(),
+                    parts[0].display(),
+                    acc[0].shape()
+                );
+            }
+            acc.push(a);
+        }
+    }
+    let mut joined = Vec::new();
+    let mut samples = 0;
+    for (name, parts) in merged {
+        let views: Vec<_> = parts.iter().map(|a| a.view()).collect();
+        let a = ndarray::concatenate(ndarray::Axis(0), &views)
+            .with_context(|| format!("joining `{name}`"))?;
+        samples = a.shape().first().copied().unwrap_or(0);
+        joined.push((name, a));
+    }
+    write_outputs(out, &joined)?;
+    Ok(samples)
 }

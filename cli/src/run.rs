@@ -1,12 +1,13 @@
 //! `snnc run`: simulate a module on inputs from .npy files.
 
-use crate::npy::{batch_shape, read_f32, read_labels, write_outputs};
+use crate::npy::{read_f32, read_labels, write_outputs};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
-use snnc_runtime::observe::{AccuracyAt, SpikeCounter, argmax, reported_outputs};
-use snnc_runtime::{Backend, Record, Simulator};
+use snnc_runtime::Backend;
+use snnc_runtime::dataset::{self, DatasetError, RunSpec};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,14 @@ pub struct RunArgs {
     /// With --labels, also print the accuracy at these steps (comma separated), e.g. 10,20,30.
     #[arg(long = "accuracy-at", value_delimiter = ',')]
     accuracy_at: Vec<usize>,
+    /// Simulate only samples START:END of the inputs (and labels), e.g. one slice per job of a
+    /// Slurm array; `snnc merge` joins the outputs.
+    #[arg(long, value_name = "START:END")]
+    samples: Option<String>,
+    /// With --output (.npz): also write each population's spikes per sample, as
+    /// `spikes/POPULATION` `(n,)` float32.
+    #[arg(long = "save-spikes")]
+    save_spikes: bool,
     #[command(flatten)]
     convert: crate::convert::ConvertArgs,
 }
@@ -64,17 +73,30 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// `START:END` (either side may be empty) of `n` samples.
+fn sample_range(spec: &str, n: usize) -> Result<std::ops::Range<usize>> {
+    let Some((a, b)) = spec.split_once(':') else {
+        bail!("--samples {spec}: expected START:END, e.g. 0:1000");
+    };
+    let parse = |v: &str, default: usize| -> Result<usize> {
+        if v.is_empty() {
+            return Ok(default);
+        }
+        v.parse()
+            .with_context(|| format!("--samples {spec}: `{v}` is not a sample index"))
+    };
+    let (lo, hi) = (parse(a, 0)?, parse(b, n)?.min(n));
+    if lo >= hi {
+        bail!("--samples {spec}: selects no samples of the {n} given");
+    }
+    Ok(lo..hi)
+}
+
 pub fn run(args: RunArgs) -> Result<u8> {
     let module = crate::convert::load_verified(&args.model, &args.convert)?;
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let input_names: Vec<String> = module
-        .inputs
-        .iter()
-        .map(|v| module.value(*v).name.clone())
-        .collect();
-
     let files = input_files(&module, &args.inputs)?;
     if let Some(out) = &args.output {
         for p in files.iter().chain([&args.model]).chain(args.labels.iter()) {
@@ -83,154 +105,91 @@ pub fn run(args: RunArgs) -> Result<u8> {
             }
         }
     }
-
     let mut feeds = Vec::new();
-    let mut n_samples = None;
-    let mut steps = args.steps;
-    for (k, path) in files.iter().enumerate() {
-        let data = read_f32(path)?;
-        let shape = &module.value(module.inputs[k]).ty.shape;
-        let held = data.ndim() == shape.len() + 1 && &data.shape()[1..] == shape.as_slice();
-        let timed = data.ndim() == shape.len() + 2 && &data.shape()[2..] == shape.as_slice();
-        if !held && !timed {
-            bail!(
-                "{}: shape {:?} does not fit input `{}` {}; expected (n, {}) or (n, steps, {})",
-                path.display(),
-                data.shape(),
-                input_names[k],
-                module.value(module.inputs[k]).ty,
-                dims(shape),
-                dims(shape)
-            );
-        }
-        if timed {
-            match steps {
-                None => steps = Some(data.shape()[1]),
-                Some(s) if s != data.shape()[1] => bail!(
-                    "{}: has {} steps on axis 1, but {s} steps were asked for",
-                    path.display(),
-                    data.shape()[1]
-                ),
-                _ => {}
-            }
-        }
-        match n_samples {
-            None => n_samples = Some(data.shape()[0]),
-            Some(n) if n != data.shape()[0] => {
-                bail!(
-                    "{}: has {} samples, other inputs have {n}",
-                    path.display(),
-                    data.shape()[0]
-                )
-            }
-            _ => {}
-        }
-        feeds.push(data);
+    for path in &files {
+        feeds.push(read_f32(path)?);
     }
-    let n = n_samples.unwrap_or(0);
-    let steps = steps.unwrap_or(1);
-    if n == 0 {
-        bail!("the input files hold no samples");
-    }
-    let labels = match &args.labels {
-        Some(p) => {
-            let l = read_labels(p)?;
-            if l.len() != n {
-                bail!("{}: {} labels for {n} samples", p.display(), l.len());
-            }
-            Some(l)
-        }
+    let mut labels = match &args.labels {
+        Some(p) => Some(read_labels(p)?),
         None => None,
     };
-
-    let batch = args.batch.min(n);
+    // --samples: every input (and the labels) cut to the same slice of samples.
+    let mut first_sample = 0;
+    if let Some(spec) = &args.samples {
+        let n = feeds
+            .first()
+            .map_or(0, |f| f.shape().first().copied().unwrap_or(0));
+        let r = sample_range(spec, n)?;
+        first_sample = r.start;
+        for (f, path) in feeds.iter_mut().zip(&files) {
+            if f.ndim() == 0 || f.shape()[0] != n {
+                bail!(
+                    "{}: has {:?} samples, the first input has {n}",
+                    path.display(),
+                    f.shape().first()
+                );
+            }
+            *f = f.slice_axis(Axis(0), Slice::from(r.clone())).to_owned();
+        }
+        if let Some(l) = labels.as_mut() {
+            if l.len() != n {
+                bail!("{} labels for {n} samples", l.len());
+            }
+            *l = l[r].to_vec();
+        }
+    }
     let backend = match args.backend {
         BackendArg::Interp => Backend::Interp,
         BackendArg::Jit => Backend::Jit,
     };
-    let mut sim = Simulator::new(&module, backend, batch)?;
-    let record = if args.all_steps {
-        Record::AllSteps
-    } else {
-        Record::LastStep
+    let spec = RunSpec {
+        steps: args.steps,
+        batch: args.batch,
+        backend,
+        seed: args.seed,
+        all_steps: args.all_steps,
+        accuracy_at: args.accuracy_at.clone(),
     };
-    let n_out = module.outputs.len();
-    // Spike outputs are counted, not reported.
-    let reported = reported_outputs(&module);
-    let mut spikes = SpikeCounter::new(&module, batch);
-    let mut spike_totals = vec![0f64; spikes.populations().len()];
-    let mut checkpoints: Vec<usize> = args.accuracy_at.clone();
-    checkpoints.sort_unstable();
-    checkpoints.dedup();
-    if let Some(&c) = checkpoints.iter().find(|&&c| c == 0 || c > steps) {
-        bail!("--accuracy-at {c} is outside the {steps} steps simulated");
-    }
-    if !checkpoints.is_empty() && labels.is_none() {
-        bail!("--accuracy-at needs --labels");
-    }
-    let mut accuracy_at = reported.first().map(|&k| AccuracyAt::new(k, &checkpoints));
-    let mut collected: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); n_out];
-    let mut last_step: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); n_out];
-
-    let chunks = n.div_ceil(batch);
-    let bar = ProgressBar::with_draw_target(Some(chunks as u64), ProgressDrawTarget::hidden());
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} batches  {elapsed} (eta {eta})")
             .expect("valid template"),
     );
     let start = Instant::now();
     let mut shown = false;
-    for c in 0..chunks {
-        let (lo, hi) = (c * batch, ((c + 1) * batch).min(n));
-        let inputs: Vec<ArrayD<f32>> = feeds
-            .iter()
-            .map(|f| {
-                let part = f.slice_axis(Axis(0), Slice::from(lo..hi));
-                let mut full = ArrayD::zeros(batch_shape(f, batch));
-                full.slice_axis_mut(Axis(0), Slice::from(0..hi - lo))
-                    .assign(&part);
-                full
-            })
-            .collect();
-        let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
-        sim.reset(args.seed);
-        let real = hi - lo;
-        spikes.clear();
-        let outs = sim.run_observed(steps, &views, record, &mut |t, sim| {
-            spikes.observe(sim);
-            if let (Some(acc), Some(labels)) = (accuracy_at.as_mut(), &labels) {
-                acc.observe(t, sim, &labels[lo..hi]);
-            }
-        })?;
-        for (total, counts) in spike_totals.iter_mut().zip(spikes.counts()) {
-            *total += counts[..real].iter().sum::<f64>();
-        }
-        for (k, o) in outs.into_iter().enumerate() {
-            let real = o.slice_axis(Axis(0), Slice::from(0..hi - lo)).to_owned();
-            let last = if args.all_steps && steps > 0 {
-                real.index_axis(Axis(1), steps - 1).to_owned()
-            } else {
-                real.clone()
-            };
-            last_step[k].push(last);
-            if args.output.is_some() {
-                collected[k].push(real);
-            }
-        }
-        bar.inc(1);
+    let views: Vec<_> = feeds.iter().map(|f| f.view()).collect();
+    let r = dataset::run(&module, &views, labels.as_deref(), &spec, &mut |p| {
+        bar.set_length(p.batches as u64);
+        bar.set_position(p.batches_done as u64);
         if !shown && start.elapsed() > Duration::from_secs(1) {
             bar.set_draw_target(ProgressDrawTarget::stderr());
             shown = true;
         }
-    }
+        ControlFlow::Continue(())
+    })
+    .map_err(|e| {
+        // Name the file the user gave for the input concerned.
+        let input = match &e {
+            DatasetError::Shape { name, .. }
+            | DatasetError::Samples { name, .. }
+            | DatasetError::Steps { name, .. } => Some(name.as_str()),
+            _ => None,
+        };
+        match input.and_then(|n| {
+            module
+                .inputs
+                .iter()
+                .position(|&v| module.value(v).name == n)
+        }) {
+            Some(k) => anyhow::anyhow!("{}: {e}", files[k].display()),
+            None => e.into(),
+        }
+    })?;
     bar.finish_and_clear();
-    let elapsed = start.elapsed();
-
-    let concat = |parts: &[ArrayD<f32>]| -> Result<ArrayD<f32>> {
-        let views: Vec<_> = parts.iter().map(|a| a.view()).collect();
-        ndarray::concatenate(Axis(0), &views).context("joining batches")
-    };
-    let step_count = (chunks * steps).max(1);
+    let n = r.samples;
+    let steps = r.steps;
+    let batch = r.batch;
+    let step_count = (n.div_ceil(batch) * steps).max(1);
     println!(
         "samples: {n}  steps: {steps}  batch: {batch}  backend: {}",
         match args.backend {
@@ -238,38 +197,29 @@ pub fn run(args: RunArgs) -> Result<u8> {
             BackendArg::Jit => "jit",
         }
     );
+    if args.samples.is_some() {
+        println!("sample range: {first_sample}:{}", first_sample + n);
+    }
     println!(
         "time: {:.3} s  ({:.1} µs/step for a batch of {batch})",
-        elapsed.as_secs_f64(),
-        elapsed.as_secs_f64() * 1e6 / step_count as f64
+        r.elapsed.as_secs_f64(),
+        r.elapsed.as_secs_f64() * 1e6 / step_count as f64
     );
-    if let Some(labels) = labels {
-        let Some(&first) = reported.first() else {
-            bail!("--labels needs a model output to score");
-        };
-        let logits = concat(&last_step[first])?;
-        let classes = logits.len() / n.max(1);
-        let flat = logits
-            .into_shape_with_order(IxDyn(&[n, classes]))
-            .context("flattening the first output")?;
-        let mut correct = 0;
-        for (row, &label) in flat.outer_iter().zip(&labels) {
-            if argmax(row.as_slice().expect("standard layout")) as i64 == label {
-                correct += 1;
-            }
-        }
+    if let Some(correct) = r.correct {
         println!("accuracy: {:.4} ({correct}/{n})", correct as f64 / n as f64);
-        for (c, k) in accuracy_at.iter().flat_map(|a| a.results()) {
-            println!("accuracy at step {c}: {:.4} ({k}/{n})", k as f64 / n as f64);
+        for (c, k) in &r.correct_at {
+            println!(
+                "accuracy at step {c}: {:.4} ({k}/{n})",
+                *k as f64 / n as f64
+            );
         }
     }
-    if !spikes.is_empty() {
-        let total: f64 = spike_totals.iter().sum();
-        let per: Vec<String> = spikes
-            .populations()
+    if !r.spikes.is_empty() {
+        let total: f64 = r.spikes.iter().map(|(_, c)| c.iter().sum::<f64>()).sum();
+        let per: Vec<String> = r
+            .spikes
             .iter()
-            .zip(&spike_totals)
-            .map(|(pop, t)| format!("{pop} {:.0}", t / n as f64))
+            .map(|(pop, c)| format!("{pop} {:.0}", c.iter().sum::<f64>() / n as f64))
             .collect();
         println!(
             "spikes per sample: {:.0} ({})",
@@ -278,22 +228,19 @@ pub fn run(args: RunArgs) -> Result<u8> {
         );
     }
     if let Some(path) = &args.output {
-        let mut arrays = Vec::new();
-        for &k in &reported {
-            arrays.push((module.outputs[k].name.clone(), concat(&collected[k])?));
+        let mut arrays = r.outputs;
+        if args.save_spikes {
+            for (pop, counts) in r.spikes {
+                let a =
+                    ArrayD::from_shape_vec(IxDyn(&[n]), counts.iter().map(|&c| c as f32).collect())
+                        .expect("one count per sample");
+                arrays.push((format!("spikes/{pop}"), a));
+            }
         }
         write_outputs(path, &arrays)?;
         println!("wrote {}", path.display());
     }
     Ok(0)
-}
-
-fn dims(shape: &[usize]) -> String {
-    shape
-        .iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The file for each module input, from `--input` arguments: `FILE.npy` for a single-input

@@ -255,7 +255,7 @@ fn run_errors_are_one_line_and_never_touch_inputs() {
             "--backend",
             backend,
         ]);
-        assert_fails(&r, "shape [4, 3] does not fit input `x` f32[2]");
+        assert_fails(&r, "wrong.npy: input `x`: shape [4, 3] fits neither (n, 2)");
     }
 
     // --output naming an input file is refused and the input is left intact.
@@ -466,7 +466,7 @@ fn spiking_conversion_flags() {
         (vec!["--swap", "relu=lif"], "need --spiking"),
         (
             vec!["--spiking", "--scale-firing-rates", "0"],
-            "must be positive",
+            "scale_firing_rates must be a positive number",
         ),
         (
             vec!["--spiking", "--steps", "5", "--accuracy-at", "9"],
@@ -476,7 +476,7 @@ fn spiking_conversion_flags() {
             vec!["--spiking", "--initial-voltage", "high"],
             "neither `uniform` nor a number",
         ),
-        (vec!["--dt", "0"], "--dt must be a positive"),
+        (vec!["--dt", "0"], "dt must be a positive"),
     ] {
         let r = with(&args);
         assert_eq!(r.status.code(), Some(2), "{args:?}");

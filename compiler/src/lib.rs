@@ -6,4 +6,5 @@
 pub mod keras;
 
 pub mod calibrate;
+pub mod driver;
 pub mod passes;

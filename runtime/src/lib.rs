@@ -8,6 +8,7 @@
 //! numbers bit for bit. Both skip the instructions that read only inputs and constants while the
 //! inputs stay the same from one step to the next.
 
+pub mod dataset;
 pub mod engine;
 pub mod frame;
 pub mod interp;
@@ -126,6 +127,36 @@ impl Simulator {
             .map(|a| a.as_slice().expect("standard layout"))
             .collect();
         self.engine.step(&slices);
+        self.steps_done += 1;
+        Ok(())
+    }
+
+    /// Run one step on flat, batch-major input buffers (`inputs[k]` holds input `k` for the
+    /// whole batch), read in place.
+    pub fn step_flat(&mut self, inputs: &[&[f32]]) -> Result<(), SimError> {
+        let m = self.module();
+        if inputs.len() != m.inputs.len() {
+            return Err(SimError::InputCount {
+                expected: m.inputs.len(),
+                got: inputs.len(),
+            });
+        }
+        for (k, a) in inputs.iter().enumerate() {
+            let d = m.value(m.inputs[k]);
+            if a.len() != self.batch * d.ty.num_elements() {
+                return Err(SimError::InputShape {
+                    name: d.name.clone(),
+                    expected: format!(
+                        "{} floats (batch={}, {})",
+                        self.batch * d.ty.num_elements(),
+                        self.batch,
+                        d.ty
+                    ),
+                    got: vec![a.len()],
+                });
+            }
+        }
+        self.engine.step(inputs);
         self.steps_done += 1;
         Ok(())
     }

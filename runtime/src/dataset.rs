@@ -1,0 +1,486 @@
+//! Running a whole data set: minibatches (the last one padded, its padding dropped), inputs held
+//! or fed step by step, outputs gathered in sample order, spikes counted and accuracy scored
+//! on the way. The `snnc` CLI and the Python package both run simulations through [`run`].
+
+use crate::observe::{AccuracyAt, SpikeCounter, argmax, reported_outputs};
+use crate::{Backend, SimError, Simulator};
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
+use snnc_ir::{Module, Verified};
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Why a data set could not be run.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DatasetError {
+    /// Setting up or running the simulator failed.
+    #[error(transparent)]
+    Sim(#[from] SimError),
+    /// Not one array per module input.
+    #[error("the model has {expected} inputs ({names}), {got} arrays were given")]
+    InputCount {
+        /// Inputs the module has.
+        expected: usize,
+        /// Their names.
+        names: String,
+        /// Arrays given.
+        got: usize,
+    },
+    /// An array whose shape fits neither layout.
+    #[error(
+        "input `{name}`: shape {got:?} fits neither (n, {want}) held for every step nor (n, steps, {want}) fed step by step"
+    )]
+    Shape {
+        /// Input name.
+        name: String,
+        /// The input's shape, comma separated.
+        want: String,
+        /// Shape given.
+        got: Vec<usize>,
+    },
+    /// Inputs with different sample counts.
+    #[error("input `{name}` has {got} samples, `{first}` has {want}")]
+    Samples {
+        /// The input that disagrees.
+        name: String,
+        /// Its samples.
+        got: usize,
+        /// The first input.
+        first: String,
+        /// The first input's samples.
+        want: usize,
+    },
+    /// A step-by-step input whose time axis disagrees with the steps asked for.
+    #[error("input `{name}` has {got} steps on axis 1, but {want} steps were asked for")]
+    Steps {
+        /// Input name.
+        name: String,
+        /// Its time axis.
+        got: usize,
+        /// Steps asked for (or another input's time axis).
+        want: usize,
+    },
+    /// No samples.
+    #[error("the inputs hold no samples")]
+    NoSamples,
+    /// Labels for a different number of samples.
+    #[error("{got} labels for {want} samples")]
+    Labels {
+        /// Labels given.
+        got: usize,
+        /// Samples.
+        want: usize,
+    },
+    /// Accuracy asked for at a step not simulated.
+    #[error("accuracy at step {step} is outside the {steps} steps simulated")]
+    AccuracyStep {
+        /// The step asked for.
+        step: usize,
+        /// Steps simulated.
+        steps: usize,
+    },
+    /// Accuracy asked for without labels.
+    #[error("accuracy at chosen steps needs labels")]
+    NoLabels,
+    /// Labels given to a module with nothing to score.
+    #[error("labels need a model output to score")]
+    NothingToScore,
+    /// The caller's progress callback stopped the run.
+    #[error("the simulation was interrupted")]
+    Interrupted,
+}
+
+/// How to run a data set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSpec {
+    /// Steps to simulate (default: the time axis of step-by-step inputs, else 1).
+    pub steps: Option<usize>,
+    /// Samples simulated together (at most the number of samples is used); [`run_with`] uses
+    /// its simulator's batch instead.
+    pub batch: usize,
+    /// Backend ([`run_with`] uses its simulator's).
+    pub backend: Backend,
+    /// Reset seed: every minibatch starts from the states this seed gives (the same for every
+    /// sample, so results do not depend on the batch size or on which batch a sample falls in).
+    pub seed: u64,
+    /// Record every step (`(n, steps, *shape)`) or only the last (`(n, *shape)`).
+    pub all_steps: bool,
+    /// With labels: also score the first output at these steps (counted from 1).
+    pub accuracy_at: Vec<usize>,
+}
+
+impl Default for RunSpec {
+    fn default() -> Self {
+        RunSpec {
+            steps: None,
+            batch: 32,
+            backend: Backend::Jit,
+            seed: 0,
+            all_steps: false,
+            accuracy_at: Vec::new(),
+        }
+    }
+}
+
+/// Where a run is, passed to the progress callback after every step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Samples of the minibatches finished.
+    pub samples_done: usize,
+    /// All samples.
+    pub samples: usize,
+    /// Minibatches finished.
+    pub batches_done: usize,
+    /// All minibatches.
+    pub batches: usize,
+    /// Steps of the current minibatch run so far.
+    pub step: usize,
+    /// Steps per minibatch.
+    pub steps: usize,
+}
+
+/// What a run gives.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    /// The reported outputs (values and probes, not spike counts), by name, in output order:
+    /// `(n, steps, *shape)` with [`RunSpec::all_steps`], else `(n, *shape)`.
+    pub outputs: Vec<(String, ArrayD<f32>)>,
+    /// Spikes per sample over the whole run, per population (`(population, counts[n])`).
+    pub spikes: Vec<(String, Vec<f64>)>,
+    /// With labels: correct argmax classifications of the first output at the last step.
+    pub correct: Option<usize>,
+    /// With labels: `(step, correct)` for every step of [`RunSpec::accuracy_at`].
+    pub correct_at: Vec<(usize, usize)>,
+    /// Samples.
+    pub samples: usize,
+    /// Steps per sample.
+    pub steps: usize,
+    /// Minibatch size used.
+    pub batch: usize,
+    /// Time spent in simulation (minibatch set-up included, JIT compilation not).
+    pub elapsed: Duration,
+}
+
+/// An input array checked against its module input: held, or with a time axis.
+struct Feed<'a, 'd> {
+    data: &'a ArrayViewD<'d, f32>,
+    timed: bool,
+    /// Elements per sample and step.
+    elems: usize,
+}
+
+fn dims(shape: &[usize]) -> String {
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Check the inputs and labels; returns the feeds, the sample count and the steps.
+fn check<'a, 'd>(
+    module: &Module,
+    inputs: &'a [ArrayViewD<'d, f32>],
+    labels: Option<&[i64]>,
+    spec: &RunSpec,
+) -> Result<(Vec<Feed<'a, 'd>>, usize, usize), DatasetError> {
+    let names: Vec<&str> = module
+        .inputs
+        .iter()
+        .map(|&v| module.value(v).name.as_str())
+        .collect();
+    if inputs.len() != names.len() {
+        return Err(DatasetError::InputCount {
+            expected: names.len(),
+            names: names.join(", "),
+            got: inputs.len(),
+        });
+    }
+    let mut steps = spec.steps;
+    let mut n = None;
+    let mut feeds = Vec::with_capacity(inputs.len());
+    for (k, data) in inputs.iter().enumerate() {
+        let shape = &module.value(module.inputs[k]).ty.shape;
+        let held = data.ndim() == shape.len() + 1 && data.shape()[1..] == shape[..];
+        let timed = data.ndim() == shape.len() + 2 && data.shape()[2..] == shape[..];
+        if !held && !timed {
+            return Err(DatasetError::Shape {
+                name: names[k].into(),
+                want: dims(shape),
+                got: data.shape().to_vec(),
+            });
+        }
+        if timed {
+            let t = data.shape()[1];
+            match steps {
+                None => steps = Some(t),
+                Some(s) if s != t => {
+                    return Err(DatasetError::Steps {
+                        name: names[k].into(),
+                        got: t,
+                        want: s,
+                    });
+                }
+                _ => {}
+            }
+        }
+        let samples = data.shape()[0];
+        match n {
+            None => n = Some(samples),
+            Some(want) if want != samples => {
+                return Err(DatasetError::Samples {
+                    name: names[k].into(),
+                    got: samples,
+                    first: names[0].into(),
+                    want,
+                });
+            }
+            _ => {}
+        }
+        feeds.push(Feed {
+            data,
+            timed,
+            elems: shape.iter().product(),
+        });
+    }
+    let n = n.unwrap_or(0);
+    if n == 0 {
+        return Err(DatasetError::NoSamples);
+    }
+    let steps = steps.unwrap_or(1);
+    if let Some(l) = labels
+        && l.len() != n
+    {
+        return Err(DatasetError::Labels {
+            got: l.len(),
+            want: n,
+        });
+    }
+    if let Some(&step) = spec.accuracy_at.iter().find(|&&c| c == 0 || c > steps) {
+        return Err(DatasetError::AccuracyStep { step, steps });
+    }
+    if !spec.accuracy_at.is_empty() && labels.is_none() {
+        return Err(DatasetError::NoLabels);
+    }
+    if labels.is_some() && reported_outputs(module).is_empty() {
+        return Err(DatasetError::NothingToScore);
+    }
+    Ok((feeds, n, steps))
+}
+
+/// Copy samples `lo..hi` of a held input (or of step `t` of a timed one) into `buf`, which holds
+/// a whole minibatch; the padding samples stay zero.
+fn fill(feed: &Feed, lo: usize, hi: usize, t: usize, buf: &mut [f32]) {
+    for (b, i) in (lo..hi).enumerate() {
+        let sample = feed.data.index_axis(Axis(0), i);
+        let sample = if feed.timed {
+            sample.index_axis_move(Axis(0), t)
+        } else {
+            sample
+        };
+        let dst = &mut buf[b * feed.elems..(b + 1) * feed.elems];
+        match sample.as_slice() {
+            Some(s) => dst.copy_from_slice(s),
+            None => dst.iter_mut().zip(sample.iter()).for_each(|(d, &s)| *d = s),
+        }
+    }
+}
+
+/// Run `module` on every sample of `inputs` (one array per module input, `(n, *shape)` held or
+/// `(n, steps, *shape)` per step), in minibatches of `spec.batch` on `spec.backend`. `progress`
+/// is called after every step; returning `ControlFlow::Break` stops the run with
+/// [`DatasetError::Interrupted`].
+///
+/// A held input in C order whose minibatch is full is read in place, without a copy.
+pub fn run(
+    module: &Verified,
+    inputs: &[ArrayViewD<f32>],
+    labels: Option<&[i64]>,
+    spec: &RunSpec,
+    progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+) -> Result<RunResult, DatasetError> {
+    let (_, n, _) = check(module, inputs, labels, spec)?;
+    let mut sim = Simulator::new(module, spec.backend, spec.batch.min(n))?;
+    run_with(&mut sim, inputs, labels, spec, progress)
+}
+
+/// As [`run`], on a simulator already set up (its JIT code is reused from run to run); the last
+/// minibatch is padded to the simulator's batch.
+pub fn run_with(
+    sim: &mut Simulator,
+    inputs: &[ArrayViewD<f32>],
+    labels: Option<&[i64]>,
+    spec: &RunSpec,
+    progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+) -> Result<RunResult, DatasetError> {
+    let batch = sim.batch();
+    // Everything read from the module is taken before the simulator runs.
+    let module = sim.module();
+    let (feeds, n, steps) = check(module, inputs, labels, spec)?;
+    let reported = reported_outputs(module);
+    let out_shapes: Vec<Vec<usize>> = reported
+        .iter()
+        .map(|&k| {
+            let ty = module
+                .operand_type(module.outputs[k].value)
+                .expect("verified");
+            let mut shape = vec![n];
+            if spec.all_steps {
+                shape.push(steps);
+            }
+            shape.extend_from_slice(&ty.shape);
+            shape
+        })
+        .collect();
+    let out_elems: Vec<usize> = out_shapes
+        .iter()
+        .map(|s| s[if spec.all_steps { 2 } else { 1 }..].iter().product())
+        .collect();
+    let mut outputs: Vec<Vec<f32>> = out_shapes
+        .iter()
+        .map(|s| vec![0f32; s.iter().product()])
+        .collect();
+    let mut spikes = SpikeCounter::new(module, batch);
+    let output_names: Vec<String> = reported
+        .iter()
+        .map(|&k| module.outputs[k].name.clone())
+        .collect();
+    let mut spike_totals = vec![vec![0f64; n]; spikes.populations().len()];
+    let mut accuracy = reported
+        .first()
+        .map(|&k| AccuracyAt::new(k, &spec.accuracy_at));
+    let mut bufs: Vec<Vec<f32>> = feeds.iter().map(|f| vec![0f32; batch * f.elems]).collect();
+    let batches = n.div_ceil(batch);
+    let start = Instant::now();
+    let mut where_ = Progress {
+        samples_done: 0,
+        samples: n,
+        batches_done: 0,
+        batches,
+        step: 0,
+        steps,
+    };
+    for c in 0..batches {
+        let (lo, hi) = (c * batch, ((c + 1) * batch).min(n));
+        let real = hi - lo;
+        // Held inputs: in place when the minibatch is a contiguous, full slice of the array.
+        let in_place: Vec<Option<&[f32]>> = feeds
+            .iter()
+            .map(|f| {
+                (!f.timed && real == batch)
+                    .then(|| f.data.as_slice())
+                    .flatten()
+                    .map(|s| &s[lo * f.elems..hi * f.elems])
+            })
+            .collect();
+        for ((f, buf), place) in feeds.iter().zip(&mut bufs).zip(&in_place) {
+            if !f.timed && place.is_none() {
+                buf.fill(0.0);
+                fill(f, lo, hi, 0, buf);
+            }
+        }
+        sim.reset(spec.seed);
+        spikes.clear();
+        for t in 0..steps {
+            for (f, buf) in feeds.iter().zip(&mut bufs) {
+                if f.timed {
+                    fill(f, lo, hi, t, buf);
+                }
+            }
+            let slices: Vec<&[f32]> = bufs
+                .iter()
+                .zip(&in_place)
+                .map(|(b, p)| p.unwrap_or(b))
+                .collect();
+            sim.step_flat(&slices)?;
+            spikes.observe(&sim);
+            if let (Some(acc), Some(l)) = (accuracy.as_mut(), labels) {
+                acc.observe(t, &sim, &l[lo..hi]);
+            }
+            if spec.all_steps || t + 1 == steps {
+                for ((&k, out), &e) in reported.iter().zip(&mut outputs).zip(&out_elems) {
+                    let vals = sim.output_slice(k);
+                    for b in 0..real {
+                        let at = if spec.all_steps {
+                            ((lo + b) * steps + t) * e
+                        } else {
+                            (lo + b) * e
+                        };
+                        out[at..at + e].copy_from_slice(&vals[b * e..(b + 1) * e]);
+                    }
+                }
+            }
+            where_.step = t + 1;
+            if progress(&where_).is_break() {
+                return Err(DatasetError::Interrupted);
+            }
+        }
+        for (total, counts) in spike_totals.iter_mut().zip(spikes.counts()) {
+            total[lo..hi].copy_from_slice(&counts[..real]);
+        }
+        where_.samples_done = hi;
+        where_.batches_done = c + 1;
+    }
+    let elapsed = start.elapsed();
+    let outputs: Vec<(String, ArrayD<f32>)> = outputs
+        .into_iter()
+        .zip(out_shapes)
+        .zip(output_names)
+        .map(|((data, shape), name)| {
+            let a = ArrayD::from_shape_vec(IxDyn(&shape), data).expect("sized from the shape");
+            (name, a)
+        })
+        .collect();
+    let correct = labels.map(|l| {
+        let (_, first) = &outputs[0];
+        let per = out_elems[0];
+        let data = first.as_slice().expect("standard layout");
+        (0..n)
+            .filter(|&i| {
+                let at = if spec.all_steps {
+                    (i * steps + steps - 1) * per
+                } else {
+                    i * per
+                };
+                argmax(&data[at..at + per]) as i64 == l[i]
+            })
+            .count()
+    });
+    Ok(RunResult {
+        outputs,
+        spikes: spikes
+            .populations()
+            .iter()
+            .cloned()
+            .zip(spike_totals)
+            .collect(),
+        correct,
+        correct_at: accuracy
+            .filter(|_| labels.is_some())
+            .map(|a| a.results().collect())
+            .unwrap_or_default(),
+        samples: n,
+        steps,
+        batch,
+        elapsed,
+    })
+}
+
+/// Run a rate module for one step on `data` (`(n, *input_shape)`, one input) in minibatches of
+/// up to 64 and return each output flat, sample after sample: the simulator calibration needs
+/// (`snnc_compiler::calibrate::Simulate`).
+pub fn run_once(module: &snnc_ir::Module, data: ArrayViewD<f32>) -> Result<Vec<Vec<f32>>, String> {
+    let v = snnc_ir::verify(module.clone(), snnc_ir::Target::Any)
+        .map_err(|e| format!("the calibration module does not verify: {e}"))?;
+    let spec = RunSpec {
+        steps: Some(1),
+        batch: 64,
+        ..RunSpec::default()
+    };
+    let r = run(&v, &[data], None, &spec, &mut |_| ControlFlow::Continue(()))
+        .map_err(|e| e.to_string())?;
+    Ok(r.outputs
+        .into_iter()
+        .map(|(_, a)| a.into_raw_vec_and_offset().0)
+        .collect())
+}
