@@ -64,13 +64,19 @@ pub enum LoadError {
     },
     /// A Keras model that could not be read (the error names the file and layer).
     #[error(transparent)]
-    Keras(#[from] KerasError),
+    Keras(Box<KerasError>),
     /// An extension snnc does not read.
     #[error("{}: unknown file type; expected .keras, .h5, .sir, .snn or .json", path.display())]
     UnknownType {
         /// The file.
         path: PathBuf,
     },
+}
+
+impl From<KerasError> for LoadError {
+    fn from(e: KerasError) -> Self {
+        LoadError::Keras(Box::new(e))
+    }
 }
 
 /// A module read from a file.

@@ -393,9 +393,9 @@ pub fn run_with(
                 .map(|(b, p)| p.unwrap_or(b))
                 .collect();
             sim.step_flat(&slices)?;
-            spikes.observe(&sim);
+            spikes.observe(sim);
             if let (Some(acc), Some(l)) = (accuracy.as_mut(), labels) {
-                acc.observe(t, &sim, &l[lo..hi]);
+                acc.observe(t, sim, &l[lo..hi]);
             }
             if spec.all_steps || t + 1 == steps {
                 for ((&k, out), &e) in reported.iter().zip(&mut outputs).zip(&out_elems) {

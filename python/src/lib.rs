@@ -1,0 +1,472 @@
+//! `snnc._snnc`: the Python bindings. Thin: every step is a call into the library crates
+//! (`snnc_compiler::driver` to read and convert, `snnc_runtime::dataset` to simulate); the
+//! Python package around it (`python/python/snnc`) shapes arguments and results.
+
+use numpy::{PyArray1, PyArrayDyn, PyReadonlyArrayDyn};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use snnc_compiler::driver::{
+    self, CompileError, CompileHooks, Flags, Normalize, NormalizeRuleFlag, Swap,
+};
+use snnc_compiler::passes::{InitialVoltage, MaxPoolMode};
+use snnc_ir::{Module, Verified};
+use snnc_runtime::dataset::{self, DatasetError, RunSpec};
+use snnc_runtime::observe::reported_outputs;
+use snnc_runtime::{Backend, Simulator as RustSimulator};
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+create_exception!(
+    _snnc,
+    SnncError,
+    PyException,
+    "Base class of every snnc error."
+);
+create_exception!(
+    _snnc,
+    ConversionError,
+    SnncError,
+    "A model could not be read or converted (the message names the file, layer or line)."
+);
+create_exception!(
+    _snnc,
+    VerifyError,
+    ConversionError,
+    "A module does not verify (the message lists every error, with its line)."
+);
+create_exception!(
+    _snnc,
+    SimulationError,
+    SnncError,
+    "A simulation could not be set up or run."
+);
+create_exception!(
+    _snnc,
+    InputError,
+    SimulationError,
+    "Inputs or labels that do not fit the network."
+);
+
+fn conversion_error(e: CompileError) -> PyErr {
+    match e {
+        CompileError::Verify { .. } => VerifyError::new_err(e.to_string()),
+        CompileError::Flag(m) => PyValueError::new_err(m),
+        e => ConversionError::new_err(e.to_string()),
+    }
+}
+
+fn simulation_error(e: DatasetError) -> PyErr {
+    match e {
+        DatasetError::Sim(_) => SimulationError::new_err(e.to_string()),
+        DatasetError::Interrupted => SimulationError::new_err(e.to_string()),
+        e => InputError::new_err(e.to_string()),
+    }
+}
+
+/// A converted, verified network.
+#[pyclass(frozen, module = "snnc._snnc")]
+struct Network {
+    module: Arc<Verified>,
+    warnings: Vec<String>,
+    calibration: Option<String>,
+}
+
+fn shapes<'py>(
+    py: Python<'py>,
+    items: impl Iterator<Item = (String, Vec<usize>)>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (name, shape) in items {
+        d.set_item(name, pyo3::types::PyTuple::new(py, shape)?)?;
+    }
+    Ok(d)
+}
+
+impl Network {
+    fn of(module: Verified) -> Network {
+        Network {
+            module: Arc::new(module),
+            warnings: Vec::new(),
+            calibration: None,
+        }
+    }
+}
+
+#[pymethods]
+impl Network {
+    /// `{input name: shape}` (per sample, without the batch axis).
+    #[getter]
+    fn inputs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let m = &self.module;
+        shapes(
+            py,
+            m.inputs
+                .iter()
+                .map(|&v| (m.value(v).name.clone(), m.value(v).ty.shape.clone())),
+        )
+    }
+
+    /// `{output name: shape}` of the outputs a simulation reports (spike counts aside).
+    #[getter]
+    fn outputs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let m = &self.module;
+        shapes(
+            py,
+            reported_outputs(m).into_iter().map(|k| {
+                let ty = m.operand_type(m.outputs[k].value).expect("verified");
+                (m.outputs[k].name.clone(), ty.shape.clone())
+            }),
+        )
+    }
+
+    /// The spiking populations whose spikes are counted, in order.
+    #[getter]
+    fn populations(&self) -> Vec<String> {
+        self.module
+            .outputs
+            .iter()
+            .filter_map(|o| match &o.kind {
+                snnc_ir::OutputKind::Spikes { population, .. } => Some(population.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The module in canonical text (large constants as type and checksum).
+    #[getter]
+    fn ir(&self) -> String {
+        self.module.to_string()
+    }
+
+    /// Timestep in seconds.
+    #[getter]
+    fn dt(&self) -> f64 {
+        self.module.dt
+    }
+
+    /// The conversion's warnings.
+    #[getter]
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
+    }
+
+    /// What `normalize_rates` measured and chose, or None.
+    #[getter]
+    fn calibration(&self) -> Option<String> {
+        self.calibration.clone()
+    }
+
+    /// The `.snn` artifact as bytes.
+    fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        snnc_ir::write_snn(&self.module, &mut buf)
+            .map_err(|e| ConversionError::new_err(format!("writing the .snn artifact: {e}")))?;
+        Ok(PyBytes::new(py, buf.get_ref()))
+    }
+
+    /// Write the `.snn` artifact (through a temporary file renamed into place).
+    fn save(&self, path: std::path::PathBuf) -> PyResult<()> {
+        let tmp = path.with_extension("snn.partial");
+        snnc_ir::save_snn(&self.module, &tmp)
+            .and_then(|()| std::fs::rename(&tmp, &path).map_err(Into::into))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                ConversionError::new_err(format!("writing {}: {e}", path.display()))
+            })
+    }
+
+    /// A network from `.snn` bytes (what `to_bytes` gives).
+    #[staticmethod]
+    fn from_bytes(data: &[u8]) -> PyResult<Network> {
+        let m = snnc_ir::read_snn(std::io::Cursor::new(data))
+            .map_err(|e| ConversionError::new_err(format!("not a .snn artifact: {e}")))?;
+        verified(m, "the .snn bytes").map(Network::of)
+    }
+
+    fn __repr__(&self) -> String {
+        let m = &self.module;
+        format!(
+            "<snnc.Network: {} instructions, {} inputs, {} outputs, {} spiking populations>",
+            m.insts.len(),
+            m.inputs.len(),
+            reported_outputs(m).len(),
+            self.populations().len()
+        )
+    }
+}
+
+fn verified(m: Module, what: &str) -> PyResult<Verified> {
+    snnc_ir::verify(m, snnc_ir::Target::Any)
+        .map_err(|e| VerifyError::new_err(format!("{what} does not verify:\n{e}")))
+}
+
+/// Read and convert a model file (`.keras`, `.h5`, `.sir`, `.snn`, `.json`). Arguments have
+/// the meaning of `snnc.convert`'s; `None` is the default.
+#[pyfunction]
+#[pyo3(signature = (path, *, spiking=false, swap=None, scale=None, layer_scales=Vec::new(),
+    synapse=None, no_synapse=false, initial_voltage=None, max_pool=None, dt=None, passes=None,
+    calibration=None, normalize_rule="budget", percentile=99.0, max_rate=1000.0,
+    error_fraction=0.3))]
+#[allow(clippy::too_many_arguments)]
+fn compile(
+    py: Python<'_>,
+    path: std::path::PathBuf,
+    spiking: bool,
+    swap: Option<&str>,
+    scale: Option<f64>,
+    layer_scales: Vec<(String, f64)>,
+    synapse: Option<f64>,
+    no_synapse: bool,
+    initial_voltage: Option<Bound<'_, PyAny>>,
+    max_pool: Option<&str>,
+    dt: Option<f64>,
+    passes: Option<Vec<String>>,
+    calibration: Option<PyReadonlyArrayDyn<'_, f32>>,
+    normalize_rule: &str,
+    percentile: f64,
+    max_rate: f64,
+    error_fraction: f64,
+) -> PyResult<Network> {
+    let swap = match swap {
+        None => None,
+        Some("spiking_relu" | "relu=spiking_relu") => Some(Swap::SpikingRelu),
+        Some("lif" | "relu=lif") => Some(Swap::Lif),
+        Some(o) => {
+            return Err(PyValueError::new_err(format!(
+                "swap_activations: relu can become `spiking_relu` or `lif`, not `{o}`"
+            )));
+        }
+    };
+    let initial_voltage = match initial_voltage {
+        None => None,
+        Some(v) => match v.extract::<String>() {
+            Ok(s) if s == "uniform" => Some(InitialVoltage::Uniform),
+            Ok(s) => {
+                return Err(PyValueError::new_err(format!(
+                    "initial_voltage must be \"uniform\" or a number, not {s:?}"
+                )));
+            }
+            Err(_) => Some(InitialVoltage::Fixed(v.extract::<f64>().map_err(|_| {
+                PyValueError::new_err("initial_voltage must be \"uniform\" or a number")
+            })?)),
+        },
+    };
+    let max_pool = match max_pool {
+        None => None,
+        Some("neural") => Some(MaxPoolMode::Neural),
+        Some("avg") => Some(MaxPoolMode::Avg),
+        Some("keep") => Some(MaxPoolMode::Keep),
+        Some(o) => {
+            return Err(PyValueError::new_err(format!(
+                "max_pool must be \"neural\", \"avg\" or \"keep\", not {o:?}"
+            )));
+        }
+    };
+    let rule = match normalize_rule {
+        "budget" => NormalizeRuleFlag::Budget { error_fraction },
+        "percentile" => NormalizeRuleFlag::Percentile { max_rate },
+        o => {
+            return Err(PyValueError::new_err(format!(
+                "normalize_rule must be \"budget\" or \"percentile\", not {o:?}"
+            )));
+        }
+    };
+    let data = calibration.as_ref().map(|c| c.as_array());
+    let flags = Flags {
+        spiking,
+        swap,
+        scale,
+        layer_scales,
+        synapse: if no_synapse {
+            Some(None)
+        } else {
+            synapse.map(Some)
+        },
+        initial_voltage,
+        max_pool,
+        dt,
+        passes,
+        normalize: data.as_ref().map(|d| Normalize {
+            samples: d.shape().first().copied().unwrap_or(0),
+            percentile,
+            rule,
+        }),
+        verify_last_only: false,
+    };
+    let (module, report) = py
+        .detach(|| {
+            let mut simulate = |m: &Module| match &data {
+                Some(d) => dataset::run_once(m, d.view()),
+                None => Err("no calibration data".to_string()),
+            };
+            let hooks = CompileHooks {
+                simulate: Some(&mut simulate),
+                ..CompileHooks::default()
+            };
+            driver::compile(&path, &flags, hooks)
+        })
+        .map_err(conversion_error)?;
+    Ok(Network {
+        module: Arc::new(module),
+        warnings: report.warnings,
+        calibration: report.calibration.map(|c| c.to_string()),
+    })
+}
+
+/// Supported Keras layer classes.
+#[pyfunction]
+fn supported_layers() -> Vec<&'static str> {
+    snnc_compiler::keras::supported_layers()
+}
+
+/// A compiled simulator of one network for minibatches of a fixed size.
+#[pyclass(frozen, module = "snnc._snnc")]
+struct Simulator {
+    sim: Mutex<RustSimulator>,
+    network: Arc<Verified>,
+    batch: usize,
+}
+
+#[pymethods]
+impl Simulator {
+    #[new]
+    #[pyo3(signature = (network, batch, backend="jit"))]
+    fn new(py: Python<'_>, network: &Network, batch: usize, backend: &str) -> PyResult<Self> {
+        let backend = match backend {
+            "jit" => Backend::Jit,
+            "interp" => Backend::Interp,
+            o => {
+                return Err(PyValueError::new_err(format!(
+                    "backend must be \"jit\" or \"interp\", not {o:?}"
+                )));
+            }
+        };
+        if batch == 0 {
+            return Err(PyValueError::new_err("minibatch_size must be at least 1"));
+        }
+        let module = network.module.clone();
+        let sim = py
+            .detach(|| RustSimulator::new(&module, backend, batch))
+            .map_err(|e| SimulationError::new_err(e.to_string()))?;
+        Ok(Simulator {
+            sim: Mutex::new(sim),
+            network: module,
+            batch,
+        })
+    }
+
+    /// Minibatch size.
+    #[getter]
+    fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Run every sample of `inputs` (float32 arrays in module input order). Releases the GIL;
+    /// every 50 ms it takes it back briefly to check for Ctrl-C and, when a minibatch has
+    /// finished, to call `progress(samples_done, samples)`.
+    #[pyo3(signature = (inputs, labels=None, steps=None, seed=0, all_steps=true,
+        accuracy_at=Vec::new(), progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: Vec<PyReadonlyArrayDyn<'py, f32>>,
+        labels: Option<Vec<i64>>,
+        steps: Option<usize>,
+        seed: u64,
+        all_steps: bool,
+        accuracy_at: Vec<usize>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let views: Vec<_> = inputs.iter().map(|a| a.as_array()).collect();
+        let spec = RunSpec {
+            steps,
+            batch: self.batch,
+            backend: Backend::Jit,
+            seed,
+            all_steps,
+            accuracy_at,
+        };
+        let mut raised: Option<PyErr> = None;
+        let result = py.detach(|| {
+            let mut sim = self.sim.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last_check = Instant::now();
+            dataset::run_with(&mut sim, &views, labels.as_deref(), &spec, &mut |p| {
+                let end_of_batch = p.step == p.steps;
+                if !end_of_batch && last_check.elapsed() < Duration::from_millis(50) {
+                    return ControlFlow::Continue(());
+                }
+                last_check = Instant::now();
+                let done = (p.samples_done + self.batch).min(p.samples);
+                Python::attach(|py| {
+                    let r = py
+                        .check_signals()
+                        .and_then(|()| match (&progress, end_of_batch) {
+                            (Some(cb), true) => cb.call1(py, (done, p.samples)).map(drop),
+                            _ => Ok(()),
+                        });
+                    match r {
+                        Ok(()) => ControlFlow::Continue(()),
+                        Err(e) => {
+                            raised = Some(e);
+                            ControlFlow::Break(())
+                        }
+                    }
+                })
+            })
+        });
+        let r = match result {
+            Ok(r) => r,
+            Err(DatasetError::Interrupted) if raised.is_some() => {
+                return Err(raised.expect("checked"));
+            }
+            Err(e) => return Err(simulation_error(e)),
+        };
+        let out = PyDict::new(py);
+        let outputs = PyDict::new(py);
+        for (name, a) in r.outputs {
+            outputs.set_item(name, PyArrayDyn::from_owned_array(py, a))?;
+        }
+        out.set_item("outputs", outputs)?;
+        let spikes = PyDict::new(py);
+        for (pop, counts) in r.spikes {
+            spikes.set_item(pop, PyArray1::from_vec(py, counts))?;
+        }
+        out.set_item("spikes", spikes)?;
+        out.set_item("correct", r.correct)?;
+        out.set_item("correct_at", r.correct_at)?;
+        out.set_item("samples", r.samples)?;
+        out.set_item("steps", r.steps)?;
+        out.set_item("seconds", r.elapsed.as_secs_f64())?;
+        Ok(out)
+    }
+
+    /// The network simulated.
+    #[getter]
+    fn network(&self) -> Network {
+        Network {
+            module: self.network.clone(),
+            warnings: Vec::new(),
+            calibration: None,
+        }
+    }
+}
+
+#[pymodule]
+fn _snnc(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<Network>()?;
+    m.add_class::<Simulator>()?;
+    m.add_function(wrap_pyfunction!(compile, m)?)?;
+    m.add_function(wrap_pyfunction!(supported_layers, m)?)?;
+    m.add("SnncError", py.get_type::<SnncError>())?;
+    m.add("ConversionError", py.get_type::<ConversionError>())?;
+    m.add("VerifyError", py.get_type::<VerifyError>())?;
+    m.add("SimulationError", py.get_type::<SimulationError>())?;
+    m.add("InputError", py.get_type::<InputError>())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

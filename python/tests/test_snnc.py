@@ -1,0 +1,332 @@
+"""Tests of the Python package against the `snnc` CLI (the same Rust crates, run as a separate
+program), Keras's own outputs, and hand-checked properties."""
+
+import _thread
+import os
+import pickle
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import snnc
+
+ROOT = Path(__file__).resolve().parents[2]
+MNIST = ROOT / "examples" / "mnist"
+MODEL = MNIST / "model.keras"
+
+
+def cli() -> Path:
+    """The snnc binary `cargo test --workspace` builds (or SNNC_BIN)."""
+    if "SNNC_BIN" in os.environ:
+        return Path(os.environ["SNNC_BIN"])
+    for profile in ("debug", "release"):
+        p = ROOT / "target" / profile / "snnc"
+        if p.exists():
+            return p
+    raise RuntimeError("build the CLI first (cargo build -p snnc) or set SNNC_BIN")
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.load(MNIST / "test_images.npy")[:50]
+
+
+@pytest.fixture(scope="module")
+def labels():
+    return np.load(MNIST / "test_labels.npy")[:50]
+
+
+@pytest.fixture(scope="module")
+def spiking_net():
+    return snnc.convert(str(MODEL), spiking=True, scale_firing_rates=200)
+
+
+def run_cli(tmp_path, images, *flags):
+    x = tmp_path / "x.npy"
+    np.save(x, images)
+    out = tmp_path / "out.npz"
+    r = subprocess.run(
+        [str(cli()), "run", str(MODEL), "--input", str(x), "--output", str(out),
+         "--all-steps", "--save-spikes", *flags],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    return dict(np.load(out)), r.stdout
+
+
+def test_outputs_and_spikes_equal_the_cli_bit_for_bit(tmp_path, images, spiking_net):
+    # 50 samples in minibatches of 16: the last one is partial (2 samples).
+    want, _ = run_cli(tmp_path, images, "--spiking", "--scale-firing-rates", "200",
+                      "--steps", "20", "--batch", "16")
+    with snnc.Simulator(spiking_net, minibatch_size=16, progress_bar=False) as sim:
+        got = sim.predict(images, n_steps=20)
+        spikes = sim.spike_counts
+    assert set(got) == {k for k in want if not k.startswith("spikes/")}
+    for name, a in got.items():
+        assert a.shape == (50, 20, 10)
+        assert a.dtype == np.float32
+        np.testing.assert_array_equal(a, want[name])
+    assert set(spikes) == set(spiking_net.populations)
+    for pop, counts in spikes.items():
+        assert counts.shape == (50,)
+        np.testing.assert_array_equal(counts.astype(np.float32), want["spikes/" + pop])
+    assert sum(c.sum() for c in spikes.values()) > 50 * 1000, "the network spikes"
+
+
+def test_minibatch_size_does_not_change_results(images, spiking_net):
+    with snnc.Simulator(spiking_net, minibatch_size=7, progress_bar=False) as a:
+        ra = a.predict(images, n_steps=10)
+    with snnc.Simulator(spiking_net, minibatch_size=50, progress_bar=False) as b:
+        rb = b.predict(images, n_steps=10)
+    for k in ra:
+        np.testing.assert_array_equal(ra[k], rb[k])
+
+
+def test_interpreter_agrees_with_the_jit(images, spiking_net):
+    outs = []
+    for backend in ("jit", "interp"):
+        with snnc.Simulator(spiking_net, 25, backend=backend, progress_bar=False) as sim:
+            outs.append(sim.predict(images[:25], n_steps=8))
+    for k in outs[0]:
+        np.testing.assert_array_equal(outs[0][k], outs[1][k])
+
+
+def test_held_per_step_flat_dict_and_dtypes_agree(images, spiking_net):
+    with snnc.Simulator(spiking_net, 16, progress_bar=False) as sim:
+        (name,) = spiking_net.inputs
+        shape = spiking_net.inputs[name]
+        assert shape == (28, 28, 1)
+        held = sim.predict(images, n_steps=6)
+        steps = np.repeat(images[:, None], 6, axis=1)  # (n, steps, 28, 28, 1), uint8
+        per_step = sim.predict(steps)  # n_steps from the time axis
+        flat = sim.predict(steps.reshape(50, 6, 28 * 28).astype(np.float64), n_steps=6)
+        by_name = sim.predict({name: images.astype(np.int32)}, n_steps=6)
+        as_float = sim.predict(np.ascontiguousarray(images, dtype=np.float32), n_steps=6)
+    for other in (per_step, flat, by_name, as_float):
+        for k in held:
+            np.testing.assert_array_equal(held[k], other[k])
+
+
+def test_last_step_only(images, spiking_net):
+    with snnc.Simulator(spiking_net, 16, progress_bar=False) as sim:
+        every = sim.predict(images, n_steps=5)
+        last = sim.predict(images, n_steps=5, all_steps=False)
+    for k in every:
+        np.testing.assert_array_equal(every[k][:, -1], last[k])
+
+
+def test_evaluate_matches_argmax_of_predict_and_the_cli(tmp_path, images, labels, spiking_net):
+    acc = snnc.evaluate(spiking_net, images, labels, n_steps=20, at=[5, 10, 20],
+                        minibatch_size=16)
+    assert sorted(acc) == [5, 10, 20]
+    with snnc.Simulator(spiking_net, 16, progress_bar=False) as sim:
+        (out,) = sim.predict(images, n_steps=20).values()
+    for step, a in acc.items():
+        assert a == np.mean(out[:, step - 1].argmax(axis=1) == labels)
+    assert acc[20] > 0.9
+    # The CLI on all 1000 images and labels, cut to the same 50 by --samples.
+    every = np.load(MNIST / "test_images.npy")
+    _, stdout = run_cli(tmp_path, every, "--spiking", "--scale-firing-rates", "200",
+                        "--steps", "20", "--batch", "16", "--labels",
+                        str(MNIST / "test_labels.npy"), "--samples", "0:50",
+                        "--accuracy-at", "5,10")
+    for step in (5, 10):
+        m = re.search(rf"accuracy at step {step}: ([0-9.]+)", stdout)
+        assert float(m.group(1)) == pytest.approx(acc[step], abs=1e-4)
+    total = sum(acc.spikes_per_sample.values())
+    assert total > 1000
+    assert set(acc.spike_counts) == set(spiking_net.populations)
+
+
+def test_in_memory_keras_model_matches_model_predict():
+    os.environ.setdefault("KERAS_BACKEND", "numpy")
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(0)
+    model = keras.Sequential([
+        keras.Input((6,)),
+        keras.layers.Dense(16, activation="relu", name="hidden"),
+        keras.layers.Dense(3, name="out"),
+    ])
+    for w in model.weights:
+        w.assign(rng.normal(size=w.shape).astype("float32"))
+    x = rng.normal(size=(40, 6)).astype("float32")
+    want = model.predict(x, verbose=0)
+    net = snnc.convert(model, spiking=False)
+    assert net.inputs and list(net.outputs) == ["out"]
+    with snnc.Simulator(net, minibatch_size=16, progress_bar=False) as sim:
+        got = sim.predict(x, n_steps=1)["out"][:, 0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # Spiking with a high rate approaches the rate network's output.
+    spiking = snnc.convert(model, spiking=True, scale_firing_rates=1000, synapse=0.01)
+    with snnc.Simulator(spiking, minibatch_size=40, progress_bar=False) as sim:
+        s = sim.predict(x, n_steps=200)["out"][:, -50:].mean(axis=1)
+    assert np.abs(s - want).mean() < 0.1 * np.abs(want).mean()
+    assert sum(c.sum() for c in sim.spike_counts.values()) > 0
+
+
+def test_conversion_options(tmp_path):
+    net = snnc.convert(str(MODEL), spiking=True, scale_firing_rates={"conv1": 50, "dense1": 100},
+                       synapse=None, max_pool="avg", initial_voltage=0.5,
+                       swap_activations={"relu": "spiking_relu"})
+    ir = net.ir
+    assert "lowpass" not in ir
+    assert "max_pool" not in ir
+    assert "uniform(0.5, 0.5" in ir
+    lif = snnc.convert(str(MODEL), spiking=True, swap_activations={"relu": "lif"})
+    assert " lif " in lif.ir
+    rate = snnc.convert(str(MODEL), spiking=False)
+    assert not rate.populations
+    cal = np.load(MNIST / "calibration_images.npy")[:100]
+    norm = snnc.convert(str(MODEL), spiking=True, normalize_rates=cal)
+    assert "gain" in norm.calibration
+    assert norm.ir != net.ir
+    passes = snnc.convert(str(MODEL), spiking=True, passes=["spikify", "lower-maxpool"])
+    assert len(passes.ir) > 0
+
+
+def test_save_load_and_pickle_round_trip(tmp_path, images, spiking_net):
+    path = tmp_path / "m.snn"
+    spiking_net.save(path)
+    loaded = snnc.load(path)
+    unpickled = pickle.loads(pickle.dumps(spiking_net))
+    assert loaded.ir == spiking_net.ir == unpickled.ir
+    results = []
+    for net in (spiking_net, loaded, unpickled):
+        with snnc.Simulator(net, 25, progress_bar=False) as sim:
+            results.append(sim.predict(images[:25], n_steps=5))
+    for r in results[1:]:
+        for k in r:
+            np.testing.assert_array_equal(r[k], results[0][k])
+    # A .snn file is also a model for convert (converted again only if asked).
+    assert snnc.convert(str(path), spiking=False).ir == spiking_net.ir
+
+
+def test_errors_are_python_exceptions_with_the_cli_message(tmp_path, images, spiking_net):
+    with pytest.raises(snnc.ConversionError, match="missing.keras"):
+        snnc.convert(str(tmp_path / "missing.keras"))
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(snnc.ConversionError, match="bad.keras"):
+        snnc.convert(str(bad))
+    with pytest.raises(snnc.ConversionError, match="unknown file type"):
+        snnc.convert(str(tmp_path / "model.onnx"))
+    with pytest.raises(snnc.VerifyError, match=r"line \d+"):
+        snnc.load(ROOT / "tests" / "ir" / "verify" / "errors.sir")
+    assert issubclass(snnc.VerifyError, snnc.ConversionError)
+    assert issubclass(snnc.InputError, snnc.SimulationError)
+    assert issubclass(snnc.SimulationError, snnc.SnncError)
+    with pytest.raises(ValueError, match="max_pool"):
+        snnc.convert(str(MODEL), max_pool="median")
+    with pytest.raises(ValueError, match="scale_firing_rates must be a positive"):
+        snnc.convert(str(MODEL), scale_firing_rates=-1)
+    with pytest.raises(ValueError, match="relu can become"):
+        snnc.convert(str(MODEL), swap_activations={"relu": "izhikevich"})
+    with pytest.raises(TypeError):
+        snnc.convert(42)
+    with snnc.Simulator(spiking_net, 8, progress_bar=False) as sim:
+        with pytest.raises(snnc.InputError, match=r"shape \[3, 5\] fits neither"):
+            sim.predict(np.zeros((3, 5)), n_steps=2)
+        with pytest.raises(snnc.InputError, match="no input named"):
+            sim.predict({"nope": images}, n_steps=2)
+        with pytest.raises(snnc.InputError, match="labels"):
+            sim.evaluate(images, np.zeros(3), n_steps=2)
+        with pytest.raises(snnc.InputError, match="outside the 2 steps"):
+            sim.evaluate(images, np.zeros(50), n_steps=2, at=[5])
+    with pytest.raises(snnc.SimulationError, match="closed"):
+        sim.predict(images, n_steps=1)
+    with pytest.raises(ValueError, match="backend"):
+        snnc.Simulator(spiking_net, backend="gpu")
+    with pytest.raises(snnc.ConversionError):
+        snnc.Network.from_bytes(b"junk")
+
+
+def test_progress_callback_counts(images, spiking_net):
+    calls = []
+    with snnc.Simulator(spiking_net, 16, progress_bar=lambda d, t: calls.append((d, t))) as sim:
+        sim.predict(images, n_steps=3)
+    assert calls == [(16, 50), (32, 50), (48, 50), (50, 50)]
+
+
+def test_tqdm_progress_bar(images, spiking_net, capsys):
+    pytest.importorskip("tqdm")
+    with snnc.Simulator(spiking_net, 16, progress_bar=True) as sim:
+        sim.predict(images, n_steps=2)
+    assert "50/50" in capsys.readouterr().err
+
+
+def long_run_inputs(images):
+    return np.repeat(images, 20, axis=0)  # 1000 samples
+
+
+def test_the_gil_is_released(images, spiking_net):
+    ticks = [0]
+    stop = threading.Event()
+
+    def count():
+        while not stop.is_set():
+            ticks[0] += 1
+            time.sleep(0.001)
+
+    t = threading.Thread(target=count)
+    x = long_run_inputs(images)
+    with snnc.Simulator(spiking_net, 50, progress_bar=False) as sim:
+        t.start()
+        start = time.perf_counter()
+        sim.predict(x, n_steps=30, all_steps=False)
+        elapsed = time.perf_counter() - start
+        stop.set()
+        t.join()
+    # The counting thread ran throughout: about one tick per millisecond.
+    assert elapsed > 0.2
+    assert ticks[0] > 0.3 * elapsed * 1000, (ticks[0], elapsed)
+
+
+def test_ctrl_c_stops_a_run_promptly(images, spiking_net):
+    x = np.repeat(images, 200, axis=0)  # 10,000 samples: many seconds
+    with snnc.Simulator(spiking_net, 50, progress_bar=False) as sim:
+        timer = threading.Timer(0.3, _thread.interrupt_main)
+        start = time.perf_counter()
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            sim.predict(x, n_steps=100, all_steps=False)
+        elapsed = time.perf_counter() - start
+        timer.cancel()
+        # The simulator still works afterwards.
+        r = sim.predict(images[:5], n_steps=2)
+    assert elapsed < 0.3 + 1.0, elapsed
+    assert next(iter(r.values())).shape == (5, 2, 10)
+
+
+def test_dask_results_equal_local_ones(images, labels, spiking_net):
+    distributed = pytest.importorskip("distributed")
+    from snnc import distributed as sd
+
+    with snnc.Simulator(spiking_net, 8, progress_bar=False) as sim:
+        local = sim.predict(images, n_steps=10)
+        local_spikes = sim.spike_counts
+    local_acc = snnc.evaluate(spiking_net, images, labels, n_steps=10, at=[5, 10])
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            remote = sd.predict(spiking_net, images, n_steps=10, client=client, chunk_size=13,
+                                minibatch_size=8)
+            acc = sd.evaluate(spiking_net, images, labels, n_steps=10, at=[5, 10],
+                              client=client, chunk_size=13)
+    for k in local:
+        np.testing.assert_array_equal(local[k], remote[k])
+    assert dict(acc) == dict(local_acc)
+    for pop in local_spikes:
+        np.testing.assert_array_equal(acc.spike_counts[pop], local_spikes[pop])
+
+
+def test_readme_python_quick_start_runs(tmp_path, monkeypatch):
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- python-quickstart -->", 1)[1]
+    code = block.split("```python", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(ROOT)
+    exec(compile(code, "README.md quick start", "exec"), {})
