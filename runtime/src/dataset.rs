@@ -484,3 +484,116 @@ pub fn run_once(module: &snnc_ir::Module, data: ArrayViewD<f32>) -> Result<Vec<V
         .map(|(_, a)| a.into_raw_vec_and_offset().0)
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array2, Array3};
+
+    fn xor() -> Verified {
+        let text = include_str!("../../examples/xor/xor_spiking.sir");
+        snnc_ir::verify(snnc_ir::parse(text).unwrap(), snnc_ir::Target::Any).unwrap()
+    }
+
+    fn inputs(n: usize) -> Array2<f32> {
+        Array2::from_shape_fn((n, 2), |(i, j)| ((i >> j) & 1) as f32)
+    }
+
+    fn go(m: &Verified, x: &[ArrayViewD<f32>], spec: &RunSpec) -> RunResult {
+        run(m, x, None, spec, &mut |_| ControlFlow::Continue(())).unwrap()
+    }
+
+    /// The samples of a data set give the same outputs whatever the minibatch size (a partial
+    /// last batch included), whether held or fed step by step, on both backends; the
+    /// per-step record ends in the last-step one.
+    #[test]
+    fn results_do_not_depend_on_batching_layout_or_backend() {
+        let m = xor();
+        let x = inputs(10);
+        let steps = 30;
+        let spec = |batch, backend, all_steps| RunSpec {
+            steps: Some(steps),
+            batch,
+            backend,
+            all_steps,
+            ..RunSpec::default()
+        };
+        let base = go(&m, &[x.view().into_dyn()], &spec(10, Backend::Interp, true));
+        let timed = Array3::from_shape_fn((10, steps, 2), |(i, _, j)| x[[i, j]]);
+        for (batch, backend) in [(3, Backend::Interp), (4, Backend::Jit), (10, Backend::Jit)] {
+            for feed in [x.view().into_dyn(), timed.view().into_dyn()] {
+                let r = go(&m, &[feed], &spec(batch, backend, true));
+                assert_eq!(r.outputs, base.outputs, "batch {batch} {backend:?}");
+                assert_eq!(r.spikes, base.spikes);
+            }
+        }
+        let last = go(&m, &[x.view().into_dyn()], &spec(4, Backend::Jit, false));
+        let every = &base.outputs[0].1;
+        assert_eq!(last.outputs[0].1, every.index_axis(Axis(1), steps - 1));
+        // The module declares no spike outputs, so nothing is counted.
+        assert!(base.spikes.is_empty());
+    }
+
+    #[test]
+    fn accuracy_is_scored_at_the_chosen_steps() {
+        let m = xor();
+        let x = inputs(8);
+        let labels: Vec<i64> = (0..8).map(|i| ((i & 1) ^ ((i >> 1) & 1)) as i64).collect();
+        let spec = RunSpec {
+            steps: Some(100),
+            batch: 3,
+            accuracy_at: vec![1, 100],
+            ..RunSpec::default()
+        };
+        let r = run(
+            &m,
+            &[x.view().into_dyn()],
+            Some(&labels),
+            &spec,
+            &mut |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
+        assert_eq!(r.correct, Some(8));
+        assert_eq!(r.correct_at.last(), Some(&(100, 8)));
+    }
+
+    #[test]
+    fn bad_inputs_and_interruptions_are_errors() {
+        let m = xor();
+        let x = inputs(4);
+        let spec = RunSpec::default();
+        let wrong = Array2::<f32>::zeros((4, 3));
+        let e = run(&m, &[wrong.view().into_dyn()], None, &spec, &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "input `x`: shape [4, 3] fits neither (n, 2) held for every step nor (n, steps, 2) fed step by step"
+        );
+        let e = run(
+            &m,
+            &[x.view().into_dyn()],
+            Some(&[0, 1]),
+            &spec,
+            &mut |_| ControlFlow::Continue(()),
+        )
+        .unwrap_err();
+        assert_eq!(e, DatasetError::Labels { got: 2, want: 4 });
+        let mut calls = 0;
+        let long = RunSpec {
+            steps: Some(1000),
+            ..RunSpec::default()
+        };
+        let e = run(&m, &[x.view().into_dyn()], None, &long, &mut |p| {
+            calls += 1;
+            if p.step == 5 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap_err();
+        assert_eq!((e, calls), (DatasetError::Interrupted, 5));
+    }
+}
