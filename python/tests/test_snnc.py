@@ -281,9 +281,10 @@ def test_the_gil_is_released(images, spiking_net):
         elapsed = time.perf_counter() - start
         stop.set()
         t.join()
-    # The counting thread ran throughout: about one tick per millisecond.
+    # The counting thread ran throughout: about one tick per millisecond when free, one per
+    # 50 ms signal check if the run held the GIL.
     assert elapsed > 0.2
-    assert ticks[0] > 0.3 * elapsed * 1000, (ticks[0], elapsed)
+    assert ticks[0] > 0.1 * elapsed * 1000, (ticks[0], elapsed)
 
 
 def test_ctrl_c_stops_a_run_promptly(images, spiking_net):
