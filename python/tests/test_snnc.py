@@ -70,6 +70,8 @@ def test_outputs_and_spikes_equal_the_cli_bit_for_bit(tmp_path, images, spiking_
     for name, a in got.items():
         assert a.shape == (50, 20, 10)
         assert a.dtype == np.float32
+        # The array holds the buffer Rust filled, not a copy.
+        assert not a.flags.owndata and type(a.base).__name__ == "PySliceContainer"
         np.testing.assert_array_equal(a, want[name])
     assert set(spikes) == set(spiking_net.populations)
     for pop, counts in spikes.items():
