@@ -60,8 +60,9 @@ fn conversion_error(e: CompileError) -> PyErr {
 
 fn simulation_error(e: DatasetError) -> PyErr {
     match e {
-        DatasetError::Sim(_) => SimulationError::new_err(e.to_string()),
-        DatasetError::Interrupted => SimulationError::new_err(e.to_string()),
+        DatasetError::Sim(_) | DatasetError::Interrupted | DatasetError::TooLarge { .. } => {
+            SimulationError::new_err(e.to_string())
+        }
         e => InputError::new_err(e.to_string()),
     }
 }

@@ -237,6 +237,10 @@ def test_errors_are_python_exceptions_with_the_cli_message(tmp_path, images, spi
             sim.predict({"nope": images}, n_steps=2)
         with pytest.raises(snnc.InputError, match="labels"):
             sim.evaluate(images, np.zeros(3), n_steps=2)
+        with pytest.raises(snnc.InputError, match="at least 1"):
+            sim.predict(images, n_steps=0)
+        with pytest.raises(snnc.SimulationError, match="more memory than can be allocated"):
+            sim.predict(images, n_steps=1 << 50)
         with pytest.raises(snnc.InputError, match="outside the 2 steps"):
             sim.evaluate(images, np.zeros(50), n_steps=2, at=[5])
     with pytest.raises(snnc.SimulationError, match="closed"):

@@ -85,6 +85,19 @@ pub enum DatasetError {
     /// Labels given to a module with nothing to score.
     #[error("labels need a model output to score")]
     NothingToScore,
+    /// Zero steps asked for (or a step-by-step input with an empty time axis).
+    #[error("the number of steps must be at least 1")]
+    ZeroSteps,
+    /// An output record too large to allocate.
+    #[error(
+        "recording output `{output}` needs an array of shape {shape:?} (float32), more memory than can be allocated; record fewer samples or steps, or only the last step"
+    )]
+    TooLarge {
+        /// The output.
+        output: String,
+        /// The record's shape.
+        shape: Vec<usize>,
+    },
     /// The caller's progress callback stopped the run.
     #[error("the simulation was interrupted")]
     Interrupted,
@@ -248,6 +261,9 @@ fn check<'a, 'd>(
         return Err(DatasetError::NoSamples);
     }
     let steps = steps.unwrap_or(1);
+    if steps == 0 {
+        return Err(DatasetError::ZeroSteps);
+    }
     if let Some(l) = labels
         && l.len() != n
     {
@@ -336,10 +352,23 @@ pub fn run_with(
         .iter()
         .map(|s| s[if spec.all_steps { 2 } else { 1 }..].iter().product())
         .collect();
-    let mut outputs: Vec<Vec<f32>> = out_shapes
-        .iter()
-        .map(|s| vec![0f32; s.iter().product()])
-        .collect();
+    let mut outputs: Vec<Vec<f32>> = Vec::with_capacity(out_shapes.len());
+    for (shape, &k) in out_shapes.iter().zip(&reported) {
+        // Recorded outputs are allocated up front: refuse, with the size, what cannot be.
+        let too_large = || DatasetError::TooLarge {
+            output: module.outputs[k].name.clone(),
+            shape: shape.clone(),
+        };
+        let len = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&l| l <= isize::MAX as usize / 4)
+            .ok_or_else(too_large)?;
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(len).map_err(|_| too_large())?;
+        buf.resize(len, 0f32);
+        outputs.push(buf);
+    }
     let mut spikes = SpikeCounter::new(module, batch);
     let output_names: Vec<String> = reported
         .iter()
@@ -580,6 +609,26 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e, DatasetError::Labels { got: 2, want: 4 });
+        let cont = &mut |_: &Progress| ControlFlow::Continue(());
+        let zero = RunSpec {
+            steps: Some(0),
+            ..RunSpec::default()
+        };
+        let e = run(&m, &[x.view().into_dyn()], None, &zero, cont).unwrap_err();
+        assert_eq!(e, DatasetError::ZeroSteps);
+        // Every step recorded for 2^60 steps: refused with the size, before anything runs.
+        let huge = RunSpec {
+            steps: Some(1 << 60),
+            all_steps: true,
+            ..RunSpec::default()
+        };
+        let e = run(&m, &[x.view().into_dyn()], None, &huge, cont).unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "recording output `logits` needs an array of shape [4, 1152921504606846976, 2]"
+            ),
+            "{e}"
+        );
         let mut calls = 0;
         let long = RunSpec {
             steps: Some(1000),
