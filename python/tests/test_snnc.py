@@ -179,8 +179,9 @@ def test_conversion_options(tmp_path):
     assert "lowpass" not in ir
     assert "max_pool" not in ir
     assert "uniform(0.5, 0.5" in ir
-    lif = snnc.convert(str(MODEL), spiking=True, swap_activations={"relu": "lif"})
+    lif = snnc.convert(str(MODEL), swap_activations={"relu": "lif"})  # spikes, as in NengoDL
     assert " lif " in lif.ir
+    assert not snnc.convert(str(MODEL)).populations  # rate neurons by default
     rate = snnc.convert(str(MODEL), spiking=False)
     assert not rate.populations
     cal = np.load(MNIST / "calibration_images.npy")[:100]

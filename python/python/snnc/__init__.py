@@ -111,7 +111,7 @@ def _swap_target(swap_activations: Optional[Mapping[Any, Any]]) -> Optional[str]
 def convert(
     model: Any,
     *,
-    spiking: bool = True,
+    spiking: Optional[bool] = None,
     scale_firing_rates: Union[None, float, Mapping[str, float]] = None,
     synapse: Union[None, float, str] = "default",
     max_pool: str = "neural",
@@ -131,7 +131,10 @@ def convert(
     ``model`` may also be a ``.sir``/``.snn``/``.json`` module, converted when any option
     differs from its default.
 
-    - ``spiking``: spiking neurons for the ReLU family (``False`` keeps rate neurons).
+    - ``spiking``: spiking neurons for the ReLU family. By default (``None``) rate neurons are
+      kept, as NengoDL's converter does without ``swap_activations`` and ``snnc run`` without
+      ``--spiking``, unless ``swap_activations`` is given (which, as in NengoDL, asks for
+      spikes).
     - ``scale_firing_rates``: gain × s on each neuron's input, amplitude ÷ s on its output; a
       float for every layer or ``{layer name: float}``.
     - ``synapse``: lowpass time constant (s) on connections out of neurons, ``None`` for none;
@@ -147,6 +150,9 @@ def convert(
     Raises :class:`ConversionError` (naming the file, layer or line) for anything it cannot
     read or convert, :class:`ValueError` for options out of range.
     """
+    swap = _swap_target(swap_activations)
+    if spiking is None:
+        spiking = swap is not None
     scale = None
     layer_scales: list = []
     if isinstance(scale_firing_rates, Mapping):
@@ -165,7 +171,7 @@ def convert(
         calibration = np.ascontiguousarray(normalize_rates, dtype=np.float32)
     kwargs = dict(
         spiking=bool(spiking),
-        swap=_swap_target(swap_activations),
+        swap=swap,
         scale=scale,
         layer_scales=layer_scales,
         synapse=synapse_tau,
