@@ -252,6 +252,25 @@ def test_errors_are_python_exceptions_with_the_cli_message(tmp_path, images, spi
         snnc.Network.from_bytes(b"junk")
 
 
+def test_a_weight_declaring_a_huge_shape_is_refused_with_its_size(tmp_path):
+    """A legacy .h5 whose bias declares 2^30 elements (stored as empty chunks, so the file stays
+    small) is refused before anything is allocated, naming the layer and the size."""
+    h5py = pytest.importorskip("h5py")
+    import shutil
+
+    path = tmp_path / "huge.h5"
+    shutil.copy(ROOT / "tests" / "fixtures" / "keras2" / "activations.h5", path)
+    with h5py.File(path, "r+") as f:
+        name = "model_weights/dense_10/dense_10/bias:0"
+        del f[name]
+        f.create_dataset(name, shape=(1 << 18, 1 << 12), dtype="f4", chunks=(1, 1))
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(snnc.ConversionError, match=r"dense_10.*\[262144, 4096\] \(1073741824 elements\)"):
+        snnc.convert(str(path))
+    r = subprocess.run([str(cli()), "compile", str(path)], capture_output=True, text=True)
+    assert r.returncode == 2 and "1073741824 elements" in r.stderr, r.stderr
+
+
 def test_progress_callback_counts(images, spiking_net):
     calls = []
     with snnc.Simulator(spiking_net, 16, progress_bar=lambda d, t: calls.append((d, t))) as sim:

@@ -116,7 +116,20 @@ fn h5<T>(what: &str, access: impl FnOnce() -> T) -> Result<T, ModelError> {
         .map_err(|Panicked| werr(format!("{what}: the HDF5 reader failed on malformed data")))
 }
 
+/// The most elements one weight tensor may declare: 2^28 (1 GiB of float32; VGG-16's largest
+/// kernel has 2^26.6). A corrupt or hostile file declaring more is refused before anything is
+/// allocated, with the size it declared.
+const MAX_WEIGHT_ELEMENTS: u64 = 1 << 28;
+
 fn read_f32(ds: &hdf5_reader::Dataset, what: &str) -> Result<ArrayD<f32>, ModelError> {
+    let shape = h5(what, || ds.shape().to_vec())?;
+    let elements = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+    if elements.is_none_or(|n| n > MAX_WEIGHT_ELEMENTS) {
+        let count = elements.map_or("more than 2^64".to_string(), |n| n.to_string());
+        return Err(werr(format!(
+            "{what}: declares shape {shape:?} ({count} elements), more than the {MAX_WEIGHT_ELEMENTS} a weight tensor may have; the file may be corrupt"
+        )));
+    }
     let attempt = guard(|| {
         ds.read_array::<f32>()
             .or_else(|_| ds.read_array::<f64>().map(|a| a.mapv(|x| x as f32)))
