@@ -92,7 +92,7 @@ pub enum NormalizeRuleArg {
 
 impl ConvertArgs {
     /// The driver's flags these arguments ask for (numbers parsed; ranges are checked by the
-    /// driver).
+    /// driver). `--normalize-rates` is added by [`load_verified`], which reads its data.
     pub fn flags(&self) -> Result<Flags> {
         let mut f = Flags {
             spiking: self.spiking,
@@ -138,23 +138,6 @@ impl ConvertArgs {
                 format!("--initial-voltage: `{x}` is neither `uniform` nor a number")
             })?)),
         };
-        if let Some(path) = &self.normalize_rates {
-            f.normalize = Some(Normalize {
-                samples: 0,
-                percentile: self.percentile,
-                rule: match self.normalize_rule {
-                    NormalizeRuleArg::Budget => NormalizeRuleFlag::Budget {
-                        error_fraction: self.error_fraction,
-                    },
-                    NormalizeRuleArg::Percentile => NormalizeRuleFlag::Percentile {
-                        max_rate: self.max_rate,
-                    },
-                },
-            });
-            if !self.spiking {
-                bail!("--normalize-rates {} needs --spiking", path.display());
-            }
-        }
         Ok(f)
     }
 }
@@ -170,8 +153,22 @@ pub fn load_verified(path: &Path, args: &ConvertArgs) -> Result<Verified> {
         Some(p) => Some(crate::npy::read_f32(p)?),
         None => None,
     };
-    if let (Some(n), Some(d)) = (flags.normalize.as_mut(), &data) {
-        n.samples = d.shape().first().copied().unwrap_or(0);
+    if let Some(d) = &data {
+        if !args.spiking {
+            bail!("--normalize-rates needs --spiking");
+        }
+        flags.normalize = Some(Normalize {
+            samples: d.shape().first().copied().unwrap_or(0),
+            percentile: args.percentile,
+            rule: match args.normalize_rule {
+                NormalizeRuleArg::Budget => NormalizeRuleFlag::Budget {
+                    error_fraction: args.error_fraction,
+                },
+                NormalizeRuleArg::Percentile => NormalizeRuleFlag::Percentile {
+                    max_rate: args.max_rate,
+                },
+            },
+        });
     }
     let mut simulate = |m: &Module| match &data {
         Some(d) => snnc_runtime::dataset::run_once(m, d.view()),

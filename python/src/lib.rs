@@ -87,9 +87,9 @@ fn shapes<'py>(
 }
 
 impl Network {
-    fn of(module: Verified) -> Network {
+    fn of(module: Arc<Verified>) -> Network {
         Network {
-            module: Arc::new(module),
+            module,
             warnings: Vec::new(),
             calibration: None,
         }
@@ -184,7 +184,7 @@ impl Network {
     fn from_bytes(data: &[u8]) -> PyResult<Network> {
         let m = snnc_ir::read_snn(std::io::Cursor::new(data))
             .map_err(|e| ConversionError::new_err(format!("not a .snn artifact: {e}")))?;
-        verified(m, "the .snn bytes").map(Network::of)
+        verified(m, "the .snn bytes").map(|v| Network::of(Arc::new(v)))
     }
 
     fn __repr__(&self) -> String {
@@ -401,12 +401,11 @@ impl Simulator {
                     return ControlFlow::Continue(());
                 }
                 last_check = Instant::now();
-                let done = (p.samples_done + self.batch).min(p.samples);
                 Python::attach(|py| {
                     let r = py
                         .check_signals()
                         .and_then(|()| match (&progress, end_of_batch) {
-                            (Some(cb), true) => cb.call1(py, (done, p.samples)).map(drop),
+                            (Some(cb), true) => cb.call1(py, (p.samples_done, p.samples)).map(drop),
                             _ => Ok(()),
                         });
                     match r {
@@ -448,11 +447,7 @@ impl Simulator {
     /// The network simulated.
     #[getter]
     fn network(&self) -> Network {
-        Network {
-            module: self.network.clone(),
-            warnings: Vec::new(),
-            calibration: None,
-        }
+        Network::of(self.network.clone())
     }
 }
 

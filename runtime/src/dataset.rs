@@ -135,7 +135,8 @@ impl Default for RunSpec {
     }
 }
 
-/// Where a run is, passed to the progress callback after every step.
+/// Where a run is, passed to the progress callback after every step (after a minibatch's last
+/// step, that minibatch counts as finished).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
     /// Samples of the minibatches finished.
@@ -440,6 +441,11 @@ pub fn run_with(
                 }
             }
             where_.step = t + 1;
+            if t + 1 == steps {
+                // The minibatch is done: it counts as finished in this call.
+                where_.samples_done = hi;
+                where_.batches_done = c + 1;
+            }
             if progress(&where_).is_break() {
                 return Err(DatasetError::Interrupted);
             }
@@ -447,8 +453,6 @@ pub fn run_with(
         for (total, counts) in spike_totals.iter_mut().zip(spikes.counts()) {
             total[lo..hi].copy_from_slice(&counts[..real]);
         }
-        where_.samples_done = hi;
-        where_.batches_done = c + 1;
     }
     let elapsed = start.elapsed();
     let outputs: Vec<(String, ArrayD<f32>)> = outputs

@@ -47,7 +47,6 @@ __all__ = [
     "supported_layers",
 ]
 
-_RELU_NAMES = {"relu", "tf.nn.relu", "keras.activations.relu", "tf.keras.activations.relu"}
 _SWAP_TARGETS = {"spiking_relu", "spikingrectifiedlinear", "lif"}
 
 
@@ -94,7 +93,8 @@ def _swap_target(swap_activations: Optional[Mapping[Any, Any]]) -> Optional[str]
     target = None
     for key, value in swap_activations.items():
         name = key if isinstance(key, str) else getattr(key, "__name__", repr(key))
-        if name.split(".")[-1] != "relu" and name not in _RELU_NAMES:
+        # "relu", "tf.nn.relu", "tf.keras.activations.relu", or those functions themselves.
+        if name.split(".")[-1] != "relu":
             raise ValueError(
                 f"swap_activations: only relu can be swapped, not {name!r}"
             )
@@ -242,6 +242,18 @@ class Evaluation(dict):
     spikes_per_sample: Dict[str, float]
     spike_counts: Dict[str, np.ndarray]
 
+    @classmethod
+    def _of(cls, correct_at, n: int, spikes: Mapping[str, np.ndarray]) -> "Evaluation":
+        ev = cls({step: k / n for step, k in sorted(correct_at)})
+        ev.spike_counts = dict(spikes)
+        ev.spikes_per_sample = {k: float(v.mean()) for k, v in ev.spike_counts.items()}
+        return ev
+
+
+def _scored_steps(at: Optional[Iterable[int]], n_steps: int) -> list:
+    """The steps ``evaluate`` scores: those of ``at`` and the last."""
+    return sorted(set(int(s) for s in (at or [n_steps])) | {int(n_steps)})
+
 
 def _progress_bar(enabled: Any, total: int):
     """A tqdm bar (notebook-aware) when tqdm is installed and the bar is wanted, else None."""
@@ -342,14 +354,9 @@ class Simulator:
     ) -> Evaluation:
         """Classification accuracy (argmax of the first output against integer labels ``y``)
         at each step of ``at`` (default: the last)."""
-        labels = _labels(y)
-        steps = sorted(set(int(s) for s in (at or [n_steps])) | {int(n_steps)})
-        r = self._run(x, n_steps, labels=labels, at=steps, all_steps=False)
-        n = r["samples"]
-        ev = Evaluation({step: correct / n for step, correct in r["correct_at"]})
-        ev.spike_counts = dict(r["spikes"])
-        ev.spikes_per_sample = {k: float(v.mean()) for k, v in r["spikes"].items()}
-        return ev
+        r = self._run(x, n_steps, labels=_labels(y), at=_scored_steps(at, n_steps),
+                      all_steps=False)
+        return Evaluation._of(r["correct_at"], r["samples"], r["spikes"])
 
 
 def _labels(y: Any) -> list:

@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterable, Optional
 
 import numpy as np
 
-from . import Evaluation, Network, Simulator, _input_arrays, _labels
+from . import Evaluation, Network, Simulator, _input_arrays, _labels, _scored_steps
 
 # Per worker process: networks by the hash of their bytes, and their simulators.
 _CACHE: Dict[str, Network] = {}
@@ -44,8 +44,6 @@ def _client(client):
 
 
 def _map(net, x, n_steps, client, chunk_size, labels, at, all_steps, sim_kwargs):
-    from distributed import wait  # noqa: F401  (import check: dask is installed)
-
     inputs = _input_arrays(net, x)
     n = inputs[0].shape[0]
     if chunk_size < 1:
@@ -119,17 +117,14 @@ def evaluate(
     seed: int = 0,
 ) -> Evaluation:
     """As :func:`snnc.evaluate`, over a Dask cluster."""
-    labels = _labels(y)
-    steps = sorted(set(int(s) for s in (at or [n_steps])) | {int(n_steps)})
     kwargs = dict(minibatch_size=minibatch_size, backend=backend, seed=seed)
-    parts, n = _map(net, x, n_steps, client, chunk_size, labels, steps, False, kwargs)
+    parts, n = _map(net, x, n_steps, client, chunk_size, _labels(y), _scored_steps(at, n_steps),
+                    False, kwargs)
     correct: Dict[int, int] = {}
     for p in parts:
         for step, k in p["correct_at"]:
             correct[step] = correct.get(step, 0) + k
-    ev = Evaluation({step: k / n for step, k in sorted(correct.items())})
-    ev.spike_counts = {
+    spikes = {
         pop: np.concatenate([p["spikes"][pop] for p in parts]) for pop in parts[0]["spikes"]
     }
-    ev.spikes_per_sample = {k: float(v.mean()) for k, v in ev.spike_counts.items()}
-    return ev
+    return Evaluation._of(correct.items(), n, spikes)
