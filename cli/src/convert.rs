@@ -91,6 +91,27 @@ pub enum NormalizeRuleArg {
 }
 
 impl ConvertArgs {
+    /// The conversion settings in a few words, for legends: `spiking, scale 200, synapse 0.005`.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![if self.spiking { "spiking" } else { "rate" }.to_string()];
+        parts.extend(self.swap.iter().cloned());
+        parts.extend(self.scale.iter().map(|s| format!("scale {s}")));
+        if self.normalize_rates.is_some() {
+            parts.push(format!("normalized ({:?} rule)", self.normalize_rule).to_lowercase());
+        }
+        parts.extend(self.synapse.iter().map(|s| format!("synapse {s}")));
+        parts.extend(
+            self.initial_voltage
+                .iter()
+                .map(|v| format!("initial voltage {v}")),
+        );
+        parts.extend(
+            self.max_pool
+                .map(|m| format!("max pool {m:?}").to_lowercase()),
+        );
+        parts.join(", ")
+    }
+
     /// The driver's flags these arguments ask for (numbers parsed; ranges are checked by the
     /// driver). `--normalize-rates` is added by [`load_verified`], which reads its data.
     pub fn flags(&self) -> Result<Flags> {

@@ -4,6 +4,7 @@ mod bench;
 mod convert;
 mod load;
 mod npy;
+mod report;
 mod run;
 
 use anyhow::{Context, Result, bail};

@@ -61,9 +61,64 @@ pub fn read_labels(path: &Path) -> Result<Vec<i64>> {
         .collect()
 }
 
+/// An array written to or merged from an output file: values are float32, spike counts int32.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Array {
+    /// Values.
+    F32(ArrayD<f32>),
+    /// Spike counts.
+    I32(ArrayD<i32>),
+}
+
+impl Array {
+    fn shape(&self) -> &[usize] {
+        match self {
+            Array::F32(a) => a.shape(),
+            Array::I32(a) => a.shape(),
+        }
+    }
+
+    fn dtype(&self) -> &'static str {
+        match self {
+            Array::F32(_) => "float32",
+            Array::I32(_) => "int32",
+        }
+    }
+}
+
+/// Join arrays of one dtype along the sample axis.
+fn concatenate(name: &str, parts: &[Array]) -> Result<Array> {
+    let joined = match &parts[0] {
+        Array::F32(_) => {
+            let v: Vec<_> = parts
+                .iter()
+                .filter_map(|a| match a {
+                    Array::F32(a) => Some(a.view()),
+                    _ => None,
+                })
+                .collect();
+            Array::F32(ndarray::concatenate(ndarray::Axis(0), &v)?)
+        }
+        Array::I32(_) => {
+            let v: Vec<_> = parts
+                .iter()
+                .filter_map(|a| match a {
+                    Array::I32(a) => Some(a.view()),
+                    _ => None,
+                })
+                .collect();
+            Array::I32(ndarray::concatenate(ndarray::Axis(0), &v)?)
+        }
+    };
+    if joined.shape().first() != Some(&parts.iter().map(|a| a.shape()[0]).sum()) {
+        bail!("joining `{name}`: arrays of different dtypes");
+    }
+    Ok(joined)
+}
+
 /// Write one array as .npy or several as .npz (keyed by name), through a temporary file
 /// renamed into place.
-pub fn write_outputs(path: &Path, arrays: &[(String, ArrayD<f32>)]) -> Result<()> {
+pub fn write_outputs(path: &Path, arrays: &[(String, Array)]) -> Result<()> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -79,12 +134,20 @@ pub fn write_outputs(path: &Path, arrays: &[(String, ArrayD<f32>)]) -> Result<()
                     arrays.len()
                 );
             }
-            arrays[0].1.write_npy(&mut buf).context("encoding .npy")?;
+            match &arrays[0].1 {
+                Array::F32(a) => a.write_npy(&mut buf),
+                Array::I32(a) => a.write_npy(&mut buf),
+            }
+            .context("encoding .npy")?;
         }
         "npz" => {
             let mut npz = NpzWriter::new(&mut buf);
             for (name, a) in arrays {
-                npz.add_array(name.as_str(), a).context("encoding .npz")?;
+                match a {
+                    Array::F32(a) => npz.add_array(name.as_str(), a),
+                    Array::I32(a) => npz.add_array(name.as_str(), a),
+                }
+                .context("encoding .npz")?;
             }
             npz.finish().context("encoding .npz")?;
         }
@@ -96,15 +159,24 @@ pub fn write_outputs(path: &Path, arrays: &[(String, ArrayD<f32>)]) -> Result<()
     Ok(())
 }
 
-/// Read a `.npy` (one array, named after the file) or every array of a `.npz`, as f32.
-fn read_arrays(path: &Path) -> Result<Vec<(String, ArrayD<f32>)>> {
+/// Read a `.npy` (one array, named after the file) or every array of a `.npz`: float32 arrays
+/// as they are, int32 (spike probes) as they are, other numeric `.npy` dtypes as float32.
+fn read_arrays(path: &Path) -> Result<Vec<(String, Array)>> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
     match ext.as_str() {
-        "npy" => Ok(vec![(String::new(), read_f32(path)?)]),
+        "npy" => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let a = match ArrayD::<i32>::read_npy(Cursor::new(&bytes)) {
+                Ok(a) => Array::I32(a),
+                Err(_) => Array::F32(read_f32(path)?),
+            };
+            Ok(vec![(String::new(), a)])
+        }
         "npz" => {
             let f =
                 std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
@@ -116,9 +188,15 @@ fn read_arrays(path: &Path) -> Result<Vec<(String, ArrayD<f32>)>> {
             names
                 .into_iter()
                 .map(|name| {
-                    let a: ArrayD<f32> = npz.by_name(&name).with_context(|| {
-                        format!("{}: array `{name}` is not float32", path.display())
-                    })?;
+                    let a = match npz.by_name::<ndarray::OwnedRepr<f32>, _>(&name) {
+                        Ok(a) => Array::F32(a),
+                        Err(_) => Array::I32(npz.by_name(&name).with_context(|| {
+                            format!(
+                                "{}: array `{name}` is neither float32 nor int32",
+                                path.display()
+                            )
+                        })?),
+                    };
                     Ok((name.trim_end_matches(".npy").to_string(), a))
                 })
                 .collect()
@@ -144,7 +222,7 @@ pub fn merge(parts: &[std::path::PathBuf], out: &Path) -> Result<usize> {
             out.display()
         );
     }
-    let mut merged: Vec<(String, Vec<ArrayD<f32>>)> = Vec::new();
+    let mut merged: Vec<(String, Vec<Array>)> = Vec::new();
     for (k, p) in parts.iter().enumerate() {
         let arrays = read_arrays(p)?;
         if k == 0 {
@@ -164,7 +242,7 @@ pub fn merge(parts: &[std::path::PathBuf], out: &Path) -> Result<usize> {
             );
         }
         for ((name, a), (_, acc)) in arrays.into_iter().zip(&mut merged) {
-            if a.ndim() == 0 || a.shape()[1..] != acc[0].shape()[1..] {
+            if a.shape().is_empty() || a.shape()[1..] != acc[0].shape()[1..] {
                 bail!(
                     "{}: array `{name}` has shape {:?}, {} has {:?}",
                     p.display(),
@@ -173,15 +251,22 @@ pub fn merge(parts: &[std::path::PathBuf], out: &Path) -> Result<usize> {
                     acc[0].shape()
                 );
             }
+            if a.dtype() != acc[0].dtype() {
+                bail!(
+                    "{}: array `{name}` is {}, in {} it is {}",
+                    p.display(),
+                    a.dtype(),
+                    parts[0].display(),
+                    acc[0].dtype()
+                );
+            }
             acc.push(a);
         }
     }
     let mut joined = Vec::new();
     let mut samples = 0;
     for (name, parts) in merged {
-        let views: Vec<_> = parts.iter().map(|a| a.view()).collect();
-        let a = ndarray::concatenate(ndarray::Axis(0), &views)
-            .with_context(|| format!("joining `{name}`"))?;
+        let a = concatenate(&name, &parts).with_context(|| format!("joining `{name}`"))?;
         samples = a.shape().first().copied().unwrap_or(0);
         joined.push((name, a));
     }

@@ -1,10 +1,11 @@
 //! `snnc run`: simulate a module on inputs from .npy files.
 
-use crate::npy::{read_f32, read_labels, write_outputs};
+use crate::npy::{Array, read_f32, read_labels, write_outputs};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
+use snnc_compiler::probe::ProbeKind;
 use snnc_runtime::Backend;
 use snnc_runtime::dataset::{self, DatasetError, RunSpec};
 use std::ops::ControlFlow;
@@ -62,6 +63,19 @@ pub struct RunArgs {
     /// `spikes/POPULATION` `(n,)` float32.
     #[arg(long = "save-spikes")]
     save_spikes: bool,
+    /// Record these at every step into --output (.npz), by Keras layer or IR name, comma
+    /// separated or repeated: NAME (a spiking population's spikes as int32 counts per step, else
+    /// the value or state of that name) or NAME:VIEW with VIEW one of spikes, value, voltage,
+    /// input, synapse. Shape (n, steps, *shape).
+    #[arg(long = "probe", value_delimiter = ',', value_name = "NAME[:VIEW]")]
+    probes: Vec<String>,
+    /// Write a diagnosis report into DIR: accuracy.svg/.png (with --labels), rates.svg/.png,
+    /// spikes.svg, raster.png and report.md.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// With --report: the population raster.png shows [default: the last spiking layer].
+    #[arg(long, value_name = "LAYER")]
+    raster: Option<String>,
     #[command(flatten)]
     convert: crate::convert::ConvertArgs,
 }
@@ -97,6 +111,18 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
+    if !args.probes.is_empty() && args.output.is_none() {
+        bail!("--probe records into --output FILE.npz; add one");
+    }
+    if args.raster.is_some() && args.report.is_none() {
+        bail!("--raster draws into the --report directory; add --report DIR");
+    }
+    let (module, probes) = if args.probes.is_empty() {
+        (module, Vec::new())
+    } else {
+        let (m, probes) = snnc_compiler::probe::add_probes(module.into_inner(), &args.probes)?;
+        (snnc_ir::verify(m, snnc_ir::Target::Any)?, probes)
+    };
     let files = input_files(&module, &args.inputs)?;
     if let Some(out) = &args.output {
         for p in files.iter().chain([&args.model]).chain(args.labels.iter()) {
@@ -142,14 +168,29 @@ pub fn run(args: RunArgs) -> Result<u8> {
         BackendArg::Interp => Backend::Interp,
         BackendArg::Jit => Backend::Jit,
     };
-    let spec = RunSpec {
+    let mut spec = RunSpec {
         steps: args.steps,
         batch: args.batch,
         backend,
         seed: args.seed,
         all_steps: args.all_steps,
         accuracy_at: args.accuracy_at.clone(),
+        spike_probes: probes
+            .iter()
+            .filter_map(|p| match &p.kind {
+                ProbeKind::Spikes { output, .. } => Some((p.name.clone(), *output)),
+                ProbeKind::Value { .. } => None,
+            })
+            .collect(),
+        neuron_counts: args.report.is_some(),
     };
+    let views: Vec<_> = feeds.iter().map(|f| f.view()).collect();
+    if args.report.is_some() && labels.is_some() {
+        // The report plots accuracy at every step.
+        let (_, steps) = dataset::extent(&module, &views, labels.as_deref(), &spec)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        spec.accuracy_at = (1..=steps).collect();
+    }
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} batches  {elapsed} (eta {eta})")
@@ -157,7 +198,6 @@ pub fn run(args: RunArgs) -> Result<u8> {
     );
     let start = Instant::now();
     let mut shown = false;
-    let views: Vec<_> = feeds.iter().map(|f| f.view()).collect();
     let r = dataset::run(&module, &views, labels.as_deref(), &spec, &mut |p| {
         bar.set_length(p.batches as u64);
         bar.set_position(p.batches_done as u64);
@@ -207,7 +247,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
     );
     if let Some(correct) = r.correct {
         println!("accuracy: {:.4} ({correct}/{n})", correct as f64 / n as f64);
-        for (c, k) in &r.correct_at {
+        for (c, k) in r
+            .correct_at
+            .iter()
+            .filter(|(c, _)| args.accuracy_at.contains(c))
+        {
             println!(
                 "accuracy at step {c}: {:.4} ({k}/{n})",
                 *k as f64 / n as f64
@@ -227,14 +271,42 @@ pub fn run(args: RunArgs) -> Result<u8> {
             per.join(", ")
         );
     }
+    if let Some(dir) = &args.report {
+        let run = crate::report::Run {
+            model: &args.model,
+            module: &module,
+            inputs: &feeds,
+            labels: labels.as_deref(),
+            spec: &spec,
+            result: &r,
+            settings: args.convert.describe(),
+            spiking_keras: args.convert.spiking
+                && snnc_compiler::driver::is_keras_path(&args.model),
+            raster: args.raster.as_deref(),
+        };
+        let files = crate::report::write(dir, &run)?;
+        println!(
+            "wrote report {} ({} files)",
+            dir.join("report.md").display(),
+            files.len()
+        );
+    }
     if let Some(path) = &args.output {
-        let mut arrays = r.outputs;
+        let mut arrays: Vec<(String, Array)> = r
+            .outputs
+            .into_iter()
+            .map(|(k, a)| (k, Array::F32(a)))
+            .collect();
+        arrays.extend(r.spike_probes.into_iter().map(|(k, a)| (k, Array::I32(a))));
+        // Probes in the order given.
+        let order = |name: &str| probes.iter().position(|p| p.name == name);
+        arrays.sort_by_key(|(k, _)| order(k).map_or(0, |i| i + 1));
         if args.save_spikes {
             for (pop, counts) in r.spikes {
                 let a =
                     ArrayD::from_shape_vec(IxDyn(&[n]), counts.iter().map(|&c| c as f32).collect())
                         .expect("one count per sample");
-                arrays.push((format!("spikes/{pop}"), a));
+                arrays.push((format!("spikes/{pop}"), Array::F32(a)));
             }
         }
         write_outputs(path, &arrays)?;

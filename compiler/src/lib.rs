@@ -8,3 +8,4 @@ pub mod keras;
 pub mod calibrate;
 pub mod driver;
 pub mod passes;
+pub mod probe;

@@ -1,6 +1,8 @@
 //! Window geometry shared by convolution and pooling: output sizes and TensorFlow's padding rule.
 //! Every consumer (shape inference, the interpreter, the JIT) calls these, so they cannot disagree.
 
+use crate::module::{ConstData, Inst, Module, Operand};
+use crate::ops::Op;
 use serde::{Deserialize, Serialize};
 
 /// Padding mode of a convolution or pooling window.
@@ -113,6 +115,119 @@ impl WindowAxis {
         let i = (o * self.stride + k * self.dilation) as isize - self.pad_before as isize;
         (i >= 0 && (i as usize) < self.input).then_some(i as usize)
     }
+}
+
+/// Row-major strides of a shape.
+pub fn strides_of(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Calls `f(flat_index, multi_index)` for every element of `shape` in row-major order.
+pub fn for_each_index(shape: &[usize], mut f: impl FnMut(usize, &[usize])) {
+    let n: usize = shape.iter().product();
+    let mut idx = vec![0; shape.len()];
+    for flat in 0..n {
+        f(flat, &idx);
+        for ax in (0..shape.len()).rev() {
+            idx[ax] += 1;
+            if idx[ax] < shape[ax] {
+                break;
+            }
+            idx[ax] = 0;
+        }
+    }
+}
+
+/// Where an element of an index map's result comes from: operand `arg`, flat element `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Source {
+    /// The operand.
+    pub arg: usize,
+    /// The element of that operand (flat, per sample).
+    pub index: usize,
+}
+
+/// The source of every result element (flat, per sample) of an index-map instruction
+/// (`reshape`, `gather`, `transpose`, `upsample`, `pad`, `concat`) of a verified module; `None`
+/// for padding. `None` overall for any other op.
+pub fn index_sources(m: &Module, inst: &Inst) -> Option<Vec<Option<Source>>> {
+    let out_shape = &m.value(*inst.results.first()?).ty.shape;
+    let n_out: usize = out_shape.iter().product();
+    let in_shape = |k: usize| &m.operand_type(inst.args[k]).expect("verified").shape;
+    let from = |index: usize| Some(Source { arg: 0, index });
+    Some(match &inst.op {
+        Op::Reshape { .. } => (0..n_out).map(from).collect(),
+        Op::Gather { .. } => match inst.args.get(1) {
+            Some(Operand::Const(c)) => match &m.constant(*c).data {
+                ConstData::I32(t) => t.iter().map(|&j| from(j as usize)).collect(),
+                _ => return None,
+            },
+            _ => return None,
+        },
+        Op::Transpose { perm } => {
+            let strides = strides_of(in_shape(0));
+            let mut src = Vec::with_capacity(n_out);
+            for_each_index(out_shape, |_, idx| {
+                src.push(from(
+                    idx.iter().zip(perm).map(|(&i, &p)| i * strides[p]).sum(),
+                ));
+            });
+            src
+        }
+        Op::Upsample { factors } => {
+            let strides = strides_of(in_shape(0));
+            let mut src = Vec::with_capacity(n_out);
+            for_each_index(out_shape, |_, idx| {
+                let at = idx
+                    .iter()
+                    .enumerate()
+                    .map(|(a, &i)| factors.get(a).map_or(i, |&fa| i / fa) * strides[a]);
+                src.push(from(at.sum()));
+            });
+            src
+        }
+        Op::Pad { pads } => {
+            let mut src = vec![None; n_out];
+            let out_strides = strides_of(out_shape);
+            for_each_index(in_shape(0), |flat, idx| {
+                let at: usize = idx
+                    .iter()
+                    .zip(pads)
+                    .zip(&out_strides)
+                    .map(|((&i, p), s)| (i + p[0]) * s)
+                    .sum();
+                src[at] = from(flat);
+            });
+            src
+        }
+        Op::Concat { axis } => {
+            // Output element (o, a, i): outer position o, position a along the axis, inner i.
+            let inner: usize = out_shape[axis + 1..].iter().product();
+            let along = out_shape[*axis];
+            (0..n_out)
+                .map(|flat| {
+                    let (o, mut a, i) =
+                        (flat / (along * inner), flat / inner % along, flat % inner);
+                    for k in 0..inst.args.len() {
+                        let len = in_shape(k)[*axis];
+                        if a < len {
+                            return Some(Source {
+                                arg: k,
+                                index: (o * len + a) * inner + i,
+                            });
+                        }
+                        a -= len;
+                    }
+                    None
+                })
+                .collect()
+        }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

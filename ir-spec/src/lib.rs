@@ -20,6 +20,7 @@
 pub mod artifact;
 pub mod builder;
 pub mod diff;
+pub mod fanout;
 pub mod geometry;
 pub mod info;
 pub mod module;

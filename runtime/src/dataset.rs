@@ -5,7 +5,7 @@
 use crate::observe::{AccuracyAt, SpikeCounter, argmax, reported_outputs};
 use crate::{Backend, SimError, Simulator};
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
-use snnc_ir::{Module, Verified};
+use snnc_ir::{Module, OutputKind, Verified};
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -90,7 +90,7 @@ pub enum DatasetError {
     ZeroSteps,
     /// An output record too large to allocate.
     #[error(
-        "recording output `{output}` needs an array of shape {shape:?} (float32), more memory than can be allocated; record fewer samples or steps, or only the last step"
+        "recording output `{output}` needs an array of shape {shape:?} (4 bytes per element), more memory than can be allocated; record fewer samples or steps, or only the last step"
     )]
     TooLarge {
         /// The output.
@@ -98,6 +98,9 @@ pub enum DatasetError {
         /// The record's shape.
         shape: Vec<usize>,
     },
+    /// A spike probe that does not name a spike output.
+    #[error("spike probe `{0}` does not name a spike output of the module")]
+    NotSpikes(String),
     /// The caller's progress callback stopped the run.
     #[error("the simulation was interrupted")]
     Interrupted,
@@ -120,6 +123,11 @@ pub struct RunSpec {
     pub all_steps: bool,
     /// With labels: also score the first output at these steps (counted from 1).
     pub accuracy_at: Vec<usize>,
+    /// Spike outputs to record at every step as spike counts per neuron, `(key, output index)`
+    /// (a population's spike probe, `snnc_compiler::probe`), into [`RunResult::spike_probes`].
+    pub spike_probes: Vec<(String, usize)>,
+    /// Also count spikes per neuron over the whole run ([`RunResult::neuron_spikes`]).
+    pub neuron_counts: bool,
 }
 
 impl Default for RunSpec {
@@ -131,6 +139,8 @@ impl Default for RunSpec {
             seed: 0,
             all_steps: false,
             accuracy_at: Vec::new(),
+            spike_probes: Vec::new(),
+            neuron_counts: false,
         }
     }
 }
@@ -157,8 +167,14 @@ pub struct Progress {
 #[derive(Clone, Debug)]
 pub struct RunResult {
     /// The reported outputs (values and probes, not spike counts), by name, in output order:
-    /// `(n, steps, *shape)` with [`RunSpec::all_steps`], else `(n, *shape)`.
+    /// `(n, steps, *shape)` with [`RunSpec::all_steps`] and for every probe, else `(n, *shape)`.
     pub outputs: Vec<(String, ArrayD<f32>)>,
+    /// Per [`RunSpec::spike_probes`] entry: `(key, counts)`, spikes per step and neuron,
+    /// `(n, steps, *shape)` (signed for spiking leaky ReLUs).
+    pub spike_probes: Vec<(String, ArrayD<i32>)>,
+    /// With [`RunSpec::neuron_counts`]: per population (as [`RunResult::spikes`]), the spikes of
+    /// each neuron summed over all samples and steps (magnitudes, for signed spikes).
+    pub neuron_spikes: Vec<(String, Vec<f64>)>,
     /// Spikes per sample over the whole run, per population (`(population, counts[n])`).
     pub spikes: Vec<(String, Vec<f64>)>,
     /// With labels: correct argmax classifications of the first output at the last step.
@@ -173,6 +189,23 @@ pub struct RunResult {
     pub batch: usize,
     /// Time spent in simulation (minibatch set-up included, JIT compilation not).
     pub elapsed: Duration,
+}
+
+/// A zeroed record of `shape`, allocated up front: refused, with the size, when it cannot be.
+fn allocate<T: Default + Clone>(name: &str, shape: &[usize]) -> Result<Vec<T>, DatasetError> {
+    let too_large = || DatasetError::TooLarge {
+        output: name.into(),
+        shape: shape.to_vec(),
+    };
+    let len = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&l| l <= isize::MAX as usize / 4)
+        .ok_or_else(too_large)?;
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len).map_err(|_| too_large())?;
+    buf.resize(len, T::default());
+    Ok(buf)
 }
 
 /// An input array checked against its module input: held, or with a time axis.
@@ -285,6 +318,17 @@ fn check<'a, 'd>(
     Ok((feeds, n, steps))
 }
 
+/// The samples and steps a run of `inputs` under `spec` would have, or why it cannot run.
+pub fn extent(
+    module: &Module,
+    inputs: &[ArrayViewD<f32>],
+    labels: Option<&[i64]>,
+    spec: &RunSpec,
+) -> Result<(usize, usize), DatasetError> {
+    let (_, n, steps) = check(module, inputs, labels, spec)?;
+    Ok((n, steps))
+}
+
 /// Copy samples `lo..hi` of a held input (or of step `t` of a timed one) into `buf`, which holds
 /// a whole minibatch; the padding samples stay zero.
 fn fill(feed: &Feed, lo: usize, hi: usize, t: usize, buf: &mut [f32]) {
@@ -335,41 +379,60 @@ pub fn run_with(
     let module = sim.module();
     let (feeds, n, steps) = check(module, inputs, labels, spec)?;
     let reported = reported_outputs(module);
+    // Which outputs are recorded at every step: all with `all_steps`, probes always.
+    let every_step: Vec<bool> = reported
+        .iter()
+        .map(|&k| spec.all_steps || module.outputs[k].kind == OutputKind::Probe)
+        .collect();
+    let record_shape = |k: usize, all: bool| {
+        let ty = module
+            .operand_type(module.outputs[k].value)
+            .expect("verified");
+        let mut shape = vec![n];
+        if all {
+            shape.push(steps);
+        }
+        shape.extend_from_slice(&ty.shape);
+        shape
+    };
     let out_shapes: Vec<Vec<usize>> = reported
         .iter()
-        .map(|&k| {
-            let ty = module
-                .operand_type(module.outputs[k].value)
-                .expect("verified");
-            let mut shape = vec![n];
-            if spec.all_steps {
-                shape.push(steps);
-            }
-            shape.extend_from_slice(&ty.shape);
-            shape
-        })
+        .zip(&every_step)
+        .map(|(&k, &all)| record_shape(k, all))
         .collect();
     let out_elems: Vec<usize> = out_shapes
         .iter()
-        .map(|s| s[if spec.all_steps { 2 } else { 1 }..].iter().product())
+        .zip(&every_step)
+        .map(|(s, &all)| s[if all { 2 } else { 1 }..].iter().product())
         .collect();
     let mut outputs: Vec<Vec<f32>> = Vec::with_capacity(out_shapes.len());
     for (shape, &k) in out_shapes.iter().zip(&reported) {
-        // Recorded outputs are allocated up front: refuse, with the size, what cannot be.
-        let too_large = || DatasetError::TooLarge {
-            output: module.outputs[k].name.clone(),
-            shape: shape.clone(),
-        };
-        let len = shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .filter(|&l| l <= isize::MAX as usize / 4)
-            .ok_or_else(too_large)?;
-        let mut buf = Vec::new();
-        buf.try_reserve_exact(len).map_err(|_| too_large())?;
-        buf.resize(len, 0f32);
-        outputs.push(buf);
+        outputs.push(allocate(&module.outputs[k].name, shape)?);
     }
+    let mut spike_records: Vec<(Vec<usize>, usize, f64, Vec<i32>)> = Vec::new();
+    for (key, k) in &spec.spike_probes {
+        let OutputKind::Spikes { amplitude, .. } = module
+            .outputs
+            .get(*k)
+            .map(|o| &o.kind)
+            .ok_or(DatasetError::NotSpikes(key.clone()))?
+        else {
+            return Err(DatasetError::NotSpikes(key.clone()));
+        };
+        let shape = record_shape(*k, true);
+        let elems = shape[2..].iter().product();
+        let buf = allocate(key, &shape)?;
+        spike_records.push((shape, elems, module.dt / amplitude, buf));
+    }
+    let mut neuron_totals: Vec<Vec<f64>> = if spec.neuron_counts {
+        SpikeCounter::new(module, 1)
+            .outputs()
+            .iter()
+            .map(|&(k, _)| vec![0.0; sim.output_slice(k).len() / batch])
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut spikes = SpikeCounter::new(module, batch);
     let output_names: Vec<String> = reported
         .iter()
@@ -427,16 +490,43 @@ pub fn run_with(
             if let (Some(acc), Some(l)) = (accuracy.as_mut(), labels) {
                 acc.observe(t, sim, &l[lo..hi]);
             }
-            if spec.all_steps || t + 1 == steps {
-                for ((&k, out), &e) in reported.iter().zip(&mut outputs).zip(&out_elems) {
+            if spec.all_steps || t + 1 == steps || every_step.contains(&true) {
+                for (((&k, out), &e), &all) in reported
+                    .iter()
+                    .zip(&mut outputs)
+                    .zip(&out_elems)
+                    .zip(&every_step)
+                {
+                    if !all && t + 1 != steps {
+                        continue;
+                    }
                     let vals = sim.output_slice(k);
                     for b in 0..real {
-                        let at = if spec.all_steps {
+                        let at = if all {
                             ((lo + b) * steps + t) * e
                         } else {
                             (lo + b) * e
                         };
                         out[at..at + e].copy_from_slice(&vals[b * e..(b + 1) * e]);
+                    }
+                }
+            }
+            for ((_, k), (_, e, per_spike, out)) in spec.spike_probes.iter().zip(&mut spike_records)
+            {
+                let (e, vals) = (*e, sim.output_slice(*k));
+                for b in 0..real {
+                    let at = ((lo + b) * steps + t) * e;
+                    for (o, &v) in out[at..at + e].iter_mut().zip(&vals[b * e..(b + 1) * e]) {
+                        *o = (v as f64 * *per_spike).round() as i32;
+                    }
+                }
+            }
+            for (total, &(k, per_spike)) in neuron_totals.iter_mut().zip(spikes.outputs()) {
+                let vals = sim.output_slice(k);
+                let e = total.len();
+                for sample in vals.chunks_exact(e.max(1)).take(real) {
+                    for (c, &v) in total.iter_mut().zip(sample) {
+                        *c += (v as f64 * per_spike).abs();
                     }
                 }
             }
@@ -464,13 +554,22 @@ pub fn run_with(
             (name, a)
         })
         .collect();
+    let spike_probes = spec
+        .spike_probes
+        .iter()
+        .zip(spike_records)
+        .map(|((key, _), (shape, _, _, data))| {
+            let a = ArrayD::from_shape_vec(IxDyn(&shape), data).expect("sized from the shape");
+            (key.clone(), a)
+        })
+        .collect();
     let correct = labels.map(|l| {
         let (_, first) = &outputs[0];
         let per = out_elems[0];
         let data = first.as_slice().expect("standard layout");
         (0..n)
             .filter(|&i| {
-                let at = if spec.all_steps {
+                let at = if every_step[0] {
                     (i * steps + steps - 1) * per
                 } else {
                     i * per
@@ -479,8 +578,16 @@ pub fn run_with(
             })
             .count()
     });
+    let neuron_spikes = spikes
+        .populations()
+        .iter()
+        .cloned()
+        .zip(neuron_totals)
+        .collect();
     Ok(RunResult {
         outputs,
+        spike_probes,
+        neuron_spikes,
         spikes: spikes
             .populations()
             .iter()

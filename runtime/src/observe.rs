@@ -44,6 +44,11 @@ impl SpikeCounter {
         }
     }
 
+    /// Per population: its spike output's index and `dt / amplitude` (spikes per unit of value).
+    pub fn outputs(&self) -> &[(usize, f64)] {
+        &self.outputs
+    }
+
     /// The populations counted, in output order.
     pub fn populations(&self) -> &[String] {
         &self.populations

@@ -74,27 +74,4 @@ impl Window3 {
     }
 }
 
-/// Row-major strides of a shape.
-pub fn strides_of(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * shape[i + 1];
-    }
-    s
-}
-
-/// Calls `f(flat_index, multi_index)` for every element of `shape` in row-major order.
-pub fn for_each_index(shape: &[usize], mut f: impl FnMut(usize, &[usize])) {
-    let n: usize = shape.iter().product();
-    let mut idx = vec![0; shape.len()];
-    for flat in 0..n {
-        f(flat, &idx);
-        for ax in (0..shape.len()).rev() {
-            idx[ax] += 1;
-            if idx[ax] < shape[ax] {
-                break;
-            }
-            idx[ax] = 0;
-        }
-    }
-}
+pub use snnc_ir::geometry::{for_each_index, strides_of};

@@ -9,7 +9,6 @@
 use crate::SimError;
 use crate::frame::{Frame, zeros};
 use crate::linear::LinearPlan;
-use crate::window::{for_each_index, strides_of};
 use snnc_ir::semantics;
 use snnc_ir::{Inst, Module, Op, Operand};
 
@@ -49,12 +48,7 @@ impl Buf {
     }
 }
 
-/// One output element's source in an index map: operand `arg`, element `index`.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Source {
-    arg: usize,
-    index: usize,
-}
+use snnc_ir::geometry::Source;
 
 /// What a host call computes, for the whole batch.
 pub(super) enum Job {
@@ -157,7 +151,7 @@ impl Job {
             | Op::Reshape { .. }
             | Op::Gather { .. } => Job::IndexMap {
                 args: inst.args.iter().map(|&a| buf(a)).collect(),
-                src: index_map(m, f, inst),
+                src: snnc_ir::geometry::index_sources(m, inst).expect("an index map"),
                 y,
             },
             Op::BatchNorm { epsilon } => Job::BatchNorm {
@@ -324,80 +318,5 @@ impl Scratch {
     pub(super) fn allocate(&mut self) -> Result<(), SimError> {
         self.buf = zeros(self.need)?;
         Ok(())
-    }
-}
-
-/// The source of every output element of an index-map instruction, per sample.
-fn index_map(m: &Module, f: &Frame, inst: &Inst) -> Vec<Option<Source>> {
-    let out_shape = &m.value(inst.results[0]).ty.shape;
-    let n_out: usize = out_shape.iter().product();
-    let in_shape = |k: usize| &m.operand_type(inst.args[k]).expect("verified").shape;
-    let from = |index: usize| Some(Source { arg: 0, index });
-    match &inst.op {
-        Op::Reshape { .. } => (0..n_out).map(from).collect(),
-        Op::Gather { .. } => f
-            .index_table(inst.args[1])
-            .iter()
-            .map(|&j| from(j as usize))
-            .collect(),
-        Op::Transpose { perm } => {
-            let strides = strides_of(in_shape(0));
-            let mut src = Vec::with_capacity(n_out);
-            for_each_index(out_shape, |_, idx| {
-                src.push(from(
-                    idx.iter().zip(perm).map(|(&i, &p)| i * strides[p]).sum(),
-                ));
-            });
-            src
-        }
-        Op::Upsample { factors } => {
-            let strides = strides_of(in_shape(0));
-            let mut src = Vec::with_capacity(n_out);
-            for_each_index(out_shape, |_, idx| {
-                let at = idx
-                    .iter()
-                    .enumerate()
-                    .map(|(a, &i)| factors.get(a).map_or(i, |&fa| i / fa) * strides[a]);
-                src.push(from(at.sum()));
-            });
-            src
-        }
-        Op::Pad { pads } => {
-            let mut src = vec![None; n_out];
-            let out_strides = strides_of(out_shape);
-            for_each_index(in_shape(0), |flat, idx| {
-                let at: usize = idx
-                    .iter()
-                    .zip(pads)
-                    .zip(&out_strides)
-                    .map(|((&i, p), s)| (i + p[0]) * s)
-                    .sum();
-                src[at] = from(flat);
-            });
-            src
-        }
-        Op::Concat { axis } => {
-            // Output element (o, a, i): outer position o, position a along the axis, inner i.
-            let inner: usize = out_shape[axis + 1..].iter().product();
-            let along = out_shape[*axis];
-            (0..n_out)
-                .map(|flat| {
-                    let (o, mut a, i) =
-                        (flat / (along * inner), flat / inner % along, flat % inner);
-                    for k in 0..inst.args.len() {
-                        let len = in_shape(k)[*axis];
-                        if a < len {
-                            return Some(Source {
-                                arg: k,
-                                index: (o * len + a) * inner + i,
-                            });
-                        }
-                        a -= len;
-                    }
-                    None
-                })
-                .collect()
-        }
-        _ => unreachable!("not an index map"),
     }
 }
