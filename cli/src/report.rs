@@ -7,7 +7,7 @@ use ndarray::{ArrayD, Axis, Slice};
 use snnc_compiler::probe::{ProbeKind, add_probes};
 use snnc_ir::fanout::FanOut;
 use snnc_ir::{OutputKind, Verified};
-use snnc_report::{Layer, Raster, Report, Series};
+use snnc_report::{Layer, Raster, RasterSample, Report, Series};
 use snnc_runtime::dataset::{self, RunResult, RunSpec};
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -121,7 +121,10 @@ fn raster(
                     }
                 }
             }
-            (labels.and_then(|l| l.get(s).copied()), spikes)
+            RasterSample {
+                label: labels.and_then(|l| l.get(s).copied()),
+                spikes,
+            }
         })
         .collect();
     Ok(Raster {

@@ -726,3 +726,360 @@ fn rate_mode_scales_and_synapses() {
         stdout(&c)
     );
 }
+
+/// The first `n` MNIST test images as float32, written to `dir/x.npy`, and their labels.
+fn mnist_slice(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
+    let all = ArrayD::<u8>::read_npy(
+        std::fs::File::open(repo().join("examples/mnist/test_images.npy")).unwrap(),
+    )
+    .unwrap();
+    let images = all
+        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n))
+        .mapv(f32::from);
+    let labels = ArrayD::<i64>::read_npy(
+        std::fs::File::open(repo().join("examples/mnist/test_labels.npy")).unwrap(),
+    )
+    .unwrap()
+    .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n))
+    .to_owned();
+    let (x, y) = (dir.join("x.npy"), dir.join("y.npy"));
+    write_npy(&x, &images).unwrap();
+    write_npy(&y, &labels).unwrap();
+    (x, y)
+}
+
+/// Every array of an `.npz` whose dtype is `T`, by name.
+fn npz_arrays<T: ndarray_npy::ReadableElement>(p: &Path) -> Vec<(String, ArrayD<T>)> {
+    let mut npz = NpzReader::new(std::fs::File::open(p).unwrap()).unwrap();
+    let names = npz.names().unwrap();
+    names
+        .into_iter()
+        .filter_map(|n| {
+            npz.by_name(&n)
+                .ok()
+                .map(|a| (n.trim_end_matches(".npy").to_string(), a))
+        })
+        .collect()
+}
+
+fn get<'a, T>(arrays: &'a [(String, ArrayD<T>)], name: &str) -> &'a ArrayD<T> {
+    &arrays
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no array `{name}`"))
+        .1
+}
+
+#[test]
+fn probes_record_every_step_and_change_no_result() {
+    let dir = scratch("probes");
+    let (x, _) = mnist_slice(&dir, 5);
+    let snn = dir.join("net.snn");
+    let c = snnc(&[
+        "compile",
+        "examples/mnist/model.keras",
+        "--spiking",
+        "--scale-firing-rates",
+        "200",
+        "-o",
+        s(&snn),
+    ]);
+    assert!(c.status.success(), "{}", stderr(&c));
+    let probes = "conv1,dense1,dense1:value,dense1:voltage,dense1:input,dense1:synapse,flatten";
+    let mut probed_by_backend = Vec::new();
+    for backend in ["interp", "jit"] {
+        let run = |out: &Path, extra: &[&str]| {
+            let mut a = vec![
+                "run",
+                s(&snn),
+                "--input",
+                s(&x),
+                "--steps",
+                "12",
+                "--backend",
+                backend,
+                "--all-steps",
+                "--save-spikes",
+                "--output",
+                s(out),
+            ];
+            a.extend_from_slice(extra);
+            let r = snnc(&a);
+            assert!(r.status.success(), "{}", stderr(&r));
+            r
+        };
+        let (plain, probed) = (dir.join("plain.npz"), dir.join("probed.npz"));
+        let r0 = run(&plain, &[]);
+        let r1 = run(&probed, &["--probe", probes]);
+        let spikes = |r: &Output| {
+            stdout(r)
+                .lines()
+                .find(|l| l.starts_with("spikes per sample"))
+                .map(str::to_string)
+        };
+        assert_eq!(spikes(&r0), spikes(&r1), "probing changed the spike counts");
+        let (f0, f1) = (npz_arrays::<f32>(&plain), npz_arrays::<f32>(&probed));
+        let counts = npz_arrays::<i32>(&probed);
+        // Probing changes no output, bit for bit.
+        assert_eq!(get(&f0, "logits"), get(&f1, "logits"));
+        assert_eq!(get(&f0, "spikes/conv1"), get(&f1, "spikes/conv1"));
+        // Spike probes are int32 counts per step whose sums are the run's spike counts.
+        let conv1 = get(&counts, "conv1");
+        assert_eq!(conv1.shape(), [5, 12, 26, 26, 16]);
+        let totals = get(&f0, "spikes/conv1");
+        for b in 0..5 {
+            let sum: i64 = conv1
+                .index_axis(ndarray::Axis(0), b)
+                .iter()
+                .map(|&c| c as i64)
+                .sum();
+            assert_eq!(sum as f32, totals[[b]], "sample {b}");
+        }
+        assert!(conv1.iter().any(|&c| c > 0) && conv1.iter().all(|&c| c >= 0));
+        // The value view of a population is its spike heights: count · amplitude / dt.
+        let (heights, dense1) = (get(&f1, "dense1:value"), get(&counts, "dense1"));
+        assert_eq!(heights.shape(), [5, 12, 64]);
+        for (h, &c) in heights.iter().zip(dense1.iter()) {
+            let want = c as f32 * 5.0;
+            assert!((h - want).abs() <= 1e-6 * want, "height {h}, count {c}");
+        }
+        // Voltages of spiking ReLUs stay in [0, 1) after the step; the flattened pool output
+        // has the pool's 800 elements.
+        let v = get(&f1, "dense1:voltage");
+        assert!(
+            v.iter().all(|&v| (0.0..1.0).contains(&v)),
+            "voltage outside [0, 1)"
+        );
+        assert_eq!(get(&f1, "flatten").shape(), [5, 12, 800]);
+        // The input current reads the synapse's state at the start of the step: step t's input
+        // is bias + the synapse state probed after step t − 1.
+        let (j, syn) = (get(&f1, "dense1:input"), get(&f1, "dense1:synapse"));
+        let j0 = j.index_axis(ndarray::Axis(1), 0).to_owned(); // synapse state 0: the bias
+        for t in 1..12 {
+            let jt = j.index_axis(ndarray::Axis(1), t);
+            let st = syn.index_axis(ndarray::Axis(1), t - 1);
+            for ((a, b0), s) in jt.iter().zip(j0.iter()).zip(st.iter()) {
+                assert!((a - (b0 + s)).abs() <= 1e-5 * (1.0 + a.abs()), "step {t}");
+            }
+        }
+        probed_by_backend.push((f1, counts));
+    }
+    assert_eq!(
+        probed_by_backend[0], probed_by_backend[1],
+        "the backends' probes differ"
+    );
+
+    // Rate mode: the probed pool output is the 2×2 max of the probed convolution output,
+    // computed here by hand (through the neural max-pool circuit in snnc).
+    let out = dir.join("rate.npz");
+    let r = snnc(&[
+        "run",
+        "examples/mnist/model.keras",
+        "--input",
+        s(&x),
+        "--probe",
+        "conv2,pool2",
+        "--output",
+        s(&out),
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let a = npz_arrays::<f32>(&out);
+    let (conv2, pool2) = (get(&a, "conv2"), get(&a, "pool2"));
+    assert_eq!(conv2.shape(), [5, 1, 11, 11, 32]);
+    assert_eq!(pool2.shape(), [5, 1, 5, 5, 32]);
+    for b in 0..5 {
+        for i in 0..5 {
+            for j in 0..5 {
+                for c in 0..32 {
+                    let mut m = f32::NEG_INFINITY;
+                    for (di, dj) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                        m = m.max(conv2[[b, 0, 2 * i + di, 2 * j + dj, c]]);
+                    }
+                    let p = pool2[[b, 0, i, j, c]];
+                    assert!((p - m).abs() <= 1e-5 * (1.0 + m.abs()), "{p} vs {m}");
+                }
+            }
+        }
+    }
+
+    // Bad probes: one line naming the probe and what exists.
+    let bad = |probe: &str, output: bool| {
+        let mut a = vec!["run", s(&snn), "--input", s(&x), "--probe", probe];
+        if output {
+            a.extend_from_slice(&["--output", "/tmp/snnc-never-written.npz"]);
+        }
+        snnc(&a)
+    };
+    assert_fails(
+        &bad("conv9", true),
+        "probe `conv9`: no layer, population, value or state is named `conv9`",
+    );
+    assert_fails(&bad("conv9", true), "conv1, conv2");
+    assert_fails(
+        &bad("flatten:voltage", true),
+        "`flatten` is not a spiking population (populations: ",
+    );
+    assert_fails(&bad("conv1:colour", true), "unknown view");
+    assert_fails(
+        &bad("conv1", false),
+        "--probe records into --output FILE.npz",
+    );
+    assert_fails(&bad("logits", true), "already has an output of that name");
+    assert!(!Path::new("/tmp/snnc-never-written.npz").exists());
+}
+
+/// Width and height from a PNG's IHDR chunk.
+fn png_size(p: &Path) -> (u32, u32) {
+    let b = std::fs::read(p).unwrap();
+    assert_eq!(
+        &b[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "{} is not a PNG",
+        p.display()
+    );
+    assert_eq!(&b[12..16], b"IHDR");
+    let be = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    (be(16), be(20))
+}
+
+#[test]
+fn report_draws_the_diagnosis_figures() {
+    let dir = scratch("report");
+    let (x, y) = mnist_slice(&dir, 40);
+    let rep = dir.join("report");
+    let r = snnc(&[
+        "run",
+        "examples/mnist/model.keras",
+        "--input",
+        s(&x),
+        "--labels",
+        s(&y),
+        "--spiking",
+        "--scale-firing-rates",
+        "200",
+        "--steps",
+        "20",
+        "--accuracy-at",
+        "10",
+        "--report",
+        s(&rep),
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let out = stdout(&r);
+    assert!(out.contains("wrote report"), "{out}");
+    // Only the steps asked for are printed, though the report scores every step.
+    assert_eq!(out.matches("accuracy at step").count(), 1, "{out}");
+    let text = |f: &str| std::fs::read_to_string(rep.join(f)).unwrap();
+    let pops = [
+        "conv1",
+        "pool1.l0.u",
+        "pool1.l1.u",
+        "conv2",
+        "pool2.l0.u",
+        "pool2.l1.u",
+        "dense1",
+    ];
+
+    let acc = text("accuracy.svg");
+    for want in [
+        "accuracy (%)",
+        "step (dt = 1 ms)",
+        "spiking, scale 200",
+        "ANN (rate network, 1 step)",
+        ">\n100\n<",
+        ">\n20\n<",
+    ] {
+        assert!(acc.contains(want), "accuracy.svg lacks `{want}`");
+    }
+    // One line per run: a polyline through 20 steps.
+    assert!(acc.contains("<polyline"), "no accuracy curve");
+
+    let rates = text("rates.svg");
+    assert!(rates.contains("firing rate of active neurons (Hz, log scale)"));
+    assert!(rates.contains("neurons (%)"));
+    for p in pops {
+        assert!(
+            rates.contains(&format!("{p} (")),
+            "rates.svg lacks panel `{p}`"
+        );
+    }
+    assert!(rates.contains("% silent") && rates.contains("% saturated"));
+    assert!(
+        rates.contains(">\n1k\n<"),
+        "the rate axis reaches one spike per step (1 kHz)"
+    );
+
+    let spikes = text("spikes.svg");
+    for want in ["spikes per sample", "synaptic operations per sample"] {
+        assert!(spikes.contains(want), "spikes.svg lacks `{want}`");
+    }
+    for p in pops {
+        assert!(
+            spikes.contains(&format!(">\n{p}\n<")),
+            "spikes.svg lacks `{p}`"
+        );
+    }
+
+    assert_eq!(png_size(&rep.join("accuracy.png")), (900, 540));
+    assert_eq!(png_size(&rep.join("rates.png")), (3 * 380, 60 + 3 * 280));
+    assert_eq!(png_size(&rep.join("raster.png")), (80 + 3 * 320, 560));
+    assert!(std::fs::metadata(rep.join("raster.png")).unwrap().len() > 5_000);
+
+    // The report's numbers agree with the run's, and dense1's synaptic operations are its
+    // spikes times the 10 logits each spike reaches.
+    let md = text("report.md");
+    let row = |p: &str| -> Vec<String> {
+        md.lines()
+            .find(|l| l.starts_with(&format!("| {p} |")))
+            .unwrap_or_else(|| panic!("no row for {p}: {md}"))
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    let spikes_line = out
+        .lines()
+        .find(|l| l.starts_with("spikes per sample"))
+        .unwrap();
+    for p in pops {
+        let cells = row(p);
+        let printed = spikes_line
+            .split(&format!("{p} "))
+            .nth(1)
+            .and_then(|r| r.split([',', ')']).next())
+            .unwrap();
+        assert_eq!(cells[6], printed, "{p}: report and run disagree");
+    }
+    let d = row("dense1");
+    let (sp, syn): (f64, f64) = (d[6].parse().unwrap(), d[7].parse().unwrap());
+    assert!(
+        (syn - 10.0 * sp).abs() <= 10.0,
+        "dense1: {syn} synaptic ops for {sp} spikes"
+    );
+    assert!(md.contains("| spiking, scale 200 |"), "{md}");
+    assert!(md.contains("## Spike raster: dense1"), "{md}");
+
+    // --raster picks the layer; a name that is no population is an error naming it.
+    let r = snnc(&[
+        "run",
+        "examples/mnist/model.keras",
+        "--input",
+        s(&x),
+        "--spiking",
+        "--steps",
+        "5",
+        "--report",
+        s(&rep),
+        "--raster",
+        "nope",
+    ]);
+    assert_fails(&r, "--raster nope");
+    let r = snnc(&[
+        "run",
+        "examples/mnist/model.keras",
+        "--input",
+        s(&x),
+        "--raster",
+        "conv1",
+    ]);
+    assert_fails(&r, "--raster draws into the --report directory");
+}

@@ -194,7 +194,7 @@ fn local(m: &Module, inst: &crate::module::Inst, k: usize) -> Option<Vec<f64>> {
         Op::Neuron(_) => {
             // A population reads its input current unweighted; its states add nothing.
             let per = inst.args.len() / inst.groups().max(1);
-            if k % per.max(1) == 0 {
+            if k.is_multiple_of(per.max(1)) {
                 fan.fill(1.0);
             }
         }
@@ -203,7 +203,7 @@ fn local(m: &Module, inst: &crate::module::Inst, k: usize) -> Option<Vec<f64>> {
         Op::Lowpass { .. } | Op::Alpha { .. } => {
             // Only the synapse's input passes on (below); its own state adds nothing.
             let per = inst.args.len() / inst.groups().max(1);
-            if k % per.max(1) == 0 {
+            if k.is_multiple_of(per.max(1)) {
                 return None;
             }
         }

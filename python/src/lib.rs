@@ -390,6 +390,7 @@ impl Simulator {
             seed,
             all_steps,
             accuracy_at,
+            ..RunSpec::default()
         };
         let mut raised: Option<PyErr> = None;
         let result = py.detach(|| {

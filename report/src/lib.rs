@@ -99,8 +99,17 @@ pub struct Raster {
     pub shown: Vec<usize>,
     /// Steps per sample.
     pub steps: usize,
-    /// Per sample: its label if known, and its spikes as `(step from 0, row)` pairs.
-    pub samples: Vec<(Option<i64>, Vec<(usize, usize)>)>,
+    /// The samples shown, in order.
+    pub samples: Vec<RasterSample>,
+}
+
+/// One sample of a [`Raster`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct RasterSample {
+    /// Its label, if known.
+    pub label: Option<i64>,
+    /// Its spikes as `(step from 0, row)` pairs.
+    pub spikes: Vec<(usize, usize)>,
 }
 
 /// Everything one report shows.
@@ -400,7 +409,7 @@ fn raster_figure<DB: DrawingBackend>(
         )
         .map_err(err)?;
     let panels = root.split_evenly((1, ras.samples.len().max(1)));
-    for (k, ((label, spikes), area)) in ras.samples.iter().zip(&panels).enumerate() {
+    for (k, (RasterSample { label, spikes }, area)) in ras.samples.iter().zip(&panels).enumerate() {
         let rows = ras.shown.len().max(1);
         let mut chart = ChartBuilder::on(area)
             .caption(

@@ -526,7 +526,7 @@ pub fn run_with(
                 let e = total.len();
                 for sample in vals.chunks_exact(e.max(1)).take(real) {
                     for (c, &v) in total.iter_mut().zip(sample) {
-                        *c += (v as f64 * per_spike).abs();
+                        *c += (v as f64 * per_spike).round().abs();
                     }
                 }
             }

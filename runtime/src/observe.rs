@@ -8,8 +8,8 @@ use snnc_ir::{Module, OutputKind};
 /// Spike counts per population and sample of one minibatch, summed over the steps observed.
 ///
 /// A spike output's element holds `count · amplitude / dt`, so a step adds
-/// `value · dt / amplitude` (a signed count for spiking leaky ReLUs, whose spikes may be
-/// negative).
+/// `value · dt / amplitude` rounded to a whole count per element (a signed count for spiking
+/// leaky ReLUs, whose spikes may be negative).
 #[derive(Clone, Debug)]
 pub struct SpikeCounter {
     /// Per population: its output index and `dt / amplitude`.
@@ -65,7 +65,11 @@ impl SpikeCounter {
             let vals = sim.output_slice(*k);
             let per = vals.len() / self.batch.max(1);
             for (c, sample) in counts.iter_mut().zip(vals.chunks(per.max(1))) {
-                *c += sample.iter().map(|&v| v as f64).sum::<f64>() * per_spike;
+                // Each element is a whole number of spikes: round away the f32 height's error.
+                *c += sample
+                    .iter()
+                    .map(|&v| (v as f64 * per_spike).round())
+                    .sum::<f64>();
             }
         }
     }
