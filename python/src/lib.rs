@@ -11,6 +11,7 @@ use snnc_compiler::driver::{
     self, CompileError, CompileHooks, Flags, Normalize, NormalizeRuleFlag, Swap,
 };
 use snnc_compiler::passes::{InitialVoltage, MaxPoolMode};
+use snnc_compiler::probe::ProbeKind;
 use snnc_ir::{Module, Verified};
 use snnc_runtime::dataset::{self, DatasetError, RunSpec};
 use snnc_runtime::observe::reported_outputs;
@@ -329,6 +330,44 @@ struct Simulator {
     sim: Mutex<RustSimulator>,
     network: Arc<Verified>,
     batch: usize,
+    backend: Backend,
+    /// The last set of probes asked for, with the simulator of the network probed that way and
+    /// its spike probes (rebuilt when another set is asked for).
+    probed: Mutex<Option<Probed>>,
+}
+
+/// A simulator of the network with probes added.
+struct Probed {
+    probes: Vec<String>,
+    sim: RustSimulator,
+    spike_probes: Vec<(String, usize)>,
+}
+
+impl Probed {
+    fn new(
+        network: &Verified,
+        probes: Vec<String>,
+        backend: Backend,
+        batch: usize,
+    ) -> PyResult<Self> {
+        let (m, resolved) = snnc_compiler::probe::add_probes(network.clone().into_inner(), &probes)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let m = verified(m, "the probed network")?;
+        let spike_probes = resolved
+            .iter()
+            .filter_map(|p| match &p.kind {
+                ProbeKind::Spikes { output, .. } => Some((p.name.clone(), *output)),
+                ProbeKind::Value { .. } => None,
+            })
+            .collect();
+        let sim = RustSimulator::new(&m, backend, batch)
+            .map_err(|e| SimulationError::new_err(e.to_string()))?;
+        Ok(Probed {
+            probes,
+            sim,
+            spike_probes,
+        })
+    }
 }
 
 #[pymethods]
@@ -356,6 +395,8 @@ impl Simulator {
             sim: Mutex::new(sim),
             network: module,
             batch,
+            backend,
+            probed: Mutex::new(None),
         })
     }
 
@@ -367,9 +408,11 @@ impl Simulator {
 
     /// Run every sample of `inputs` (float32 arrays in module input order). Releases the GIL;
     /// every 50 ms it takes it back briefly to check for Ctrl-C and, when a minibatch has
-    /// finished, to call `progress(samples_done, samples)`.
+    /// finished, to call `progress(samples_done, samples)`. `probes` (see
+    /// `snnc_compiler::probe`) are recorded at every step into the outputs, spike probes as
+    /// int32 counts.
     #[pyo3(signature = (inputs, labels=None, steps=None, seed=0, all_steps=true,
-        accuracy_at=Vec::new(), progress=None))]
+        accuracy_at=Vec::new(), progress=None, probes=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn run<'py>(
         &self,
@@ -381,8 +424,15 @@ impl Simulator {
         all_steps: bool,
         accuracy_at: Vec<usize>,
         progress: Option<Py<PyAny>>,
+        probes: Vec<String>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let views: Vec<_> = inputs.iter().map(|a| a.as_array()).collect();
+        // Taken out of its lock while it runs (the GIL is released then); put back after.
+        let mut probed = self.probed.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if !probes.is_empty() && probed.as_ref().is_none_or(|p| p.probes != probes) {
+            let (network, backend, batch) = (self.network.clone(), self.backend, self.batch);
+            probed = Some(py.detach(|| Probed::new(&network, probes.clone(), backend, batch))?);
+        }
         let spec = RunSpec {
             steps,
             batch: self.batch,
@@ -390,13 +440,21 @@ impl Simulator {
             seed,
             all_steps,
             accuracy_at,
+            spike_probes: match (&probed, probes.is_empty()) {
+                (Some(p), false) => p.spike_probes.clone(),
+                _ => Vec::new(),
+            },
             ..RunSpec::default()
         };
         let mut raised: Option<PyErr> = None;
         let result = py.detach(|| {
-            let mut sim = self.sim.lock().unwrap_or_else(|p| p.into_inner());
+            let mut main = self.sim.lock().unwrap_or_else(|p| p.into_inner());
+            let sim = match (probed.as_mut(), probes.is_empty()) {
+                (Some(p), false) => &mut p.sim,
+                _ => &mut *main,
+            };
             let mut last_check = Instant::now();
-            dataset::run_with(&mut sim, &views, labels.as_deref(), &spec, &mut |p| {
+            dataset::run_with(sim, &views, labels.as_deref(), &spec, &mut |p| {
                 let end_of_batch = p.step == p.steps;
                 if !end_of_batch && last_check.elapsed() < Duration::from_millis(50) {
                     return ControlFlow::Continue(());
@@ -419,6 +477,7 @@ impl Simulator {
                 })
             })
         });
+        *self.probed.lock().unwrap_or_else(|p| p.into_inner()) = probed;
         let r = match result {
             Ok(r) => r,
             Err(DatasetError::Interrupted) if raised.is_some() => {
@@ -429,6 +488,9 @@ impl Simulator {
         let out = PyDict::new(py);
         let outputs = PyDict::new(py);
         for (name, a) in r.outputs {
+            outputs.set_item(name, PyArrayDyn::from_owned_array(py, a))?;
+        }
+        for (name, a) in r.spike_probes {
             outputs.set_item(name, PyArrayDyn::from_owned_array(py, a))?;
         }
         out.set_item("outputs", outputs)?;

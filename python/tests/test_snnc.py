@@ -80,6 +80,28 @@ def test_outputs_and_spikes_equal_the_cli_bit_for_bit(tmp_path, images, spiking_
     assert sum(c.sum() for c in spikes.values()) > 50 * 1000, "the network spikes"
 
 
+def test_probes_equal_the_cli_and_change_no_result(tmp_path, images, spiking_net):
+    probes = ["conv1", "dense1:voltage", "dense1:synapse", "flatten"]
+    want, _ = run_cli(tmp_path, images[:8], "--spiking", "--scale-firing-rates", "200",
+                      "--steps", "10", "--probe", ",".join(probes))
+    with snnc.Simulator(spiking_net, minibatch_size=4, progress_bar=False) as sim:
+        plain = sim.predict(images[:8], n_steps=10)
+        got = sim.predict(images[:8], n_steps=10, probes=probes)
+        again = sim.predict(images[:8], n_steps=10)
+    assert set(got) == {"logits", *probes}
+    np.testing.assert_array_equal(plain["logits"], got["logits"])
+    np.testing.assert_array_equal(plain["logits"], again["logits"])
+    for name in probes:
+        assert got[name].dtype == want[name].dtype, name
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert got["conv1"].dtype == np.int32 and got["conv1"].shape == (8, 10, 26, 26, 16)
+    # A population's spike probe sums to its spike count.
+    np.testing.assert_array_equal(got["conv1"].sum(axis=(1, 2, 3, 4)), want["spikes/conv1"])
+    with pytest.raises(ValueError, match="no layer, population, value or state is named `nope`"):
+        with snnc.Simulator(spiking_net, progress_bar=False) as sim:
+            sim.predict(images[:2], n_steps=2, probes=["nope"])
+
+
 def test_minibatch_size_does_not_change_results(images, spiking_net):
     with snnc.Simulator(spiking_net, minibatch_size=7, progress_bar=False) as a:
         ra = a.predict(images, n_steps=10)

@@ -305,7 +305,7 @@ class Simulator:
         self._sim = None
         self._closed = True
 
-    def _run(self, x, n_steps, labels=None, at=(), all_steps=True):
+    def _run(self, x, n_steps, labels=None, at=(), all_steps=True, probes=()):
         if self._closed:
             raise SimulationError("this Simulator is closed")
         inputs = _input_arrays(self.network, x)
@@ -332,6 +332,7 @@ class Simulator:
                 all_steps=all_steps,
                 accuracy_at=list(at),
                 progress=callback,
+                probes=list(probes),
             )
         finally:
             if bar is not None:
@@ -341,13 +342,27 @@ class Simulator:
         return r
 
     def predict(
-        self, x: Any, n_steps: Optional[int] = None, all_steps: bool = True
+        self,
+        x: Any,
+        n_steps: Optional[int] = None,
+        all_steps: bool = True,
+        probes: Optional[Iterable[str]] = None,
     ) -> Dict[str, np.ndarray]:
         """Run every sample and return ``{output name: array}``: ``(n, n_steps, *shape)``, or
         ``(n, *shape)`` with ``all_steps=False``. ``x`` is an array for a single-input network or
         a dict by input name. A last partial minibatch is padded, and its padding dropped.
-        Spike counts per sample are in ``self.spike_counts`` afterwards."""
-        return dict(self._run(x, n_steps, all_steps=all_steps)["outputs"])
+        Spike counts per sample are in ``self.spike_counts`` afterwards.
+
+        ``probes`` names layers or IR values to record at every step as well, each returned
+        under its name with shape ``(n, n_steps, *shape)``: ``"conv1"`` (a spiking population's
+        spikes, as int32 counts per step; otherwise the layer's value), or ``"NAME:VIEW"`` with
+        VIEW one of ``spikes``, ``value``, ``voltage``, ``input``, ``synapse`` (the CLI's
+        ``--probe``). Probing changes no result. An unknown name raises ``ValueError`` listing
+        the names there are."""
+        if isinstance(probes, str):
+            probes = [probes]
+        r = self._run(x, n_steps, all_steps=all_steps, probes=list(probes or ()))
+        return dict(r["outputs"])
 
     def evaluate(
         self, x: Any, y: Any, n_steps: int, at: Optional[Iterable[int]] = None

@@ -49,6 +49,7 @@ class Simulator:
         all_steps: bool = True,
         accuracy_at: Sequence[int] = (),
         progress: Optional[Callable[[int, int], Any]] = None,
+        probes: Sequence[str] = (),
     ) -> Dict[str, Any]: ...
 
 def compile(

@@ -43,7 +43,7 @@ def _client(client):
         return c, cluster
 
 
-def _map(net, x, n_steps, client, chunk_size, labels, at, all_steps, sim_kwargs):
+def _map(net, x, n_steps, client, chunk_size, labels, at, all_steps, sim_kwargs, probes=()):
     inputs = _input_arrays(net, x)
     n = inputs[0].shape[0]
     if chunk_size < 1:
@@ -60,7 +60,7 @@ def _map(net, x, n_steps, client, chunk_size, labels, at, all_steps, sim_kwargs)
             lab = None if labels is None else labels[lo:hi]
             futures.append(
                 c.submit(_chunk, shared, key, part, lab, n_steps, sim_kwargs, at, all_steps,
-                         pure=False)
+                         list(probes), pure=False)
             )
         return c.gather(futures), n
     finally:
@@ -69,12 +69,12 @@ def _map(net, x, n_steps, client, chunk_size, labels, at, all_steps, sim_kwargs)
             cluster.close()
 
 
-def _chunk(data, key, inputs, labels, n_steps, sim_kwargs, at, all_steps):
+def _chunk(data, key, inputs, labels, n_steps, sim_kwargs, at, all_steps, probes):
     net = _network(data, key)
     names = list(net.inputs)
     with Simulator(net, progress_bar=False, **sim_kwargs) as sim:
         r = sim._run(dict(zip(names, inputs)), n_steps, labels=labels, at=at,
-                     all_steps=all_steps)
+                     all_steps=all_steps, probes=probes)
     return {
         "outputs": dict(r["outputs"]),
         "spikes": dict(r["spikes"]),
@@ -93,11 +93,16 @@ def predict(
     minibatch_size: int = 32,
     backend: str = "jit",
     seed: int = 0,
+    probes: Optional[Iterable[str]] = None,
 ) -> Dict[str, np.ndarray]:
-    """As :meth:`snnc.Simulator.predict`, over a Dask cluster. Returns ``{output: array}`` in
-    sample order; ``predict.spike_counts`` is not kept, use :func:`evaluate` for spikes."""
+    """As :meth:`snnc.Simulator.predict` (``probes`` included), over a Dask cluster. Returns
+    ``{output: array}`` in sample order; ``predict.spike_counts`` is not kept, use
+    :func:`evaluate` for spikes."""
     kwargs = dict(minibatch_size=minibatch_size, backend=backend, seed=seed)
-    parts, _ = _map(net, x, n_steps, client, chunk_size, None, [], all_steps, kwargs)
+    if isinstance(probes, str):
+        probes = [probes]
+    parts, _ = _map(net, x, n_steps, client, chunk_size, None, [], all_steps, kwargs,
+                    list(probes or ()))
     return {
         name: np.concatenate([p["outputs"][name] for p in parts], axis=0)
         for name in parts[0]["outputs"]
