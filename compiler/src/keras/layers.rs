@@ -107,7 +107,15 @@ fn has_weights(l: &Layer) -> bool {
         Some(inner) => inner.layers.iter().any(has_weights),
         None => matches!(
             l.class.as_str(),
-            "Dense" | "Conv1D" | "Conv2D" | "Conv3D" | "BatchNormalization"
+            "Dense"
+                | "Conv1D"
+                | "Conv2D"
+                | "Conv3D"
+                | "DepthwiseConv1D"
+                | "DepthwiseConv2D"
+                | "SeparableConv1D"
+                | "SeparableConv2D"
+                | "BatchNormalization"
         ),
     }
 }
@@ -128,6 +136,13 @@ const LAYERS: &[(&str, ConvertLayer)] = &[
     ("Conv1D", windowed!(conv)),
     ("Conv2D", windowed!(conv)),
     ("Conv3D", windowed!(conv)),
+    ("DepthwiseConv1D", windowed!(depthwise_conv, false)),
+    ("DepthwiseConv2D", windowed!(depthwise_conv, false)),
+    ("SeparableConv1D", windowed!(depthwise_conv, true)),
+    ("SeparableConv2D", windowed!(depthwise_conv, true)),
+    ("Cropping1D", windowed!(crop)),
+    ("Cropping2D", windowed!(crop)),
+    ("Cropping3D", windowed!(crop)),
     ("AveragePooling1D", windowed!(pool, false)),
     ("AveragePooling2D", windowed!(pool, false)),
     ("AveragePooling3D", windowed!(pool, false)),
@@ -404,6 +419,19 @@ impl Converter<'_> {
         what: &str,
         expected: &[usize],
     ) -> Result<ConstId, ModelError> {
+        self.weight_as(cx, idx, what, expected, expected)
+    }
+
+    /// Weight `idx` of the layer, which must have shape `expected`, as a constant of shape
+    /// `stored` (the same elements in the same order).
+    fn weight_as(
+        &mut self,
+        cx: &Ctx,
+        idx: usize,
+        what: &str,
+        expected: &[usize],
+        stored: &[usize],
+    ) -> Result<ConstId, ModelError> {
         let name = format!("{}.{what}", path_key(&cx.path));
         if let Some(&c) = self.consts.get(&name) {
             return Ok(c);
@@ -422,7 +450,7 @@ impl Converter<'_> {
             });
         }
         let data: Vec<f32> = a.iter().copied().collect();
-        let c = self.b.constant_f32(&name, expected, data);
+        let c = self.b.constant_f32(&name, stored, data);
         self.consts.insert(name, c);
         Ok(c)
     }
@@ -1003,6 +1031,147 @@ impl Converter<'_> {
         }
         y = self.activation(cx, y, cx.cfg().get("activation"))?;
         Ok(y)
+    }
+
+    /// `DepthwiseConv1D/2D` (`separable` false) and `SeparableConv1D/2D` (a depthwise
+    /// convolution, then a 1×1 convolution to `filters` channels). A depthwise kernel
+    /// `[k..., cin, multiplier]` is a grouped convolution with `cin` groups of `multiplier` outputs:
+    /// output channel `c·multiplier + m` reads input channel `c`, which is Keras's order, so the
+    /// kernel's elements stay in place as `[k..., 1, cin·multiplier]`.
+    fn depthwise_conv(
+        &mut self,
+        cx: &Ctx,
+        x: ValueId,
+        d: usize,
+        separable: bool,
+    ) -> Result<ValueId, ModelError> {
+        let shape = self.ty(x);
+        if shape.len() != d + 1 {
+            return Err(cx.shape_err(format!(
+                "{} needs a rank-{} input, got {shape:?}",
+                cx.layer.class,
+                d + 1
+            )));
+        }
+        let kernel = cx
+            .ints("kernel_size", d)?
+            .ok_or_else(|| cx.unsupported("no `kernel_size`"))?;
+        let strides = cx.ints("strides", d)?.unwrap_or(vec![1; d]);
+        let dilation = cx.ints("dilation_rate", d)?.unwrap_or(vec![1; d]);
+        let mult = match cx.cfg().get("depth_multiplier") {
+            None | Some(Value::Null) => 1,
+            Some(v) => positive(v).ok_or_else(|| {
+                cx.unsupported(format!(
+                    "`depth_multiplier` = {v}: expected an integer from 1 to {MAX_CONFIG_INT}"
+                ))
+            })?,
+        };
+        let cin = shape[d];
+        let mid = cin
+            .checked_mul(mult)
+            .filter(|&m| m as u64 <= MAX_CONFIG_INT)
+            .ok_or_else(|| cx.unsupported("input channels × depth_multiplier too large"))?;
+        let mut kshape = kernel.clone();
+        kshape.extend([cin, mult]);
+        let mut stored = kernel.clone();
+        stored.extend([1, mid]);
+        let k = self.weight_as(cx, 0, "depthwise_kernel", &kshape, &stored)?;
+        let attrs = ConvAttrs {
+            strides,
+            padding: cx.padding()?,
+            dilation,
+            groups: cin,
+        };
+        let mut y = self.op(cx, Op::Conv(attrs), &[x.into(), k.into()], "depthwise")?;
+        let mut channels = mid;
+        let mut next = 1;
+        if separable {
+            let filters = cx.cfg().get("filters").and_then(positive).ok_or_else(|| {
+                cx.unsupported(format!(
+                    "`filters`: expected an integer from 1 to {MAX_CONFIG_INT}"
+                ))
+            })?;
+            let mut pshape = vec![1; d];
+            pshape.extend([mid, filters]);
+            let p = self.weight(cx, 1, "pointwise_kernel", &pshape)?;
+            let attrs = ConvAttrs {
+                strides: vec![1; d],
+                padding: Padding::Valid,
+                dilation: vec![1; d],
+                groups: 1,
+            };
+            y = self.op(cx, Op::Conv(attrs), &[y.into(), p.into()], "pointwise")?;
+            channels = filters;
+            next = 2;
+        }
+        if cx.bool_or("use_bias", true) {
+            let b = self.weight(cx, next, "bias", &[channels])?;
+            y = self.op(cx, Op::Bias, &[y.into(), b.into()], "biased")?;
+        }
+        self.activation(cx, y, cx.cfg().get("activation"))
+    }
+
+    /// `Cropping1D/2D/3D`: a `gather` of the cells left, channels last.
+    fn crop(&mut self, cx: &Ctx, x: ValueId, d: usize) -> Result<ValueId, ModelError> {
+        let shape = self.ty(x);
+        if shape.len() != d + 1 {
+            return Err(cx.shape_err(format!(
+                "{} needs a rank-{} input, got {shape:?}",
+                cx.layer.class,
+                d + 1
+            )));
+        }
+        let v = cx.cfg().get("cropping").cloned().unwrap_or(Value::from(1));
+        let bad = || cx.unsupported(format!("cropping {v}"));
+        let int = |p: &Value| p.as_u64().filter(|&n| n <= MAX_CONFIG_INT).map(|n| n as usize);
+        let pair = |p: &Value| -> Option<[usize; 2]> {
+            match p {
+                Value::Array(a) if a.len() == 2 => Some([int(&a[0])?, int(&a[1])?]),
+                _ => int(p).map(|n| [n; 2]),
+            }
+        };
+        let crops: Vec<[usize; 2]> = match &v {
+            Value::Number(_) => vec![pair(&v).ok_or_else(bad)?; d],
+            // Cropping1D: (left, right).
+            Value::Array(a) if d == 1 && a.len() == 2 && a.iter().all(Value::is_number) => {
+                vec![pair(&v).ok_or_else(bad)?]
+            }
+            Value::Array(a) if a.len() == d => {
+                a.iter().map(pair).collect::<Option<_>>().ok_or_else(bad)?
+            }
+            _ => return Err(bad()),
+        };
+        let mut out = Vec::with_capacity(d + 1);
+        for (a, c) in crops.iter().enumerate() {
+            match shape[a].checked_sub(c[0] + c[1]).filter(|&n| n > 0) {
+                Some(n) => out.push(n),
+                None => {
+                    return Err(cx.shape_err(format!(
+                        "cropping {c:?} on axis {} leaves nothing of its {} cells",
+                        a + 1,
+                        shape[a]
+                    )));
+                }
+            }
+        }
+        out.push(shape[d]);
+        let strides = snnc_ir::geometry::strides_of(&shape);
+        let mut idx = Vec::with_capacity(out.iter().product());
+        snnc_ir::geometry::for_each_index(&out, |_, at| {
+            let mut flat = at[d];
+            for a in 0..d {
+                flat += (at[a] + crops[a][0]) * strides[a];
+            }
+            idx.push(flat as i32);
+        });
+        let name = format!("{}.crop_idx", path_key(&cx.path));
+        let table = self.b.constant_i32(&name, &[idx.len()], idx);
+        self.op(
+            cx,
+            Op::Gather { shape: out },
+            &[x.into(), table.into()],
+            "crop",
+        )
     }
 
     fn pool(
