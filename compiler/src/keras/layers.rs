@@ -1123,7 +1123,11 @@ impl Converter<'_> {
         }
         let v = cx.cfg().get("cropping").cloned().unwrap_or(Value::from(1));
         let bad = || cx.unsupported(format!("cropping {v}"));
-        let int = |p: &Value| p.as_u64().filter(|&n| n <= MAX_CONFIG_INT).map(|n| n as usize);
+        let int = |p: &Value| {
+            p.as_u64()
+                .filter(|&n| n <= MAX_CONFIG_INT)
+                .map(|n| n as usize)
+        };
         let pair = |p: &Value| -> Option<[usize; 2]> {
             match p {
                 Value::Array(a) if a.len() == 2 => Some([int(&a[0])?, int(&a[1])?]),
@@ -1155,6 +1159,13 @@ impl Converter<'_> {
             }
         }
         out.push(shape[d]);
+        if shape
+            .iter()
+            .try_fold(1usize, |a, &n| a.checked_mul(n))
+            .is_none_or(|n| n > i32::MAX as usize)
+        {
+            return Err(cx.shape_err(format!("{shape:?} has too many elements to crop")));
+        }
         let strides = snnc_ir::geometry::strides_of(&shape);
         let mut idx = Vec::with_capacity(out.iter().product());
         snnc_ir::geometry::for_each_index(&out, |_, at| {
