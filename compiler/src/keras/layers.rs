@@ -170,6 +170,8 @@ const LAYERS: &[(&str, ConvertLayer)] = &[
     ("Concatenate", |me, cx, ins| me.concatenate(cx, ins)),
     ("Add", |me, cx, ins| me.sum(cx, ins, false)),
     ("Subtract", |me, cx, ins| me.subtract(cx, ins)),
+    ("Maximum", |me, cx, ins| me.extremum(cx, ins, true)),
+    ("Minimum", |me, cx, ins| me.extremum(cx, ins, false)),
     ("Average", |me, cx, ins| me.sum(cx, ins, true)),
     ("ZeroPadding1D", windowed!(zero_pad)),
     ("ZeroPadding2D", windowed!(zero_pad)),
@@ -764,6 +766,51 @@ impl Converter<'_> {
         let minus_one = self.scalar(&format!("{}.minus_one", cx.prefix), -1.0);
         let nb = self.op(cx, Op::Scale, &[(*b).into(), minus_one.into()], "negated")?;
         self.op(cx, Op::Add, &[(*a).into(), nb.into()], "difference")
+    }
+
+    /// `Maximum` (and `Minimum`, as `−max(−a, −b, …)`) of k inputs of one shape: the inputs
+    /// stacked as `[k, n]` and max-pooled over the k cells, so `lower-maxpool` turns it into the
+    /// same neural circuit as max pooling (exact in rate mode; integrate-and-fire units when
+    /// spiking).
+    fn extremum(&mut self, cx: &Ctx, ins: &[ValueId], is_max: bool) -> Result<ValueId, ModelError> {
+        let Some(&first) = ins.first() else {
+            return Err(cx.shape_err(format!("`{}` takes at least one input", cx.layer.class)));
+        };
+        let shape = self.ty(first);
+        if let Some(&other) = ins.iter().find(|&&v| self.ty(v) != shape) {
+            return Err(cx.shape_err(format!(
+                "`{}` needs inputs of one shape, got {shape:?} and {:?}",
+                cx.layer.class,
+                self.ty(other)
+            )));
+        }
+        if ins.len() == 1 {
+            return Ok(first);
+        }
+        let n: usize = shape.iter().product();
+        let minus_one = (!is_max).then(|| self.scalar(&format!("{}.minus_one", cx.prefix), -1.0));
+        let mut rows = Vec::with_capacity(ins.len());
+        for &x in ins {
+            let x = match minus_one {
+                Some(m) => self.op(cx, Op::Scale, &[x.into(), m.into()], "negated")?,
+                None => x,
+            };
+            rows.push(self.op(cx, Op::Reshape { shape: vec![1, n] }, &[x.into()], "row")?);
+        }
+        let args: Vec<Operand> = rows.iter().map(|&r| r.into()).collect();
+        let stacked = self.op(cx, Op::Concat { axis: 0 }, &args, "stacked")?;
+        let k = ins.len();
+        let attrs = PoolAttrs {
+            pool: vec![k],
+            strides: vec![k],
+            padding: Padding::Valid,
+        };
+        let m = self.op(cx, Op::MaxPool(attrs), &[stacked.into()], "max")?;
+        let y = self.op(cx, Op::Reshape { shape }, &[m.into()], "shaped")?;
+        match minus_one {
+            Some(mo) => self.op(cx, Op::Scale, &[y.into(), mo.into()], "min"),
+            None => Ok(y),
+        }
     }
 
     fn dense(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
