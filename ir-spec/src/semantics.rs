@@ -328,6 +328,23 @@ pub fn add(acc: f32, x: f32) -> f32 {
     acc + x
 }
 
+/// One more operand of `mul`: `acc · x` (operands are multiplied in order).
+pub fn mul(acc: f32, x: f32) -> f32 {
+    acc * x
+}
+
+/// Layer normalisation of one row: `mean = Σx/c`, `var = Σ(x − mean)²/c` (sums in order),
+/// `y = (x − mean) / sqrt(var + eps) · gamma + beta`.
+pub fn layer_norm_row(xs: &[f32], gamma: &[f32], beta: &[f32], eps: f32, ys: &mut [f32]) {
+    let c = xs.len().max(1) as f32;
+    let mean = xs.iter().sum::<f32>() / c;
+    let var = xs.iter().map(|&x| (x - mean) * (x - mean)).sum::<f32>() / c;
+    let root = (var + eps).sqrt();
+    for (((y, &x), &g), &b) in ys.iter_mut().zip(xs).zip(gamma).zip(beta) {
+        *y = (x - mean) / root * g + b;
+    }
+}
+
 /// A pooling fold: the start value, one step and the finish over `n` taps. Padding never takes
 /// part (it is left out of the window and of the average's divisor).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -210,6 +210,20 @@ fn eval(f: &Frame, fused: bool, i: usize, args: &[&[f32]], outs: &mut [&mut [f32
                     .for_each(|(y, &x)| *y = semantics::add(*y, x));
             }
         }
+        Op::Mul => {
+            out.copy_from_slice(args[0]);
+            for a in &args[1..] {
+                out.iter_mut()
+                    .zip(*a)
+                    .for_each(|(y, &x)| *y = semantics::mul(*y, x));
+            }
+        }
+        Op::LayerNorm { epsilon } => {
+            let c = args[1].len();
+            for (ys, xs) in out.chunks_mut(c).zip(args[0].chunks(c)) {
+                semantics::layer_norm_row(xs, args[1], args[2], *epsilon as f32, ys);
+            }
+        }
         Op::BatchNorm { epsilon } => {
             let c = args[1].len();
             for (ys, xs) in out.chunks_mut(c).zip(args[0].chunks(c)) {

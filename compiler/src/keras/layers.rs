@@ -116,6 +116,7 @@ fn has_weights(l: &Layer) -> bool {
                 | "SeparableConv1D"
                 | "SeparableConv2D"
                 | "BatchNormalization"
+                | "LayerNormalization"
         ),
     }
 }
@@ -171,6 +172,9 @@ const LAYERS: &[(&str, ConvertLayer)] = &[
     ("Add", |me, cx, ins| me.sum(cx, ins, false)),
     ("Subtract", |me, cx, ins| me.subtract(cx, ins)),
     ("Maximum", |me, cx, ins| me.extremum(cx, ins, true)),
+    ("Multiply", |me, cx, ins| me.multiply(cx, ins)),
+    ("Dot", |me, cx, ins| me.dot(cx, ins)),
+    ("LayerNormalization", unary!(layer_norm)),
     ("Minimum", |me, cx, ins| me.extremum(cx, ins, false)),
     ("Average", |me, cx, ins| me.sum(cx, ins, true)),
     ("ZeroPadding1D", windowed!(zero_pad)),
@@ -766,6 +770,103 @@ impl Converter<'_> {
         let minus_one = self.scalar(&format!("{}.minus_one", cx.prefix), -1.0);
         let nb = self.op(cx, Op::Scale, &[(*b).into(), minus_one.into()], "negated")?;
         self.op(cx, Op::Add, &[(*a).into(), nb.into()], "difference")
+    }
+
+    /// `Multiply`: the elementwise product of inputs of one shape (a rate op).
+    fn multiply(&mut self, cx: &Ctx, ins: &[ValueId]) -> Result<ValueId, ModelError> {
+        let Some(&first) = ins.first() else {
+            return Err(cx.shape_err("`Multiply` takes at least one input"));
+        };
+        let shape = self.ty(first);
+        if let Some(&other) = ins.iter().find(|&&v| self.ty(v) != shape) {
+            return Err(cx.shape_err(format!(
+                "`Multiply` needs inputs of one shape (no broadcasting), got {shape:?} and {:?}",
+                self.ty(other)
+            )));
+        }
+        if ins.len() == 1 {
+            return Ok(first);
+        }
+        let args: Vec<Operand> = ins.iter().map(|&v| v.into()).collect();
+        self.op(cx, Op::Mul, &args, "product")
+    }
+
+    /// `Dot` of two flat vectors (`axes` 1 or −1, `normalize` off): their product, summed by a
+    /// `dense` map of ones, shape `[1]`.
+    fn dot(&mut self, cx: &Ctx, ins: &[ValueId]) -> Result<ValueId, ModelError> {
+        let [a, b] = ins else {
+            return Err(cx.shape_err(format!("`Dot` takes two inputs, got {}", ins.len())));
+        };
+        let (sa, sb) = (self.ty(*a), self.ty(*b));
+        if sa.len() != 1 || sa != sb {
+            return Err(cx.unsupported(format!(
+                "Dot of inputs shaped {sa:?} and {sb:?}; only two flat vectors of one length are supported"
+            )));
+        }
+        let axes_ok = match cx.cfg().get("axes") {
+            Some(Value::Array(v)) => v.iter().all(|x| matches!(x.as_i64(), Some(1 | -1))),
+            Some(v) => matches!(v.as_i64(), Some(1 | -1)),
+            None => false,
+        };
+        if !axes_ok {
+            return Err(cx.unsupported(format!(
+                "Dot over axes {}; only the vectors' own axis (1) is supported",
+                cx.cfg().get("axes").cloned().unwrap_or(Value::Null)
+            )));
+        }
+        if cx.bool_or("normalize", false) {
+            return Err(cx.unsupported("Dot with normalize=True"));
+        }
+        let n = sa[0];
+        let p = self.op(cx, Op::Mul, &[(*a).into(), (*b).into()], "product")?;
+        let ones = self
+            .b
+            .constant_f32(&format!("{}.ones", cx.prefix), &[n, 1], vec![1.0; n]);
+        self.op(cx, Op::Dense, &[p.into(), ones.into()], "sum")
+    }
+
+    /// `LayerNormalization` over the last axis (`axis` −1 or the last, `center`/`scale`,
+    /// `epsilon`; not `rms_scaling`).
+    fn layer_norm(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
+        let shape = self.ty(x);
+        let r = shape.len() as i64;
+        let axis = match cx.cfg().get("axis") {
+            Some(Value::Array(a)) if a.len() == 1 => a[0].as_i64(),
+            Some(v) => v.as_i64(),
+            None => Some(-1),
+        }
+        .ok_or_else(|| cx.unsupported("layer normalisation over several axes"))?;
+        if axis != -1 && axis != r {
+            return Err(cx.unsupported(format!(
+                "layer normalisation over axis {axis}; only the last axis is supported"
+            )));
+        }
+        if cx.bool_or("rms_scaling", false) {
+            return Err(cx.unsupported("rms_scaling=True"));
+        }
+        let c = *shape
+            .last()
+            .ok_or_else(|| cx.shape_err("LayerNormalization of a scalar"))?;
+        let eps = cx.f64_or("epsilon", 1e-3)?;
+        let (center, scale) = (cx.bool_or("center", true), cx.bool_or("scale", true));
+        let gamma = if scale {
+            self.weight(cx, 0, "gamma", &[c])?
+        } else {
+            self.b
+                .constant_f32(&format!("{}.gamma", cx.prefix), &[c], vec![1.0; c])
+        };
+        let beta = if center {
+            self.weight(cx, usize::from(scale), "beta", &[c])?
+        } else {
+            self.b
+                .constant_f32(&format!("{}.beta", cx.prefix), &[c], vec![0.0; c])
+        };
+        self.op(
+            cx,
+            Op::LayerNorm { epsilon: eps },
+            &[x.into(), gamma.into(), beta.into()],
+            "layer_norm",
+        )
     }
 
     /// `Maximum` (and `Minimum`, as `−max(−a, −b, …)`) of k inputs of one shape: the inputs

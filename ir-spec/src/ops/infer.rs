@@ -186,11 +186,27 @@ impl Op {
                 }
                 one(x.shape.clone())
             }
-            Op::Add => {
+            Op::Add | Op::Mul => {
                 if let Some(t) = args.iter().find(|t| t.shape != x.shape) {
                     return Err(InferError::Rule(format!(
-                        "add operands must have one type, got {x} and {t}"
+                        "{} operands must have one type, got {x} and {t}",
+                        self.name()
                     )));
+                }
+                one(x.shape.clone())
+            }
+            Op::LayerNorm { epsilon } => {
+                let c = *x
+                    .shape
+                    .last()
+                    .ok_or_else(|| InferError::Rule("layer_norm needs at least one axis".into()))?;
+                if let Some(t) = args[1..].iter().find(|t| t.shape != [c]) {
+                    return Err(InferError::Rule(format!(
+                        "layer_norm parameters must be f32[{c}], got {t}"
+                    )));
+                }
+                if epsilon.is_nan() || *epsilon < 0.0 {
+                    return Err(InferError::Rule("epsilon must be non-negative".into()));
                 }
                 one(x.shape.clone())
             }

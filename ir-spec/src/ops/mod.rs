@@ -273,6 +273,13 @@ pub enum Op {
     },
     /// Softmax over the last axis (not a neuron; allowed only as a readout).
     Softmax,
+    /// Elementwise product of two or more tensors of one type (not neural: a rate op).
+    Mul,
+    /// Layer normalisation over the last axis: `(x − mean) / sqrt(var + epsilon) · gamma + beta`.
+    LayerNorm {
+        /// Added to the variance.
+        epsilon: f64,
+    },
     /// A neuron population.
     Neuron(Neuron),
     /// Nengo's zero-order-hold lowpass synapse.
@@ -321,6 +328,8 @@ impl Op {
             Op::Pad { .. } => "pad",
             Op::Upsample { .. } => "upsample",
             Op::Softmax => "softmax",
+            Op::Mul => "mul",
+            Op::LayerNorm { .. } => "layer_norm",
             Op::Neuron(n) => n.model.name(),
             Op::Lowpass { .. } => "lowpass",
             Op::Alpha { .. } => "alpha",
@@ -347,6 +356,8 @@ impl Op {
         "pad",
         "upsample",
         "softmax",
+        "mul",
+        "layer_norm",
         "relu",
         "leaky_relu",
         "sigmoid",
@@ -376,7 +387,8 @@ impl Op {
             Op::Dense | Op::Bias | Op::Scale | Op::Gather { .. } => Arity::Exact(2),
             Op::Conv(_) => Arity::Exact(2),
             Op::Sparse { .. } => Arity::Exact(3),
-            Op::Add => Arity::AtLeast(2),
+            Op::Add | Op::Mul => Arity::AtLeast(2),
+            Op::LayerNorm { .. } => Arity::Exact(3),
             Op::Concat { .. } => Arity::AtLeast(1),
             Op::BatchNorm { .. } => Arity::Exact(5),
             Op::Neuron(_) | Op::Lowpass { .. } | Op::Alpha { .. } => {
@@ -416,12 +428,17 @@ impl Op {
     }
 
     /// True when the op may remain in a module verified for the neural target: linear maps,
-    /// index maps, neurons and synapses. `max_pool`, `global_max_pool`, `batch_norm` and
-    /// `softmax` are not neural.
+    /// index maps, neurons and synapses. `max_pool`, `global_max_pool`, `batch_norm`,
+    /// `softmax`, `mul` and `layer_norm` are not neural.
     pub fn is_neural(&self) -> bool {
         !matches!(
             self,
-            Op::MaxPool(_) | Op::GlobalMaxPool | Op::BatchNorm { .. } | Op::Softmax
+            Op::MaxPool(_)
+                | Op::GlobalMaxPool
+                | Op::BatchNorm { .. }
+                | Op::Softmax
+                | Op::Mul
+                | Op::LayerNorm { .. }
         )
     }
 
@@ -452,7 +469,9 @@ impl Op {
             | Op::Pad { .. }
             | Op::Upsample { .. }
             | Op::Concat { .. } => OpClass::IndexMap,
-            Op::MaxPool(_) | Op::GlobalMaxPool | Op::Softmax => OpClass::Other,
+            Op::MaxPool(_) | Op::GlobalMaxPool | Op::Softmax | Op::Mul | Op::LayerNorm { .. } => {
+                OpClass::Other
+            }
         }
     }
 }

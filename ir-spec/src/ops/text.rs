@@ -149,7 +149,9 @@ impl Op {
                 a.push(("strides", ints(&p.strides)));
                 a.push(("padding", padding_word(p.padding)));
             }
-            Op::BatchNorm { epsilon } => a.push(("epsilon", num(*epsilon))),
+            Op::BatchNorm { epsilon } | Op::LayerNorm { epsilon } => {
+                a.push(("epsilon", num(*epsilon)))
+            }
             Op::Concat { axis } => a.push(("axis", num(*axis as f64))),
             Op::Transpose { perm } => a.push(("perm", ints(perm))),
             Op::Pad { pads } => a.push((
@@ -307,6 +309,10 @@ impl Op {
                 factors: a.req_ints("factors")?,
             },
             "softmax" => Op::Softmax,
+            "mul" => Op::Mul,
+            "layer_norm" => Op::LayerNorm {
+                epsilon: a.req_f64("epsilon")?,
+            },
             "relu" => neuron(NeuronModel::Relu, &mut a)?,
             "sigmoid" => neuron(NeuronModel::Sigmoid, &mut a)?,
             "tanh" => neuron(NeuronModel::Tanh, &mut a)?,

@@ -80,6 +80,18 @@ pub(super) enum Job {
     },
     /// Softmax over rows of `c`.
     Softmax { x: Buf, y: Buf, n: usize, c: usize },
+    /// Elementwise product of the operands, in order.
+    Mul { args: Vec<Buf>, y: Buf, n: usize },
+    /// Layer normalisation over rows of `c`.
+    LayerNorm {
+        x: Buf,
+        gamma: Buf,
+        beta: Buf,
+        eps: f32,
+        c: usize,
+        y: Buf,
+        n: usize,
+    },
     /// `sparse` with weights that are not a constant: `y[r] = Σ w[e] · x[col]` over the entries
     /// `(r, col)` in order.
     Sparse {
@@ -157,6 +169,20 @@ impl Job {
             Op::BatchNorm { epsilon } => Job::BatchNorm {
                 x: buf(arg(0)),
                 params: [buf(arg(1)), buf(arg(2)), buf(arg(3)), buf(arg(4))],
+                eps: *epsilon as f32,
+                c: n_of(arg(1)),
+                y,
+                n: n_out,
+            },
+            Op::Mul => Job::Mul {
+                args: inst.args.iter().map(|&a| buf(a)).collect(),
+                y,
+                n: n_out,
+            },
+            Op::LayerNorm { epsilon } => Job::LayerNorm {
+                x: buf(arg(0)),
+                gamma: buf(arg(1)),
+                beta: buf(arg(2)),
                 eps: *epsilon as f32,
                 c: n_of(arg(1)),
                 y,
@@ -251,6 +277,34 @@ impl Job {
                     for (k, (o, &v)) in ys.iter_mut().zip(xs).enumerate() {
                         let ch = k % c;
                         *o = semantics::batch_norm(v, (g[ch], b[ch], mu[ch], var[ch]), *eps);
+                    }
+                }
+            },
+            Job::Mul { args, y, n } => unsafe {
+                for s in 0..batch {
+                    let ys = y.sample_mut(s, *n);
+                    ys.copy_from_slice(args[0].sample(s, *n));
+                    for a in &args[1..] {
+                        for (o, &v) in ys.iter_mut().zip(a.sample(s, *n)) {
+                            *o = semantics::mul(*o, v);
+                        }
+                    }
+                }
+            },
+            Job::LayerNorm {
+                x,
+                gamma,
+                beta,
+                eps,
+                c,
+                y,
+                n,
+            } => unsafe {
+                for s in 0..batch {
+                    let (xs, ys) = (x.sample(s, *n), y.sample_mut(s, *n));
+                    let (g, b) = (gamma.sample(s, *c), beta.sample(s, *c));
+                    for (xr, yr) in xs.chunks(*c).zip(ys.chunks_mut(*c)) {
+                        semantics::layer_norm_row(xr, g, b, *eps, yr);
                     }
                 }
             },
