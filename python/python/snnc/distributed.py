@@ -52,7 +52,10 @@ def _map(net, x, n_steps, client, chunk_size, labels, at, all_steps, sim_kwargs,
     key = hashlib.sha256(data).hexdigest()
     c, cluster = _client(client)
     try:
-        shared = c.scatter(data, broadcast=True)
+        # A key of its own per call (hash=False): with the default content hash, a second call
+        # with the same network reuses the key while the first call's copy is being released,
+        # and its tasks fail with "lost dependencies" (seen in CI here; dask/distributed#4612).
+        shared = c.scatter(data, broadcast=True, hash=False)
         futures = []
         for lo in range(0, n, chunk_size):
             hi = min(lo + chunk_size, n)
