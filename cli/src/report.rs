@@ -38,11 +38,21 @@ pub fn layers(module: &Verified, r: &RunResult) -> Vec<Layer> {
                 _ => None,
             });
             let fan = value.map(|v| fan.of(v)).unwrap_or(&[]);
-            let synops: f64 = counts.iter().zip(fan).map(|(c, f)| c * f).sum();
+            if counts.iter().any(|c| !c.is_finite()) {
+                eprintln!(
+                    "warning: population `{pop}` has spike counts that are not finite numbers (inputs or weights too large); the report leaves them out"
+                );
+            }
+            let synops: f64 = counts
+                .iter()
+                .zip(fan)
+                .filter(|(c, _)| c.is_finite())
+                .map(|(c, f)| c * f)
+                .sum();
             Layer {
                 name: pop.clone(),
                 rates_hz: counts.iter().map(|c| c / (n * steps * module.dt)).collect(),
-                spikes_per_sample: counts.iter().sum::<f64>() / n,
+                spikes_per_sample: counts.iter().filter(|c| c.is_finite()).sum::<f64>() / n,
                 synops_per_sample: synops / n,
             }
         })

@@ -111,11 +111,20 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    if !args.probes.is_empty() && args.output.is_none() {
+    let npz = args
+        .output
+        .as_ref()
+        .is_some_and(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz")));
+    if !args.probes.is_empty() && !npz {
         bail!("--probe records into --output FILE.npz; add one");
     }
     if args.raster.is_some() && args.report.is_none() {
         bail!("--raster draws into the --report directory; add --report DIR");
+    }
+    if let Some(layer) = &args.raster {
+        // Checked before the run, which may be long.
+        snnc_compiler::probe::add_probes(module.clone().into_inner(), &[format!("{layer}:spikes")])
+            .with_context(|| format!("--raster {layer}"))?;
     }
     let (module, probes) = if args.probes.is_empty() {
         (module, Vec::new())

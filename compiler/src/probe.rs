@@ -89,6 +89,16 @@ pub enum ProbeError {
         "probe `{0}`: the model already has an output of that name (record outputs at every step with --all-steps)"
     )]
     Clash(String),
+    /// A probe named like a population's spike output.
+    #[error(
+        "probe `{probe}`: that is population `{population}`'s spike output; probe `{population}` for its spikes per step"
+    )]
+    SpikeOutput {
+        /// The probe.
+        probe: String,
+        /// The population.
+        population: String,
+    },
     /// The same probe twice.
     #[error("probe `{0}` is given twice")]
     Twice(String),
@@ -96,6 +106,7 @@ pub enum ProbeError {
 
 /// The neuron instruction computing population (first result) `name`: `(inst, group)`.
 fn neuron_of(m: &Module, name: &str) -> Option<(usize, usize)> {
+    let name = name.strip_prefix('%').unwrap_or(name);
     m.insts.iter().enumerate().find_map(|(i, inst)| {
         if !matches!(inst.op, Op::Neuron(_)) {
             return None;
@@ -117,16 +128,17 @@ fn synapse_upstream(m: &Module, from: Operand) -> Option<Operand> {
             definer[r.index()] = Some(i);
         }
     }
-    let mut stack = vec![from];
+    // Breadth first: the synapse fewest ops away.
+    let mut stack = std::collections::VecDeque::from([from]);
     let mut seen = vec![false; m.values.len() + m.states.len()];
-    while let Some(o) = stack.pop() {
+    while let Some(o) = stack.pop_front() {
         match o {
             Operand::State(s) => {
                 if std::mem::replace(&mut seen[m.values.len() + s.index()], true) {
                     continue;
                 }
                 if let Some(next) = m.nexts.iter().find(|n| n.state == s) {
-                    stack.push(next.value);
+                    stack.push_back(next.value);
                 }
             }
             Operand::Value(v) => {
@@ -140,7 +152,7 @@ fn synapse_upstream(m: &Module, from: Operand) -> Option<Operand> {
                 match inst.op.class() {
                     OpClass::Synapse => return Some(o),
                     OpClass::LaneWise | OpClass::IndexMap => {
-                        stack.extend(inst.args.iter().rev().copied());
+                        stack.extend(inst.args.iter().copied());
                     }
                     _ => {}
                 }
@@ -164,8 +176,12 @@ fn populations(m: &Module) -> Vec<&str> {
 /// Names worth suggesting: populations, then values named after a Keras layer (no `.` inside).
 fn hint(m: &Module) -> String {
     let mut names: Vec<&str> = populations(m);
+    let outputs: Vec<&str> = m.outputs.iter().map(|o| o.name.as_str()).collect();
     for v in &m.values {
-        if !v.name.contains('.') && !names.contains(&v.name.as_str()) {
+        if !v.name.contains('.')
+            && !names.contains(&v.name.as_str())
+            && !outputs.contains(&v.name.as_str())
+        {
             names.push(&v.name);
         }
     }
@@ -186,8 +202,14 @@ pub fn add_probes(mut m: Module, probes: &[String]) -> Result<(Module, Vec<Probe
         if probes[..k].contains(p) {
             return Err(ProbeError::Twice(p.clone()));
         }
-        if m.outputs.iter().any(|o| o.name == *p) {
-            return Err(ProbeError::Clash(p.clone()));
+        if let Some(o) = m.outputs.iter().find(|o| o.name == *p) {
+            return Err(match &o.kind {
+                OutputKind::Spikes { population, .. } => ProbeError::SpikeOutput {
+                    probe: p.clone(),
+                    population: population.clone(),
+                },
+                _ => ProbeError::Clash(p.clone()),
+            });
         }
         let (name, view) = match p.rsplit_once(':') {
             Some((n, v)) => (n, Some(v)),

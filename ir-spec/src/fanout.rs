@@ -212,6 +212,38 @@ fn local(m: &Module, inst: &crate::module::Inst, k: usize) -> Option<Vec<f64>> {
     Some(fan)
 }
 
+/// Add to `target` (the fan-out of operand `k` of instruction `i`, an unweighted reader) what
+/// the instruction's results pass back, from the results' fan-outs in `values`.
+fn pass_back(m: &Module, i: usize, k: usize, values: &[Vec<f64>], target: &mut [f64]) {
+    let inst = &m.insts[i];
+    if let Some(src) = index_sources(m, inst) {
+        let Some(out) = inst.results.first().and_then(|r| values.get(r.index())) else {
+            return;
+        };
+        for (o, s) in src.iter().enumerate() {
+            if let Some(s) = s
+                && s.arg == k
+                && let (Some(t), Some(f)) = (target.get_mut(s.index), out.get(o))
+            {
+                *t += f;
+            }
+        }
+        return;
+    }
+    // Lane-wise pass-through: the result of the same group, element by element.
+    let per = inst.args.len() / inst.groups().max(1);
+    let (_, results) = inst.group(k / per.max(1));
+    let Some(r) = results.first() else { return };
+    let passes_on = matches!(inst.op.class(), OpClass::Synapse)
+        || matches!(
+            inst.op,
+            Op::Bias | Op::Scale | Op::Add | Op::BatchNorm { .. }
+        ) && (k == 0 || matches!(inst.op, Op::Add));
+    if passes_on && let Some(out) = values.get(r.index()) {
+        target.iter_mut().zip(out).for_each(|(t, f)| *t += f);
+    }
+}
+
 impl FanOut {
     /// The fan-out of every value and state of `m`, which should verify (operands that do not
     /// resolve count zero; nothing panics on a module that does not).
@@ -248,49 +280,17 @@ impl FanOut {
                 }
             }
         }
-        let mut values = base_v.clone();
+        // Unweighted readers pass their result's fan-out back, `next` a state's. One sweep in
+        // reverse instruction order settles every value (an instruction's results are complete
+        // before its operands are visited: values are SSA in order) given the states' fan-outs
+        // of the pass before; the states are then summed from the settled values. Repeat until
+        // the states settle: one pass per state along the longest chain of states, plus one.
+        // (A value that feeds itself through a state and a pass-through op, an accumulator, has
+        // no finite fan-out; the passes stop after one per state plus two.)
         let mut states = base_s.clone();
-        // Unweighted readers pass their result's fan-out back; `next` passes a state's. The
-        // relation has no cycle (synapse and neuron states are excluded), so the iteration
-        // settles within one pass per state plus one.
+        let mut values = base_v.clone();
         for _ in 0..m.states.len() + 2 {
             let mut new_v = base_v.clone();
-            let mut new_s = base_s.clone();
-            for &(i, k) in passes.iter().rev() {
-                let inst = &m.insts[i];
-                let Some(nd) = node(inst.args[k]) else {
-                    continue;
-                };
-                let target = match nd {
-                    Node::Value(v) => new_v.get_mut(v),
-                    Node::State(s) => new_s.get_mut(s),
-                };
-                let Some(target) = target else { continue };
-                if let Some(src) = index_sources(m, inst) {
-                    let out = &values[inst.results[0].index()];
-                    for (o, s) in src.iter().enumerate() {
-                        if let Some(s) = s
-                            && s.arg == k
-                            && let (Some(t), Some(f)) = (target.get_mut(s.index), out.get(o))
-                        {
-                            *t += f;
-                        }
-                    }
-                    continue;
-                }
-                // Lane-wise pass-through: the result of the same group, element by element.
-                let per = inst.args.len() / inst.groups().max(1);
-                let (_, results) = inst.group(k / per.max(1));
-                let Some(r) = results.first() else { continue };
-                let passes_on = matches!(inst.op.class(), OpClass::Synapse)
-                    || matches!(
-                        inst.op,
-                        Op::Bias | Op::Scale | Op::Add | Op::BatchNorm { .. }
-                    ) && (k == 0 || matches!(inst.op, Op::Add));
-                if passes_on && let Some(out) = values.get(r.index()) {
-                    target.iter_mut().zip(out).for_each(|(t, f)| *t += f);
-                }
-            }
             for nx in &m.nexts {
                 if let Some(Node::Value(v)) = node(nx.value)
                     && let (Some(t), Some(f)) = (new_v.get_mut(v), states.get(nx.state.index()))
@@ -298,10 +298,23 @@ impl FanOut {
                     t.iter_mut().zip(f).for_each(|(t, f)| *t += f);
                 }
             }
-            if new_v == values && new_s == states {
-                break;
+            for &(i, k) in passes.iter().rev() {
+                if let Some(Node::Value(v)) = node(m.insts[i].args[k]) {
+                    let mut target = std::mem::take(&mut new_v[v]);
+                    pass_back(m, i, k, &new_v, &mut target);
+                    new_v[v] = target;
+                }
+            }
+            let mut new_s = base_s.clone();
+            for &(i, k) in &passes {
+                if let Some(Node::State(st)) = node(m.insts[i].args[k]) {
+                    pass_back(m, i, k, &new_v, &mut new_s[st]);
+                }
             }
             values = new_v;
+            if new_s == states {
+                break;
+            }
             states = new_s;
         }
         FanOut { values, states }
@@ -350,6 +363,26 @@ const @k : f32[3,1,2] = [1, 1, 1, 1, 1, 1]
 output \"y\" = %y
 ";
         assert_eq!(fan(t, "x"), vec![2.0, 4.0, 4.0, 2.0]);
+    }
+
+    #[test]
+    fn long_unweighted_chains_pass_fan_out_all_the_way() {
+        // Four reshapes between the spikes and the weights, one state: the fan-out must reach
+        // the spikes whatever the chain's length.
+        let t = "module @m dt=0.001
+input %x : f32[4]
+state $v : f32[4] = zeros
+const @w : f32[4,3] = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0]
+%s, %v1 = spiking_relu %x, $v : f32[4], f32[4]
+next $v = %v1
+%a = reshape %s : f32[2,2]
+%b = reshape %a : f32[4,1]
+%c = reshape %b : f32[1,4]
+%d = reshape %c : f32[4]
+%y = dense %d, @w : f32[3]
+output \"y\" = %y
+";
+        assert_eq!(fan(t, "s"), vec![3.0, 3.0, 3.0, 2.0]);
     }
 
     #[test]

@@ -236,10 +236,11 @@ fn accuracy_figure<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Report
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(60)
-        .build_cartesian_2d(1f64..steps as f64, y0..100f64)
+        .build_cartesian_2d(1f64..steps as f64, y0..101f64)
         .map_err(err)?;
     chart
         .configure_mesh()
+        .x_labels(steps.min(10))
         .x_desc(format!("step (dt = {} ms)", r.dt * 1e3))
         .y_desc("accuracy (%)")
         .x_label_formatter(&|x| format!("{x:.0}"))
@@ -295,7 +296,7 @@ fn histogram(rates: &[f64], low: f64, high: f64, bins: usize) -> Vec<f64> {
     let mut h = vec![0.0; bins];
     let n = rates.len().max(1) as f64;
     let span = (high / low).ln();
-    for &r in rates.iter().filter(|&&r| r > 0.0) {
+    for &r in rates.iter().filter(|&&r| r > 0.0 && r.is_finite()) {
         let b = ((r / low).ln() / span * bins as f64).floor().max(0.0) as usize;
         h[b.min(bins - 1)] += 1.0 / n;
     }
@@ -328,14 +329,16 @@ fn rates_figure<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Report) -
         .layers
         .iter()
         .flat_map(|l| l.rates_hz.iter().copied())
-        .filter(|&x| x > 0.0)
+        .filter(|&x| x > 0.0 && x.is_finite())
         .fold(limit, f64::min)
         .max(floor);
     let highest = r
         .layers
         .iter()
         .flat_map(|l| l.rates_hz.iter().copied())
-        .fold(limit, f64::max);
+        .filter(|x| x.is_finite())
+        .fold(limit, f64::max)
+        .min(1e12);
     let (low, high) = decades(lowest, highest * 1.01);
     let cols = if r.layers.len() > 4 { 3 } else { 2 }.min(r.layers.len().max(1));
     let rows = r.layers.len().div_ceil(cols).max(1);
@@ -365,7 +368,13 @@ fn rates_figure<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Report) -
             .x_desc("firing rate of active neurons (Hz, log scale)")
             .y_desc("neurons (%)")
             .x_label_formatter(&|x| si(*x))
-            .y_label_formatter(&|y| format!("{y:.0}"))
+            .y_label_formatter(&|y| {
+                if ymax < 5.0 {
+                    format!("{y:.1}")
+                } else {
+                    format!("{y:.0}")
+                }
+            })
             .y_labels(5)
             .label_style(("sans-serif", 12))
             .axis_desc_style(("sans-serif", 12))
@@ -493,7 +502,14 @@ fn spikes_figure<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Report) 
                 l.synops_per_sample
             })
         };
-        let top = r.layers.iter().map(get).fold(0.0, f64::max).max(1.0) * 1.15;
+        let top = r
+            .layers
+            .iter()
+            .map(get)
+            .filter(|x| x.is_finite())
+            .fold(0.0, f64::max)
+            .clamp(1.0, 1e15)
+            * 1.15;
         let mut chart = ChartBuilder::on(area)
             .margin(12)
             .x_label_area_size(40)
@@ -569,7 +585,7 @@ pub fn write(dir: &Path, r: &Report) -> Result<Vec<PathBuf>, ReportError> {
         both(
             dir,
             "rates",
-            (380 * cols, 60 + 280 * rows),
+            ((380 * cols).max(760), 60 + 280 * rows),
             true,
             true,
             &|c| on_canvas!(c, |a| rates_figure(&a, r)),

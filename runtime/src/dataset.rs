@@ -83,7 +83,7 @@ pub enum DatasetError {
     #[error("accuracy at chosen steps needs labels")]
     NoLabels,
     /// Labels given to a module with nothing to score.
-    #[error("labels need a model output to score")]
+    #[error("labels need a model output to score (a value output, not a probe)")]
     NothingToScore,
     /// Zero steps asked for (or a step-by-step input with an empty time axis).
     #[error("the number of steps must be at least 1")]
@@ -312,7 +312,7 @@ fn check<'a, 'd>(
     if !spec.accuracy_at.is_empty() && labels.is_none() {
         return Err(DatasetError::NoLabels);
     }
-    if labels.is_some() && reported_outputs(module).is_empty() {
+    if labels.is_some() && !module.outputs.iter().any(|o| o.kind == OutputKind::Value) {
         return Err(DatasetError::NothingToScore);
     }
     Ok((feeds, n, steps))
@@ -439,9 +439,11 @@ pub fn run_with(
         .map(|&k| module.outputs[k].name.clone())
         .collect();
     let mut spike_totals = vec![vec![0f64; n]; spikes.populations().len()];
-    let mut accuracy = reported
-        .first()
-        .map(|&k| AccuracyAt::new(k, &spec.accuracy_at));
+    // Accuracy is scored on the first value output (never a probe).
+    let scored = reported
+        .iter()
+        .position(|&k| module.outputs[k].kind == OutputKind::Value);
+    let mut accuracy = scored.map(|j| AccuracyAt::new(reported[j], &spec.accuracy_at));
     let mut bufs: Vec<Vec<f32>> = feeds.iter().map(|f| vec![0f32; batch * f.elems]).collect();
     let batches = n.div_ceil(batch);
     let start = Instant::now();
@@ -563,13 +565,13 @@ pub fn run_with(
             (key.clone(), a)
         })
         .collect();
-    let correct = labels.map(|l| {
-        let (_, first) = &outputs[0];
-        let per = out_elems[0];
+    let correct = labels.zip(scored).map(|(l, j)| {
+        let (_, first) = &outputs[j];
+        let per = out_elems[j];
         let data = first.as_slice().expect("standard layout");
         (0..n)
             .filter(|&i| {
-                let at = if every_step[0] {
+                let at = if every_step[j] {
                     (i * steps + steps - 1) * per
                 } else {
                     i * per

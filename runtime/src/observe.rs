@@ -123,7 +123,7 @@ impl AccuracyAt {
     /// After step `t` (counted from 0) of a minibatch whose first `labels.len()` samples are
     /// real: count the correct ones if `t + 1` is a chosen step.
     pub fn observe(&mut self, t: usize, sim: &Simulator, labels: &[i64]) {
-        let Some(pos) = self.steps.iter().position(|&c| c == t + 1) else {
+        let Ok(pos) = self.steps.binary_search(&(t + 1)) else {
             return;
         };
         let vals = sim.output_slice(self.output);
