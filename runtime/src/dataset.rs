@@ -527,8 +527,11 @@ pub fn run_with(
                 let vals = sim.output_slice(k);
                 let e = total.len();
                 for sample in vals.chunks_exact(e.max(1)).take(real) {
+                    // Spike trains are mostly zeros: skip them.
                     for (c, &v) in total.iter_mut().zip(sample) {
-                        *c += (v as f64 * per_spike).round().abs();
+                        if v != 0.0 {
+                            *c += (v as f64 * per_spike).round().abs();
+                        }
                     }
                 }
             }
