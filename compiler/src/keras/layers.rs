@@ -111,6 +111,9 @@ fn has_weights(l: &Layer) -> bool {
                 | "Conv1D"
                 | "Conv2D"
                 | "Conv3D"
+                | "Conv1DTranspose"
+                | "Conv2DTranspose"
+                | "Conv3DTranspose"
                 | "DepthwiseConv1D"
                 | "DepthwiseConv2D"
                 | "SeparableConv1D"
@@ -121,13 +124,12 @@ fn has_weights(l: &Layer) -> bool {
     }
 }
 
-/// The `N` of a class name ending in `ND` (`Conv2D` → 2).
+/// The `N` of a class name with `ND` in it (`Conv2D` → 2, `Conv3DTranspose` → 3).
 fn spatial_dims(class: &str) -> usize {
-    class
-        .strip_suffix('D')
-        .and_then(|s| s.chars().last())
-        .and_then(|c| c.to_digit(10))
-        .map_or(1, |d| d as usize)
+    let b = class.as_bytes();
+    (1..b.len())
+        .find(|&i| b[i] == b'D' && b[i - 1].is_ascii_digit())
+        .map_or(1, |i| (b[i - 1] - b'0') as usize)
 }
 
 /// The registry: every converted layer class and how it converts. Keras's short aliases
@@ -137,6 +139,9 @@ const LAYERS: &[(&str, ConvertLayer)] = &[
     ("Conv1D", windowed!(conv)),
     ("Conv2D", windowed!(conv)),
     ("Conv3D", windowed!(conv)),
+    ("Conv1DTranspose", windowed!(conv_transpose)),
+    ("Conv2DTranspose", windowed!(conv_transpose)),
+    ("Conv3DTranspose", windowed!(conv_transpose)),
     ("DepthwiseConv1D", windowed!(depthwise_conv, false)),
     ("DepthwiseConv2D", windowed!(depthwise_conv, false)),
     ("SeparableConv1D", windowed!(depthwise_conv, true)),
@@ -1254,6 +1259,149 @@ impl Converter<'_> {
         }
         if cx.bool_or("use_bias", true) {
             let b = self.weight(cx, next, "bias", &[channels])?;
+            y = self.op(cx, Op::Bias, &[y.into(), b.into()], "biased")?;
+        }
+        self.activation(cx, y, cx.cfg().get("activation"))
+    }
+
+    /// `Conv1D/2D/3DTranspose` (TensorFlow's `conv_transpose`): the input with `stride − 1`
+    /// zeros between cells (a `gather` from the input and one zero), padded, then a stride-1
+    /// `conv` with the kernel flipped along every spatial axis and its channel axes swapped
+    /// (Keras stores `[k..., filters, in]`). Output length per axis: `(in − 1)·s + k` for
+    /// `valid`, `in·s` for `same` (the full result cut from `⌊max(k − s, 0)/2⌋` on).
+    fn conv_transpose(&mut self, cx: &Ctx, x: ValueId, d: usize) -> Result<ValueId, ModelError> {
+        let shape = self.ty(x);
+        if shape.len() != d + 1 {
+            return Err(cx.shape_err(format!(
+                "{} needs a rank-{} input, got {shape:?}",
+                cx.layer.class,
+                d + 1
+            )));
+        }
+        let filters = cx.cfg().get("filters").and_then(positive).ok_or_else(|| {
+            cx.unsupported(format!(
+                "`filters`: expected an integer from 1 to {MAX_CONFIG_INT}"
+            ))
+        })?;
+        let kernel = cx
+            .ints("kernel_size", d)?
+            .ok_or_else(|| cx.unsupported("no `kernel_size`"))?;
+        let strides = cx.ints("strides", d)?.unwrap_or(vec![1; d]);
+        if cx
+            .ints("dilation_rate", d)?
+            .is_some_and(|r| r.iter().any(|&x| x != 1))
+        {
+            return Err(cx.unsupported("dilation_rate other than 1 in a transposed convolution"));
+        }
+        if !matches!(cx.cfg().get("output_padding"), None | Some(Value::Null)) {
+            return Err(cx.unsupported("output_padding in a transposed convolution"));
+        }
+        let same = cx.padding()? == Padding::Same;
+        let cin = shape[d];
+        let mut kshape = kernel.clone();
+        kshape.extend([filters, cin]);
+        let w = self.layer_weights(cx)?;
+        let a = w.first().ok_or_else(|| ModelError::MissingWeight {
+            layer: cx.layer.name.clone(),
+            what: "0 (`kernel`; the file has none for this layer)".into(),
+        })?;
+        if a.shape() != kshape.as_slice() {
+            return Err(ModelError::WeightShape {
+                layer: cx.layer.name.clone(),
+                weight: "kernel".into(),
+                expected: kshape,
+                got: a.shape().to_vec(),
+            });
+        }
+        // Zero insertion: cell i of each axis goes to i·s; every other cell reads one zero
+        // appended after the flattened input.
+        let dilated: Vec<usize> = (0..d).map(|a| (shape[a] - 1) * strides[a] + 1).collect();
+        let mut dshape = dilated.clone();
+        dshape.push(cin);
+        let n: usize = shape.iter().product();
+        let total = dshape
+            .iter()
+            .try_fold(1usize, |a, &b| a.checked_mul(b))
+            .filter(|&t| t <= i32::MAX as usize && n < i32::MAX as usize)
+            .ok_or_else(|| cx.shape_err("transposed convolution too large"))?;
+        let in_strides = snnc_ir::geometry::strides_of(&shape);
+        let mut idx = Vec::with_capacity(total);
+        snnc_ir::geometry::for_each_index(&dshape, |_, at| {
+            let mut flat = at[d];
+            for a in 0..d {
+                if at[a] % strides[a] != 0 {
+                    idx.push(n as i32);
+                    return;
+                }
+                flat += at[a] / strides[a] * in_strides[a];
+            }
+            idx.push(flat as i32);
+        });
+        let flat = self.op(cx, Op::Reshape { shape: vec![n] }, &[x.into()], "flat")?;
+        let padded = self.op(
+            cx,
+            Op::Pad { pads: vec![[0, 1]] },
+            &[flat.into()],
+            "with_zero",
+        )?;
+        let table = self.b.constant_i32(
+            &format!("{}.zero_insert_idx", path_key(&cx.path)),
+            &[total],
+            idx,
+        );
+        let xd = self.op(
+            cx,
+            Op::Gather { shape: dshape },
+            &[padded.into(), table.into()],
+            "dilated",
+        )?;
+        let mut pads = Vec::with_capacity(d + 1);
+        for a in 0..d {
+            let (k, s) = (kernel[a], strides[a]);
+            let (before, out) = if same {
+                let pb = k.saturating_sub(s) / 2;
+                (k - 1 - pb, shape[a] * s)
+            } else {
+                (k - 1, (shape[a] - 1) * s + k)
+            };
+            // A stride-1 valid convolution of the padded length gives `out` cells.
+            let after = (out + k - 1)
+                .checked_sub(dilated[a] + before)
+                .ok_or_else(|| cx.shape_err("transposed convolution geometry"))?;
+            pads.push([before, after]);
+        }
+        pads.push([0, 0]);
+        let xp = self.op(cx, Op::Pad { pads }, &[xd.into()], "padded")?;
+        // kernel'[t'..., ci, co] = kernel[k − 1 − t'..., co, ci].
+        let taps: usize = kernel.iter().product();
+        let mut data = vec![0f32; taps * cin * filters];
+        let src = a.as_standard_layout();
+        let src = src.as_slice().expect("standard layout");
+        let tap_strides = snnc_ir::geometry::strides_of(&kernel);
+        snnc_ir::geometry::for_each_index(&kernel, |t, at| {
+            let flipped: usize = (0..d)
+                .map(|ax| (kernel[ax] - 1 - at[ax]) * tap_strides[ax])
+                .sum();
+            for ci in 0..cin {
+                for co in 0..filters {
+                    data[(t * cin + ci) * filters + co] = src[(flipped * filters + co) * cin + ci];
+                }
+            }
+        });
+        let mut cshape = kernel.clone();
+        cshape.extend([cin, filters]);
+        let k = self
+            .b
+            .constant_f32(&format!("{}.kernel", path_key(&cx.path)), &cshape, data);
+        let attrs = ConvAttrs {
+            strides: vec![1; d],
+            padding: Padding::Valid,
+            dilation: vec![1; d],
+            groups: 1,
+        };
+        let mut y = self.op(cx, Op::Conv(attrs), &[xp.into(), k.into()], "conv")?;
+        if cx.bool_or("use_bias", true) {
+            let b = self.weight(cx, 1, "bias", &[filters])?;
             y = self.op(cx, Op::Bias, &[y.into(), b.into()], "biased")?;
         }
         self.activation(cx, y, cx.cfg().get("activation"))
