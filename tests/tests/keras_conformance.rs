@@ -39,11 +39,34 @@ fn check_fixture(dir: &str, file: &str, io: &str, lowered: bool) -> Result<usize
         inputs.push(a);
     }
     let batch = inputs[0].shape()[0];
-    let mut sim = Simulator::new(&module, Backend::Interp, batch).map_err(|e| e.to_string())?;
     let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
-    let outs = sim
-        .run(1, &views, Record::LastStep)
-        .map_err(|e| e.to_string())?;
+    // A temporal model's inputs have a time axis: one step per time step, every step recorded,
+    // as Keras's `(n, steps, ...)` outputs are.
+    let timed = module
+        .inputs
+        .iter()
+        .zip(&inputs)
+        .any(|(&v, a)| a.ndim() == module.value(v).ty.shape.len() + 2);
+    let outs = if timed {
+        let spec = snnc_runtime::dataset::RunSpec {
+            batch,
+            backend: Backend::Interp,
+            all_steps: true,
+            ..Default::default()
+        };
+        snnc_runtime::dataset::run(&module, &views, None, &spec, &mut |_| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .map_err(|e| e.to_string())?
+        .outputs
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect()
+    } else {
+        let mut sim = Simulator::new(&module, Backend::Interp, batch).map_err(|e| e.to_string())?;
+        sim.run(1, &views, Record::LastStep)
+            .map_err(|e| e.to_string())?
+    };
     let mut compared = 0;
     for (o, got) in module.outputs.iter().zip(outs) {
         let want: ArrayD<f32> = npz

@@ -226,6 +226,7 @@ pub fn convert(
         weights,
         loaded: HashMap::new(),
         consts: HashMap::new(),
+        temporal: None,
     };
     let outs = cv.container(top, &[], None)?;
     for (name, v) in output_names(top).into_iter().zip(outs) {
@@ -264,6 +265,9 @@ struct Converter<'a> {
     loaded: HashMap<String, Vec<ArrayD<f32>>>,
     /// Constants made so far, by constant name: a layer called twice shares them.
     consts: HashMap<String, ConstId>,
+    /// Whether the model's inputs have a time axis (`Input((None, ...))`), once an input is
+    /// read: every layer then acts on one time step.
+    temporal: Option<bool>,
 }
 
 fn path_key(path: &LayerPath) -> String {
@@ -587,7 +591,16 @@ impl Converter<'_> {
                         )));
                     }
                     (None, _) => {
-                        let shape = input_shape(layer)?;
+                        let (shape, timed) = input_shape(layer)?;
+                        match self.temporal {
+                            Some(t) if t != timed => {
+                                return Err(ModelError::Unsupported {
+                                    layer: layer.name.clone(),
+                                    what: "inputs with and without a time axis in one model".into(),
+                                });
+                            }
+                            _ => self.temporal = Some(timed),
+                        }
                         self.b.input(&prefix, &shape)
                     }
                 };
@@ -647,6 +660,14 @@ impl Converter<'_> {
     }
 
     fn layer(&mut self, cx: &Ctx, ins: &[ValueId]) -> Result<ValueId, ModelError> {
+        if self.temporal == Some(true) {
+            return self.per_step_layer(cx, ins);
+        }
+        self.convert_layer(cx, ins)
+    }
+
+    /// Convert a layer by the registry.
+    fn convert_layer(&mut self, cx: &Ctx, ins: &[ValueId]) -> Result<ValueId, ModelError> {
         let class = cx.layer.class.as_str();
         match LAYERS.iter().find(|(c, _)| *c == class) {
             Some((_, convert)) => convert(self, cx, ins),
@@ -677,6 +698,39 @@ impl Converter<'_> {
             &[x.into()],
             "leaky_relu",
         )
+    }
+
+    /// A layer of a temporal model, on one time step: one of [`PER_STEP`], with any `axis` the
+    /// last one (Keras counts the batch and time axes, so the last is the per-step rank + 1).
+    fn per_step_layer(&mut self, cx: &Ctx, ins: &[ValueId]) -> Result<ValueId, ModelError> {
+        let class = cx.layer.class.as_str();
+        if !PER_STEP.contains(&class) {
+            return Err(cx.unsupported(format!(
+                "`{class}` in a temporal model (an input with a time axis of unknown length, run one step per simulation step): only layers acting on each time step alone are supported ({})",
+                PER_STEP.join(", ")
+            )));
+        }
+        let Some(axis) = cx.cfg().get("axis") else {
+            return self.convert_layer(cx, ins);
+        };
+        let rank = ins.first().map_or(1, |&v| self.ty(v).len()) as i64;
+        let last = match axis {
+            Value::Array(a) if a.len() == 1 => a[0].as_i64(),
+            v => v.as_i64(),
+        };
+        if !(last == Some(-1) || last == Some(rank + 1)) {
+            return Err(cx.unsupported(format!(
+                "`axis` {axis} in a temporal model: only the last axis is supported"
+            )));
+        }
+        let mut layer = cx.layer.clone();
+        layer.config["axis"] = Value::from(-1);
+        let inner = Ctx {
+            layer: &layer,
+            path: cx.path.clone(),
+            prefix: cx.prefix.clone(),
+        };
+        self.convert_layer(&inner, ins)
     }
 
     fn softmax(&mut self, cx: &Ctx, x: ValueId) -> Result<ValueId, ModelError> {
@@ -1579,23 +1633,54 @@ impl Converter<'_> {
     }
 }
 
-fn input_shape(layer: &Layer) -> Result<Vec<usize>, ModelError> {
+/// An input layer's per-sample shape, and whether its first axis is a time axis of unknown
+/// length (`Input((None, ...))`, a temporal model): then the shape is that of one time step.
+fn input_shape(layer: &Layer) -> Result<(Vec<usize>, bool), ModelError> {
     let dims = declared_batch_shape(&layer.config).ok_or_else(|| ModelError::Unsupported {
         layer: layer.name.clone(),
         what: "input layer without `batch_shape`".into(),
     })?;
+    let timed = dims.len() >= 3 && dims[1].is_null();
     dims.iter()
-        .skip(1)
+        .skip(if timed { 2 } else { 1 })
         .map(|d| d.as_u64().map(|n| n as usize))
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| ModelError::Unsupported {
             layer: layer.name.clone(),
             what: format!(
-                "input shapes must be fully specified, got {}",
+                "input shapes must be fully specified (but for a leading time axis), got {}",
                 Value::Array(dims.clone())
             ),
         })
+        .map(|s| (s, timed))
 }
+
+/// Layers a temporal model may hold: each acts on one time step alone (on the last axis, or
+/// elementwise), so the model runs one step per simulation step.
+const PER_STEP: &[&str] = &[
+    "Dense",
+    "Activation",
+    "ReLU",
+    "ELU",
+    "LeakyReLU",
+    "Softmax",
+    "BatchNormalization",
+    "LayerNormalization",
+    "Rescaling",
+    "Concatenate",
+    "Add",
+    "Subtract",
+    "Average",
+    "Multiply",
+    "Maximum",
+    "Minimum",
+    "Dropout",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+    "Identity",
+];
 
 #[cfg(test)]
 mod tests {
