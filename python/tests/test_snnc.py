@@ -193,6 +193,32 @@ def test_in_memory_keras_model_matches_model_predict():
     assert sum(c.sum() for c in sim.spike_counts.values()) > 0
 
 
+def test_temporal_keras_model_runs_one_slice_per_step():
+    os.environ.setdefault("KERAS_BACKEND", "numpy")
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(1)
+    inp = keras.Input((None, 4))
+    h = keras.layers.Dense(5, activation="relu", name="h")(inp)
+    out = keras.layers.LayerNormalization(name="out")(
+        keras.layers.Concatenate(axis=-1, name="cat")([h, inp])
+    )
+    model = keras.Model(inp, out)
+    for w in model.weights:
+        w.assign(rng.normal(size=w.shape).astype("float32"))
+    x = rng.normal(size=(7, 6, 4)).astype("float32")     # 7 samples, 6 time steps
+    want = model.predict(x, verbose=0)
+    net = snnc.convert(model)
+    assert list(net.inputs.values()) == [(4,)]            # one time step's shape
+    with snnc.Simulator(net, minibatch_size=4, progress_bar=False) as sim:
+        got = sim.predict(x)["out"]                        # steps from the time axis
+    assert got.shape == (7, 6, 9)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # A layer that mixes time steps is refused, naming it.
+    mixed = keras.Sequential([keras.Input((None, 4)), keras.layers.Conv1D(2, 3, name="over_time")])
+    with pytest.raises(snnc.ConversionError, match="`Conv1D` in a temporal model"):
+        snnc.convert(mixed)
+
+
 def test_conversion_options(tmp_path):
     net = snnc.convert(str(MODEL), spiking=True, scale_firing_rates={"conv1": 50, "dense1": 100},
                        synapse=None, max_pool="avg", initial_voltage=0.5,
