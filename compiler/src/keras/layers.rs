@@ -44,6 +44,16 @@ fn positive(v: &Value) -> Option<usize> {
         .map(|n| n as usize)
 }
 
+/// A 1×…×1 convolution's attributes: stride 1, no padding, one group.
+fn unit_conv(d: usize) -> ConvAttrs {
+    ConvAttrs {
+        strides: vec![1; d],
+        padding: Padding::Valid,
+        dilation: vec![1; d],
+        groups: 1,
+    }
+}
+
 /// Layer classes the graph reader handles itself: inputs and nested models.
 const STRUCTURAL: &[&str] = &["InputLayer", "Sequential", "Functional", "Model"];
 
@@ -288,6 +298,44 @@ impl Ctx<'_> {
     fn cfg(&self) -> &Value {
         &self.layer.config
     }
+
+    /// `filters`, an integer from 1 to [`MAX_CONFIG_INT`].
+    fn filters(&self) -> Result<usize, ModelError> {
+        self.cfg().get("filters").and_then(positive).ok_or_else(|| {
+            self.unsupported(format!(
+                "`filters`: expected an integer from 1 to {MAX_CONFIG_INT}"
+            ))
+        })
+    }
+
+    /// Cells before and after on each of `d` axes (`ZeroPadding`'s `padding`, `Cropping`'s
+    /// `cropping`): one number for all, `(before, after)` for 1-D, or one number or pair per
+    /// axis; each at most [`MAX_CONFIG_INT`]. Default 1.
+    fn side_pairs(&self, key: &str, d: usize) -> Result<Vec<[usize; 2]>, ModelError> {
+        let v = self.cfg().get(key).cloned().unwrap_or(Value::from(1));
+        let bad = || self.unsupported(format!("{key} {v}"));
+        let int = |p: &Value| {
+            p.as_u64()
+                .filter(|&n| n <= MAX_CONFIG_INT)
+                .map(|n| n as usize)
+        };
+        let pair = |p: &Value| -> Option<[usize; 2]> {
+            match p {
+                Value::Array(a) if a.len() == 2 => Some([int(&a[0])?, int(&a[1])?]),
+                _ => int(p).map(|n| [n; 2]),
+            }
+        };
+        Ok(match &v {
+            Value::Number(_) => vec![pair(&v).ok_or_else(bad)?; d],
+            Value::Array(a) if d == 1 && a.len() == 2 && a.iter().all(Value::is_number) => {
+                vec![pair(&v).ok_or_else(bad)?]
+            }
+            Value::Array(a) if a.len() == d => {
+                a.iter().map(pair).collect::<Option<_>>().ok_or_else(bad)?
+            }
+            _ => return Err(bad()),
+        })
+    }
     fn unsupported(&self, what: impl Into<String>) -> ModelError {
         ModelError::Unsupported {
             layer: self.layer.name.clone(),
@@ -424,6 +472,50 @@ impl Converter<'_> {
             self.loaded.insert(key.clone(), w);
         }
         Ok(self.loaded[&key].clone())
+    }
+
+    /// The shape of a windowed layer's input, which must be `[s_1..s_d, c]`.
+    fn windowed_shape(&self, cx: &Ctx, x: ValueId, d: usize) -> Result<Vec<usize>, ModelError> {
+        let shape = self.ty(x);
+        if shape.len() != d + 1 {
+            return Err(cx.shape_err(format!(
+                "{} needs a rank-{} input, got {shape:?}",
+                cx.layer.class,
+                d + 1
+            )));
+        }
+        Ok(shape)
+    }
+
+    /// The first of several inputs and their one shape (no broadcasting).
+    fn same_shape(&self, cx: &Ctx, ins: &[ValueId]) -> Result<(ValueId, Vec<usize>), ModelError> {
+        let Some(&first) = ins.first() else {
+            return Err(cx.shape_err(format!("`{}` takes at least one input", cx.layer.class)));
+        };
+        let shape = self.ty(first);
+        if let Some(&other) = ins.iter().find(|&&v| self.ty(v) != shape) {
+            return Err(cx.shape_err(format!(
+                "`{}` needs inputs of one shape (no broadcasting), got {shape:?} and {:?}",
+                cx.layer.class,
+                self.ty(other)
+            )));
+        }
+        Ok((first, shape))
+    }
+
+    /// `y + bias` (weight `idx`, `[channels]`) unless `use_bias` is off, then the activation.
+    fn bias_activation(
+        &mut self,
+        cx: &Ctx,
+        mut y: ValueId,
+        idx: usize,
+        channels: usize,
+    ) -> Result<ValueId, ModelError> {
+        if cx.bool_or("use_bias", true) {
+            let b = self.weight(cx, idx, "bias", &[channels])?;
+            y = self.op(cx, Op::Bias, &[y.into(), b.into()], "biased")?;
+        }
+        self.activation(cx, y, cx.cfg().get("activation"))
     }
 
     /// Weight `idx` of the layer as a constant named `<layer>.<what>`, checked against `expected`.
@@ -833,16 +925,7 @@ impl Converter<'_> {
 
     /// `Multiply`: the elementwise product of inputs of one shape (a rate op).
     fn multiply(&mut self, cx: &Ctx, ins: &[ValueId]) -> Result<ValueId, ModelError> {
-        let Some(&first) = ins.first() else {
-            return Err(cx.shape_err("`Multiply` takes at least one input"));
-        };
-        let shape = self.ty(first);
-        if let Some(&other) = ins.iter().find(|&&v| self.ty(v) != shape) {
-            return Err(cx.shape_err(format!(
-                "`Multiply` needs inputs of one shape (no broadcasting), got {shape:?} and {:?}",
-                self.ty(other)
-            )));
-        }
+        let (first, _) = self.same_shape(cx, ins)?;
         if ins.len() == 1 {
             return Ok(first);
         }
@@ -933,17 +1016,7 @@ impl Converter<'_> {
     /// same neural circuit as max pooling (exact in rate mode; integrate-and-fire units when
     /// spiking).
     fn extremum(&mut self, cx: &Ctx, ins: &[ValueId], is_max: bool) -> Result<ValueId, ModelError> {
-        let Some(&first) = ins.first() else {
-            return Err(cx.shape_err(format!("`{}` takes at least one input", cx.layer.class)));
-        };
-        let shape = self.ty(first);
-        if let Some(&other) = ins.iter().find(|&&v| self.ty(v) != shape) {
-            return Err(cx.shape_err(format!(
-                "`{}` needs inputs of one shape, got {shape:?} and {:?}",
-                cx.layer.class,
-                self.ty(other)
-            )));
-        }
+        let (first, shape) = self.same_shape(cx, ins)?;
         if ins.len() == 1 {
             return Ok(first);
         }
@@ -984,12 +1057,8 @@ impl Converter<'_> {
             .last()
             .ok_or_else(|| cx.shape_err("Dense on a scalar"))?;
         let k = self.weight(cx, 0, "kernel", &[n, units])?;
-        let mut y = self.op(cx, Op::Dense, &[x.into(), k.into()], "dense")?;
-        if cx.bool_or("use_bias", true) {
-            let b = self.weight(cx, 1, "bias", &[units])?;
-            y = self.op(cx, Op::Bias, &[y.into(), b.into()], "biased")?;
-        }
-        self.activation(cx, y, cx.cfg().get("activation"))
+        let y = self.op(cx, Op::Dense, &[x.into(), k.into()], "dense")?;
+        self.bias_activation(cx, y, 1, units)
     }
 
     /// `x · scale + offset`, each a number or one value per channel.
@@ -1175,18 +1244,8 @@ impl Converter<'_> {
     }
 
     fn conv(&mut self, cx: &Ctx, x: ValueId, d: usize) -> Result<ValueId, ModelError> {
-        let shape = self.ty(x);
-        if shape.len() != d + 1 {
-            return Err(cx.shape_err(format!(
-                "Conv{d}D needs a rank-{} input, got {shape:?}",
-                d + 1
-            )));
-        }
-        let filters = cx.cfg().get("filters").and_then(positive).ok_or_else(|| {
-            cx.unsupported(format!(
-                "`filters`: expected an integer from 1 to {MAX_CONFIG_INT}"
-            ))
-        })?;
+        let shape = self.windowed_shape(cx, x, d)?;
+        let filters = cx.filters()?;
         let kernel = cx
             .ints("kernel_size", d)?
             .ok_or_else(|| cx.unsupported("no `kernel_size`"))?;
@@ -1231,13 +1290,8 @@ impl Converter<'_> {
             dilation,
             groups,
         };
-        let mut y = self.op(cx, Op::Conv(attrs), &[src.into(), k.into()], "conv")?;
-        if cx.bool_or("use_bias", true) {
-            let b = self.weight(cx, 1, "bias", &[filters])?;
-            y = self.op(cx, Op::Bias, &[y.into(), b.into()], "biased")?;
-        }
-        y = self.activation(cx, y, cx.cfg().get("activation"))?;
-        Ok(y)
+        let y = self.op(cx, Op::Conv(attrs), &[src.into(), k.into()], "conv")?;
+        self.bias_activation(cx, y, 1, filters)
     }
 
     /// `DepthwiseConv1D/2D` (`separable` false) and `SeparableConv1D/2D` (a depthwise
@@ -1252,14 +1306,7 @@ impl Converter<'_> {
         d: usize,
         separable: bool,
     ) -> Result<ValueId, ModelError> {
-        let shape = self.ty(x);
-        if shape.len() != d + 1 {
-            return Err(cx.shape_err(format!(
-                "{} needs a rank-{} input, got {shape:?}",
-                cx.layer.class,
-                d + 1
-            )));
-        }
+        let shape = self.windowed_shape(cx, x, d)?;
         let kernel = cx
             .ints("kernel_size", d)?
             .ok_or_else(|| cx.unsupported("no `kernel_size`"))?;
@@ -1293,29 +1340,20 @@ impl Converter<'_> {
         let mut channels = mid;
         let mut next = 1;
         if separable {
-            let filters = cx.cfg().get("filters").and_then(positive).ok_or_else(|| {
-                cx.unsupported(format!(
-                    "`filters`: expected an integer from 1 to {MAX_CONFIG_INT}"
-                ))
-            })?;
+            let filters = cx.filters()?;
             let mut pshape = vec![1; d];
             pshape.extend([mid, filters]);
             let p = self.weight(cx, 1, "pointwise_kernel", &pshape)?;
-            let attrs = ConvAttrs {
-                strides: vec![1; d],
-                padding: Padding::Valid,
-                dilation: vec![1; d],
-                groups: 1,
-            };
-            y = self.op(cx, Op::Conv(attrs), &[y.into(), p.into()], "pointwise")?;
+            y = self.op(
+                cx,
+                Op::Conv(unit_conv(d)),
+                &[y.into(), p.into()],
+                "pointwise",
+            )?;
             channels = filters;
             next = 2;
         }
-        if cx.bool_or("use_bias", true) {
-            let b = self.weight(cx, next, "bias", &[channels])?;
-            y = self.op(cx, Op::Bias, &[y.into(), b.into()], "biased")?;
-        }
-        self.activation(cx, y, cx.cfg().get("activation"))
+        self.bias_activation(cx, y, next, channels)
     }
 
     /// `Conv1D/2D/3DTranspose` (TensorFlow's `conv_transpose`): the input with `stride − 1`
@@ -1324,19 +1362,8 @@ impl Converter<'_> {
     /// (Keras stores `[k..., filters, in]`). Output length per axis: `(in − 1)·s + k` for
     /// `valid`, `in·s` for `same` (the full result cut from `⌊max(k − s, 0)/2⌋` on).
     fn conv_transpose(&mut self, cx: &Ctx, x: ValueId, d: usize) -> Result<ValueId, ModelError> {
-        let shape = self.ty(x);
-        if shape.len() != d + 1 {
-            return Err(cx.shape_err(format!(
-                "{} needs a rank-{} input, got {shape:?}",
-                cx.layer.class,
-                d + 1
-            )));
-        }
-        let filters = cx.cfg().get("filters").and_then(positive).ok_or_else(|| {
-            cx.unsupported(format!(
-                "`filters`: expected an integer from 1 to {MAX_CONFIG_INT}"
-            ))
-        })?;
+        let shape = self.windowed_shape(cx, x, d)?;
+        let filters = cx.filters()?;
         let kernel = cx
             .ints("kernel_size", d)?
             .ok_or_else(|| cx.unsupported("no `kernel_size`"))?;
@@ -1447,54 +1474,14 @@ impl Converter<'_> {
         let k = self
             .b
             .constant_f32(&format!("{}.kernel", path_key(&cx.path)), &cshape, data);
-        let attrs = ConvAttrs {
-            strides: vec![1; d],
-            padding: Padding::Valid,
-            dilation: vec![1; d],
-            groups: 1,
-        };
-        let mut y = self.op(cx, Op::Conv(attrs), &[xp.into(), k.into()], "conv")?;
-        if cx.bool_or("use_bias", true) {
-            let b = self.weight(cx, 1, "bias", &[filters])?;
-            y = self.op(cx, Op::Bias, &[y.into(), b.into()], "biased")?;
-        }
-        self.activation(cx, y, cx.cfg().get("activation"))
+        let y = self.op(cx, Op::Conv(unit_conv(d)), &[xp.into(), k.into()], "conv")?;
+        self.bias_activation(cx, y, 1, filters)
     }
 
     /// `Cropping1D/2D/3D`: a `gather` of the cells left, channels last.
     fn crop(&mut self, cx: &Ctx, x: ValueId, d: usize) -> Result<ValueId, ModelError> {
-        let shape = self.ty(x);
-        if shape.len() != d + 1 {
-            return Err(cx.shape_err(format!(
-                "{} needs a rank-{} input, got {shape:?}",
-                cx.layer.class,
-                d + 1
-            )));
-        }
-        let v = cx.cfg().get("cropping").cloned().unwrap_or(Value::from(1));
-        let bad = || cx.unsupported(format!("cropping {v}"));
-        let int = |p: &Value| {
-            p.as_u64()
-                .filter(|&n| n <= MAX_CONFIG_INT)
-                .map(|n| n as usize)
-        };
-        let pair = |p: &Value| -> Option<[usize; 2]> {
-            match p {
-                Value::Array(a) if a.len() == 2 => Some([int(&a[0])?, int(&a[1])?]),
-                _ => int(p).map(|n| [n; 2]),
-            }
-        };
-        let crops: Vec<[usize; 2]> = match &v {
-            Value::Number(_) => vec![pair(&v).ok_or_else(bad)?; d],
-            // Cropping1D: (left, right).
-            Value::Array(a) if d == 1 && a.len() == 2 && a.iter().all(Value::is_number) => {
-                vec![pair(&v).ok_or_else(bad)?]
-            }
-            Value::Array(a) if a.len() == d => {
-                a.iter().map(pair).collect::<Option<_>>().ok_or_else(bad)?
-            }
-            _ => return Err(bad()),
-        };
+        let shape = self.windowed_shape(cx, x, d)?;
+        let crops = cx.side_pairs("cropping", d)?;
         let mut out = Vec::with_capacity(d + 1);
         for (a, c) in crops.iter().enumerate() {
             match shape[a].checked_sub(c[0] + c[1]).filter(|&n| n > 0) {
@@ -1593,28 +1580,7 @@ impl Converter<'_> {
     }
 
     fn zero_pad(&mut self, cx: &Ctx, x: ValueId, d: usize) -> Result<ValueId, ModelError> {
-        let v = cx.cfg().get("padding").cloned().unwrap_or(Value::from(1));
-        let bad = || cx.unsupported(format!("padding {v}"));
-        let pair = |p: &Value| -> Option<[usize; 2]> {
-            match p {
-                Value::Number(n) => n.as_u64().map(|n| [n as usize; 2]),
-                Value::Array(a) if a.len() == 2 => {
-                    Some([a[0].as_u64()? as usize, a[1].as_u64()? as usize])
-                }
-                _ => None,
-            }
-        };
-        let mut pads: Vec<[usize; 2]> = match &v {
-            Value::Number(n) => vec![[n.as_u64().ok_or_else(bad)? as usize; 2]; d],
-            // ZeroPadding1D: (left, right).
-            Value::Array(a) if d == 1 && a.len() == 2 && a.iter().all(Value::is_number) => {
-                vec![pair(&v).ok_or_else(bad)?]
-            }
-            Value::Array(a) if a.len() == d => {
-                a.iter().map(pair).collect::<Option<_>>().ok_or_else(bad)?
-            }
-            _ => return Err(bad()),
-        };
+        let mut pads = cx.side_pairs("padding", d)?;
         pads.push([0, 0]);
         let y = self.op(cx, Op::Pad { pads }, &[x.into()], "pad")?;
         Ok(y)
