@@ -86,34 +86,27 @@ impl Array {
     }
 }
 
-/// Join arrays of one dtype along the sample axis.
-fn concatenate(name: &str, parts: &[Array]) -> Result<Array> {
-    let joined = match &parts[0] {
-        Array::F32(_) => {
-            let v: Vec<_> = parts
-                .iter()
-                .filter_map(|a| match a {
-                    Array::F32(a) => Some(a.view()),
-                    _ => None,
-                })
-                .collect();
-            Array::F32(ndarray::concatenate(ndarray::Axis(0), &v)?)
-        }
-        Array::I32(_) => {
-            let v: Vec<_> = parts
-                .iter()
-                .filter_map(|a| match a {
-                    Array::I32(a) => Some(a.view()),
-                    _ => None,
-                })
-                .collect();
-            Array::I32(ndarray::concatenate(ndarray::Axis(0), &v)?)
-        }
-    };
-    if joined.shape().first() != Some(&parts.iter().map(|a| a.shape()[0]).sum()) {
-        bail!("joining `{name}`: arrays of different dtypes");
-    }
-    Ok(joined)
+/// Join arrays of one dtype (checked by the caller) along the sample axis.
+fn concatenate(parts: &[Array]) -> Result<Array> {
+    let f32s: Vec<_> = parts
+        .iter()
+        .filter_map(|a| match a {
+            Array::F32(a) => Some(a.view()),
+            Array::I32(_) => None,
+        })
+        .collect();
+    let i32s: Vec<_> = parts
+        .iter()
+        .filter_map(|a| match a {
+            Array::I32(a) => Some(a.view()),
+            Array::F32(_) => None,
+        })
+        .collect();
+    Ok(match (f32s.is_empty(), i32s.is_empty()) {
+        (false, true) => Array::F32(ndarray::concatenate(ndarray::Axis(0), &f32s)?),
+        (true, false) => Array::I32(ndarray::concatenate(ndarray::Axis(0), &i32s)?),
+        _ => bail!("arrays of different dtypes"),
+    })
 }
 
 /// Write one array as .npy or several as .npz (keyed by name), through a temporary file
@@ -266,7 +259,7 @@ pub fn merge(parts: &[std::path::PathBuf], out: &Path) -> Result<usize> {
     let mut joined = Vec::new();
     let mut samples = 0;
     for (name, parts) in merged {
-        let a = concatenate(&name, &parts).with_context(|| format!("joining `{name}`"))?;
+        let a = concatenate(&parts).with_context(|| format!("joining `{name}`"))?;
         samples = a.shape().first().copied().unwrap_or(0);
         joined.push((name, a));
     }

@@ -62,14 +62,7 @@ pub fn layers(module: &Verified, r: &RunResult) -> Vec<Layer> {
 /// The population a raster shows by default: the last one named after a Keras layer (no `.`),
 /// else the last.
 fn default_raster(module: &Verified) -> Option<String> {
-    let pops: Vec<&str> = module
-        .outputs
-        .iter()
-        .filter_map(|o| match &o.kind {
-            OutputKind::Spikes { population, .. } => Some(population.as_str()),
-            _ => None,
-        })
-        .collect();
+    let pops = snnc_compiler::probe::populations(module);
     pops.iter()
         .rev()
         .find(|p| !p.contains('.'))

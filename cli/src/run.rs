@@ -5,7 +5,6 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
-use snnc_compiler::probe::ProbeKind;
 use snnc_runtime::Backend;
 use snnc_runtime::dataset::{self, DatasetError, RunSpec};
 use std::ops::ControlFlow;
@@ -184,13 +183,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         seed: args.seed,
         all_steps: args.all_steps,
         accuracy_at: args.accuracy_at.clone(),
-        spike_probes: probes
-            .iter()
-            .filter_map(|p| match &p.kind {
-                ProbeKind::Spikes { output, .. } => Some((p.name.clone(), *output)),
-                ProbeKind::Value { .. } => None,
-            })
-            .collect(),
+        spike_probes: snnc_compiler::probe::spike_probes(&probes),
         neuron_counts: args.report.is_some(),
     };
     let views: Vec<_> = feeds.iter().map(|f| f.view()).collect();

@@ -122,12 +122,7 @@ fn neuron_of(m: &Module, name: &str) -> Option<(usize, usize)> {
 /// The nearest synapse upstream of `from` through lane-wise ops and index maps: the value it
 /// gives its state for the next step.
 fn synapse_upstream(m: &Module, from: Operand) -> Option<Operand> {
-    let mut definer = vec![None; m.values.len()];
-    for (i, inst) in m.insts.iter().enumerate() {
-        for r in &inst.results {
-            definer[r.index()] = Some(i);
-        }
-    }
+    let definer = snnc_ir::ModuleInfo::new(m).definer;
     // Breadth first: the synapse fewest ops away.
     let mut stack = std::collections::VecDeque::from([from]);
     let mut seen = vec![false; m.values.len() + m.states.len()];
@@ -145,10 +140,10 @@ fn synapse_upstream(m: &Module, from: Operand) -> Option<Operand> {
                 if std::mem::replace(&mut seen[v.index()], true) {
                     continue;
                 }
-                let Some(i) = definer[v.index()] else {
+                let Some(i) = definer.get(v.index()).copied().flatten() else {
                     continue;
                 };
-                let inst = &m.insts[i];
+                let inst = &m.insts[i.index()];
                 match inst.op.class() {
                     OpClass::Synapse => return Some(o),
                     OpClass::LaneWise | OpClass::IndexMap => {
@@ -163,7 +158,8 @@ fn synapse_upstream(m: &Module, from: Operand) -> Option<Operand> {
     None
 }
 
-fn populations(m: &Module) -> Vec<&str> {
+/// The populations of `m`, in spike-output order.
+pub fn populations(m: &Module) -> Vec<&str> {
     m.outputs
         .iter()
         .filter_map(|o| match &o.kind {
@@ -192,6 +188,18 @@ fn hint(m: &Module) -> String {
         s.push_str(", …");
     }
     s
+}
+
+/// The spike probes among `probes`, as `snnc_runtime::dataset::RunSpec::spike_probes` takes
+/// them: `(name, spike output index)`.
+pub fn spike_probes(probes: &[Probe]) -> Vec<(String, usize)> {
+    probes
+        .iter()
+        .filter_map(|p| match &p.kind {
+            ProbeKind::Spikes { output, .. } => Some((p.name.clone(), *output)),
+            ProbeKind::Value { .. } => None,
+        })
+        .collect()
 }
 
 /// Add `probes` (in the syntax of the module docs) to `m`: value probes become `output probe`

@@ -11,7 +11,6 @@ use snnc_compiler::driver::{
     self, CompileError, CompileHooks, Flags, Normalize, NormalizeRuleFlag, Swap,
 };
 use snnc_compiler::passes::{InitialVoltage, MaxPoolMode};
-use snnc_compiler::probe::ProbeKind;
 use snnc_ir::{Module, Verified};
 use snnc_runtime::dataset::{self, DatasetError, RunSpec};
 use snnc_runtime::observe::reported_outputs;
@@ -353,13 +352,7 @@ impl Probed {
         let (m, resolved) = snnc_compiler::probe::add_probes(network.clone().into_inner(), &probes)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let m = verified(m, "the probed network")?;
-        let spike_probes = resolved
-            .iter()
-            .filter_map(|p| match &p.kind {
-                ProbeKind::Spikes { output, .. } => Some((p.name.clone(), *output)),
-                ProbeKind::Value { .. } => None,
-            })
-            .collect();
+        let spike_probes = snnc_compiler::probe::spike_probes(&resolved);
         let sim = RustSimulator::new(&m, backend, batch)
             .map_err(|e| SimulationError::new_err(e.to_string()))?;
         Ok(Probed {

@@ -395,6 +395,7 @@ pub fn run_with(
         shape.extend_from_slice(&ty.shape);
         shape
     };
+    let any_every_step = every_step.contains(&true);
     let out_shapes: Vec<Vec<usize>> = reported
         .iter()
         .zip(&every_step)
@@ -424,8 +425,9 @@ pub fn run_with(
         let buf = allocate(key, &shape)?;
         spike_records.push((shape, elems, module.dt / amplitude, buf));
     }
+    let mut spikes = SpikeCounter::new(module, batch);
     let mut neuron_totals: Vec<Vec<f64>> = if spec.neuron_counts {
-        SpikeCounter::new(module, 1)
+        spikes
             .outputs()
             .iter()
             .map(|&(k, _)| vec![0.0; sim.output_slice(k).len() / batch])
@@ -433,7 +435,6 @@ pub fn run_with(
     } else {
         Vec::new()
     };
-    let mut spikes = SpikeCounter::new(module, batch);
     let output_names: Vec<String> = reported
         .iter()
         .map(|&k| module.outputs[k].name.clone())
@@ -492,7 +493,7 @@ pub fn run_with(
             if let (Some(acc), Some(l)) = (accuracy.as_mut(), labels) {
                 acc.observe(t, sim, &l[lo..hi]);
             }
-            if spec.all_steps || t + 1 == steps || every_step.contains(&true) {
+            if any_every_step || t + 1 == steps {
                 for (((&k, out), &e), &all) in reported
                     .iter()
                     .zip(&mut outputs)
