@@ -103,6 +103,12 @@ fn extension(path: &Path) -> Option<String> {
 
 /// Read a module from a Keras model (`.keras`, `.h5`), `.sir` text, a `.snn` artifact or `.json`.
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
+    load_at(path, None)
+}
+
+/// [`load`], a Keras model converted for the timestep `dt` (default 1 ms): keras-spiking's
+/// layers, whose own `dt` may differ, are converted against it.
+pub fn load_at(path: &Path, dt: Option<f64>) -> Result<Loaded, LoadError> {
     let read = || {
         std::fs::read(path).map_err(|source| LoadError::Io {
             path: path.into(),
@@ -148,7 +154,12 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
             })
         }
         "keras" | "h5" | "hdf5" => Ok(Loaded {
-            module: crate::keras::load(path, &KerasOptions::default())?,
+            module: crate::keras::load(
+                path,
+                &KerasOptions {
+                    dt: dt.unwrap_or(KerasOptions::default().dt),
+                },
+            )?,
             source_map: None,
             keras: true,
         }),
@@ -387,7 +398,7 @@ pub fn compile(
     hooks: CompileHooks,
 ) -> Result<(Verified, Report), CompileError> {
     let mut opts = flags.options()?;
-    let loaded = load(path)?;
+    let loaded = load_at(path, flags.dt)?;
     let mut report = Report::default();
     let verified = |m: Module, map: Option<&SourceMap>| {
         snnc_ir::verify(m, Target::Any).map_err(|e| CompileError::Verify {

@@ -93,7 +93,26 @@ fn check_fixture(dir: &str, file: &str, io: &str, lowered: bool) -> Result<usize
     Ok(compared)
 }
 
+/// A fixture NengoDL converts only with a TensorFlow fallback: loading must fail, cleanly, with
+/// an error containing `expected` (the layer's name, or what is wrong).
+fn check_refused(dir: &str, file: &str, expected: &str) -> Result<(), String> {
+    let path = repo_root().join("tests/fixtures").join(dir).join(file);
+    match load(&path, &KerasOptions::default()) {
+        Ok(_) => Err(format!(
+            "converted, but should be refused naming `{expected}`"
+        )),
+        Err(e) if e.to_string().contains(expected) => Ok(()),
+        Err(e) => Err(format!("refused without naming `{expected}`: {e}")),
+    }
+}
+
 fn run_dir(dir: &str) {
+    run_dir_expecting(dir, 40);
+}
+
+/// Every fixture in `dir`'s manifest matches, or is refused as the manifest says; at least
+/// `min_files` fixture files are checked.
+fn run_dir_expecting(dir: &str, min_files: usize) {
     let manifest: Value = serde_json::from_str(
         &std::fs::read_to_string(
             repo_root()
@@ -110,6 +129,13 @@ fn run_dir(dir: &str) {
         let name = f["name"].as_str().unwrap();
         for file in f["files"].as_array().unwrap() {
             let file = file.as_str().unwrap();
+            if let Some(expected) = f["error"].as_str() {
+                match check_refused(dir, file, expected) {
+                    Ok(()) => passed += 1,
+                    Err(e) => failures.push(format!("{dir}/{file}: {e}")),
+                }
+                continue;
+            }
             for lowered in [false, true] {
                 match check_fixture(dir, file, &format!("{name}.io.npz"), lowered) {
                     Ok(n) => {
@@ -128,7 +154,7 @@ fn run_dir(dir: &str) {
         failures.len(),
         failures.join("\n")
     );
-    assert!(passed >= 40, "only {passed} fixture files");
+    assert!(passed >= min_files, "only {passed} fixture files");
 }
 
 #[test]
@@ -157,6 +183,23 @@ fn tf213_fixtures_match_model_predict() {
 #[test]
 fn tf214_fixtures_match_model_predict() {
     run_dir("tf214");
+}
+
+/// The models of NengoDL's own converter tests (`nengo_dl/tests/test_converter.py`), saved by
+/// tf.keras 2.13 (the last TensorFlow NengoDL 3.6 runs on), tf.keras 2.15 and Keras 3.
+#[test]
+fn nengodl_tf213_fixtures_match_model_predict() {
+    run_dir_expecting("nengodl/tf213", 90);
+}
+
+#[test]
+fn nengodl_tf215_fixtures_match_model_predict() {
+    run_dir_expecting("nengodl/keras2", 90);
+}
+
+#[test]
+fn nengodl_keras3_fixtures_match_model_predict() {
+    run_dir_expecting("nengodl/keras3", 70);
 }
 
 /// The IR dumps of a representative handful read like the model summary.

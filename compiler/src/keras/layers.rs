@@ -11,6 +11,9 @@ use snnc_ir::{
 };
 use std::collections::HashMap;
 
+mod temporal;
+use temporal::wrapped_layer;
+
 /// Options of the Keras conversion.
 #[derive(Clone, Debug)]
 pub struct KerasOptions {
@@ -113,6 +116,9 @@ macro_rules! windowed {
 /// Whether a layer holds weights (Keras's `layer.weights` is not empty): the weighted classes
 /// snnc converts, and a nested model with any such layer.
 fn has_weights(l: &Layer) -> bool {
+    if l.class == "TimeDistributed" {
+        return wrapped_layer(l).is_ok_and(|w| has_weights(&w));
+    }
     match &l.inner {
         Some(inner) => inner.layers.iter().any(has_weights),
         None => matches!(
@@ -130,6 +136,8 @@ fn has_weights(l: &Layer) -> bool {
                 | "SeparableConv2D"
                 | "BatchNormalization"
                 | "LayerNormalization"
+                | "Lowpass"
+                | "Alpha"
         ),
     }
 }
@@ -190,6 +198,18 @@ const LAYERS: &[(&str, ConvertLayer)] = &[
     ("Multiply", |me, cx, ins| me.multiply(cx, ins)),
     ("Dot", |me, cx, ins| me.dot(cx, ins)),
     ("LayerNormalization", unary!(layer_norm)),
+    ("TimeDistributed", |me, cx, ins| {
+        me.time_distributed(cx, ins)
+    }),
+    ("SpikingActivation", unary!(spiking_activation)),
+    ("Lowpass", |me, cx, ins| {
+        let x = one(cx, ins)?;
+        me.keras_spiking_filter(cx, x, false)
+    }),
+    ("Alpha", |me, cx, ins| {
+        let x = one(cx, ins)?;
+        me.keras_spiking_filter(cx, x, true)
+    }),
     ("Minimum", |me, cx, ins| me.extremum(cx, ins, false)),
     ("Average", |me, cx, ins| me.sum(cx, ins, true)),
     ("ZeroPadding1D", windowed!(zero_pad)),
@@ -292,6 +312,9 @@ struct Ctx<'l> {
     layer: &'l Layer,
     path: Vec<(String, String)>,
     prefix: String,
+    /// Where a wrapper keeps this layer's weights below its own group (see
+    /// [`WeightStore::layer`]); empty for a layer that holds its own.
+    inner: &'static str,
 }
 
 impl Ctx<'_> {
@@ -468,7 +491,7 @@ impl Converter<'_> {
     fn layer_weights(&mut self, cx: &Ctx) -> Result<Vec<ArrayD<f32>>, ModelError> {
         let key = path_key(&cx.path);
         if !self.loaded.contains_key(&key) {
-            let w = self.weights.layer(&cx.path)?;
+            let w = self.weights.layer(&cx.path, cx.inner)?;
             self.loaded.insert(key.clone(), w);
         }
         Ok(self.loaded[&key].clone())
@@ -720,6 +743,7 @@ impl Converter<'_> {
                         layer,
                         path: lpath,
                         prefix,
+                        inner: "",
                     };
                     let y = self.layer(&cx, &ins)?;
                     if !ins.contains(&y) {
@@ -821,6 +845,7 @@ impl Converter<'_> {
             layer: &layer,
             path: cx.path.clone(),
             prefix: cx.prefix.clone(),
+            inner: cx.inner,
         };
         self.convert_layer(&inner, ins)
     }
@@ -1368,15 +1393,26 @@ impl Converter<'_> {
             .ints("kernel_size", d)?
             .ok_or_else(|| cx.unsupported("no `kernel_size`"))?;
         let strides = cx.ints("strides", d)?.unwrap_or(vec![1; d]);
-        if cx
-            .ints("dilation_rate", d)?
-            .is_some_and(|r| r.iter().any(|&x| x != 1))
-        {
-            return Err(cx.unsupported("dilation_rate other than 1 in a transposed convolution"));
-        }
-        if !matches!(cx.cfg().get("output_padding"), None | Some(Value::Null)) {
-            return Err(cx.unsupported("output_padding in a transposed convolution"));
-        }
+        let dilation = cx.ints("dilation_rate", d)?.unwrap_or(vec![1; d]);
+        // `output_padding` may be 0 (`ints` takes only positive numbers).
+        let output_padding = match cx.cfg().get("output_padding") {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let int = |p: &Value| {
+                    p.as_u64()
+                        .filter(|&p| p <= MAX_CONFIG_INT)
+                        .map(|p| p as usize)
+                };
+                let vals: Option<Vec<usize>> = match v {
+                    Value::Array(a) if a.len() == d => a.iter().map(int).collect(),
+                    Value::Number(_) => int(v).map(|p| vec![p; d]),
+                    _ => None,
+                };
+                Some(vals.ok_or_else(|| {
+                    cx.unsupported(format!("`output_padding` = {v}: expected {d} integer(s)"))
+                })?)
+            }
+        };
         let same = cx.padding()? == Padding::Same;
         let cin = shape[d];
         let mut kshape = kernel.clone();
@@ -1436,20 +1472,41 @@ impl Converter<'_> {
             &[padded.into(), table.into()],
             "dilated",
         )?;
+        // Keras's output length (`deconv_output_length`) and TensorFlow's placement: input
+        // cell i's tap t lands on output cell i·s + t·dilation − before, where `before` is
+        // half the padding a forward convolution of that length would take (none if valid).
         let mut pads = Vec::with_capacity(d + 1);
         for a in 0..d {
-            let (k, s) = (kernel[a], strides[a]);
-            let (before, out) = if same {
-                let pb = k.saturating_sub(s) / 2;
-                (k - 1 - pb, shape[a] * s)
-            } else {
-                (k - 1, (shape[a] - 1) * s + k)
+            let (s, k) = (strides[a], (kernel[a] - 1) * dilation[a] + 1);
+            let n = shape[a];
+            let out = match (&output_padding, same) {
+                (None, true) => n * s,
+                (None, false) => n * s + k.saturating_sub(s),
+                (Some(op), _) => {
+                    let pad = if same { k / 2 } else { 0 };
+                    ((n - 1) * s + k + op[a])
+                        .checked_sub(2 * pad)
+                        .filter(|&o| o > 0)
+                        .ok_or_else(|| cx.shape_err("transposed convolution output is empty"))?
+                }
             };
-            // A stride-1 valid convolution of the padded length gives `out` cells.
-            let after = (out + k - 1)
-                .checked_sub(dilated[a] + before)
-                .ok_or_else(|| cx.shape_err("transposed convolution geometry"))?;
-            pads.push([before, after]);
+            let before = if same {
+                ((n - 1) * s + k).saturating_sub(out) / 2
+            } else {
+                0
+            };
+            // A stride-1 convolution (with the layer's dilation) of the padded length gives
+            // `out` cells.
+            let (Some(lead), Some(after)) = (
+                (k - 1).checked_sub(before),
+                (out + k - 1).checked_sub(dilated[a] + (k - 1).saturating_sub(before)),
+            ) else {
+                return Err(cx.unsupported(format!(
+                    "transposed convolution geometry on axis {}: kernel {k}, stride {s}, output length {out}",
+                    a + 1
+                )));
+            };
+            pads.push([lead, after]);
         }
         pads.push([0, 0]);
         let xp = self.op(cx, Op::Pad { pads }, &[xd.into()], "padded")?;
@@ -1474,7 +1531,11 @@ impl Converter<'_> {
         let k = self
             .b
             .constant_f32(&format!("{}.kernel", path_key(&cx.path)), &cshape, data);
-        let y = self.op(cx, Op::Conv(unit_conv(d)), &[xp.into(), k.into()], "conv")?;
+        let attrs = ConvAttrs {
+            dilation,
+            ..unit_conv(d)
+        };
+        let y = self.op(cx, Op::Conv(attrs), &[xp.into(), k.into()], "conv")?;
         self.bias_activation(cx, y, 1, filters)
     }
 
@@ -1646,6 +1707,10 @@ const PER_STEP: &[&str] = &[
     "AlphaDropout",
     "ActivityRegularization",
     "Identity",
+    "TimeDistributed",
+    "SpikingActivation",
+    "Lowpass",
+    "Alpha",
 ];
 
 #[cfg(test)]

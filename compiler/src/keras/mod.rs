@@ -11,6 +11,7 @@ mod files;
 mod graph;
 mod hdf5;
 mod layers;
+mod philox;
 mod weights;
 
 use snnc_ir::Module;

@@ -210,7 +210,10 @@ impl WeightStore {
     }
 
     /// The weights of the layer at `path`, in Keras's variable order (kernel before bias, …).
-    pub fn layer(&self, path: &LayerPath) -> Result<Vec<ArrayD<f32>>, ModelError> {
+    /// `inner` is where a wrapper layer keeps them in a `.keras` archive, below the layer's own
+    /// group: `layer` for `TimeDistributed`, `layer/cell` for keras-spiking's RNN layers (a
+    /// legacy `.h5` lists them all under the layer).
+    pub fn layer(&self, path: &LayerPath, inner: &str) -> Result<Vec<ArrayD<f32>>, ModelError> {
         let (layer_name, _) = path.last().expect("a layer path is never empty");
         let lerr = |what: String| ModelError::Weights(format!("layer `{layer_name}`: {what}"));
         match self {
@@ -219,15 +222,21 @@ impl WeightStore {
                 for (_, auto) in path {
                     group.push_str(&format!("{}/{auto}/", layout.container));
                 }
+                if !inner.is_empty() {
+                    group.push_str(&format!("{inner}/"));
+                }
                 let vars_path = format!("{group}vars");
                 let Ok(vars) = h5(&vars_path, || file.group(&vars_path))? else {
                     return Err(lerr(format!(
                         "no group `{vars_path}` in model.weights.h5 (the weights file is damaged or belongs to another model)"
                     )));
                 };
-                if let Ok(recorded) = h5(&vars_path, || {
-                    vars.attribute("name").and_then(|a| a.read_string())
-                })? && recorded != *layer_name
+                // (A wrapped layer records its own name, not the wrapper's.)
+                if inner.is_empty()
+                    && let Ok(recorded) = h5(&vars_path, || {
+                        vars.attribute("name").and_then(|a| a.read_string())
+                    })?
+                    && recorded != *layer_name
                 {
                     return Err(lerr(format!(
                         "`{vars_path}` belongs to layer `{recorded}`; the weights file does not match the config"
