@@ -510,20 +510,76 @@ impl Converter<'_> {
         Ok(shape)
     }
 
-    /// The first of several inputs and their one shape (no broadcasting).
-    fn same_shape(&self, cx: &Ctx, ins: &[ValueId]) -> Result<(ValueId, Vec<usize>), ModelError> {
-        let Some(&first) = ins.first() else {
-            return Err(cx.shape_err(format!("`{}` takes at least one input", cx.layer.class)));
-        };
-        let shape = self.ty(first);
-        if let Some(&other) = ins.iter().find(|&&v| self.ty(v) != shape) {
+    /// A merge layer's inputs brought to one shape, as Keras broadcasts them: equal ranks, each
+    /// axis of one size or 1 (a squeeze-and-excitation `Multiply` of `[h, w, c]` by `[1, 1, c]`);
+    /// an input with 1s where the others are larger is repeated by a `gather`. At least
+    /// `min` inputs.
+    fn broadcast(
+        &mut self,
+        cx: &Ctx,
+        ins: &[ValueId],
+        min: usize,
+    ) -> Result<(Vec<ValueId>, Vec<usize>), ModelError> {
+        let class = &cx.layer.class;
+        if ins.len() < min.max(1) {
             return Err(cx.shape_err(format!(
-                "`{}` needs inputs of one shape (no broadcasting), got {shape:?} and {:?}",
-                cx.layer.class,
-                self.ty(other)
+                "`{class}` takes at least {} inputs, got {}",
+                min.max(1),
+                ins.len()
             )));
         }
-        Ok((first, shape))
+        let shapes: Vec<Vec<usize>> = ins.iter().map(|&v| self.ty(v)).collect();
+        let mut out = shapes[0].clone();
+        for s in &shapes[1..] {
+            let clash = || {
+                cx.shape_err(format!(
+                    "`{class}` cannot broadcast inputs shaped {:?} and {s:?} (equal ranks, each axis of one size or 1)",
+                    shapes[0]
+                ))
+            };
+            if s.len() != out.len() {
+                return Err(clash());
+            }
+            for (o, &n) in out.iter_mut().zip(s) {
+                match (*o, n) {
+                    (a, b) if a == b => {}
+                    (1, b) => *o = b,
+                    (_, 1) => {}
+                    _ => return Err(clash()),
+                }
+            }
+        }
+        let total = out.iter().try_fold(1usize, |a, &n| a.checked_mul(n));
+        let mut values = Vec::with_capacity(ins.len());
+        for (k, (&v, s)) in ins.iter().zip(&shapes).enumerate() {
+            if *s == out {
+                values.push(v);
+                continue;
+            }
+            let total = total
+                .filter(|&t| t <= i32::MAX as usize)
+                .ok_or_else(|| cx.shape_err(format!("{out:?} has too many elements")))?;
+            let strides = snnc_ir::geometry::strides_of(s);
+            let mut idx = Vec::with_capacity(total);
+            snnc_ir::geometry::for_each_index(&out, |_, at| {
+                let flat: usize = (0..out.len())
+                    .map(|a| if s[a] == 1 { 0 } else { at[a] * strides[a] })
+                    .sum();
+                idx.push(flat as i32);
+            });
+            let table = self.b.constant_i32(
+                &format!("{}.broadcast{k}", path_key(&cx.path)),
+                &[total],
+                idx,
+            );
+            values.push(self.op(
+                cx,
+                Op::Gather { shape: out.clone() },
+                &[v.into(), table.into()],
+                &format!("broadcast{k}"),
+            )?);
+        }
+        Ok((values, out))
     }
 
     /// `y + bias` (weight `idx`, `[channels]`) unless `use_bias` is off, then the activation.
@@ -926,9 +982,7 @@ impl Converter<'_> {
 
     /// `Add`, or `Average` (`mean`): the sum of the inputs, scaled by 1/n for the mean.
     fn sum(&mut self, cx: &Ctx, ins: &[ValueId], mean: bool) -> Result<ValueId, ModelError> {
-        if ins.len() < 2 {
-            return Err(cx.shape_err(format!("`{}` needs at least two inputs", cx.layer.class)));
-        }
+        let (ins, _) = self.broadcast(cx, ins, 2)?;
         let args: Vec<Operand> = ins.iter().map(|&v| v.into()).collect();
         let s = self.op(cx, Op::Add, &args, "sum")?;
         if !mean {
@@ -940,56 +994,131 @@ impl Converter<'_> {
 
     /// `Subtract`: `a − b` as `a + (−1)·b` (both exact, so the same number).
     fn subtract(&mut self, cx: &Ctx, ins: &[ValueId]) -> Result<ValueId, ModelError> {
-        let [a, b] = ins else {
+        if ins.len() != 2 {
             return Err(cx.shape_err(format!("`Subtract` takes two inputs, got {}", ins.len())));
-        };
+        }
+        let (ins, _) = self.broadcast(cx, ins, 2)?;
+        let (a, b) = (&ins[0], &ins[1]);
         let minus_one = self.scalar(&format!("{}.minus_one", cx.prefix), -1.0);
         let nb = self.op(cx, Op::Scale, &[(*b).into(), minus_one.into()], "negated")?;
         self.op(cx, Op::Add, &[(*a).into(), nb.into()], "difference")
     }
 
-    /// `Multiply`: the elementwise product of inputs of one shape (a rate op).
+    /// `Multiply`: the elementwise product of the inputs, broadcast (a rate op).
     fn multiply(&mut self, cx: &Ctx, ins: &[ValueId]) -> Result<ValueId, ModelError> {
-        let (first, _) = self.same_shape(cx, ins)?;
+        let (ins, _) = self.broadcast(cx, ins, 1)?;
         if ins.len() == 1 {
-            return Ok(first);
+            return Ok(ins[0]);
         }
         let args: Vec<Operand> = ins.iter().map(|&v| v.into()).collect();
         self.op(cx, Op::Mul, &args, "product")
     }
 
-    /// `Dot` of two flat vectors (`axes` 1 or −1, `normalize` off): their product, summed by a
-    /// `dense` map of ones, shape `[1]`.
+    /// `Dot`: Keras's `batch_dot` of two inputs of one or two axes each, contracting axis
+    /// `axes[0]` of the first with `axes[1]` of the second (`normalize` off). Each input is
+    /// brought to `[rest, n]` (a `transpose`), repeated to `[p, q, n]` (a `gather`), multiplied
+    /// and summed over `n` by a `dense` map of ones; the result has the first input's other
+    /// axis, then the second's (`[1]` when neither has one).
     fn dot(&mut self, cx: &Ctx, ins: &[ValueId]) -> Result<ValueId, ModelError> {
         let [a, b] = ins else {
             return Err(cx.shape_err(format!("`Dot` takes two inputs, got {}", ins.len())));
         };
-        let (sa, sb) = (self.ty(*a), self.ty(*b));
-        if sa.len() != 1 || sa != sb {
-            return Err(cx.unsupported(format!(
-                "Dot of inputs shaped {sa:?} and {sb:?}; only two flat vectors of one length are supported"
-            )));
-        }
-        let axes_ok = match cx.cfg().get("axes") {
-            Some(Value::Array(v)) => v.iter().all(|x| matches!(x.as_i64(), Some(1 | -1))),
-            Some(v) => matches!(v.as_i64(), Some(1 | -1)),
-            None => false,
-        };
-        if !axes_ok {
-            return Err(cx.unsupported(format!(
-                "Dot over axes {}; only the vectors' own axis (1) is supported",
-                cx.cfg().get("axes").cloned().unwrap_or(Value::Null)
-            )));
-        }
         if cx.bool_or("normalize", false) {
             return Err(cx.unsupported("Dot with normalize=True"));
         }
-        let n = sa[0];
-        let p = self.op(cx, Op::Mul, &[(*a).into(), (*b).into()], "product")?;
+        let (sa, sb) = (self.ty(*a), self.ty(*b));
+        if !(1..=2).contains(&sa.len()) || !(1..=2).contains(&sb.len()) {
+            return Err(cx.unsupported(format!(
+                "Dot of inputs shaped {sa:?} and {sb:?}: each input must have one or two axes (besides the batch)"
+            )));
+        }
+        let axes = cx.cfg().get("axes").cloned().unwrap_or(Value::Null);
+        let pair: Option<[i64; 2]> = match &axes {
+            Value::Array(v) if v.len() == 2 => {
+                v[0].as_i64().zip(v[1].as_i64()).map(|(x, y)| [x, y])
+            }
+            v => v.as_i64().map(|x| [x, x]),
+        };
+        // Keras counts the batch axis: axis k ≥ 1 is per-sample axis k − 1, −1 the last.
+        let per_sample = |k: i64, rank: usize| {
+            let r = rank as i64;
+            let a = if k < 0 { r + k } else { k - 1 };
+            (k != 0 && (0..r).contains(&a)).then_some(a as usize)
+        };
+        let (Some(ka), Some(kb)) = (
+            pair.and_then(|p| per_sample(p[0], sa.len())),
+            pair.and_then(|p| per_sample(p[1], sb.len())),
+        ) else {
+            return Err(cx.unsupported(format!(
+                "Dot over axes {axes} of inputs shaped {sa:?} and {sb:?}"
+            )));
+        };
+        let n = sa[ka];
+        if sb[kb] != n {
+            return Err(cx.shape_err(format!(
+                "Dot contracts axis {} of {sa:?} with axis {} of {sb:?}: lengths differ",
+                ka + 1,
+                kb + 1
+            )));
+        }
+        // Each input as `[rest, n]`.
+        let rows = |me: &mut Self, x: ValueId, shape: &[usize], k: usize, what: &str| {
+            let rest: Vec<usize> = (0..shape.len())
+                .filter(|&d| d != k)
+                .map(|d| shape[d])
+                .collect();
+            let x = if shape.len() == 2 && k == 0 {
+                me.op(cx, Op::Transpose { perm: vec![1, 0] }, &[x.into()], what)?
+            } else {
+                x
+            };
+            let m: usize = rest.iter().product();
+            let x = me.op(
+                cx,
+                Op::Reshape { shape: vec![m, n] },
+                &[x.into()],
+                &format!("{what}_rows"),
+            )?;
+            Ok::<_, ModelError>((x, m, rest))
+        };
+        let (xa, p, rest_a) = rows(self, *a, &sa, ka, "lhs")?;
+        let (xb, q, rest_b) = rows(self, *b, &sb, kb, "rhs")?;
+        let total = p
+            .checked_mul(q)
+            .and_then(|pq| pq.checked_mul(n))
+            .filter(|&t| t <= i32::MAX as usize)
+            .ok_or_else(|| cx.shape_err("Dot result too large"))?;
+        let spread = |me: &mut Self, x: ValueId, left: bool, what: &str| {
+            let mut idx = Vec::with_capacity(total);
+            for i in 0..p {
+                for j in 0..q {
+                    let row = if left { i } else { j };
+                    idx.extend((0..n).map(|k| (row * n + k) as i32));
+                }
+            }
+            let table =
+                me.b.constant_i32(&format!("{}.{what}_idx", path_key(&cx.path)), &[total], idx);
+            me.op(
+                cx,
+                Op::Gather {
+                    shape: vec![p, q, n],
+                },
+                &[x.into(), table.into()],
+                what,
+            )
+        };
+        let xa = spread(self, xa, true, "lhs_spread")?;
+        let xb = spread(self, xb, false, "rhs_spread")?;
+        let prod = self.op(cx, Op::Mul, &[xa.into(), xb.into()], "product")?;
         let ones = self
             .b
             .constant_f32(&format!("{}.ones", cx.prefix), &[n, 1], vec![1.0; n]);
-        self.op(cx, Op::Dense, &[p.into(), ones.into()], "sum")
+        let summed = self.op(cx, Op::Dense, &[prod.into(), ones.into()], "sum")?;
+        let mut shape: Vec<usize> = rest_a.into_iter().chain(rest_b).collect();
+        if shape.is_empty() {
+            shape.push(1);
+        }
+        self.op(cx, Op::Reshape { shape }, &[summed.into()], "dot")
     }
 
     /// `LayerNormalization` over the last axis (`axis` −1 or the last, `center`/`scale`,
@@ -1041,14 +1170,14 @@ impl Converter<'_> {
     /// same neural circuit as max pooling (exact in rate mode; integrate-and-fire units when
     /// spiking).
     fn extremum(&mut self, cx: &Ctx, ins: &[ValueId], is_max: bool) -> Result<ValueId, ModelError> {
-        let (first, shape) = self.same_shape(cx, ins)?;
+        let (ins, shape) = self.broadcast(cx, ins, 1)?;
         if ins.len() == 1 {
-            return Ok(first);
+            return Ok(ins[0]);
         }
         let n: usize = shape.iter().product();
         let minus_one = (!is_max).then(|| self.scalar(&format!("{}.minus_one", cx.prefix), -1.0));
         let mut rows = Vec::with_capacity(ins.len());
-        for &x in ins {
+        for &x in &ins {
             let x = match minus_one {
                 Some(m) => self.op(cx, Op::Scale, &[x.into(), m.into()], "negated")?,
                 None => x,
