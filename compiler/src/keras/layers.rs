@@ -30,6 +30,11 @@ impl Default for KerasOptions {
 /// The largest size, stride or count a layer config may give (checked before any arithmetic).
 const MAX_CONFIG_INT: u64 = 1 << 24;
 
+/// The most elements of an index table or other constant the converter derives from a layer's
+/// shapes (2^28, as for a weight tensor): a config declaring huge shapes is refused before
+/// anything that size is allocated.
+const MAX_DERIVED: usize = 1 << 28;
+
 /// A number in a layer config: plain, or as tf.keras 2.12's archive format writes a NumPy scalar
 /// (`{"class_name": "__numpy__", "config": {"value": 0.0, "dtype": "float32"}}`).
 fn config_number(v: &Value) -> Option<f64> {
@@ -557,7 +562,7 @@ impl Converter<'_> {
                 continue;
             }
             let total = total
-                .filter(|&t| t <= i32::MAX as usize)
+                .filter(|&t| t <= MAX_DERIVED)
                 .ok_or_else(|| cx.shape_err(format!("{out:?} has too many elements")))?;
             let strides = snnc_ir::geometry::strides_of(s);
             let mut idx = Vec::with_capacity(total);
@@ -1086,7 +1091,7 @@ impl Converter<'_> {
         let total = p
             .checked_mul(q)
             .and_then(|pq| pq.checked_mul(n))
-            .filter(|&t| t <= i32::MAX as usize)
+            .filter(|&t| t <= MAX_DERIVED)
             .ok_or_else(|| cx.shape_err("Dot result too large"))?;
         let spread = |me: &mut Self, x: ValueId, left: bool, what: &str| {
             let mut idx = Vec::with_capacity(total);
@@ -1568,7 +1573,7 @@ impl Converter<'_> {
         let total = dshape
             .iter()
             .try_fold(1usize, |a, &b| a.checked_mul(b))
-            .filter(|&t| t <= i32::MAX as usize && n < i32::MAX as usize)
+            .filter(|&t| t <= MAX_DERIVED && n < MAX_DERIVED)
             .ok_or_else(|| cx.shape_err("transposed convolution too large"))?;
         let in_strides = snnc_ir::geometry::strides_of(&shape);
         let mut idx = Vec::with_capacity(total);
@@ -1689,7 +1694,7 @@ impl Converter<'_> {
         if shape
             .iter()
             .try_fold(1usize, |a, &n| a.checked_mul(n))
-            .is_none_or(|n| n > i32::MAX as usize)
+            .is_none_or(|n| n > MAX_DERIVED)
         {
             return Err(cx.shape_err(format!("{shape:?} has too many elements to crop")));
         }

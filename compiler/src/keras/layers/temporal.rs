@@ -84,10 +84,7 @@ impl Converter<'_> {
             )));
         }
         let size: usize = step_shape.iter().product();
-        if size
-            .checked_mul(steps)
-            .is_none_or(|n| n > i32::MAX as usize)
-        {
+        if size.checked_mul(steps).is_none_or(|n| n > MAX_DERIVED) {
             return Err(cx.shape_err(format!("{shape:?} has too many elements")));
         }
         let mut outs = Vec::with_capacity(steps);
@@ -168,7 +165,12 @@ impl Converter<'_> {
         let shape = self.ty(x);
         let init = match cx.cfg().get("seed").and_then(Value::as_i64) {
             Some(seed) => {
-                let v0 = philox::stateless_uniform(shape.iter().product(), seed, seed);
+                let n = shape
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .filter(|&n| n <= MAX_DERIVED)
+                    .ok_or_else(|| cx.shape_err(format!("{shape:?} has too many elements")))?;
+                let v0 = philox::stateless_uniform(n, seed, seed);
                 StateInit::Const(self.b.constant_f32(
                     &format!("{}.v0", path_key(&cx.path)),
                     &shape,
