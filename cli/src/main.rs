@@ -6,6 +6,7 @@ mod load;
 mod npy;
 mod report;
 mod run;
+mod sweep;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -96,6 +97,10 @@ enum Command {
     Run(run::RunArgs),
     /// Time setup (JIT compilation) and steps on each backend, side by side.
     Bench(bench::BenchArgs),
+    /// Run a grid of conversion settings (scales, synapses, initial voltages, calibrated
+    /// scales) and print accuracy at several steps with spikes and synaptic operations per
+    /// sample, as text and `--csv`.
+    Sweep(sweep::SweepArgs),
     /// Join the `--output` files of runs on consecutive `--samples` ranges, in the order given.
     Merge {
         /// The parts, first samples first.
@@ -230,6 +235,7 @@ fn dispatch(cmd: Command) -> Result<u8> {
         }
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Sweep(args) => sweep::sweep(args),
         Command::Merge { parts, output } => {
             let n = npy::merge(&parts, &output)?;
             println!(

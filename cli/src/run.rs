@@ -87,7 +87,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// `START:END` (either side may be empty) of `n` samples.
-fn sample_range(spec: &str, n: usize) -> Result<std::ops::Range<usize>> {
+pub fn sample_range(spec: &str, n: usize) -> Result<std::ops::Range<usize>> {
     let Some((a, b)) = spec.split_once(':') else {
         bail!("--samples {spec}: expected START:END, e.g. 0:1000");
     };
@@ -184,7 +184,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
         all_steps: args.all_steps,
         accuracy_at: args.accuracy_at.clone(),
         spike_probes: snnc_compiler::probe::spike_probes(&probes),
-        neuron_counts: args.report.is_some(),
+        // Per-neuron counts give synaptic operations (each spike times its fan-out).
+        neuron_counts: true,
     };
     let views: Vec<_> = feeds.iter().map(|f| f.view()).collect();
     if args.report.is_some() && labels.is_some() {
@@ -272,6 +273,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
             total / n as f64,
             per.join(", ")
         );
+        let synops: f64 = crate::report::layers(&module, &r)
+            .iter()
+            .map(|l| l.synops_per_sample)
+            .sum();
+        println!("synaptic operations per sample: {synops:.0} (spikes × fan-out)");
     }
     if let Some(dir) = &args.report {
         let run = crate::report::Run {

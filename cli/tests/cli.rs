@@ -1083,3 +1083,96 @@ fn report_draws_the_diagnosis_figures() {
     ]);
     assert_fails(&r, "--raster draws into the --report directory");
 }
+
+/// `snnc sweep` runs each setting as `snnc run` would: its accuracy at each step and its spikes
+/// and synaptic operations per sample equal those `run` prints for the same flags; the CSV holds
+/// the same numbers and the ANN's accuracy.
+#[test]
+fn sweep_rows_equal_single_runs() {
+    let dir = scratch("sweep");
+    let (images, labels) = mnist_slice(&dir, 40);
+    let csv = dir.join("sweep.csv");
+    let o = snnc(&[
+        "sweep",
+        "examples/mnist/model.keras",
+        "--input",
+        s(&images),
+        "--labels",
+        s(&labels),
+        "--steps",
+        "12",
+        "--at",
+        "6,12",
+        "--scales",
+        "100,300",
+        "--synapses",
+        "0.005,none",
+        "--csv",
+        s(&csv),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let table = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(table.lines().count(), 1 + 1 + 4, "{table}");
+    assert!(table.starts_with(
+        "setting,accuracy_at_6,accuracy_at_12,spikes_per_sample,synops_per_sample\nANN (rate),"
+    ));
+    for (scale, synapse) in [
+        ("100", "0.005"),
+        ("300", "0.005"),
+        ("100", "none"),
+        ("300", "none"),
+    ] {
+        let run = snnc(&[
+            "run",
+            "examples/mnist/model.keras",
+            "--input",
+            s(&images),
+            "--labels",
+            s(&labels),
+            "--steps",
+            "12",
+            "--accuracy-at",
+            "6",
+            "--spiking",
+            "--scale-firing-rates",
+            scale,
+            "--synapse",
+            synapse,
+        ]);
+        assert!(run.status.success(), "{}", stderr(&run));
+        let out = stdout(&run);
+        let number = |prefix: &str| -> f64 {
+            let line = out
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("{out}"));
+            line[prefix.len()..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let setting = format!("scale {scale}, synapse {synapse}, v0 uniform");
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(&format!("\"{setting}\"")))
+            .unwrap_or_else(|| panic!("no row {setting}:\n{table}"));
+        let cells: Vec<f64> = row
+            .rsplitn(5, ',')
+            .take(4)
+            .map(|c| c.parse().unwrap())
+            .collect();
+        let (synops, spikes, at12, at6) = (cells[0], cells[1], cells[2], cells[3]);
+        assert_eq!(at6, number("accuracy at step 6: "), "{setting}");
+        assert_eq!(at12, number("accuracy: "), "{setting}");
+        assert_eq!(spikes.round(), number("spikes per sample: "), "{setting}");
+        assert_eq!(
+            synops.round(),
+            number("synaptic operations per sample: "),
+            "{setting}"
+        );
+        assert!(text.contains(&setting), "{text}");
+    }
+}

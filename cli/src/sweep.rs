@@ -1,0 +1,237 @@
+//! `snnc sweep`: a grid of conversion settings run in one process, each scored at several steps
+//! with its spikes and synaptic operations per sample — the accuracy-versus-latency-versus-spikes
+//! table conversion papers show, as text and as CSV.
+
+use crate::convert::ConvertArgs;
+use crate::npy::{read_f32, read_labels};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use snnc_runtime::Backend;
+use snnc_runtime::dataset::{self, RunSpec};
+use std::fmt::Write as _;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct SweepArgs {
+    /// The Keras model (or IR module).
+    model: PathBuf,
+    /// Input data `(n, *input_shape)`, held for every step (one input).
+    #[arg(long)]
+    input: PathBuf,
+    /// Integer class labels `(n,)`.
+    #[arg(long)]
+    labels: PathBuf,
+    /// Steps each setting runs; spikes and synaptic operations count over all of them.
+    #[arg(long, default_value_t = 100)]
+    steps: usize,
+    /// Steps at which accuracy is scored (comma separated) [default: 4, 8, 16, 32, 64 and
+    /// --steps, those up to --steps].
+    #[arg(long, value_delimiter = ',')]
+    at: Vec<usize>,
+    /// Firing-rate scales to try (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "100,200,400")]
+    scales: Vec<String>,
+    /// Synapses to try: time constants in seconds or `none` (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "0.005")]
+    synapses: Vec<String>,
+    /// Initial voltages to try: `uniform` or a value (comma separated).
+    #[arg(
+        long = "initial-voltages",
+        value_delimiter = ',',
+        default_value = "uniform"
+    )]
+    initial_voltages: Vec<String>,
+    /// Also try per-layer scales chosen by `--normalize-rates` from these calibration inputs,
+    /// with each synapse and initial voltage (in place of the fixed scales for those rows).
+    #[arg(long = "normalize", value_name = "DATA.npy")]
+    normalize: Option<PathBuf>,
+    /// Use only samples START:END.
+    #[arg(long, value_name = "START:END")]
+    samples: Option<String>,
+    /// Samples simulated together.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Also write the table as CSV.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Conversion flags every setting shares (the swept ones are set per row).
+    #[command(flatten)]
+    convert: ConvertArgs,
+}
+
+/// One row of the table.
+struct Row {
+    setting: String,
+    accuracy: Vec<f64>,
+    spikes: f64,
+    synops: f64,
+}
+
+pub fn sweep(args: SweepArgs) -> Result<u8> {
+    if args.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let mut at = if args.at.is_empty() {
+        [4, 8, 16, 32, 64]
+            .into_iter()
+            .filter(|&t| t < args.steps)
+            .chain([args.steps])
+            .collect()
+    } else {
+        args.at.clone()
+    };
+    at.sort_unstable();
+    at.dedup();
+    if let Some(&bad) = at.iter().find(|&&t| t == 0 || t > args.steps) {
+        bail!(
+            "--at {bad}: steps are counted from 1 to --steps {}",
+            args.steps
+        );
+    }
+    let mut x = read_f32(&args.input)?;
+    let mut labels = read_labels(&args.labels)?;
+    let n = x.shape().first().copied().unwrap_or(0);
+    if labels.len() != n {
+        bail!("{} labels for {n} samples", labels.len());
+    }
+    if let Some(spec) = &args.samples {
+        let r = crate::run::sample_range(spec, n)?;
+        x = x
+            .slice_axis(ndarray::Axis(0), ndarray::Slice::from(r.clone()))
+            .to_owned();
+        labels = labels[r].to_vec();
+    }
+    let n = labels.len();
+    let mut settings: Vec<(String, ConvertArgs)> = Vec::new();
+    let norm = args.normalize.iter().map(Some);
+    for synapse in &args.synapses {
+        for v0 in &args.initial_voltages {
+            let scales = args.scales.iter().map(|s| Some(s.as_str()));
+            for scale in scales
+                .map(|s| (s, None))
+                .chain(norm.clone().map(|p| (None, p)))
+            {
+                let mut c = args.convert.clone();
+                c.spiking = true;
+                c.synapse = Some(synapse.clone());
+                c.initial_voltage = Some(v0.clone());
+                let label = match scale {
+                    (Some(s), _) => {
+                        c.scale = vec![s.to_string()];
+                        format!("scale {s}")
+                    }
+                    (None, Some(p)) => {
+                        c.normalize_rates = Some(p.clone());
+                        "normalized".to_string()
+                    }
+                    (None, None) => unreachable!("a scale or a calibration file"),
+                };
+                settings.push((format!("{label}, synapse {synapse}, v0 {v0}"), c));
+            }
+        }
+    }
+    let run = |module: &snnc_ir::Verified, steps: usize, at: &[usize]| {
+        let spec = RunSpec {
+            steps: Some(steps),
+            batch: args.batch,
+            backend: Backend::Jit,
+            accuracy_at: at.to_vec(),
+            neuron_counts: true,
+            ..Default::default()
+        };
+        dataset::run(module, &[x.view()], Some(&labels), &spec, &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .map_err(anyhow::Error::from)
+    };
+    // The ANN itself: the rate network, one step.
+    let mut ann_args = args.convert.clone();
+    ann_args.spiking = false;
+    let ann = crate::convert::load_verified(&args.model, &ann_args)?;
+    let r = run(&ann, 1, &[])?;
+    let ann_accuracy = r.correct.unwrap_or(0) as f64 / n as f64;
+    let mut rows = Vec::new();
+    for (setting, c) in &settings {
+        eprintln!("sweep: {setting}");
+        let module = crate::convert::load_verified(&args.model, c)
+            .with_context(|| format!("setting `{setting}`"))?;
+        let r = run(&module, args.steps, &at)?;
+        let layers = crate::report::layers(&module, &r);
+        rows.push(Row {
+            setting: setting.clone(),
+            accuracy: at
+                .iter()
+                .map(|t| {
+                    let k = r.correct_at.iter().find(|(s, _)| s == t).map_or(0, |p| p.1);
+                    k as f64 / n as f64
+                })
+                .collect(),
+            spikes: layers.iter().map(|l| l.spikes_per_sample).sum(),
+            synops: layers.iter().map(|l| l.synops_per_sample).sum(),
+        });
+    }
+    println!(
+        "{}: {n} samples, {} steps; ANN (rate network) accuracy {ann_accuracy:.4}",
+        args.model.display(),
+        args.steps
+    );
+    print!("{}", table(&rows, &at, args.steps));
+    if let Some(path) = &args.csv {
+        std::fs::write(path, csv(&rows, &at, ann_accuracy))
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(0)
+}
+
+fn table(rows: &[Row], at: &[usize], steps: usize) -> String {
+    let width = rows
+        .iter()
+        .map(|r| r.setting.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    let mut out = format!("{:<width$}", "setting");
+    for t in at {
+        let _ = write!(out, " {:>7}", format!("@{t}"));
+    }
+    let _ = writeln!(
+        out,
+        " {:>12} {:>14}",
+        format!("spikes/{steps}"),
+        format!("synops/{steps}")
+    );
+    for r in rows {
+        let _ = write!(out, "{:<width$}", r.setting);
+        for a in &r.accuracy {
+            let _ = write!(out, " {:>7.4}", a);
+        }
+        let _ = writeln!(out, " {:>12.0} {:>14.0}", r.spikes, r.synops);
+    }
+    out
+}
+
+fn csv(rows: &[Row], at: &[usize], ann: f64) -> String {
+    let mut out = String::from("setting");
+    for t in at {
+        let _ = write!(out, ",accuracy_at_{t}");
+    }
+    out.push_str(",spikes_per_sample,synops_per_sample\n");
+    let _ = write!(out, "ANN (rate)");
+    for _ in at {
+        let _ = write!(out, ",{ann}");
+    }
+    out.push_str(",,\n");
+    for r in rows {
+        let _ = write!(out, "\"{}\"", r.setting);
+        for a in &r.accuracy {
+            let _ = write!(out, ",{a}");
+        }
+        let _ = writeln!(out, ",{},{}", r.spikes, r.synops);
+    }
+    out
+}
