@@ -20,6 +20,23 @@ pub enum BackendArg {
     Jit,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum ReadoutArg {
+    /// Each output's value at the step.
+    Last,
+    /// The mean of each output's values since the first step.
+    Mean,
+}
+
+impl ReadoutArg {
+    pub fn readout(self) -> dataset::Readout {
+        match self {
+            ReadoutArg::Last => dataset::Readout::Last,
+            ReadoutArg::Mean => dataset::Readout::Mean,
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct RunArgs {
     /// The model: a Keras model (.keras, .h5, compiled on the fly), a .sir module or a .snn artifact.
@@ -48,6 +65,10 @@ pub struct RunArgs {
     /// last step.
     #[arg(long)]
     labels: Option<PathBuf>,
+    /// How outputs are read at each step (written, and scored with --labels): `last`, or `mean`
+    /// of the values since the first step (a stable answer without a synapse on the output).
+    #[arg(long, value_enum, default_value = "last")]
+    readout: ReadoutArg,
     /// Reset seed (re-keys `uniform` initial states).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -186,6 +207,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         spike_probes: snnc_compiler::probe::spike_probes(&probes),
         // Per-neuron counts give synaptic operations (each spike times its fan-out).
         neuron_counts: true,
+        readout: args.readout.readout(),
     };
     let views: Vec<_> = feeds.iter().map(|f| f.view()).collect();
     if args.report.is_some() && labels.is_some() {

@@ -42,6 +42,10 @@ pub struct SweepArgs {
         default_value = "uniform"
     )]
     initial_voltages: Vec<String>,
+    /// Readouts to try: `last` (the output at the step) or `mean` (its mean since the first
+    /// step), comma separated.
+    #[arg(long, value_delimiter = ',', value_enum, default_value = "last")]
+    readouts: Vec<crate::run::ReadoutArg>,
     /// Also try per-layer scales chosen by `--normalize-rates` from these calibration inputs,
     /// with each synapse and initial voltage (in place of the fixed scales for those rows).
     #[arg(long = "normalize", value_name = "DATA.npy")]
@@ -106,41 +110,54 @@ pub fn sweep(args: SweepArgs) -> Result<u8> {
         labels = labels[r].to_vec();
     }
     let n = labels.len();
-    let mut settings: Vec<(String, ConvertArgs)> = Vec::new();
+    let mut settings: Vec<(String, ConvertArgs, crate::run::ReadoutArg)> = Vec::new();
     let norm = args.normalize.iter().map(Some);
-    for synapse in &args.synapses {
-        for v0 in &args.initial_voltages {
-            let scales = args.scales.iter().map(|s| Some(s.as_str()));
-            for scale in scales
-                .map(|s| (s, None))
-                .chain(norm.clone().map(|p| (None, p)))
-            {
-                let mut c = args.convert.clone();
-                c.spiking = true;
-                c.synapse = Some(synapse.clone());
-                c.initial_voltage = Some(v0.clone());
-                let label = match scale {
-                    (Some(s), _) => {
-                        c.scale = vec![s.to_string()];
-                        format!("scale {s}")
+    for &readout in &args.readouts {
+        for synapse in &args.synapses {
+            for v0 in &args.initial_voltages {
+                let scales = args.scales.iter().map(|s| Some(s.as_str()));
+                for scale in scales
+                    .map(|s| (s, None))
+                    .chain(norm.clone().map(|p| (None, p)))
+                {
+                    let mut c = args.convert.clone();
+                    c.spiking = true;
+                    c.synapse = Some(synapse.clone());
+                    c.initial_voltage = Some(v0.clone());
+                    let label = match scale {
+                        (Some(s), _) => {
+                            c.scale = vec![s.to_string()];
+                            format!("scale {s}")
+                        }
+                        (None, Some(p)) => {
+                            c.normalize_rates = Some(p.clone());
+                            "normalized".to_string()
+                        }
+                        (None, None) => unreachable!("a scale or a calibration file"),
+                    };
+                    let mut name = format!("{label}, synapse {synapse}, v0 {v0}");
+                    if args.readouts.len() > 1 || readout != crate::run::ReadoutArg::Last {
+                        name.push_str(&format!(
+                            ", readout {}",
+                            format!("{readout:?}").to_lowercase()
+                        ));
                     }
-                    (None, Some(p)) => {
-                        c.normalize_rates = Some(p.clone());
-                        "normalized".to_string()
-                    }
-                    (None, None) => unreachable!("a scale or a calibration file"),
-                };
-                settings.push((format!("{label}, synapse {synapse}, v0 {v0}"), c));
+                    settings.push((name, c, readout));
+                }
             }
         }
     }
-    let run = |module: &snnc_ir::Verified, steps: usize, at: &[usize]| {
+    let run = |module: &snnc_ir::Verified,
+               steps: usize,
+               at: &[usize],
+               readout: crate::run::ReadoutArg| {
         let spec = RunSpec {
             steps: Some(steps),
             batch: args.batch,
             backend: Backend::Jit,
             accuracy_at: at.to_vec(),
             neuron_counts: true,
+            readout: readout.readout(),
             ..Default::default()
         };
         dataset::run(module, &[x.view()], Some(&labels), &spec, &mut |_| {
@@ -152,14 +169,14 @@ pub fn sweep(args: SweepArgs) -> Result<u8> {
     let mut ann_args = args.convert.clone();
     ann_args.spiking = false;
     let ann = crate::convert::load_verified(&args.model, &ann_args)?;
-    let r = run(&ann, 1, &[])?;
+    let r = run(&ann, 1, &[], crate::run::ReadoutArg::Last)?;
     let ann_accuracy = r.correct.unwrap_or(0) as f64 / n as f64;
     let mut rows = Vec::new();
-    for (setting, c) in &settings {
+    for (setting, c, readout) in &settings {
         eprintln!("sweep: {setting}");
         let module = crate::convert::load_verified(&args.model, c)
             .with_context(|| format!("setting `{setting}`"))?;
-        let r = run(&module, args.steps, &at)?;
+        let r = run(&module, args.steps, &at, *readout)?;
         let layers = crate::report::layers(&module, &r);
         rows.push(Row {
             setting: setting.clone(),

@@ -106,6 +106,17 @@ pub enum DatasetError {
     Interrupted,
 }
 
+/// How a value output is read at each step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Readout {
+    /// Its value at that step.
+    #[default]
+    Last,
+    /// The mean of its values from the first step to that one (a stable answer from a network
+    /// without a synapse on its output, whose last step is a single spike count).
+    Mean,
+}
+
 /// How to run a data set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunSpec {
@@ -128,6 +139,8 @@ pub struct RunSpec {
     pub spike_probes: Vec<(String, usize)>,
     /// Also count spikes per neuron over the whole run ([`RunResult::neuron_spikes`]).
     pub neuron_counts: bool,
+    /// How value outputs (not probes) are read at each step: recorded, and scored for accuracy.
+    pub readout: Readout,
 }
 
 impl Default for RunSpec {
@@ -141,6 +154,7 @@ impl Default for RunSpec {
             accuracy_at: Vec::new(),
             spike_probes: Vec::new(),
             neuron_counts: false,
+            readout: Readout::Last,
         }
     }
 }
@@ -365,6 +379,21 @@ pub fn run(
     run_with(&mut sim, inputs, labels, spec, progress)
 }
 
+/// Reported output `j` as the readout gives it: its running mean, or the simulator's value.
+fn read<'a>(
+    j: usize,
+    sim: &'a Simulator,
+    means: &'a [Vec<f32>],
+    mean_of: &[bool],
+    reported: &[usize],
+) -> &'a [f32] {
+    if mean_of[j] {
+        &means[j]
+    } else {
+        sim.output_slice(reported[j])
+    }
+}
+
 /// As [`run`], on a simulator already set up (its JIT code is reused from run to run); the last
 /// minibatch is padded to the simulator's batch.
 pub fn run_with(
@@ -445,6 +474,19 @@ pub fn run_with(
         .iter()
         .position(|&k| module.outputs[k].kind == OutputKind::Value);
     let mut accuracy = scored.map(|j| AccuracyAt::new(reported[j], &spec.accuracy_at));
+    // The mean readout: per reported value output, the running sum over this minibatch's
+    // steps (f64) and the mean it reads as (f32); empty for the other outputs.
+    let mean_of: Vec<bool> = reported
+        .iter()
+        .map(|&k| spec.readout == Readout::Mean && module.outputs[k].kind == OutputKind::Value)
+        .collect();
+    let mut sums: Vec<Vec<f64>> = Vec::with_capacity(reported.len());
+    let mut means: Vec<Vec<f32>> = Vec::with_capacity(reported.len());
+    for (&k, &m) in reported.iter().zip(&mean_of) {
+        let len = if m { sim.output_slice(k).len() } else { 0 };
+        sums.push(vec![0.0; len]);
+        means.push(vec![0.0; len]);
+    }
     let mut bufs: Vec<Vec<f32>> = feeds.iter().map(|f| vec![0f32; batch * f.elems]).collect();
     let batches = n.div_ceil(batch);
     let start = Instant::now();
@@ -477,6 +519,9 @@ pub fn run_with(
         }
         sim.reset(spec.seed);
         spikes.clear();
+        for s in &mut sums {
+            s.fill(0.0);
+        }
         for t in 0..steps {
             for (f, buf) in feeds.iter().zip(&mut bufs) {
                 if f.timed {
@@ -490,20 +535,39 @@ pub fn run_with(
                 .collect();
             sim.step_flat(&slices)?;
             spikes.observe(sim);
-            if let (Some(acc), Some(l)) = (accuracy.as_mut(), labels) {
-                acc.observe(t, sim, &l[lo..hi]);
+            for ((&k, (sum, mean)), &m) in reported
+                .iter()
+                .zip(sums.iter_mut().zip(&mut means))
+                .zip(&mean_of)
+            {
+                if m {
+                    let steps_so_far = (t + 1) as f64;
+                    for ((s, o), &v) in sum.iter_mut().zip(mean.iter_mut()).zip(sim.output_slice(k))
+                    {
+                        *s += f64::from(v);
+                        *o = (*s / steps_so_far) as f32;
+                    }
+                }
+            }
+            if let (Some(acc), Some(l), Some(j)) = (accuracy.as_mut(), labels, scored) {
+                acc.observe_values(
+                    t,
+                    read(j, sim, &means, &mean_of, &reported),
+                    batch,
+                    &l[lo..hi],
+                );
             }
             if any_every_step || t + 1 == steps {
-                for (((&k, out), &e), &all) in reported
-                    .iter()
-                    .zip(&mut outputs)
+                for (j, ((out, &e), &all)) in outputs
+                    .iter_mut()
                     .zip(&out_elems)
                     .zip(&every_step)
+                    .enumerate()
                 {
                     if !all && t + 1 != steps {
                         continue;
                     }
-                    let vals = sim.output_slice(k);
+                    let vals = read(j, sim, &means, &mean_of, &reported);
                     for b in 0..real {
                         let at = if all {
                             ((lo + b) * steps + t) * e
@@ -647,6 +711,59 @@ mod tests {
 
     fn go(m: &Verified, x: &[ArrayViewD<f32>], spec: &RunSpec) -> RunResult {
         run(m, x, None, spec, &mut |_| ControlFlow::Continue(())).unwrap()
+    }
+
+    /// The mean readout reports, at each step, the mean of the last-step readout's values up to
+    /// it (computed here from the per-step record), in batches of 3 and 10 alike, and scores
+    /// accuracy on those means.
+    #[test]
+    fn mean_readout_averages_the_steps_so_far() {
+        let m = xor();
+        let x = inputs(10);
+        let steps = 20;
+        let spec = |batch, readout| RunSpec {
+            steps: Some(steps),
+            batch,
+            all_steps: true,
+            readout,
+            accuracy_at: vec![5, 20],
+            ..RunSpec::default()
+        };
+        let labels: Vec<i64> = (0..10).map(|i| (i & 1) as i64 ^ ((i >> 1) & 1) as i64).collect();
+        let run_l = |batch, readout| {
+            run(&m, &[x.view().into_dyn()], Some(&labels), &spec(batch, readout), &mut |_| {
+                ControlFlow::Continue(())
+            })
+            .unwrap()
+        };
+        let last = run_l(10, Readout::Last);
+        for batch in [3, 10] {
+            let mean = run_l(batch, Readout::Mean);
+            let (a, b) = (&last.outputs[0].1, &mean.outputs[0].1);
+            let mut varies = false;
+            for i in 0..10 {
+                for k in 0..a.shape()[2] {
+                    let mut sum = 0f64;
+                    for t in 0..steps {
+                        sum += f64::from(a[[i, t, k]]);
+                        let want = (sum / (t + 1) as f64) as f32;
+                        assert_eq!(b[[i, t, k]], want, "sample {i} step {t} output {k}");
+                        varies |= a[[i, t, k]] != want;
+                    }
+                }
+            }
+            assert!(varies, "the mean never differs from the last value: the test sees nothing");
+            // Accuracy at step t is the argmax of the mean then.
+            for &(t, correct) in &mean.correct_at {
+                let want = (0..10)
+                    .filter(|&i| {
+                        let row: Vec<f32> = (0..a.shape()[2]).map(|k| b[[i, t - 1, k]]).collect();
+                        argmax(&row) as i64 == labels[i]
+                    })
+                    .count();
+                assert_eq!(correct, want, "step {t}");
+            }
+        }
     }
 
     /// The samples of a data set give the same outputs whatever the minibatch size (a partial

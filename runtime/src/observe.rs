@@ -107,6 +107,11 @@ pub struct AccuracyAt {
 }
 
 impl AccuracyAt {
+    /// The output scored.
+    pub fn output(&self) -> usize {
+        self.output
+    }
+
     /// Score output `output` at each of `steps` (counted from 1).
     pub fn new(output: usize, steps: &[usize]) -> Self {
         let mut steps = steps.to_vec();
@@ -123,11 +128,16 @@ impl AccuracyAt {
     /// After step `t` (counted from 0) of a minibatch whose first `labels.len()` samples are
     /// real: count the correct ones if `t + 1` is a chosen step.
     pub fn observe(&mut self, t: usize, sim: &Simulator, labels: &[i64]) {
+        self.observe_values(t, sim.output_slice(self.output), sim.batch(), labels);
+    }
+
+    /// [`observe`](Self::observe) on the output's values for the minibatch (`batch` samples),
+    /// as a readout reports them.
+    pub fn observe_values(&mut self, t: usize, vals: &[f32], batch: usize, labels: &[i64]) {
         let Ok(pos) = self.steps.binary_search(&(t + 1)) else {
             return;
         };
-        let vals = sim.output_slice(self.output);
-        let per = vals.len() / sim.batch();
+        let per = vals.len() / batch.max(1);
         for (sample, &label) in vals.chunks(per.max(1)).zip(labels) {
             if argmax(sample) as i64 == label {
                 self.correct[pos] += 1;

@@ -221,11 +221,23 @@ fn keras_dumps_are_stable() {
 /// The MNIST example: the trained model reproduces Keras's logits on the committed test images.
 #[test]
 fn mnist_example_matches_keras() {
-    let dir = repo_root().join("examples/mnist");
-    let module = load(&dir.join("model.keras"), &KerasOptions::default()).unwrap();
+    example_matches_keras("mnist", "model.keras", "keras_logits.npy");
+}
+
+/// The Fashion-MNIST examples (a VGG-style CNN and a small ResNet with batch normalisation).
+#[test]
+fn fashion_examples_match_keras() {
+    example_matches_keras("fashion", "vgg.keras", "vgg_logits.npy");
+    example_matches_keras("fashion", "resnet.keras", "resnet_logits.npy");
+}
+
+/// An example's model on its first 100 committed test images, against Keras's logits.
+fn example_matches_keras(example: &str, model: &str, logits: &str) {
+    let dir = repo_root().join("examples").join(example);
+    let module = load(&dir.join(model), &KerasOptions::default()).unwrap();
     let module = verify(module, Target::Any).unwrap();
     let images: ArrayD<u8> = ndarray_npy::read_npy(dir.join("test_images.npy")).unwrap();
-    let want: ndarray::Array2<f32> = ndarray_npy::read_npy(dir.join("keras_logits.npy")).unwrap();
+    let want: ndarray::Array2<f32> = ndarray_npy::read_npy(dir.join(logits)).unwrap();
     let n = 100;
     let x = images
         .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n))
@@ -237,7 +249,7 @@ fn mnist_example_matches_keras() {
             let (g, w) = (got[[i, k]], want[[i, k]]);
             assert!(
                 (g - w).abs() <= 1e-5 + 1e-4 * w.abs(),
-                "image {i} logit {k}: snnc {g}, keras {w}"
+                "{example}/{model} image {i} logit {k}: snnc {g}, keras {w}"
             );
         }
     }
