@@ -100,8 +100,23 @@ def main(folder):
         print(f"{name}: test accuracy (10000 images): {acc:.4f}")
         logits = model.predict(images.astype(np.float32), verbose=0)
         print(f"{name}: accuracy on the first 1000: {(logits.argmax(1) == yte[:1000]).mean():.4f}")
-        model.save(os.path.join(HERE, f"{name}.keras"))
+        save_small(model, build, os.path.join(HERE, f"{name}.keras"))
         np.save(os.path.join(HERE, f"{name}_logits.npy"), logits.astype(np.float32))
+
+
+def save_small(model, build, path):
+    """Save the weights in a fresh, uncompiled copy of the model (no optimizer state), as a
+    deflated archive (Keras stores it uncompressed; it reads both)."""
+    import zipfile
+
+    fresh = build()
+    fresh.set_weights(model.get_weights())
+    fresh.save(path)
+    tmp = path + ".tmp"
+    with zipfile.ZipFile(path) as z, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as out:
+        for info in z.infolist():
+            out.writestr(info.filename, z.read(info.filename))
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

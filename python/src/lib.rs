@@ -405,7 +405,7 @@ impl Simulator {
     /// `snnc_compiler::probe`) are recorded at every step into the outputs, spike probes as
     /// int32 counts.
     #[pyo3(signature = (inputs, labels=None, steps=None, seed=0, all_steps=true,
-        accuracy_at=Vec::new(), progress=None, probes=Vec::new()))]
+        accuracy_at=Vec::new(), progress=None, probes=Vec::new(), readout="last"))]
     #[allow(clippy::too_many_arguments)]
     fn run<'py>(
         &self,
@@ -418,7 +418,17 @@ impl Simulator {
         accuracy_at: Vec<usize>,
         progress: Option<Py<PyAny>>,
         probes: Vec<String>,
+        readout: &str,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let readout = match readout {
+            "last" => snnc_runtime::dataset::Readout::Last,
+            "mean" => snnc_runtime::dataset::Readout::Mean,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "readout must be \"last\" or \"mean\", got {other:?}"
+                )));
+            }
+        };
         let views: Vec<_> = inputs.iter().map(|a| a.as_array()).collect();
         // Taken out of its lock while it runs (the GIL is released then); put back after.
         let mut probed = self.probed.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -437,6 +447,7 @@ impl Simulator {
                 (Some(p), false) => p.spike_probes.clone(),
                 _ => Vec::new(),
             },
+            readout,
             ..RunSpec::default()
         };
         let mut raised: Option<PyErr> = None;

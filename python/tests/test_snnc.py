@@ -144,6 +144,20 @@ def test_last_step_only(images, spiking_net):
         np.testing.assert_array_equal(every[k][:, -1], last[k])
 
 
+def test_mean_readout_is_the_running_mean_of_predict(images, labels, spiking_net):
+    with snnc.Simulator(spiking_net, 16, progress_bar=False) as sim:
+        (last,) = sim.predict(images, n_steps=12).values()
+        (mean,) = sim.predict(images, n_steps=12, readout="mean").values()
+        acc = sim.evaluate(images, labels, n_steps=12, at=[3, 12], readout="mean")
+        with pytest.raises(ValueError, match="readout"):
+            sim.predict(images, n_steps=2, readout="median")
+    want = np.cumsum(last.astype(np.float64), axis=1) / np.arange(1, 13)[None, :, None]
+    np.testing.assert_allclose(mean, want, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(mean, last)
+    for step, a in acc.items():
+        assert a == np.mean(mean[:, step - 1].argmax(axis=1) == labels)
+
+
 def test_evaluate_matches_argmax_of_predict_and_the_cli(tmp_path, images, labels, spiking_net):
     acc = snnc.evaluate(spiking_net, images, labels, n_steps=20, at=[5, 10, 20],
                         minibatch_size=16)

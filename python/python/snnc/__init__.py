@@ -305,7 +305,7 @@ class Simulator:
         self._sim = None
         self._closed = True
 
-    def _run(self, x, n_steps, labels=None, at=(), all_steps=True, probes=()):
+    def _run(self, x, n_steps, labels=None, at=(), all_steps=True, probes=(), readout="last"):
         if self._closed:
             raise SimulationError("this Simulator is closed")
         inputs = _input_arrays(self.network, x)
@@ -333,6 +333,7 @@ class Simulator:
                 accuracy_at=list(at),
                 progress=callback,
                 probes=list(probes),
+                readout=readout,
             )
         finally:
             if bar is not None:
@@ -347,6 +348,7 @@ class Simulator:
         n_steps: Optional[int] = None,
         all_steps: bool = True,
         probes: Optional[Iterable[str]] = None,
+        readout: str = "last",
     ) -> Dict[str, np.ndarray]:
         """Run every sample and return ``{output name: array}``: ``(n, n_steps, *shape)``, or
         ``(n, *shape)`` with ``all_steps=False``. ``x`` is an array for a single-input network or
@@ -358,19 +360,23 @@ class Simulator:
         spikes, as int32 counts per step; otherwise the layer's value), or ``"NAME:VIEW"`` with
         VIEW one of ``spikes``, ``value``, ``voltage``, ``input``, ``synapse`` (the CLI's
         ``--probe``). Probing changes no result. An unknown name raises ``ValueError`` listing
-        the names there are."""
+        the names there are.
+
+        ``readout="mean"`` reports each output (not the probes) at each step as the mean of its
+        values since the first step instead of its value then (the CLI's ``--readout``)."""
         if isinstance(probes, str):
             probes = [probes]
-        r = self._run(x, n_steps, all_steps=all_steps, probes=list(probes or ()))
+        r = self._run(x, n_steps, all_steps=all_steps, probes=list(probes or ()), readout=readout)
         return dict(r["outputs"])
 
     def evaluate(
-        self, x: Any, y: Any, n_steps: int, at: Optional[Iterable[int]] = None
+        self, x: Any, y: Any, n_steps: int, at: Optional[Iterable[int]] = None,
+        readout: str = "last",
     ) -> Evaluation:
         """Classification accuracy (argmax of the first output against integer labels ``y``)
-        at each step of ``at`` (default: the last)."""
+        at each step of ``at`` (default: the last), of the output as ``readout`` reads it."""
         r = self._run(x, n_steps, labels=_labels(y), at=_scored_steps(at, n_steps),
-                      all_steps=False)
+                      all_steps=False, readout=readout)
         return Evaluation._of(r["correct_at"], r["samples"], r["spikes"])
 
 
