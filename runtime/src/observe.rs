@@ -107,11 +107,6 @@ pub struct AccuracyAt {
 }
 
 impl AccuracyAt {
-    /// The output scored.
-    pub fn output(&self) -> usize {
-        self.output
-    }
-
     /// Score output `output` at each of `steps` (counted from 1).
     pub fn new(output: usize, steps: &[usize]) -> Self {
         let mut steps = steps.to_vec();
