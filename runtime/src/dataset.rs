@@ -729,11 +729,17 @@ mod tests {
             accuracy_at: vec![5, 20],
             ..RunSpec::default()
         };
-        let labels: Vec<i64> = (0..10).map(|i| (i & 1) as i64 ^ ((i >> 1) & 1) as i64).collect();
+        let labels: Vec<i64> = (0..10)
+            .map(|i| (i & 1) as i64 ^ ((i >> 1) & 1) as i64)
+            .collect();
         let run_l = |batch, readout| {
-            run(&m, &[x.view().into_dyn()], Some(&labels), &spec(batch, readout), &mut |_| {
-                ControlFlow::Continue(())
-            })
+            run(
+                &m,
+                &[x.view().into_dyn()],
+                Some(&labels),
+                &spec(batch, readout),
+                &mut |_| ControlFlow::Continue(()),
+            )
             .unwrap()
         };
         let last = run_l(10, Readout::Last);
@@ -752,7 +758,10 @@ mod tests {
                     }
                 }
             }
-            assert!(varies, "the mean never differs from the last value: the test sees nothing");
+            assert!(
+                varies,
+                "the mean never differs from the last value: the test sees nothing"
+            );
             // Accuracy at step t is the argmax of the mean then.
             for &(t, correct) in &mean.correct_at {
                 let want = (0..10)
