@@ -218,6 +218,9 @@ impl Converter<'_> {
         let dt = self.keras_spiking_dt(cx)?;
         let shape = self.ty(x);
         let n: usize = shape.iter().product();
+        if n == 0 {
+            return Err(cx.shape_err(format!("`{}` of an empty input {shape:?}", cx.layer.class)));
+        }
         let wcx = Ctx {
             layer: cx.layer,
             path: cx.path.clone(),
