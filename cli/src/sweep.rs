@@ -110,37 +110,39 @@ pub fn sweep(args: SweepArgs) -> Result<u8> {
         labels = labels[r].to_vec();
     }
     let n = labels.len();
+    // Each row's firing rates: a fixed scale, or the calibrated per-layer scales.
+    enum Rates<'a> {
+        Scale(&'a str),
+        Normalized(&'a PathBuf),
+    }
+    let rates: Vec<Rates> = args
+        .scales
+        .iter()
+        .map(|s| Rates::Scale(s))
+        .chain(args.normalize.iter().map(Rates::Normalized))
+        .collect();
     let mut settings: Vec<(String, ConvertArgs, crate::run::ReadoutArg)> = Vec::new();
-    let norm = args.normalize.iter().map(Some);
     for &readout in &args.readouts {
         for synapse in &args.synapses {
             for v0 in &args.initial_voltages {
-                let scales = args.scales.iter().map(|s| Some(s.as_str()));
-                for scale in scales
-                    .map(|s| (s, None))
-                    .chain(norm.clone().map(|p| (None, p)))
-                {
+                for r in &rates {
                     let mut c = args.convert.clone();
                     c.spiking = true;
                     c.synapse = Some(synapse.clone());
                     c.initial_voltage = Some(v0.clone());
-                    let label = match scale {
-                        (Some(s), _) => {
+                    let label = match r {
+                        Rates::Scale(s) => {
                             c.scale = vec![s.to_string()];
                             format!("scale {s}")
                         }
-                        (None, Some(p)) => {
-                            c.normalize_rates = Some(p.clone());
+                        Rates::Normalized(p) => {
+                            c.normalize_rates = Some((*p).clone());
                             "normalized".to_string()
                         }
-                        (None, None) => unreachable!("a scale or a calibration file"),
                     };
                     let mut name = format!("{label}, synapse {synapse}, v0 {v0}");
                     if args.readouts.len() > 1 || readout != crate::run::ReadoutArg::Last {
-                        name.push_str(&format!(
-                            ", readout {}",
-                            format!("{readout:?}").to_lowercase()
-                        ));
+                        name.push_str(&format!(", readout {readout:?}").to_lowercase());
                     }
                     settings.push((name, c, readout));
                 }

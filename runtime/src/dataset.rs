@@ -473,7 +473,7 @@ pub fn run_with(
     let scored = reported
         .iter()
         .position(|&k| module.outputs[k].kind == OutputKind::Value);
-    let mut accuracy = scored.map(|j| AccuracyAt::new(reported[j], &spec.accuracy_at));
+    let mut accuracy = scored.map(|_| AccuracyAt::new(&spec.accuracy_at));
     // The mean readout: per reported value output, the running sum over this minibatch's
     // steps (f64) and the mean it reads as (f32); empty for the other outputs.
     let mean_of: Vec<bool> = reported
@@ -550,7 +550,7 @@ pub fn run_with(
                 }
             }
             if let (Some(acc), Some(l), Some(j)) = (accuracy.as_mut(), labels, scored) {
-                acc.observe_values(
+                acc.observe(
                     t,
                     read(j, sim, &means, &mean_of, &reported),
                     batch,

@@ -1,6 +1,7 @@
 //! What users measure while a simulation runs: spikes per sample and population (from the
 //! module's spike outputs, [`OutputKind::Spikes`]), and classification accuracy at chosen steps.
-//! Both are observers for [`crate::Simulator::run_observed`]: call `observe` after every step.
+//! Both are called after every step: [`SpikeCounter::observe`] on the simulator,
+//! [`AccuracyAt::observe`] on the scored output's values as the readout reports them.
 
 use crate::Simulator;
 use snnc_ir::{Module, OutputKind};
@@ -100,35 +101,25 @@ pub fn argmax(row: &[f32]) -> usize {
 /// accumulated over minibatches.
 #[derive(Clone, Debug)]
 pub struct AccuracyAt {
-    output: usize,
     /// Steps, counted from 1, sorted and without repeats.
     steps: Vec<usize>,
     correct: Vec<usize>,
 }
 
 impl AccuracyAt {
-    /// Score output `output` at each of `steps` (counted from 1).
-    pub fn new(output: usize, steps: &[usize]) -> Self {
+    /// Score at each of `steps` (counted from 1).
+    pub fn new(steps: &[usize]) -> Self {
         let mut steps = steps.to_vec();
         steps.sort_unstable();
         steps.dedup();
         let correct = vec![0; steps.len()];
-        AccuracyAt {
-            output,
-            steps,
-            correct,
-        }
+        AccuracyAt { steps, correct }
     }
 
-    /// After step `t` (counted from 0) of a minibatch whose first `labels.len()` samples are
-    /// real: count the correct ones if `t + 1` is a chosen step.
-    pub fn observe(&mut self, t: usize, sim: &Simulator, labels: &[i64]) {
-        self.observe_values(t, sim.output_slice(self.output), sim.batch(), labels);
-    }
-
-    /// [`observe`](Self::observe) on the output's values for the minibatch (`batch` samples),
-    /// as a readout reports them.
-    pub fn observe_values(&mut self, t: usize, vals: &[f32], batch: usize, labels: &[i64]) {
+    /// After step `t` (counted from 0) of a minibatch of `batch` samples whose first
+    /// `labels.len()` are real: count the correct ones if `t + 1` is a chosen step. `vals` are
+    /// the scored output's values for the minibatch, as the readout reports them.
+    pub fn observe(&mut self, t: usize, vals: &[f32], batch: usize, labels: &[i64]) {
         let Ok(pos) = self.steps.binary_search(&(t + 1)) else {
             return;
         };

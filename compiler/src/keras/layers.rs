@@ -627,6 +627,21 @@ impl Converter<'_> {
         if let Some(&c) = self.consts.get(&name) {
             return Ok(c);
         }
+        let data = self.weight_data(cx, idx, what, expected)?;
+        let c = self.b.constant_f32(&name, stored, data);
+        self.consts.insert(name, c);
+        Ok(c)
+    }
+
+    /// The elements of weight `idx` of the layer (called `what` in errors), which must have
+    /// shape `expected`, in row-major order.
+    fn weight_data(
+        &mut self,
+        cx: &Ctx,
+        idx: usize,
+        what: &str,
+        expected: &[usize],
+    ) -> Result<Vec<f32>, ModelError> {
         let w = self.layer_weights(cx)?;
         let a = w.get(idx).ok_or_else(|| ModelError::MissingWeight {
             layer: cx.layer.name.clone(),
@@ -640,10 +655,7 @@ impl Converter<'_> {
                 got: a.shape().to_vec(),
             });
         }
-        let data: Vec<f32> = a.iter().copied().collect();
-        let c = self.b.constant_f32(&name, stored, data);
-        self.consts.insert(name, c);
-        Ok(c)
+        Ok(a.iter().copied().collect())
     }
 
     fn activation(

@@ -227,29 +227,15 @@ impl Converter<'_> {
             prefix: cx.prefix.clone(),
             inner: "layer/cell",
         };
-        let w = self.layer_weights(&wcx)?;
-        let [level, tau] = [0, 1].map(|i| w.get(i));
-        let (Some(level), Some(tau)) = (level, tau) else {
-            return Err(ModelError::MissingWeight {
-                layer: cx.layer.name.clone(),
-                what: format!(
-                    "`initial_level` and `tau` (the file has {} weights for this layer)",
-                    w.len()
-                ),
-            });
+        // Lowpass keeps `[1, *shape]` weights, Alpha flat `[n]` ones.
+        let stored: Vec<usize> = if alpha {
+            vec![n]
+        } else {
+            [1].into_iter().chain(shape.iter().copied()).collect()
         };
-        for (what, a) in [("initial_level", level), ("tau", tau)] {
-            if a.len() != n {
-                return Err(ModelError::WeightShape {
-                    layer: cx.layer.name.clone(),
-                    weight: what.into(),
-                    expected: shape.clone(),
-                    got: a.shape().to_vec(),
-                });
-            }
-        }
-        let level: Vec<f32> = level.iter().copied().collect();
-        let tau: Vec<f32> = tau.iter().map(|&t| t.max(1e-8)).collect();
+        let level = self.weight_data(&wcx, 0, "initial_level", &stored)?;
+        let tau = self.weight_data(&wcx, 1, "tau", &stored)?;
+        let tau: Vec<f32> = tau.into_iter().map(|t| t.max(1e-8)).collect();
         if let Some(bad) = tau.iter().find(|t| !t.is_finite()) {
             return Err(cx.unsupported(format!("`tau` = {bad}: expected a finite time constant")));
         }
