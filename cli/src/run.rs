@@ -205,9 +205,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
         all_steps: args.all_steps,
         accuracy_at: args.accuracy_at.clone(),
         spike_probes: snnc_compiler::probe::spike_probes(&probes),
-        // Per-neuron counts give synaptic operations (each spike times its fan-out).
-        neuron_counts: true,
+        neuron_counts: args.report.is_some(),
         readout: args.readout.readout(),
+        synops: true,
     };
     let views: Vec<_> = feeds.iter().map(|f| f.view()).collect();
     if args.report.is_some() && labels.is_some() {
@@ -295,10 +295,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
             total / n as f64,
             per.join(", ")
         );
-        let synops: f64 = crate::report::layers(&module, &r)
-            .iter()
-            .map(|l| l.synops_per_sample)
-            .sum();
+        let synops: f64 = r.synops.iter().flat_map(|(_, c)| c).sum::<f64>() / n as f64;
         println!("synaptic operations per sample: {synops:.0} (spikes × fan-out)");
     }
     if let Some(dir) = &args.report {

@@ -158,7 +158,7 @@ pub fn sweep(args: SweepArgs) -> Result<u8> {
             batch: args.batch,
             backend: Backend::Jit,
             accuracy_at: at.to_vec(),
-            neuron_counts: true,
+            synops: true,
             readout: readout.readout(),
             ..Default::default()
         };
@@ -179,7 +179,8 @@ pub fn sweep(args: SweepArgs) -> Result<u8> {
         let module = crate::convert::load_verified(&args.model, c)
             .with_context(|| format!("setting `{setting}`"))?;
         let r = run(&module, args.steps, &at, *readout)?;
-        let layers = crate::report::layers(&module, &r);
+        let per_sample =
+            |c: &[(String, Vec<f64>)]| c.iter().flat_map(|(_, v)| v).sum::<f64>() / n as f64;
         rows.push(Row {
             setting: setting.clone(),
             accuracy: at
@@ -189,8 +190,8 @@ pub fn sweep(args: SweepArgs) -> Result<u8> {
                     k as f64 / n as f64
                 })
                 .collect(),
-            spikes: layers.iter().map(|l| l.spikes_per_sample).sum(),
-            synops: layers.iter().map(|l| l.synops_per_sample).sum(),
+            spikes: per_sample(&r.spikes),
+            synops: per_sample(&r.synops),
         });
     }
     println!(

@@ -141,6 +141,9 @@ pub struct RunSpec {
     pub neuron_counts: bool,
     /// How value outputs (not probes) are read at each step: recorded, and scored for accuracy.
     pub readout: Readout,
+    /// Also count synaptic operations per sample ([`RunResult::synops`]), in the same pass as
+    /// the spikes.
+    pub synops: bool,
 }
 
 impl Default for RunSpec {
@@ -155,6 +158,7 @@ impl Default for RunSpec {
             spike_probes: Vec::new(),
             neuron_counts: false,
             readout: Readout::Last,
+            synops: false,
         }
     }
 }
@@ -191,6 +195,9 @@ pub struct RunResult {
     pub neuron_spikes: Vec<(String, Vec<f64>)>,
     /// Spikes per sample over the whole run, per population (`(population, counts[n])`).
     pub spikes: Vec<(String, Vec<f64>)>,
+    /// With [`RunSpec::synops`]: synaptic operations (spikes × fan-out) per sample over the
+    /// whole run, per population, as [`RunResult::spikes`].
+    pub synops: Vec<(String, Vec<f64>)>,
     /// With labels: correct argmax classifications of the first output at the last step.
     pub correct: Option<usize>,
     /// With labels: `(step, correct)` for every step of [`RunSpec::accuracy_at`].
@@ -455,6 +462,9 @@ pub fn run_with(
         spike_records.push((shape, elems, module.dt / amplitude, buf));
     }
     let mut spikes = SpikeCounter::new(module, batch);
+    if spec.synops {
+        spikes = spikes.with_synops(module);
+    }
     let mut neuron_totals: Vec<Vec<f64>> = if spec.neuron_counts {
         spikes
             .outputs()
@@ -469,6 +479,7 @@ pub fn run_with(
         .map(|&k| module.outputs[k].name.clone())
         .collect();
     let mut spike_totals = vec![vec![0f64; n]; spikes.populations().len()];
+    let mut synops_totals = vec![vec![0f64; n]; spikes.synops().len()];
     // Accuracy is scored on the first value output (never a probe).
     let scored = reported
         .iter()
@@ -613,6 +624,9 @@ pub fn run_with(
         for (total, counts) in spike_totals.iter_mut().zip(spikes.counts()) {
             total[lo..hi].copy_from_slice(&counts[..real]);
         }
+        for (total, counts) in synops_totals.iter_mut().zip(spikes.synops()) {
+            total[lo..hi].copy_from_slice(&counts[..real]);
+        }
     }
     let elapsed = start.elapsed();
     let outputs: Vec<(String, ArrayD<f32>)> = outputs
@@ -664,6 +678,12 @@ pub fn run_with(
             .cloned()
             .zip(spike_totals)
             .collect(),
+        synops: spikes
+            .populations()
+            .iter()
+            .cloned()
+            .zip(synops_totals)
+            .collect(),
         correct,
         correct_at: accuracy
             .filter(|_| labels.is_some())
@@ -711,6 +731,65 @@ mod tests {
 
     fn go(m: &Verified, x: &[ArrayViewD<f32>], spec: &RunSpec) -> RunResult {
         run(m, x, None, spec, &mut |_| ControlFlow::Continue(())).unwrap()
+    }
+
+    /// Synaptic operations counted in the spike pass equal each neuron's spike count (from the
+    /// separate per-neuron count) times its fan-out, per population; the spikes are unchanged.
+    #[test]
+    fn synops_are_spikes_times_fan_out() {
+        // Two spiking populations: `a` drives `b` through a 2×3 dense map, `b` two outputs.
+        let text = "module @chain dt=0.001
+input %x : f32[2]
+const @w : f32[2,3] = [1, 0, 2, 0, 1, 1]
+const @u : f32[3,2] = [1, 1, 0, 1, 1, 0]
+state $va : f32[2] = zeros
+state $vb : f32[3] = zeros
+
+%a, %va1 = spiking_relu %x, $va {gain=300, amplitude=0.001} : f32[2], f32[2]
+next $va = %va1
+%j = dense %a, @w : f32[3]
+%b, %vb1 = spiking_relu %j, $vb {amplitude=0.001} : f32[3], f32[3]
+next $vb = %vb1
+%y = dense %b, @u : f32[2]
+output \"y\" = %y
+output spikes \"spikes/a\" = %a {population=\"a\", amplitude=0.001}
+output spikes \"spikes/b\" = %b {population=\"b\", amplitude=0.001}
+";
+        let m = snnc_ir::verify(snnc_ir::parse(text).unwrap(), snnc_ir::Target::Any).unwrap();
+        let x = inputs(10);
+        let spec = |synops| RunSpec {
+            steps: Some(40),
+            batch: 4,
+            neuron_counts: true,
+            synops,
+            ..RunSpec::default()
+        };
+        let plain = go(&m, &[x.view().into_dyn()], &spec(false));
+        let r = go(&m, &[x.view().into_dyn()], &spec(true));
+        assert_eq!(plain.spikes, r.spikes);
+        assert!(plain.synops.iter().all(|(_, c)| c.is_empty()));
+        let fan = snnc_ir::fanout::FanOut::new(&m);
+        let mut total = 0.0;
+        for ((pop, per_sample), (pop2, per_neuron)) in r.synops.iter().zip(&r.neuron_spikes) {
+            assert_eq!(pop, pop2);
+            let k = m
+                .outputs
+                .iter()
+                .position(|o| matches!(&o.kind, OutputKind::Spikes { population, .. } if population == pop))
+                .unwrap();
+            let want: f64 = per_neuron
+                .iter()
+                .zip(fan.of(m.outputs[k].value))
+                .map(|(c, f)| c * f)
+                .sum();
+            let got: f64 = per_sample.iter().sum();
+            assert!(
+                (got - want).abs() <= 1e-9 * want.max(1.0),
+                "{pop}: {got} vs {want}"
+            );
+            total += got;
+        }
+        assert!(total > 0.0, "no synaptic operations: the test sees nothing");
     }
 
     /// The mean readout reports, at each step, the mean of the last-step readout's values up to

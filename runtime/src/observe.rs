@@ -19,6 +19,10 @@ pub struct SpikeCounter {
     batch: usize,
     /// `[population][sample]`.
     counts: Vec<Vec<f64>>,
+    /// With [`SpikeCounter::with_synops`]: per population, each neuron's fan-out, and
+    /// `[population][sample]` synaptic operations (spikes × fan-out).
+    fan: Vec<Vec<f64>>,
+    synops: Vec<Vec<f64>>,
 }
 
 impl SpikeCounter {
@@ -42,7 +46,22 @@ impl SpikeCounter {
             populations,
             batch,
             counts,
+            fan: Vec::new(),
+            synops: Vec::new(),
         }
+    }
+
+    /// Also count synaptic operations: each spike times the fan-out of its neuron (`m`'s
+    /// [`snnc_ir::fanout::FanOut`]), in the same pass over the spikes.
+    pub fn with_synops(mut self, m: &Module) -> Self {
+        let fan = snnc_ir::fanout::FanOut::new(m);
+        self.fan = self
+            .outputs
+            .iter()
+            .map(|&(k, _)| fan.of(m.outputs[k].value).to_vec())
+            .collect();
+        self.synops = vec![vec![0.0; self.batch]; self.outputs.len()];
+        self
     }
 
     /// Per population: its spike output's index and `dt / amplitude` (spikes per unit of value).
@@ -62,17 +81,38 @@ impl SpikeCounter {
 
     /// Add the spikes of the step `sim` just ran.
     pub fn observe(&mut self, sim: &Simulator) {
-        for ((k, per_spike), counts) in self.outputs.iter().zip(&mut self.counts) {
+        for (p, ((k, per_spike), counts)) in self.outputs.iter().zip(&mut self.counts).enumerate() {
             let vals = sim.output_slice(*k);
             let per = vals.len() / self.batch.max(1);
-            for (c, sample) in counts.iter_mut().zip(vals.chunks(per.max(1))) {
-                // Each element is a whole number of spikes: round away the f32 height's error.
-                *c += sample
-                    .iter()
-                    .map(|&v| (v as f64 * per_spike).round())
-                    .sum::<f64>();
+            // Each element is a whole number of spikes: round away the f32 height's error.
+            let count = |v: f32| (v as f64 * per_spike).round();
+            match (self.fan.get(p), self.synops.get_mut(p)) {
+                (Some(fan), Some(synops)) => {
+                    let samples = counts.iter_mut().zip(synops.iter_mut());
+                    for ((c, s), sample) in samples.zip(vals.chunks(per.max(1))) {
+                        for (&v, &f) in sample.iter().zip(fan) {
+                            // Spike trains are mostly zeros: skip them.
+                            if v != 0.0 {
+                                let n = count(v);
+                                *c += n;
+                                *s += n.abs() * f;
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    for (c, sample) in counts.iter_mut().zip(vals.chunks(per.max(1))) {
+                        *c += sample.iter().map(|&v| count(v)).sum::<f64>();
+                    }
+                }
             }
         }
+    }
+
+    /// `[population][sample]`: synaptic operations since the last [`SpikeCounter::clear`]
+    /// (empty without [`SpikeCounter::with_synops`]).
+    pub fn synops(&self) -> &[Vec<f64>] {
+        &self.synops
     }
 
     /// `[population][sample]`: spikes since the last [`SpikeCounter::clear`].
@@ -83,6 +123,7 @@ impl SpikeCounter {
     /// Start counting again from zero (for the next minibatch).
     pub fn clear(&mut self) {
         self.counts.iter_mut().for_each(|c| c.fill(0.0));
+        self.synops.iter_mut().for_each(|c| c.fill(0.0));
     }
 }
 
