@@ -50,6 +50,7 @@ class Simulator:
         accuracy_at: Sequence[int] = (),
         progress: Optional[Callable[[int, int], Any]] = None,
         probes: Sequence[str] = (),
+        readout: str = "last",
     ) -> Dict[str, Any]: ...
 
 def compile(
