@@ -2,7 +2,10 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use snnc_compiler::driver::{CompileHooks, Flags, Normalize, NormalizeRuleFlag, Swap, compile};
+use snnc_compiler::calibrate::Simulated;
+use snnc_compiler::driver::{
+    CompileHooks, Flags, Normalize, NormalizeRuleFlag, Swap, TimedNormalize, compile,
+};
 use snnc_compiler::passes::{InitialVoltage, MaxPoolMode};
 use snnc_ir::{Module, Verified};
 use std::path::Path;
@@ -22,8 +25,9 @@ pub struct ConvertArgs {
     /// Swap every ReLU-family activation for its spiking twin (NengoDL's swap_activations).
     #[arg(long)]
     pub spiking: bool,
-    /// Neuron for ReLU layers when spiking: `relu=spiking_relu` (default) or `relu=lif`
-    /// (Nengo's LIF; changes the function, as NengoDL's swap_activations does).
+    /// Neuron for ReLU layers when spiking: `relu=spiking_relu` (default, Nengo's), `relu=if`
+    /// (integrate-and-fire with signed input, reset by subtraction: needed without synapses) or
+    /// `relu=lif` (Nengo's LIF; changes the function, as NengoDL's swap_activations does).
     #[arg(long, value_name = "relu=MODEL")]
     pub swap: Option<String>,
     /// Firing-rate scale: gain × S on the input current, amplitude ÷ S on the output. `S` for
@@ -79,6 +83,16 @@ pub struct ConvertArgs {
     /// Budget rule: allowed logit error (standard deviation) as a fraction of the median margin.
     #[arg(long = "error-fraction", default_value_t = 0.3)]
     pub error_fraction: f64,
+    /// With --normalize-rates: search the scales by simulating the spiking network on the
+    /// calibration inputs for T steps, for the fewest spikes at which it answers as the rate
+    /// network does (mean readout). Unless given, ReLUs become `if_neuron`s (--swap relu=if) with
+    /// --synapse none and --initial-voltage 0.5, and `run` reads outputs with --readout mean.
+    #[arg(long = "target-steps", value_name = "T")]
+    pub target_steps: Option<usize>,
+    /// With --target-steps: the fraction of calibration inputs on which the spiking network's
+    /// decision at step T must equal the rate network's.
+    #[arg(long = "target-agreement", default_value_t = 0.99)]
+    pub target_agreement: f64,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug, Default)]
@@ -99,6 +113,7 @@ impl ConvertArgs {
         if self.normalize_rates.is_some() {
             parts.push(format!("normalized ({:?} rule)", self.normalize_rule).to_lowercase());
         }
+        parts.extend(self.target_steps.map(|t| format!("target step {t}")));
         parts.extend(self.synapse.iter().map(|s| format!("synapse {s}")));
         parts.extend(
             self.initial_voltage
@@ -110,6 +125,20 @@ impl ConvertArgs {
                 .map(|m| format!("max pool {m:?}").to_lowercase()),
         );
         parts.join(", ")
+    }
+
+    /// How `run` reads outputs unless `--readout` is given: `mean` for a spiking network without
+    /// a synapse (its output at one step is one step's spikes), else `last`.
+    pub fn default_readout(&self) -> crate::run::ReadoutArg {
+        let no_synapse = match self.synapse.as_deref() {
+            Some(s) => s == "none",
+            None => self.target_steps.is_some(),
+        };
+        if self.spiking && no_synapse {
+            crate::run::ReadoutArg::Mean
+        } else {
+            crate::run::ReadoutArg::Last
+        }
     }
 
     /// The driver's flags these arguments ask for (numbers parsed; ranges are checked by the
@@ -131,7 +160,10 @@ impl ConvertArgs {
             None => None,
             Some("relu=spiking_relu") => Some(Swap::SpikingRelu),
             Some("relu=lif") => Some(Swap::Lif),
-            Some(other) => bail!("--swap {other}: supported are relu=spiking_relu and relu=lif"),
+            Some("relu=if") => Some(Swap::If),
+            Some(other) => {
+                bail!("--swap {other}: supported are relu=spiking_relu, relu=if and relu=lif")
+            }
         };
         for spec in &self.scale {
             let parse = |v: &str| -> Result<f64> {
@@ -170,6 +202,11 @@ pub fn load_verified(path: &Path, args: &ConvertArgs) -> Result<Verified> {
     if !flags.spiking && (args.initial_voltage.is_some() || args.swap.is_some()) {
         bail!("--initial-voltage and --swap need --spiking");
     }
+    if args.target_steps.is_some() && args.normalize_rates.is_none() {
+        bail!(
+            "--target-steps needs --normalize-rates DATA.npy (the calibration inputs it simulates)"
+        );
+    }
     let data = match &args.normalize_rates {
         Some(p) => Some(crate::npy::read_f32(p)?),
         None => None,
@@ -189,10 +226,15 @@ pub fn load_verified(path: &Path, args: &ConvertArgs) -> Result<Verified> {
                     max_rate: args.max_rate,
                 },
             },
+            target: args.target_steps.map(|steps| TimedNormalize {
+                steps,
+                agreement: args.target_agreement,
+            }),
         });
     }
-    let mut simulate = |m: &Module| match &data {
-        Some(d) => snnc_runtime::dataset::run_once(m, d.view()),
+    let mut simulate = |m: &Module, steps: usize| match &data {
+        Some(d) => snnc_runtime::dataset::run_calibration(m, d.view(), steps)
+            .map(|(outputs, spikes)| Simulated { outputs, spikes }),
         None => Err("no calibration data".to_string()),
     };
     let mut print = |pass: &str, m: &Module| eprint!("; after pass {pass}\n{m}\n");

@@ -66,9 +66,11 @@ pub struct RunArgs {
     #[arg(long)]
     labels: Option<PathBuf>,
     /// How outputs are read at each step (written, and scored with --labels): `last`, or `mean`
-    /// of the values since the first step (a stable answer without a synapse on the output).
-    #[arg(long, value_enum, default_value = "last")]
-    readout: ReadoutArg,
+    /// of the values since the first step (a stable answer without a synapse on the output)
+    /// [default: `mean` for a spiking conversion with --synapse none or --target-steps, else
+    /// `last`].
+    #[arg(long, value_enum)]
+    readout: Option<ReadoutArg>,
     /// Reset seed (re-keys `uniform` initial states).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -206,7 +208,10 @@ pub fn run(args: RunArgs) -> Result<u8> {
         accuracy_at: args.accuracy_at.clone(),
         spike_probes: snnc_compiler::probe::spike_probes(&probes),
         neuron_counts: args.report.is_some(),
-        readout: args.readout.readout(),
+        readout: args
+            .readout
+            .unwrap_or_else(|| args.convert.default_readout())
+            .readout(),
         synops: true,
     };
     let views: Vec<_> = feeds.iter().map(|f| f.view()).collect();

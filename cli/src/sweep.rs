@@ -32,19 +32,21 @@ pub struct SweepArgs {
     /// Firing-rate scales to try (comma separated).
     #[arg(long, value_delimiter = ',', default_value = "100,200,400")]
     scales: Vec<String>,
-    /// Synapses to try: time constants in seconds or `none` (comma separated).
-    #[arg(long, value_delimiter = ',', default_value = "0.005")]
+    /// Synapses to try: time constants in seconds or `none` (comma separated) [default: the
+    /// conversion's, 0.005 unless --target-steps].
+    #[arg(long, value_delimiter = ',')]
     synapses: Vec<String>,
-    /// Initial voltages to try: `uniform` or a value (comma separated).
-    #[arg(
-        long = "initial-voltages",
-        value_delimiter = ',',
-        default_value = "uniform"
-    )]
+    /// Initial voltages to try: `uniform` or a value (comma separated) [default: the
+    /// conversion's].
+    #[arg(long = "initial-voltages", value_delimiter = ',')]
     initial_voltages: Vec<String>,
+    /// Neurons for ReLU layers to try: `relu=spiking_relu`, `relu=if`, `relu=lif` (comma
+    /// separated) [default: the conversion's].
+    #[arg(long, value_delimiter = ',')]
+    swaps: Vec<String>,
     /// Readouts to try: `last` (the output at the step) or `mean` (its mean since the first
-    /// step), comma separated.
-    #[arg(long, value_delimiter = ',', value_enum, default_value = "last")]
+    /// step), comma separated [default: each row's own, as `snnc run` chooses it].
+    #[arg(long, value_delimiter = ',', value_enum)]
     readouts: Vec<crate::run::ReadoutArg>,
     /// Also try per-layer scales chosen by `--normalize-rates` from these calibration inputs,
     /// with each synapse and initial voltage (in place of the fixed scales for those rows).
@@ -121,30 +123,67 @@ pub fn sweep(args: SweepArgs) -> Result<u8> {
         .map(|s| Rates::Scale(s))
         .chain(args.normalize.iter().map(Rates::Normalized))
         .collect();
+    // An empty list sweeps nothing: the shared conversion flags decide.
+    let or_shared = |list: &[String], shared: &Option<String>| -> Vec<Option<String>> {
+        if list.is_empty() {
+            vec![shared.clone()]
+        } else {
+            list.iter().cloned().map(Some).collect()
+        }
+    };
+    let synapses = or_shared(&args.synapses, &args.convert.synapse);
+    let voltages = or_shared(&args.initial_voltages, &args.convert.initial_voltage);
+    let swaps = or_shared(&args.swaps, &args.convert.swap);
+    let readouts: Vec<Option<crate::run::ReadoutArg>> = if args.readouts.is_empty() {
+        vec![None]
+    } else {
+        args.readouts.iter().copied().map(Some).collect()
+    };
     let mut settings: Vec<(String, ConvertArgs, crate::run::ReadoutArg)> = Vec::new();
-    for &readout in &args.readouts {
-        for synapse in &args.synapses {
-            for v0 in &args.initial_voltages {
-                for r in &rates {
-                    let mut c = args.convert.clone();
-                    c.spiking = true;
-                    c.synapse = Some(synapse.clone());
-                    c.initial_voltage = Some(v0.clone());
-                    let label = match r {
-                        Rates::Scale(s) => {
-                            c.scale = vec![s.to_string()];
-                            format!("scale {s}")
+    for &readout in &readouts {
+        for synapse in &synapses {
+            for v0 in &voltages {
+                for swap in &swaps {
+                    for r in &rates {
+                        let mut c = args.convert.clone();
+                        c.spiking = true;
+                        c.synapse = synapse.clone();
+                        c.initial_voltage = v0.clone();
+                        c.swap = swap.clone();
+                        let mut parts = vec![match r {
+                            Rates::Scale(s) => {
+                                c.scale = vec![s.to_string()];
+                                format!("scale {s}")
+                            }
+                            Rates::Normalized(p) => {
+                                c.normalize_rates = Some((*p).clone());
+                                match c.target_steps {
+                                    Some(t) => format!("normalized for step {t}"),
+                                    None => "normalized".to_string(),
+                                }
+                            }
+                        }];
+                        // Without --target-steps its defaults do not apply to fixed scales.
+                        let timed = c.target_steps.is_some() && c.normalize_rates.is_some();
+                        if !timed {
+                            c.target_steps = None;
                         }
-                        Rates::Normalized(p) => {
-                            c.normalize_rates = Some((*p).clone());
-                            "normalized".to_string()
+                        // What an unset flag means for this row.
+                        let shown = |v: &Option<String>, default: &str, timed_default: &str| {
+                            v.clone().unwrap_or_else(|| {
+                                if timed { timed_default } else { default }.to_string()
+                            })
+                        };
+                        parts.push(format!("synapse {}", shown(synapse, "0.005", "none")));
+                        parts.push(format!("v0 {}", shown(v0, "uniform", "0.5")));
+                        if swap.is_some() || timed || !args.swaps.is_empty() {
+                            parts.push(shown(swap, "relu=spiking_relu", "relu=if"));
                         }
-                    };
-                    let mut name = format!("{label}, synapse {synapse}, v0 {v0}");
-                    if args.readouts.len() > 1 || readout != crate::run::ReadoutArg::Last {
-                        name.push_str(&format!(", readout {readout:?}").to_lowercase());
+                        let readout = readout.unwrap_or_else(|| c.default_readout());
+                        parts.push(format!("readout {readout:?}").to_lowercase());
+                        let name = parts.join(", ");
+                        settings.push((name, c, readout));
                     }
-                    settings.push((name, c, readout));
                 }
             }
         }
@@ -170,6 +209,10 @@ pub fn sweep(args: SweepArgs) -> Result<u8> {
     // The ANN itself: the rate network, one step.
     let mut ann_args = args.convert.clone();
     ann_args.spiking = false;
+    ann_args.swap = None;
+    ann_args.initial_voltage = None;
+    ann_args.normalize_rates = None;
+    ann_args.target_steps = None;
     let ann = crate::convert::load_verified(&args.model, &ann_args)?;
     let r = run(&ann, 1, &[], crate::run::ReadoutArg::Last)?;
     let ann_accuracy = r.correct.unwrap_or(0) as f64 / n as f64;

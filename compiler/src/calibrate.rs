@@ -31,17 +31,45 @@ pub enum CalibrateError {
     /// No data.
     #[error("the calibration data holds no samples")]
     NoSamples,
+    /// The module has no value output to read decisions from.
+    #[error("the model has no output to calibrate against")]
+    NoOutput,
     /// The caller's simulation failed.
     #[error("simulating the calibration module: {0}")]
     Simulate(String),
 }
 
-/// Runs a rate module for one step on every calibration sample and returns each of its outputs
-/// flat, sample after sample (the compiler does not simulate; the caller does, with the runtime).
-pub type Simulate<'a> = dyn FnMut(&Module) -> Result<Vec<Vec<f32>>, String> + 'a;
+/// What one calibration simulation returns.
+#[derive(Clone, Debug, Default)]
+pub struct Simulated {
+    /// Each value output flat, sample after sample, read as the mean of its values over the steps
+    /// run (for one step, its value).
+    pub outputs: Vec<Vec<f32>>,
+    /// Spikes per sample over the run (0 for a rate module).
+    pub spikes: f64,
+}
+
+/// Runs a module for the given number of steps on every calibration sample (the compiler does not
+/// simulate; the caller does, with the runtime). Rate modules run one step.
+pub type Simulate<'a> = dyn FnMut(&Module, usize) -> Result<Simulated, String> + 'a;
+
+/// What [`measure`] found: per-population statistics and the rate network's answers.
+#[derive(Clone, Debug)]
+pub struct Measurement {
+    /// Per ReLU-family population.
+    pub stats: Vec<LayerStats>,
+    /// Median top-1/top-2 margin of the first output.
+    pub median_margin: f64,
+    /// Per sample: the top-1/top-2 margin of the first output.
+    pub margins: Vec<f64>,
+    /// Per sample: the argmax of the first output (the rate network's decision).
+    pub decisions: Vec<usize>,
+    /// Elements of the first output per sample.
+    pub classes: usize,
+}
 
 /// Statistics of every ReLU-family population of the rate module `m` on `samples` calibration
-/// samples (run by `simulate`), and the median top-1/top-2 margin of its first output.
+/// samples (run by `simulate`), and the margins and decisions of its first output.
 ///
 /// A layer's sensitivity is measured by adding a fixed uniform noise pattern of amplitude
 /// `δ = max(0.05·p, 10⁻³)` (`p` its percentile activation) to it and taking the mean squared
@@ -52,7 +80,7 @@ pub fn measure(
     samples: usize,
     percentile: f64,
     simulate: &mut Simulate,
-) -> Result<(Vec<LayerStats>, f64), CalibrateError> {
+) -> Result<Measurement, CalibrateError> {
     if m.inputs.len() != 1 {
         return Err(CalibrateError::Inputs(m.inputs.len()));
     }
@@ -63,11 +91,13 @@ pub fn measure(
     if names.is_empty() {
         return Err(CalibrateError::NoLayer);
     }
-    let outs = simulate(&probe).map_err(CalibrateError::Simulate)?;
+    let outs = simulate(&probe, 1)
+        .map_err(CalibrateError::Simulate)?
+        .outputs;
     let n = samples;
-    let logits = &outs[0];
+    let logits = outs.first().ok_or(CalibrateError::NoOutput)?;
     let classes = (logits.len() / n).max(1);
-    let mut margins: Vec<f64> = logits
+    let margins: Vec<f64> = logits
         .chunks(classes)
         .map(|r| {
             let mut v: Vec<f32> = r.to_vec();
@@ -75,8 +105,10 @@ pub fn measure(
             (v[0] - v.get(1).copied().unwrap_or(0.0)) as f64
         })
         .collect();
-    margins.sort_by(f64::total_cmp);
-    let median_margin = margins[margins.len() / 2];
+    let decisions = decisions(logits, n);
+    let mut sorted = margins.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median_margin = sorted[sorted.len() / 2];
     let mut stats = Vec::new();
     for (k, name) in names.iter().enumerate() {
         // The probe of this population, found by its kind and name.
@@ -106,7 +138,9 @@ pub fn measure(
                 (((s >> 40) as f64 / (1u64 << 24) as f64) * 2.0 - 1.0) as f32 * delta as f32
             })
             .collect();
-        let noisy = simulate(&perturb(m, name, noise)).map_err(CalibrateError::Simulate)?;
+        let noisy = simulate(&perturb(m, name, noise), 1)
+            .map_err(CalibrateError::Simulate)?
+            .outputs;
         let diff: f64 = noisy[0]
             .iter()
             .zip(logits.iter())
@@ -123,7 +157,29 @@ pub fn measure(
             sensitivity: density * diff / sigma2,
         });
     }
-    Ok((stats, median_margin))
+    Ok(Measurement {
+        stats,
+        median_margin,
+        margins,
+        decisions,
+        classes,
+    })
+}
+
+/// The argmax of each of the `n` samples of a flat output (the first on ties; NaN never wins).
+pub fn decisions(flat: &[f32], n: usize) -> Vec<usize> {
+    let classes = (flat.len() / n.max(1)).max(1);
+    flat.chunks(classes)
+        .map(|r| {
+            let mut best = 0;
+            for (k, &x) in r.iter().enumerate() {
+                if x > r[best] || r[best].is_nan() {
+                    best = k;
+                }
+            }
+            best
+        })
+        .collect()
 }
 
 /// The name prefix of the activation probes [`probe_activations`] adds.
@@ -255,5 +311,321 @@ pub fn choose_gains(
                 .map(|(s, u)| (s.name.clone(), (kappa * u).max(1.0)))
                 .collect()
         }
+    }
+}
+
+/// What `--target-steps` aims for: the spiking network's decisions at `steps`, read as the mean
+/// of its output since the first step, equal the rate network's on at least a fraction
+/// `agreement` of the calibration samples, at the fewest spikes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimeTarget {
+    /// The step at which the network must answer.
+    pub steps: usize,
+    /// Fraction of calibration samples on which it must answer as the rate network does.
+    pub agreement: f64,
+    /// The budget rule's error fraction the search starts from.
+    pub error_fraction: f64,
+    /// Timestep (s).
+    pub dt: f64,
+}
+
+/// One setting the search simulated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    /// The rule and its setting, e.g. `budget, error fraction 0.15`.
+    pub rule: String,
+    /// The per-layer scales it gives.
+    pub gains: Vec<(String, f64)>,
+    /// Agreement with the rate network the noise model predicts at the target step.
+    pub predicted: f64,
+    /// Agreement measured by simulating the spiking network to the target step.
+    pub measured: f64,
+    /// Spikes per calibration sample over the target steps.
+    pub spikes: f64,
+}
+
+/// What [`search_gains`] chose, and everything it tried, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimedChoice {
+    /// Every setting simulated, in the order tried.
+    pub tried: Vec<Candidate>,
+    /// Index into `tried` of the chosen one: the fewest spikes among those that met the target,
+    /// or the highest agreement when none did.
+    pub chosen: usize,
+    /// Whether the chosen setting met the target.
+    pub reached: bool,
+}
+
+/// The standard normal distribution function.
+fn normal_cdf(x: f64) -> f64 {
+    0.5 * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
+}
+
+/// The agreement with the rate network that the quantisation-noise model predicts for `gains`
+/// after `steps` steps: each population's counts are off by a uniform ±½ spike (integrate-and-fire
+/// reset by subtraction from half the threshold), i.e. a value error of variance
+/// `1/(12 g² (steps·dt)²)` per active neuron, which reaches the logits through the measured
+/// sensitivity; with that variance spread evenly over the classes, a sample keeps its decision
+/// with probability `Φ(margin / √(2σ²/classes))`.
+pub fn predicted_agreement(
+    meas: &Measurement,
+    gains: &[(String, f64)],
+    steps: usize,
+    dt: f64,
+) -> f64 {
+    let tau = steps as f64 * dt;
+    let var: f64 = meas
+        .stats
+        .iter()
+        .map(|s| {
+            let g = gains
+                .iter()
+                .find(|(n, _)| *n == s.name)
+                .map_or(1.0, |&(_, g)| g);
+            s.sensitivity / (12.0 * g * g * tau * tau)
+        })
+        .sum();
+    let sd = (2.0 * var / meas.classes.max(1) as f64).sqrt();
+    if meas.margins.is_empty() {
+        return 0.0;
+    }
+    meas.margins
+        .iter()
+        .map(|&m| if sd > 0.0 { normal_cdf(m / sd) } else { 1.0 })
+        .sum::<f64>()
+        / meas.margins.len() as f64
+}
+
+/// Scales for a time target, found by simulation. Two families of per-layer proportions are
+/// tried — the budget rule's (`g ∝ (w/S)^⅓`, its error fraction the knob) and the percentile
+/// rule's (`g ∝ 1/a_p`, its rate the knob, starting at half a spike per step) — and the cheapest
+/// setting that meets the target wins. `evaluate` converts the network with the given per-layer
+/// scales and returns its decisions at `target.steps` on the calibration samples and its spikes
+/// per sample.
+///
+/// In each family the rates are doubled until the measured agreement meets the target (at most
+/// eight times), or halved while it still does (at most four), then bisected twice geometrically
+/// between the last setting that missed and the first that met it.
+pub fn search_gains(
+    meas: &Measurement,
+    target: TimeTarget,
+    evaluate: &mut dyn FnMut(&[(String, f64)]) -> Result<(Vec<usize>, f64), CalibrateError>,
+) -> Result<TimedChoice, CalibrateError> {
+    let tau = target.steps as f64 * target.dt;
+    let start_rate = 0.5 / target.dt;
+    let families: [(&str, Box<dyn Fn(f64) -> (String, NormalizeRule)>); 2] = [
+        (
+            "budget",
+            Box::new(|level: f64| {
+                let f = target.error_fraction.max(1e-6) / level;
+                (
+                    format!("budget, error fraction {f:.4}"),
+                    NormalizeRule::Budget {
+                        error_fraction: f,
+                        tau,
+                    },
+                )
+            }),
+        ),
+        (
+            "percentile",
+            Box::new(|level: f64| {
+                let r = start_rate * level;
+                (
+                    format!("percentile, {r:.0} Hz"),
+                    NormalizeRule::Percentile { max_rate: r },
+                )
+            }),
+        ),
+    ];
+    let mut tried: Vec<Candidate> = Vec::new();
+    for (_, family) in &families {
+        // Simulate one level of this family; true when it meets the target.
+        let mut try_level =
+            |level: f64, tried: &mut Vec<Candidate>| -> Result<bool, CalibrateError> {
+                let (rule, r) = family(level);
+                let gains = choose_gains(&meas.stats, meas.median_margin, r);
+                let (answers, spikes) = evaluate(&gains)?;
+                let same = answers
+                    .iter()
+                    .zip(&meas.decisions)
+                    .filter(|(a, b)| a == b)
+                    .count();
+                let measured = same as f64 / meas.decisions.len().max(1) as f64;
+                let predicted = predicted_agreement(meas, &gains, target.steps, target.dt);
+                tried.push(Candidate {
+                    rule,
+                    gains,
+                    predicted,
+                    measured,
+                    spikes,
+                });
+                Ok(measured >= target.agreement)
+            };
+        // (highest level that missed, lowest that met)
+        let (mut miss, mut met) = (None::<f64>, None::<f64>);
+        if try_level(1.0, &mut tried)? {
+            met = Some(1.0);
+            let mut l = 1.0;
+            for _ in 0..4 {
+                l /= 2.0;
+                if try_level(l, &mut tried)? {
+                    met = Some(l);
+                } else {
+                    miss = Some(l);
+                    break;
+                }
+            }
+        } else {
+            miss = Some(1.0);
+            let mut l = 1.0;
+            for _ in 0..8 {
+                l *= 2.0;
+                if try_level(l, &mut tried)? {
+                    met = Some(l);
+                    break;
+                }
+                miss = Some(l);
+            }
+        }
+        if let (Some(mut hi), Some(mut lo)) = (met, miss) {
+            for _ in 0..2 {
+                let mid = (lo * hi).sqrt();
+                if try_level(mid, &mut tried)? {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+        }
+    }
+    let reached = tried.iter().any(|c| c.measured >= target.agreement);
+    let chosen = if reached {
+        (0..tried.len())
+            .filter(|&i| tried[i].measured >= target.agreement)
+            .min_by(|&a, &b| tried[a].spikes.total_cmp(&tried[b].spikes))
+    } else {
+        (0..tried.len()).max_by(|&a, &b| {
+            tried[a]
+                .measured
+                .total_cmp(&tried[b].measured)
+                .then(tried[b].spikes.total_cmp(&tried[a].spikes))
+        })
+    }
+    .unwrap_or(0);
+    Ok(TimedChoice {
+        tried,
+        chosen,
+        reached,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two layers; the margins of four samples.
+    fn measurement() -> Measurement {
+        let layer = |name: &str, sensitivity: f64| LayerStats {
+            name: name.into(),
+            neurons: 10,
+            activity: 5.0,
+            percentile: 2.0,
+            sensitivity,
+        };
+        Measurement {
+            stats: vec![layer("a", 4.0), layer("b", 1.0)],
+            median_margin: 1.0,
+            margins: vec![0.1, 0.5, 1.0, 2.0],
+            decisions: vec![0, 1, 2, 3],
+            classes: 10,
+        }
+    }
+
+    #[test]
+    fn predicted_agreement_follows_the_noise_model() {
+        let m = measurement();
+        // σ² = Σ w / (12 g² τ²) with g = 10, τ = 0.01: (4 + 1) / (12·100·1e-4) = 41.67;
+        // per-sample flip probability 1 − Φ(margin / √(2σ²/10)).
+        let gains = vec![("a".to_string(), 10.0), ("b".to_string(), 10.0)];
+        let sd = (2.0f64 * 5.0 / 0.12 / 10.0).sqrt();
+        let want = m.margins.iter().map(|&x| normal_cdf(x / sd)).sum::<f64>() / 4.0;
+        let got = predicted_agreement(&m, &gains, 10, 0.001);
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        assert!((normal_cdf(0.0) - 0.5).abs() < 1e-15);
+        assert!((normal_cdf(1.0) - 0.841_344_746).abs() < 1e-8);
+        // Higher gains or a later step: closer to full agreement.
+        let higher = vec![("a".to_string(), 100.0), ("b".to_string(), 100.0)];
+        assert!(predicted_agreement(&m, &higher, 10, 0.001) > got);
+        assert!(predicted_agreement(&m, &gains, 40, 0.001) > got);
+    }
+
+    /// A simulated network whose samples keep their decision once the first layer's scale
+    /// exceeds a per-sample threshold, and whose spikes are the sum of the scales.
+    fn fake(
+        thresholds: [f64; 4],
+    ) -> impl FnMut(&[(String, f64)]) -> Result<(Vec<usize>, f64), CalibrateError> {
+        move |gains: &[(String, f64)]| {
+            let g = gains[0].1;
+            let answers = (0..4)
+                .map(|i| if g >= thresholds[i] { i } else { 9 })
+                .collect();
+            Ok((answers, gains.iter().map(|(_, g)| g).sum()))
+        }
+    }
+
+    #[test]
+    fn the_search_picks_the_cheapest_setting_that_meets_the_target() {
+        let m = measurement();
+        let target = TimeTarget {
+            steps: 16,
+            agreement: 0.75,
+            error_fraction: 0.3,
+            dt: 0.001,
+        };
+        let mut calls = 0;
+        let mut inner = fake([0.0, 0.0, 300.0, 1e12]);
+        let mut eval = |g: &[(String, f64)]| {
+            calls += 1;
+            inner(g)
+        };
+        let c = search_gains(&m, target, &mut eval).unwrap();
+        assert_eq!(c.tried.len(), calls);
+        assert!(c.reached);
+        let chosen = &c.tried[c.chosen];
+        assert!(chosen.measured >= 0.75 && chosen.gains[0].1 >= 300.0);
+        // Nothing cheaper met the target, and some tried setting missed it (the search brackets).
+        for t in &c.tried {
+            if t.measured >= 0.75 {
+                assert!(t.spikes >= chosen.spikes);
+            }
+        }
+        assert!(c.tried.iter().any(|t| t.measured < 0.75));
+        assert!(c.tried.iter().any(|t| t.rule.starts_with("budget")));
+        assert!(c.tried.iter().any(|t| t.rule.starts_with("percentile")));
+    }
+
+    #[test]
+    fn an_unreachable_target_keeps_the_best_agreement() {
+        let m = measurement();
+        let target = TimeTarget {
+            steps: 4,
+            agreement: 1.0,
+            error_fraction: 0.3,
+            dt: 0.001,
+        };
+        let c = search_gains(&m, target, &mut fake([0.0, 0.0, 0.0, f64::INFINITY])).unwrap();
+        assert!(!c.reached);
+        assert_eq!(c.tried[c.chosen].measured, 0.75);
+        // Bounded: at most 1 + 8 doublings per family.
+        assert!(c.tried.len() <= 18, "{}", c.tried.len());
+    }
+
+    #[test]
+    fn decisions_are_first_maxima() {
+        assert_eq!(
+            decisions(&[0.0, 2.0, 2.0, f32::NAN, 1.0, 0.5], 2),
+            vec![1, 1]
+        );
     }
 }

@@ -167,15 +167,7 @@ pub fn load_at(path: &Path, dt: Option<f64>) -> Result<Loaded, LoadError> {
     }
 }
 
-/// How ReLU-family layers become neurons when spiking (NengoDL's `swap_activations`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Swap {
-    /// Nengo's `SpikingRectifiedLinear` (the same function, in spikes).
-    #[default]
-    SpikingRelu,
-    /// Nengo's `LIF` (changes the function, as NengoDL's swap does).
-    Lif,
-}
+pub use crate::passes::options::Swap;
 
 /// `--normalize-rates`: per-layer scales chosen from calibration samples.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -187,6 +179,21 @@ pub struct Normalize {
     /// How gains follow from the statistics. A `Budget` rule's `tau` of `None` uses the synapse
     /// (30 ms without one).
     pub rule: NormalizeRuleFlag,
+    /// `--target-steps`: answer as the rate network does by this step (see [`TimedNormalize`]).
+    pub target: Option<TimedNormalize>,
+}
+
+/// `--target-steps T`: per-layer scales searched by simulating the spiking network on the
+/// calibration samples for `steps` steps, for the fewest spikes at which its decisions (the mean
+/// of its output since the first step) equal the rate network's on a fraction `agreement` of them.
+/// Unless given, the neurons become `if_neuron`s (signed input, reset by subtraction) starting
+/// at half the threshold, with no synapses: the settings that answer soonest.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimedNormalize {
+    /// The step by which the network must answer.
+    pub steps: usize,
+    /// Required agreement with the rate network's decisions on the calibration samples.
+    pub agreement: f64,
 }
 
 /// The rule of [`Normalize`], before the synapse is known.
@@ -308,6 +315,17 @@ impl Flags {
         {
             return bad(format!("initial voltage must be finite, got {v}"));
         }
+        if let Some(t) = self.normalize.and_then(|n| n.target) {
+            if t.steps == 0 {
+                return bad("target_steps must be at least 1".into());
+            }
+            if !(t.agreement > 0.0 && t.agreement <= 1.0) {
+                return bad(format!(
+                    "target_agreement must be in (0, 1], got {}",
+                    t.agreement
+                ));
+            }
+        }
         let max_pool = self.max_pool.unwrap_or_default();
         if !self.spiking {
             if self.initial_voltage.is_some() || self.swap.is_some() {
@@ -323,7 +341,13 @@ impl Flags {
                 });
             }
         }
-        let defaults = SpikeOptions::default();
+        let mut defaults = SpikeOptions::default();
+        let timed = self.normalize.is_some_and(|n| n.target.is_some());
+        if timed {
+            defaults.relu_neuron = Swap::If;
+            defaults.synapse = None;
+            defaults.initial_voltage = InitialVoltage::Fixed(0.5);
+        }
         // Without spiking: NengoDL's scales and synapses on the rate network (no synapse unless
         // asked for: NengoDL's default is none).
         let default_synapse = if self.spiking { defaults.synapse } else { None };
@@ -336,7 +360,7 @@ impl Flags {
                 initial_voltage: self.initial_voltage.unwrap_or(defaults.initial_voltage),
                 max_pool,
                 spiking: self.spiking,
-                relu_to_lif: self.swap == Some(Swap::Lif),
+                relu_neuron: self.swap.unwrap_or(defaults.relu_neuron),
             }),
         })
     }
@@ -363,6 +387,8 @@ pub struct Calibration {
     pub margin: f64,
     /// Chosen scale per population.
     pub gains: Vec<(String, f64)>,
+    /// With `--target-steps`: the target step, the required agreement, and the search.
+    pub timed: Option<(usize, f64, calibrate::TimedChoice)>,
 }
 
 impl std::fmt::Display for Calibration {
@@ -374,6 +400,30 @@ impl std::fmt::Display for Calibration {
                 "; {} (n={}, activity {:.1}, percentile activation {:.3}, sensitivity {:.3}) gain {g:.0}",
                 s.name, s.neurons, s.activity, s.percentile, s.sensitivity
             )?;
+        }
+        if let Some((steps, agreement, choice)) = &self.timed {
+            write!(
+                f,
+                "\ntarget: the rate network's decision on {:.1}% of the calibration samples by step {steps}",
+                agreement * 100.0
+            )?;
+            for (i, c) in choice.tried.iter().enumerate() {
+                write!(
+                    f,
+                    "\n  {} {}: agreement at step {steps} predicted {:.1}%, measured {:.1}%, {:.0} spikes per sample",
+                    if i == choice.chosen { "*" } else { " " },
+                    c.rule,
+                    c.predicted * 100.0,
+                    c.measured * 100.0,
+                    c.spikes
+                )?;
+            }
+            if !choice.reached {
+                write!(
+                    f,
+                    "\n  target not reached: the setting with the highest agreement is used (try a later --target-steps or a lower --target-agreement)"
+                )?;
+            }
         }
         Ok(())
     }
@@ -388,6 +438,14 @@ pub struct CompileHooks<'a> {
     pub printer: Option<passes::ModulePrinter<'a>>,
     /// Runs calibration modules (needed with [`Flags::normalize`]).
     pub simulate: Option<&'a mut Simulate<'a>>,
+}
+
+/// The passes `flags` ask for, by name.
+fn pipeline_names(flags: &Flags) -> Vec<&str> {
+    match &flags.passes {
+        Some(p) => p.iter().map(String::as_str).collect(),
+        None => DEFAULT_PIPELINE.to_vec(),
+    }
 }
 
 /// Read `path` and convert it under `flags`: Keras models always, IR modules when any flag is
@@ -421,7 +479,9 @@ pub fn compile(
         path: path.into(),
         source,
     };
-    if let (Some(norm), Some(spiking)) = (flags.normalize, opts.spiking.as_mut()) {
+    if let Some(norm) = flags.normalize
+        && opts.spiking.is_some()
+    {
         let calib = |source| CompileError::Calibrate {
             path: path.into(),
             source,
@@ -440,16 +500,65 @@ pub fn compile(
             },
         )
         .map_err(pass_error)?;
-        let rule = match norm.rule {
-            NormalizeRuleFlag::Budget { error_fraction } => NormalizeRule::Budget {
-                error_fraction,
-                tau: spiking.synapse.unwrap_or(0.03),
-            },
-            NormalizeRuleFlag::Percentile { max_rate } => NormalizeRule::Percentile { max_rate },
-        };
-        let (stats, margin) =
+        let meas =
             calibrate::measure(&rate, norm.samples, norm.percentile, simulate).map_err(calib)?;
-        let gains = calibrate::choose_gains(&stats, margin, rule);
+        let (gains, timed) = match (norm.target, norm.rule) {
+            (Some(t), rule) => {
+                let error_fraction = match rule {
+                    NormalizeRuleFlag::Budget { error_fraction } => error_fraction,
+                    NormalizeRuleFlag::Percentile { .. } => 0.3,
+                };
+                let target = calibrate::TimeTarget {
+                    steps: t.steps,
+                    agreement: t.agreement,
+                    error_fraction,
+                    dt: m.dt,
+                };
+                let names = pipeline_names(flags);
+                let mut evaluate = |gains: &[(String, f64)]| {
+                    let mut o = opts.clone();
+                    let sp = o
+                        .spiking
+                        .as_mut()
+                        .expect("calibrating a spiking conversion");
+                    for (layer, g) in gains {
+                        if !sp.layer_scales.iter().any(|(l, _)| l == layer) {
+                            sp.layer_scales.push((layer.clone(), *g));
+                        }
+                    }
+                    let converted =
+                        passes::run_pipeline(m.clone(), &names, &o, &mut PassHooks::default())
+                            .map_err(|e| CalibrateError::Simulate(e.to_string()))?;
+                    let r = simulate(&converted, t.steps).map_err(CalibrateError::Simulate)?;
+                    let first = r.outputs.first().ok_or(CalibrateError::NoOutput)?;
+                    Ok((calibrate::decisions(first, norm.samples), r.spikes))
+                };
+                let choice =
+                    calibrate::search_gains(&meas, target, &mut evaluate).map_err(calib)?;
+                let gains = choice.tried[choice.chosen].gains.clone();
+                (gains, Some((t.steps, t.agreement, choice)))
+            }
+            (None, rule) => {
+                let rule = match rule {
+                    NormalizeRuleFlag::Budget { error_fraction } => NormalizeRule::Budget {
+                        error_fraction,
+                        tau: opts
+                            .spiking
+                            .as_ref()
+                            .and_then(|s| s.synapse)
+                            .unwrap_or(0.03),
+                    },
+                    NormalizeRuleFlag::Percentile { max_rate } => {
+                        NormalizeRule::Percentile { max_rate }
+                    }
+                };
+                (
+                    calibrate::choose_gains(&meas.stats, meas.median_margin, rule),
+                    None,
+                )
+            }
+        };
+        let spiking = opts.spiking.as_mut().expect("checked above");
         // Scales given per layer win over calibrated ones.
         for (layer, g) in &gains {
             if !spiking.layer_scales.iter().any(|(l, _)| l == layer) {
@@ -457,15 +566,13 @@ pub fn compile(
             }
         }
         report.calibration = Some(Calibration {
-            stats,
-            margin,
+            stats: meas.stats,
+            margin: meas.median_margin,
             gains,
+            timed,
         });
     }
-    let names: Vec<&str> = match &flags.passes {
-        Some(p) => p.iter().map(String::as_str).collect(),
-        None => DEFAULT_PIPELINE.to_vec(),
-    };
+    let names = pipeline_names(flags);
     let mut pass_hooks = PassHooks {
         print_after: hooks.print_after,
         printer: hooks.printer,

@@ -7,6 +7,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
+use snnc_compiler::calibrate::Simulated;
 use snnc_compiler::driver::{
     self, CompileError, CompileHooks, Flags, Normalize, NormalizeRuleFlag, Swap,
 };
@@ -235,9 +236,10 @@ fn compile(
         None => None,
         Some("spiking_relu" | "relu=spiking_relu") => Some(Swap::SpikingRelu),
         Some("lif" | "relu=lif") => Some(Swap::Lif),
+        Some("if" | "if_neuron" | "relu=if") => Some(Swap::If),
         Some(o) => {
             return Err(PyValueError::new_err(format!(
-                "swap_activations: relu can become `spiking_relu` or `lif`, not `{o}`"
+                "swap_activations: relu can become `spiking_relu`, `if` or `lif`, not `{o}`"
             )));
         }
     };
@@ -299,8 +301,9 @@ fn compile(
     };
     let (module, report) = py
         .detach(|| {
-            let mut simulate = |m: &Module| match &data {
-                Some(d) => dataset::run_once(m, d.view()),
+            let mut simulate = |m: &Module, steps: usize| match &data {
+                Some(d) => dataset::run_calibration(m, d.view(), steps)
+                    .map(|(outputs, spikes)| Simulated { outputs, spikes }),
                 None => Err("no calibration data".to_string()),
             };
             let hooks = CompileHooks {

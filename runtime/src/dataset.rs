@@ -696,23 +696,32 @@ pub fn run_with(
     })
 }
 
-/// Run a rate module for one step on `data` (`(n, *input_shape)`, one input) in minibatches of
-/// up to 64 and return each output flat, sample after sample: the simulator calibration needs
-/// (`snnc_compiler::calibrate::Simulate`).
-pub fn run_once(module: &snnc_ir::Module, data: ArrayViewD<f32>) -> Result<Vec<Vec<f32>>, String> {
+/// Run a module for `steps` steps on `data` (`(n, *input_shape)`, held, one input) in minibatches
+/// of up to 64 on the JIT: each value output flat, sample after sample, read as the mean of its
+/// values since the first step (for one step, its value), and the spikes per sample over the run.
+/// The simulator calibration needs (`snnc_compiler::calibrate::Simulate`).
+pub fn run_calibration(
+    module: &snnc_ir::Module,
+    data: ArrayViewD<f32>,
+    steps: usize,
+) -> Result<(Vec<Vec<f32>>, f64), String> {
     let v = snnc_ir::verify(module.clone(), snnc_ir::Target::Any)
         .map_err(|e| format!("the calibration module does not verify: {e}"))?;
     let spec = RunSpec {
-        steps: Some(1),
+        steps: Some(steps.max(1)),
         batch: 64,
+        readout: Readout::Mean,
         ..RunSpec::default()
     };
     let r = run(&v, &[data], None, &spec, &mut |_| ControlFlow::Continue(()))
         .map_err(|e| e.to_string())?;
-    Ok(r.outputs
+    let spikes = r.spikes.iter().flat_map(|(_, c)| c).sum::<f64>() / r.samples.max(1) as f64;
+    let outputs = r
+        .outputs
         .into_iter()
         .map(|(_, a)| a.into_raw_vec_and_offset().0)
-        .collect())
+        .collect();
+    Ok((outputs, spikes))
 }
 
 #[cfg(test)]

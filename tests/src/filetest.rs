@@ -25,7 +25,7 @@
 
 use ndarray::{ArrayD, IxDyn};
 use snnc_compiler::passes::{
-    ConvertOptions, InitialVoltage, MaxPoolMode, SpikeOptions, pass_named,
+    ConvertOptions, InitialVoltage, MaxPoolMode, SpikeOptions, Swap, pass_named,
 };
 use snnc_ir::ops::format_f32;
 use snnc_ir::{Target, parse, parse_with_source_map, verify};
@@ -71,7 +71,8 @@ fn parse_options(s: &str) -> Result<ConvertOptions, String> {
             "scale" => spiking.scale = num(value)?,
             "synapse" if value == "none" => spiking.synapse = None,
             "synapse" => spiking.synapse = Some(num(value)?),
-            "swap" if value == "lif" => spiking.relu_to_lif = true,
+            "swap" if value == "lif" => spiking.relu_neuron = Swap::Lif,
+            "swap" if value == "if" => spiking.relu_neuron = Swap::If,
             "initial-voltage" => spiking.initial_voltage = InitialVoltage::Fixed(num(value)?),
             "max-pool" => {
                 opts.max_pool = match value {

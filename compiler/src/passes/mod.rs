@@ -16,7 +16,7 @@ pub mod spikify;
 pub use fuse::fuse;
 pub use lower_maxpool::lower_maxpool;
 pub use merge::{MergeStats, merge};
-pub use options::{ConvertOptions, InitialVoltage, MaxPoolMode, SpikeOptions};
+pub use options::{ConvertOptions, InitialVoltage, MaxPoolMode, SpikeOptions, Swap};
 pub(crate) use pass::build_err;
 pub use pass::{Pass, PassError, PassOutcome, SPIKE_OUTPUT_PREFIX, verify_after};
 pub use simplify::simplify;

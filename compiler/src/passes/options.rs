@@ -47,9 +47,25 @@ pub struct SpikeOptions {
     /// Spiking neurons for the ReLU family (`true`), or NengoDL's options on a rate network
     /// (`false`): the scales and synapses apply, and every neuron stays a rate neuron.
     pub spiking: bool,
-    /// Swap `relu` for Nengo's `LIF` (default tau_rc 0.02, tau_ref 0.002) instead of the spiking
-    /// ReLU (NengoDL's `swap_activations={relu: nengo.LIF()}`; it changes the function).
-    pub relu_to_lif: bool,
+    /// The neuron `relu` becomes (NengoDL's `swap_activations`).
+    pub relu_neuron: Swap,
+}
+
+/// The spiking neuron a `relu` becomes (NengoDL's `swap_activations`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Swap {
+    /// Nengo's `SpikingRectifiedLinear` (the same function, in spikes): negative input currents
+    /// are dropped, `v += max(J, 0)·dt`.
+    #[default]
+    SpikingRelu,
+    /// Integrate-and-fire with signed input, reset by subtraction and no floor on the membrane
+    /// (`if_neuron`, the neuron of the conversion literature): an inhibitory input cancels an
+    /// excitatory one, so spike trains can be read without a synapse in between. Not a Nengo
+    /// neuron.
+    If,
+    /// Nengo's `LIF`, default tau_rc 0.02, tau_ref 0.002 (changes the function, as NengoDL's swap
+    /// does).
+    Lif,
 }
 
 impl Default for SpikeOptions {
@@ -60,7 +76,7 @@ impl Default for SpikeOptions {
             synapse: Some(0.005),
             initial_voltage: InitialVoltage::Uniform,
             max_pool: MaxPoolMode::Neural,
-            relu_to_lif: false,
+            relu_neuron: Swap::SpikingRelu,
             spiking: true,
         }
     }

@@ -1,7 +1,7 @@
 //! `spikify`: NengoDL's conversion options on a rate module.
 //!
 //! After this pass every ReLU-family rate neuron (`relu`, `leaky_relu`) is its spiking twin
-//! (`spiking_relu`, `spiking_leaky_relu`; or `lif` for `relu` with `relu_to_lif`) with gain × s and amplitude ÷ s (`scale_firing_rates`,
+//! (`spiking_relu`, `spiking_leaky_relu`; or `if_neuron`/`lif` for `relu` with `relu_neuron`) with gain × s and amplitude ÷ s (`scale_firing_rates`,
 //! global or per layer), a voltage state initialised to U(0,1) (Nengo's default) or a fixed value,
 //! and — with a synapse — a lowpass filter on its output whose state every reader reads (the
 //! one-step delay NengoDL's synapse has; output probes read it too). Other rate neurons (sigmoid,
@@ -14,7 +14,7 @@
 //! like any linear map. Each spiking population's raw spikes are also a spike output
 //! (`output spikes "spikes/<population>" = ...`, SPEC.md), for spike counting.
 
-use super::options::{InitialVoltage, MaxPoolMode, SpikeOptions};
+use super::options::{InitialVoltage, MaxPoolMode, SpikeOptions, Swap};
 use super::pass::SPIKE_OUTPUT_PREFIX;
 use super::rewrite::Rewriter;
 use super::{PassError, build_err};
@@ -65,12 +65,15 @@ pub fn spikify_with_warnings(
                     NeuronModel::LeakyRelu { negative_slope } => {
                         NeuronModel::SpikingLeakyRelu { negative_slope }
                     }
-                    _ if opts.relu_to_lif => NeuronModel::Lif {
-                        tau_rc: 0.02,
-                        tau_ref: 0.002,
-                        min_voltage: 0.0,
+                    _ => match opts.relu_neuron {
+                        Swap::SpikingRelu => NeuronModel::SpikingRelu,
+                        Swap::If => NeuronModel::IfNeuron,
+                        Swap::Lif => NeuronModel::Lif {
+                            tau_rc: 0.02,
+                            tau_ref: 0.002,
+                            min_voltage: 0.0,
+                        },
                     },
-                    _ => NeuronModel::SpikingRelu,
                 };
                 let shape = rw.old_value(inst.results[0]).ty.shape.clone();
                 let init = match opts.initial_voltage {

@@ -47,7 +47,7 @@ __all__ = [
     "supported_layers",
 ]
 
-_SWAP_TARGETS = {"spiking_relu", "spikingrectifiedlinear", "lif"}
+_SWAP_TARGETS = {"spiking_relu", "spikingrectifiedlinear", "if", "lif"}
 
 
 def _reduce_network(net: Network):
@@ -102,9 +102,9 @@ def _swap_target(swap_activations: Optional[Mapping[Any, Any]]) -> Optional[str]
         v = v.lower()
         if v not in _SWAP_TARGETS:
             raise ValueError(
-                f"swap_activations: relu can become 'spiking_relu' or 'lif', not {value!r}"
+                f"swap_activations: relu can become 'spiking_relu', 'if' or 'lif', not {value!r}"
             )
-        target = "lif" if v == "lif" else "spiking_relu"
+        target = v if v in ("if", "lif") else "spiking_relu"
     return target
 
 
