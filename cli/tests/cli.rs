@@ -1154,7 +1154,9 @@ fn sweep_rows_equal_single_runs() {
                 .parse()
                 .unwrap()
         };
-        let setting = format!("scale {scale}, synapse {synapse}, v0 uniform");
+        // Without a synapse both read the output's mean since the first step by default.
+        let readout = if synapse == "none" { "mean" } else { "last" };
+        let setting = format!("scale {scale}, synapse {synapse}, v0 uniform, readout {readout}");
         let row = table
             .lines()
             .find(|l| l.starts_with(&format!("\"{setting}\"")))
@@ -1174,5 +1176,85 @@ fn sweep_rows_equal_single_runs() {
             "{setting}"
         );
         assert!(text.contains(&setting), "{text}");
+    }
+}
+
+/// `--target-steps`: the search is reported on stderr (every setting tried, with predicted and
+/// measured agreement and spikes, the chosen one marked), the network answers with the mean
+/// readout, and bad combinations are refused with the flag named.
+#[test]
+fn target_steps_reports_its_search() {
+    let dir = scratch("target_steps");
+    let (images, labels) = mnist_slice(&dir, 40);
+    let o = snnc(&[
+        "run",
+        "examples/mnist/model.keras",
+        "--input",
+        s(&images),
+        "--labels",
+        s(&labels),
+        "--steps",
+        "8",
+        "--spiking",
+        "--normalize-rates",
+        "examples/mnist/calibration_images.npy",
+        "--target-steps",
+        "8",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "target: the rate network's decision on 99.0% of the calibration samples by step 8"
+        ),
+        "{err}"
+    );
+    let chosen: Vec<&str> = err
+        .lines()
+        .filter(|l| l.trim_start().starts_with("* "))
+        .collect();
+    assert_eq!(chosen.len(), 1, "{err}");
+    assert!(chosen[0].contains("measured") && chosen[0].contains("spikes per sample"));
+    let out = stdout(&o);
+    let acc: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("accuracy: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(acc >= 0.9, "{out}");
+    for (args, want) in [
+        (
+            vec!["--spiking", "--target-steps", "8"],
+            "--target-steps needs --normalize-rates",
+        ),
+        (
+            vec![
+                "--spiking",
+                "--normalize-rates",
+                "examples/mnist/calibration_images.npy",
+                "--target-steps",
+                "0",
+            ],
+            "target_steps must be at least 1",
+        ),
+        (
+            vec![
+                "--spiking",
+                "--normalize-rates",
+                "examples/mnist/calibration_images.npy",
+                "--target-steps",
+                "8",
+                "--target-agreement",
+                "1.5",
+            ],
+            "target_agreement must be in (0, 1]",
+        ),
+    ] {
+        let mut a = vec!["run", "examples/mnist/model.keras", "--input", s(&images)];
+        a.extend(args);
+        let o = snnc(&a);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
     }
 }

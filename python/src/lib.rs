@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use snnc_compiler::calibrate::Simulated;
 use snnc_compiler::driver::{
-    self, CompileError, CompileHooks, Flags, Normalize, NormalizeRuleFlag, Swap,
+    self, CompileError, CompileHooks, Flags, Normalize, NormalizeRuleFlag, Swap, TimedNormalize,
 };
 use snnc_compiler::passes::{InitialVoltage, MaxPoolMode};
 use snnc_ir::{Module, Verified};
@@ -211,7 +211,7 @@ fn verified(m: Module, what: &str) -> PyResult<Verified> {
 #[pyo3(signature = (path, *, spiking=false, swap=None, scale=None, layer_scales=Vec::new(),
     synapse=None, no_synapse=false, initial_voltage=None, max_pool=None, dt=None, passes=None,
     calibration=None, normalize_rule="budget", percentile=99.0, max_rate=1000.0,
-    error_fraction=0.3))]
+    error_fraction=0.3, target_steps=None, target_agreement=0.99))]
 #[allow(clippy::too_many_arguments)]
 fn compile(
     py: Python<'_>,
@@ -231,6 +231,8 @@ fn compile(
     percentile: f64,
     max_rate: f64,
     error_fraction: f64,
+    target_steps: Option<usize>,
+    target_agreement: f64,
 ) -> PyResult<Network> {
     let swap = match swap {
         None => None,
@@ -296,6 +298,10 @@ fn compile(
             samples: d.shape().first().copied().unwrap_or(0),
             percentile,
             rule,
+            target: target_steps.map(|steps| TimedNormalize {
+                steps,
+                agreement: target_agreement,
+            }),
         }),
         verify_last_only: false,
     };

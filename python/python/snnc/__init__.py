@@ -123,6 +123,8 @@ def convert(
     percentile: float = 99.0,
     max_rate: float = 1000.0,
     error_fraction: float = 0.3,
+    target_steps: Optional[int] = None,
+    target_agreement: float = 0.99,
     passes: Optional[Sequence[str]] = None,
 ) -> Network:
     """Convert a Keras model (a path to ``.keras``/``.h5``, or an in-memory Keras 3 or tf.keras
@@ -141,10 +143,18 @@ def convert(
       ``"default"`` is 5 ms when spiking and none otherwise (NengoDL's defaults).
     - ``max_pool``: ``"neural"`` (a circuit of neurons), ``"avg"`` (NengoDL's max_to_avg_pool),
       ``"keep"`` (the exact non-neural op).
-    - ``swap_activations``: e.g. ``{"relu": "lif"}`` for Nengo's LIF neurons.
+    - ``swap_activations``: e.g. ``{"relu": "lif"}`` for Nengo's LIF neurons, ``{"relu": "if"}``
+      for integrate-and-fire neurons with signed input (reset by subtraction, no floor on the
+      membrane), which work without synapses.
     - ``initial_voltage``: ``"uniform"`` (Nengo's) or one value.
     - ``normalize_rates``: calibration inputs ``(n, *input_shape)``: per-layer scales chosen
       from the rate network's activity (explicit per-layer scales still win).
+    - ``target_steps``: with ``normalize_rates``, search the scales by simulating the spiking
+      network on the calibration inputs for that many steps, for the fewest spikes at which its
+      decisions equal the rate network's on a fraction ``target_agreement`` of them (``snnc run
+      --target-steps``). Unless given otherwise, ReLUs become integrate-and-fire neurons
+      (``swap_activations={"relu": "if"}``) with no synapse and initial voltage 0.5: read the
+      output with ``predict(..., readout="mean")``. ``Network.calibration`` reports the search.
     - ``passes``: the pass pipeline by name (as ``snnc compile --passes``).
 
     Raises :class:`ConversionError` (naming the file, layer or line) for anything it cannot
@@ -186,6 +196,8 @@ def convert(
         percentile=percentile,
         max_rate=max_rate,
         error_fraction=error_fraction,
+        target_steps=target_steps,
+        target_agreement=target_agreement,
     )
     if isinstance(model, (str, os.PathLike)):
         return _snnc.compile(os.fspath(model), **kwargs)
@@ -401,8 +413,9 @@ def evaluate(
     backend: str = "jit",
     seed: int = 0,
     progress_bar: Union[bool, Callable[[int, int], Any]] = False,
+    readout: str = "last",
 ) -> Evaluation:
     """``{step: accuracy}`` of ``net`` on ``(x, y)``, with spike counts (see
     :meth:`Simulator.evaluate`)."""
     with Simulator(net, minibatch_size, backend, seed, progress_bar) as sim:
-        return sim.evaluate(x, y, n_steps, at)
+        return sim.evaluate(x, y, n_steps, at, readout=readout)

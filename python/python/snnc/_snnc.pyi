@@ -71,5 +71,7 @@ def compile(
     percentile: float = 99.0,
     max_rate: float = 1000.0,
     error_fraction: float = 0.3,
+    target_steps: Optional[int] = None,
+    target_agreement: float = 0.99,
 ) -> Network: ...
 def supported_layers() -> List[str]: ...
