@@ -396,6 +396,15 @@ pub fn predicted_agreement(
         / meas.margins.len() as f64
 }
 
+/// A converted network's decisions on the calibration samples and its spikes per sample.
+pub type Answers = Result<(Vec<usize>, f64), CalibrateError>;
+
+/// Converts the network with the given per-layer scales and simulates it to the target step.
+pub type Evaluate<'a> = dyn FnMut(&[(String, f64)]) -> Answers + 'a;
+
+/// One family of per-layer proportions: its setting at a level (higher, more spikes).
+type Family<'a> = Box<dyn Fn(f64) -> (String, NormalizeRule) + 'a>;
+
 /// Scales for a time target, found by simulation. Two families of per-layer proportions are
 /// tried — the budget rule's (`g ∝ (w/S)^⅓`, its error fraction the knob) and the percentile
 /// rule's (`g ∝ 1/a_p`, its rate the knob, starting at half a spike per step) — and the cheapest
@@ -409,37 +418,31 @@ pub fn predicted_agreement(
 pub fn search_gains(
     meas: &Measurement,
     target: TimeTarget,
-    evaluate: &mut dyn FnMut(&[(String, f64)]) -> Result<(Vec<usize>, f64), CalibrateError>,
+    evaluate: &mut Evaluate,
 ) -> Result<TimedChoice, CalibrateError> {
     let tau = target.steps as f64 * target.dt;
     let start_rate = 0.5 / target.dt;
-    let families: [(&str, Box<dyn Fn(f64) -> (String, NormalizeRule)>); 2] = [
-        (
-            "budget",
-            Box::new(|level: f64| {
-                let f = target.error_fraction.max(1e-6) / level;
-                (
-                    format!("budget, error fraction {f:.4}"),
-                    NormalizeRule::Budget {
-                        error_fraction: f,
-                        tau,
-                    },
-                )
-            }),
-        ),
-        (
-            "percentile",
-            Box::new(|level: f64| {
-                let r = start_rate * level;
-                (
-                    format!("percentile, {r:.0} Hz"),
-                    NormalizeRule::Percentile { max_rate: r },
-                )
-            }),
-        ),
+    let families: [Family; 2] = [
+        Box::new(|level: f64| {
+            let f = target.error_fraction.max(1e-6) / level;
+            (
+                format!("budget, error fraction {f:.4}"),
+                NormalizeRule::Budget {
+                    error_fraction: f,
+                    tau,
+                },
+            )
+        }),
+        Box::new(|level: f64| {
+            let r = start_rate * level;
+            (
+                format!("percentile, {r:.0} Hz"),
+                NormalizeRule::Percentile { max_rate: r },
+            )
+        }),
     ];
     let mut tried: Vec<Candidate> = Vec::new();
-    for (_, family) in &families {
+    for family in &families {
         // Simulate one level of this family; true when it meets the target.
         let mut try_level =
             |level: f64, tried: &mut Vec<Candidate>| -> Result<bool, CalibrateError> {
@@ -562,9 +565,7 @@ mod tests {
 
     /// A simulated network whose samples keep their decision once the first layer's scale
     /// exceeds a per-sample threshold, and whose spikes are the sum of the scales.
-    fn fake(
-        thresholds: [f64; 4],
-    ) -> impl FnMut(&[(String, f64)]) -> Result<(Vec<usize>, f64), CalibrateError> {
+    fn fake(thresholds: [f64; 4]) -> impl FnMut(&[(String, f64)]) -> Answers {
         move |gains: &[(String, f64)]| {
             let g = gains[0].1;
             let answers = (0..4)
