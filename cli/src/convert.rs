@@ -5,6 +5,7 @@ use clap::{Args, ValueEnum};
 use snnc_compiler::calibrate::Simulated;
 use snnc_compiler::driver::{
     CompileHooks, Flags, Normalize, NormalizeRuleFlag, Swap, TimedNormalize, compile,
+    spike_defaults,
 };
 use snnc_compiler::passes::{InitialVoltage, MaxPoolMode};
 use snnc_ir::{Module, Verified};
@@ -127,12 +128,18 @@ impl ConvertArgs {
         parts.join(", ")
     }
 
+    /// Whether `--target-steps` applies (it needs `--normalize-rates`) and so sets the defaults of
+    /// the flags left unset.
+    pub fn timed(&self) -> bool {
+        self.target_steps.is_some() && self.normalize_rates.is_some()
+    }
+
     /// How `run` reads outputs unless `--readout` is given: `mean` for a spiking network without
     /// a synapse (its output at one step is one step's spikes), else `last`.
     pub fn default_readout(&self) -> crate::run::ReadoutArg {
         let no_synapse = match self.synapse.as_deref() {
             Some(s) => s == "none",
-            None => self.target_steps.is_some(),
+            None => spike_defaults(self.timed()).synapse.is_none(),
         };
         if self.spiking && no_synapse {
             crate::run::ReadoutArg::Mean

@@ -6,6 +6,8 @@ use crate::convert::ConvertArgs;
 use crate::npy::{read_f32, read_labels};
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use snnc_compiler::driver::{Swap, spike_defaults};
+use snnc_compiler::passes::InitialVoltage;
 use snnc_runtime::Backend;
 use snnc_runtime::dataset::{self, RunSpec};
 use std::fmt::Write as _;
@@ -164,20 +166,28 @@ pub fn sweep(args: SweepArgs) -> Result<u8> {
                             }
                         }];
                         // Without --target-steps its defaults do not apply to fixed scales.
-                        let timed = c.target_steps.is_some() && c.normalize_rates.is_some();
+                        let timed = c.timed();
                         if !timed {
                             c.target_steps = None;
                         }
-                        // What an unset flag means for this row.
-                        let shown = |v: &Option<String>, default: &str, timed_default: &str| {
-                            v.clone().unwrap_or_else(|| {
-                                if timed { timed_default } else { default }.to_string()
-                            })
+                        // An unset flag is shown with the value the conversion gives it.
+                        let d = spike_defaults(timed);
+                        let or_default =
+                            |v: &Option<String>, default: String| v.clone().unwrap_or(default);
+                        let synapse_default = d.synapse.map_or("none".into(), |t| t.to_string());
+                        let v0_default = match d.initial_voltage {
+                            InitialVoltage::Uniform => "uniform".to_string(),
+                            InitialVoltage::Fixed(v) => v.to_string(),
                         };
-                        parts.push(format!("synapse {}", shown(synapse, "0.005", "none")));
-                        parts.push(format!("v0 {}", shown(v0, "uniform", "0.5")));
+                        parts.push(format!("synapse {}", or_default(synapse, synapse_default)));
+                        parts.push(format!("v0 {}", or_default(v0, v0_default)));
                         if swap.is_some() || timed || !args.swaps.is_empty() {
-                            parts.push(shown(swap, "relu=spiking_relu", "relu=if"));
+                            let neuron = match d.relu_neuron {
+                                Swap::SpikingRelu => "relu=spiking_relu",
+                                Swap::If => "relu=if",
+                                Swap::Lif => "relu=lif",
+                            };
+                            parts.push(or_default(swap, neuron.into()));
                         }
                         let readout = readout.unwrap_or_else(|| c.default_readout());
                         parts.push(format!("readout {readout:?}").to_lowercase());

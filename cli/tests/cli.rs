@@ -1084,6 +1084,15 @@ fn report_draws_the_diagnosis_figures() {
     assert_fails(&r, "--raster draws into the --report directory");
 }
 
+/// The number after `prefix` on the line of `out` that starts with it.
+fn printed_number(out: &str, prefix: &str) -> f64 {
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no number after `{prefix}` in:\n{out}"))
+}
+
 /// `snnc sweep` runs each setting as `snnc run` would: its accuracy at each step and its spikes
 /// and synaptic operations per sample equal those `run` prints for the same flags; the CSV holds
 /// the same numbers and the ANN's accuracy.
@@ -1142,18 +1151,7 @@ fn sweep_rows_equal_single_runs() {
         ]);
         assert!(run.status.success(), "{}", stderr(&run));
         let out = stdout(&run);
-        let number = |prefix: &str| -> f64 {
-            let line = out
-                .lines()
-                .find(|l| l.starts_with(prefix))
-                .unwrap_or_else(|| panic!("{out}"));
-            line[prefix.len()..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
+        let number = |prefix: &str| printed_number(&out, prefix);
         // Without a synapse both read the output's mean since the first step by default.
         let readout = if synapse == "none" { "mean" } else { "last" };
         let setting = format!("scale {scale}, synapse {synapse}, v0 uniform, readout {readout}");
@@ -1216,12 +1214,7 @@ fn target_steps_reports_its_search() {
     assert_eq!(chosen.len(), 1, "{err}");
     assert!(chosen[0].contains("measured") && chosen[0].contains("spikes per sample"));
     let out = stdout(&o);
-    let acc: f64 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("accuracy: "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("{out}"));
+    let acc = printed_number(&out, "accuracy: ");
     assert!(acc >= 0.9, "{out}");
     for (args, want) in [
         (

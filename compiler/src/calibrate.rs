@@ -563,6 +563,16 @@ mod tests {
         assert!(predicted_agreement(&m, &gains, 40, 0.001) > got);
     }
 
+    /// A target at 1 ms steps, searched from the budget rule's default error fraction.
+    fn target(steps: usize, agreement: f64) -> TimeTarget {
+        TimeTarget {
+            steps,
+            agreement,
+            error_fraction: 0.3,
+            dt: 0.001,
+        }
+    }
+
     /// A simulated network whose samples keep their decision once the first layer's scale
     /// exceeds a per-sample threshold, and whose spikes are the sum of the scales.
     fn fake(thresholds: [f64; 4]) -> impl FnMut(&[(String, f64)]) -> Answers {
@@ -578,12 +588,7 @@ mod tests {
     #[test]
     fn the_search_picks_the_cheapest_setting_that_meets_the_target() {
         let m = measurement();
-        let target = TimeTarget {
-            steps: 16,
-            agreement: 0.75,
-            error_fraction: 0.3,
-            dt: 0.001,
-        };
+        let target = target(16, 0.75);
         let mut calls = 0;
         let mut inner = fake([0.0, 0.0, 300.0, 1e12]);
         let mut eval = |g: &[(String, f64)]| {
@@ -609,12 +614,7 @@ mod tests {
     #[test]
     fn an_unreachable_target_keeps_the_best_agreement() {
         let m = measurement();
-        let target = TimeTarget {
-            steps: 4,
-            agreement: 1.0,
-            error_fraction: 0.3,
-            dt: 0.001,
-        };
+        let target = target(4, 1.0);
         let c = search_gains(&m, target, &mut fake([0.0, 0.0, 0.0, f64::INFINITY])).unwrap();
         assert!(!c.reached);
         assert_eq!(c.tried[c.chosen].measured, 0.75);

@@ -341,13 +341,7 @@ impl Flags {
                 });
             }
         }
-        let mut defaults = SpikeOptions::default();
-        let timed = self.normalize.is_some_and(|n| n.target.is_some());
-        if timed {
-            defaults.relu_neuron = Swap::If;
-            defaults.synapse = None;
-            defaults.initial_voltage = InitialVoltage::Fixed(0.5);
-        }
+        let defaults = spike_defaults(self.normalize.is_some_and(|n| n.target.is_some()));
         // Without spiking: NengoDL's scales and synapses on the rate network (no synapse unless
         // asked for: NengoDL's default is none).
         let default_synapse = if self.spiking { defaults.synapse } else { None };
@@ -363,6 +357,31 @@ impl Flags {
                 relu_neuron: self.swap.unwrap_or(defaults.relu_neuron),
             }),
         })
+    }
+}
+
+/// The spiking options a conversion gets for every flag left unset: NengoDL's, or with
+/// `--target-steps` (`timed`) integrate-and-fire neurons from half the threshold and no synapses.
+pub fn spike_defaults(timed: bool) -> SpikeOptions {
+    let nengo = SpikeOptions::default();
+    if timed {
+        SpikeOptions {
+            relu_neuron: Swap::If,
+            synapse: None,
+            initial_voltage: InitialVoltage::Fixed(0.5),
+            ..nengo
+        }
+    } else {
+        nengo
+    }
+}
+
+/// Calibrated per-layer scales added to `spiking`; scales given per layer win.
+fn add_calibrated(spiking: &mut SpikeOptions, gains: &[(String, f64)]) {
+    for (layer, g) in gains {
+        if !spiking.layer_scales.iter().any(|(l, _)| l == layer) {
+            spiking.layer_scales.push((layer.clone(), *g));
+        }
     }
 }
 
@@ -517,15 +536,8 @@ pub fn compile(
                 let names = pipeline_names(flags);
                 let mut evaluate = |gains: &[(String, f64)]| {
                     let mut o = opts.clone();
-                    let sp = o
-                        .spiking
-                        .as_mut()
-                        .expect("calibrating a spiking conversion");
-                    for (layer, g) in gains {
-                        if !sp.layer_scales.iter().any(|(l, _)| l == layer) {
-                            sp.layer_scales.push((layer.clone(), *g));
-                        }
-                    }
+                    let sp = o.spiking.as_mut().expect("checked above");
+                    add_calibrated(sp, gains);
                     let converted =
                         passes::run_pipeline(m.clone(), &names, &o, &mut PassHooks::default())
                             .map_err(|e| CalibrateError::Simulate(e.to_string()))?;
@@ -558,13 +570,7 @@ pub fn compile(
                 )
             }
         };
-        let spiking = opts.spiking.as_mut().expect("checked above");
-        // Scales given per layer win over calibrated ones.
-        for (layer, g) in &gains {
-            if !spiking.layer_scales.iter().any(|(l, _)| l == layer) {
-                spiking.layer_scales.push((layer.clone(), *g));
-            }
-        }
+        add_calibrated(opts.spiking.as_mut().expect("checked above"), &gains);
         report.calibration = Some(Calibration {
             stats: meas.stats,
             margin: meas.median_margin,
