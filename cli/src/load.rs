@@ -9,5 +9,8 @@ use std::path::Path;
 /// Text modules come with their source map so verifier errors can name lines.
 pub fn load_module(path: &Path) -> Result<(Module, Option<SourceMap>)> {
     let l = load(path)?;
+    for w in &l.warnings {
+        eprintln!("warning: {w}");
+    }
     Ok((l.module, l.source_map))
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod convert;
 mod load;
+mod nir;
 mod npy;
 mod report;
 mod run;
@@ -101,6 +102,11 @@ enum Command {
     /// scales) and print accuracy at several steps with spikes and synaptic operations per
     /// sample, as text and `--csv`.
     Sweep(sweep::SweepArgs),
+    /// Convert a model and write it as a NIR graph (channels first, spikes of size 1, max
+    /// pooling as a circuit of Conv2d maps and IF units) for neuromorphic toolchains.
+    Export(nir::ExportArgs),
+    /// Read a NIR graph (forward Euler with `--dt`) and write it as a .snn artifact, or print it.
+    Import(nir::ImportArgs),
     /// Join the `--output` files of runs on consecutive `--samples` ranges, in the order given.
     Merge {
         /// The parts, first samples first.
@@ -236,6 +242,8 @@ fn dispatch(cmd: Command) -> Result<u8> {
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::bench(args),
         Command::Sweep(args) => sweep::sweep(args),
+        Command::Export(args) => nir::export(args),
+        Command::Import(args) => nir::import(args),
         Command::Merge { parts, output } => {
             let n = npy::merge(&parts, &output)?;
             println!(

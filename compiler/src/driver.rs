@@ -65,8 +65,11 @@ pub enum LoadError {
     /// A Keras model that could not be read (the error names the file and layer).
     #[error(transparent)]
     Keras(Box<KerasError>),
+    /// A NIR graph that could not be read or imported (the error names the file or node).
+    #[error(transparent)]
+    Nir(Box<snnc_nir::NirError>),
     /// An extension snnc does not read.
-    #[error("{}: unknown file type; expected .keras, .h5, .sir, .snn or .json", path.display())]
+    #[error("{}: unknown file type; expected .keras, .h5, .sir, .snn, .json or .nir", path.display())]
     UnknownType {
         /// The file.
         path: PathBuf,
@@ -88,6 +91,8 @@ pub struct Loaded {
     pub source_map: Option<SourceMap>,
     /// Whether it came from a Keras model (which is always converted).
     pub keras: bool,
+    /// What loading had to assume (a NIR graph's reset rule, ...), each naming its node.
+    pub warnings: Vec<String>,
 }
 
 /// Whether `path` names a Keras model, by its extension.
@@ -119,6 +124,7 @@ pub fn load_at(path: &Path, dt: Option<f64>) -> Result<Loaded, LoadError> {
         module,
         source_map: None,
         keras: false,
+        warnings: Vec::new(),
     };
     match extension(path).as_deref().unwrap_or("") {
         "snn" => snnc_ir::load_snn(path)
@@ -151,6 +157,7 @@ pub fn load_at(path: &Path, dt: Option<f64>) -> Result<Loaded, LoadError> {
                 module,
                 source_map: Some(map),
                 keras: false,
+                warnings: Vec::new(),
             })
         }
         "keras" | "h5" | "hdf5" => Ok(Loaded {
@@ -162,7 +169,18 @@ pub fn load_at(path: &Path, dt: Option<f64>) -> Result<Loaded, LoadError> {
             )?,
             source_map: None,
             keras: true,
+            warnings: Vec::new(),
         }),
+        "nir" => {
+            let imported =
+                snnc_nir::import::import_file(path, dt).map_err(|e| LoadError::Nir(Box::new(e)))?;
+            Ok(Loaded {
+                module: imported.module,
+                source_map: None,
+                keras: false,
+                warnings: imported.warnings,
+            })
+        }
         _ => Err(LoadError::UnknownType { path: path.into() }),
     }
 }

@@ -28,6 +28,7 @@ pub mod ops;
 pub mod parse;
 pub mod plan;
 pub mod print;
+pub mod rng;
 pub mod semantics;
 pub mod types;
 pub mod verify;

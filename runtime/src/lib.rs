@@ -16,7 +16,7 @@ pub mod jit;
 pub mod kernels;
 pub mod linear;
 pub mod observe;
-pub mod rng;
+pub use snnc_ir::rng;
 pub mod window;
 
 pub use engine::{Engine, SimError};
