@@ -90,7 +90,10 @@ pub fn import(args: ImportArgs) -> Result<u8> {
         eprintln!("warning: {w}");
     }
     let m = snnc_ir::verify(imported.module, snnc_ir::Target::Any).map_err(|e| {
-        anyhow::anyhow!("{}: the imported module does not verify:\n{e}", args.file.display())
+        anyhow::anyhow!(
+            "{}: the imported module does not verify:\n{e}",
+            args.file.display()
+        )
     })?;
     match args.output {
         Some(out) => {

@@ -69,9 +69,10 @@ pub fn export(m: &Module) -> Result<Exported, NirError> {
     ex.graph
         .metadata
         .insert("dt".into(), Field::scalar(m.dt as f32));
-    ex.graph
-        .metadata
-        .insert("producer".into(), Field::Text(format!("snnc {}", env!("CARGO_PKG_VERSION"))));
+    ex.graph.metadata.insert(
+        "producer".into(),
+        Field::Text(format!("snnc {}", env!("CARGO_PKG_VERSION"))),
+    );
     ex.graph
         .metadata
         .insert("source_module".into(), Field::Text(m.name.clone()));
@@ -164,7 +165,13 @@ impl<'m> Exporter<'m> {
     fn fresh(&mut self, wanted: &str) -> String {
         let base: String = wanted
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let mut name = base.clone();
         let mut k = 1;
@@ -211,7 +218,10 @@ impl<'m> Exporter<'m> {
         }
         Err(self.err(
             inst,
-            format!("operand {} must be an f32 constant with its data", self.m.operand_name(o)),
+            format!(
+                "operand {} must be an f32 constant with its data",
+                self.m.operand_name(o)
+            ),
         ))
     }
 
@@ -226,7 +236,10 @@ impl<'m> Exporter<'m> {
             let name = self.fresh(&m.value(v).name);
             self.graph.nodes.insert(
                 name.clone(),
-                Node::Prim(Primitive::new("Input", [("shape", ints(&nir_shape(&shape)))])),
+                Node::Prim(Primitive::new(
+                    "Input",
+                    [("shape", ints(&nir_shape(&shape)))],
+                )),
             );
             self.set(
                 v,
@@ -276,7 +289,10 @@ impl<'m> Exporter<'m> {
         let shape = val.nir_shape();
         let node = self.add_node(
             &format!("{name}_scale"),
-            Primitive::new("Scale", [("scale", Field::float(&shape, vec![val.scale; n]))]),
+            Primitive::new(
+                "Scale",
+                [("scale", Field::float(&shape, vec![val.scale; n]))],
+            ),
             &val.sources,
         );
         vec![node]
@@ -300,16 +316,27 @@ impl<'m> Exporter<'m> {
                 let cout_g = cout / groups;
                 let taps: usize = kshape[..d].iter().product();
                 let mut pads = Vec::new();
-                for ax in 0..d {
-                    let w = WindowAxis::new(x.shape[ax], kshape[ax], attrs.strides[ax], attrs.dilation[ax], attrs.padding)
-                        .map_err(|e| self.err(inst, e.to_string()))?;
-                    let total = ((w.output - 1) * w.stride + (w.window - 1) * w.dilation + 1).saturating_sub(w.input);
+                for (ax, &k) in kshape[..d].iter().enumerate() {
+                    let w = WindowAxis::new(
+                        x.shape[ax],
+                        k,
+                        attrs.strides[ax],
+                        attrs.dilation[ax],
+                        attrs.padding,
+                    )
+                    .map_err(|e| self.err(inst, e.to_string()))?;
+                    let total = ((w.output - 1) * w.stride + (w.window - 1) * w.dilation + 1)
+                        .saturating_sub(w.input);
                     if attrs.padding == Padding::Same && total % 2 == 1 {
                         return Err(self.err(inst, format!(
                             "padding=same pads axis {ax} by {total} cells, one more after than before; NIR's padding is symmetric (pad the input explicitly or use an odd kernel with stride 1)"
                         )));
                     }
-                    pads.push(if attrs.padding == Padding::Same { total / 2 } else { 0 });
+                    pads.push(if attrs.padding == Padding::Same {
+                        total / 2
+                    } else {
+                        0
+                    });
                 }
                 // snnc [k..., cin/g, cout] → NIR [cout, cin, k...] with groups expanded.
                 let mut w = vec![0f32; cout * cin * taps];
@@ -341,7 +368,16 @@ impl<'m> Exporter<'m> {
                 let node = self.add_node(&name, p, &x.sources);
                 self.biasable.insert(node.clone(), cout);
                 let shape = m.value(inst.results[0]).ty.shape.clone();
-                self.set(inst.results[0], Val { sources: vec![node], scale: 1.0, shape, layout: Layout::Std, spikes: None });
+                self.set(
+                    inst.results[0],
+                    Val {
+                        sources: vec![node],
+                        scale: 1.0,
+                        shape,
+                        layout: Layout::Std,
+                        spikes: None,
+                    },
+                );
             }
             Op::Dense => {
                 let x = self.operand(inst, inst.args[0])?;
@@ -362,11 +398,23 @@ impl<'m> Exporter<'m> {
                 }
                 let p = Primitive::new(
                     "Affine",
-                    [("weight", Field::float(&[o, n], wt)), ("bias", Field::float(&[o], vec![0.0; o]))],
+                    [
+                        ("weight", Field::float(&[o, n], wt)),
+                        ("bias", Field::float(&[o], vec![0.0; o])),
+                    ],
                 );
                 let node = self.add_node(&name, p, &x.sources);
                 self.biasable.insert(node.clone(), o);
-                self.set(inst.results[0], Val { sources: vec![node], scale: 1.0, shape: vec![o], layout: Layout::Std, spikes: None });
+                self.set(
+                    inst.results[0],
+                    Val {
+                        sources: vec![node],
+                        scale: 1.0,
+                        shape: vec![o],
+                        layout: Layout::Std,
+                        spikes: None,
+                    },
+                );
             }
             Op::Bias => {
                 let x = self.operand(inst, inst.args[0])?;
@@ -379,12 +427,25 @@ impl<'m> Exporter<'m> {
                 let (c, _) = self.constant(inst, inst.args[1])?;
                 let n: usize = x.shape.iter().product();
                 let full: Vec<f32> = (0..n).map(|i| c[i % c.len()]).collect();
-                let p = Primitive::new("Scale", [("scale", Field::float(&x.nir_shape(), x.to_nir(&full)))]);
+                let p = Primitive::new(
+                    "Scale",
+                    [("scale", Field::float(&x.nir_shape(), x.to_nir(&full)))],
+                );
                 let node = self.add_node(&name, p, &x.sources);
-                self.set(inst.results[0], Val { sources: vec![node], ..x });
+                self.set(
+                    inst.results[0],
+                    Val {
+                        sources: vec![node],
+                        ..x
+                    },
+                );
             }
             Op::Add => {
-                let vals: Vec<Val> = inst.args.iter().map(|&a| self.operand(inst, a)).collect::<Result<_, _>>()?;
+                let vals: Vec<Val> = inst
+                    .args
+                    .iter()
+                    .map(|&a| self.operand(inst, a))
+                    .collect::<Result<_, _>>()?;
                 if vals.iter().any(|v| v.layout != vals[0].layout) {
                     return Err(self.err(inst, "adds values laid out differently in NIR"));
                 }
@@ -398,8 +459,20 @@ impl<'m> Exporter<'m> {
                     }
                 }
                 let scale = if same_scale { vals[0].scale } else { 1.0 };
-                let spikes = if vals.iter().all(|v| v.spikes.is_some()) { vals[0].spikes } else { None };
-                self.set(inst.results[0], Val { sources, scale, spikes, ..vals[0].clone() });
+                let spikes = if vals.iter().all(|v| v.spikes.is_some()) {
+                    vals[0].spikes
+                } else {
+                    None
+                };
+                self.set(
+                    inst.results[0],
+                    Val {
+                        sources,
+                        scale,
+                        spikes,
+                        ..vals[0].clone()
+                    },
+                );
             }
             Op::Reshape { shape } => {
                 let x = self.operand(inst, inst.args[0])?;
@@ -416,7 +489,15 @@ impl<'m> Exporter<'m> {
                     );
                     let node = self.add_node(&name, p, &x.sources);
                     let perm = std_perm(&x.shape);
-                    self.set(inst.results[0], Val { sources: vec![node], shape: shape.clone(), layout: Layout::Perm(perm), ..x });
+                    self.set(
+                        inst.results[0],
+                        Val {
+                            sources: vec![node],
+                            shape: shape.clone(),
+                            layout: Layout::Perm(perm),
+                            ..x
+                        },
+                    );
                 } else {
                     return Err(self.err(inst, "NIR can only flatten to one axis"));
                 }
@@ -426,11 +507,22 @@ impl<'m> Exporter<'m> {
                 self.full_windows(inst, &x, attrs)?;
                 let p = Primitive::new(
                     "AvgPool2d",
-                    [("kernel_size", ints(&attrs.pool)), ("stride", ints(&attrs.strides)), ("padding", ints(&[0, 0]))],
+                    [
+                        ("kernel_size", ints(&attrs.pool)),
+                        ("stride", ints(&attrs.strides)),
+                        ("padding", ints(&[0, 0])),
+                    ],
                 );
                 let node = self.add_node(&name, p, &x.sources);
                 let shape = m.value(inst.results[0]).ty.shape.clone();
-                self.set(inst.results[0], Val { sources: vec![node], shape, ..x });
+                self.set(
+                    inst.results[0],
+                    Val {
+                        sources: vec![node],
+                        shape,
+                        ..x
+                    },
+                );
             }
             Op::GlobalAvgPool => {
                 let x = self.operand(inst, inst.args[0])?;
@@ -438,15 +530,34 @@ impl<'m> Exporter<'m> {
                     return Err(self.err(inst, "NIR pools over two spatial axes"));
                 }
                 let hw = &x.shape[..2];
-                let p = Primitive::new("AvgPool2d", [("kernel_size", ints(hw)), ("stride", ints(hw)), ("padding", ints(&[0, 0]))]);
+                let p = Primitive::new(
+                    "AvgPool2d",
+                    [
+                        ("kernel_size", ints(hw)),
+                        ("stride", ints(hw)),
+                        ("padding", ints(&[0, 0])),
+                    ],
+                );
                 let pool = self.add_node(&name, p, &x.sources);
                 let c = x.shape[2];
                 let f = Primitive::new(
                     "Flatten",
-                    [("input_type", ints(&[c, 1, 1])), ("start_dim", Field::int(0)), ("end_dim", Field::int(-1))],
+                    [
+                        ("input_type", ints(&[c, 1, 1])),
+                        ("start_dim", Field::int(0)),
+                        ("end_dim", Field::int(-1)),
+                    ],
                 );
                 let node = self.add_node(&format!("{name}_flatten"), f, &[pool]);
-                self.set(inst.results[0], Val { sources: vec![node], shape: vec![c], layout: Layout::Std, ..x });
+                self.set(
+                    inst.results[0],
+                    Val {
+                        sources: vec![node],
+                        shape: vec![c],
+                        layout: Layout::Std,
+                        ..x
+                    },
+                );
             }
             Op::MaxPool(attrs) => {
                 let x = self.operand(inst, inst.args[0])?;
@@ -464,10 +575,22 @@ impl<'m> Exporter<'m> {
                 let c = x.shape[2];
                 let f = Primitive::new(
                     "Flatten",
-                    [("input_type", ints(&[c, 1, 1])), ("start_dim", Field::int(0)), ("end_dim", Field::int(-1))],
+                    [
+                        ("input_type", ints(&[c, 1, 1])),
+                        ("start_dim", Field::int(0)),
+                        ("end_dim", Field::int(-1)),
+                    ],
                 );
                 let node = self.add_node(&format!("{name}_flatten"), f, &y.sources);
-                self.set(inst.results[0], Val { sources: vec![node], shape: vec![c], layout: Layout::Std, ..y });
+                self.set(
+                    inst.results[0],
+                    Val {
+                        sources: vec![node],
+                        shape: vec![c],
+                        layout: Layout::Std,
+                        ..y
+                    },
+                );
             }
             Op::Neuron(n) => {
                 for g in 0..inst.groups() {
@@ -512,7 +635,15 @@ impl<'m> Exporter<'m> {
                     subtract_metadata(&mut p);
                     let node = self.add_node(&gname, p, &x.sources);
                     let h = (n.amplitude as f32) / (m.dt as f32);
-                    self.set(results[0], Val { sources: vec![node], scale: h, spikes: Some(n.amplitude), ..x });
+                    self.set(
+                        results[0],
+                        Val {
+                            sources: vec![node],
+                            scale: h,
+                            spikes: Some(n.amplitude),
+                            ..x
+                        },
+                    );
                 }
             }
             Op::Lowpass { tau } => {
@@ -539,7 +670,10 @@ impl<'m> Exporter<'m> {
                         ],
                     );
                     let node = self.add_node(&gname, p, &x.sources);
-                    let val = Val { sources: vec![node], ..x };
+                    let val = Val {
+                        sources: vec![node],
+                        ..x
+                    };
                     if let Operand::State(s) = args[1] {
                         self.state_vals.insert(s.0, val.clone());
                     }
@@ -548,7 +682,10 @@ impl<'m> Exporter<'m> {
             }
             Op::Softmax
                 if m.end_of_step_values().any(|v| v == inst.results[0])
-                    && !m.insts.iter().any(|i| i.args.contains(&Operand::Value(inst.results[0]))) =>
+                    && !m
+                        .insts
+                        .iter()
+                        .any(|i| i.args.contains(&Operand::Value(inst.results[0]))) =>
             {
                 let x = self.operand(inst, inst.args[0])?;
                 self.warnings.push(format!(
@@ -579,10 +716,17 @@ impl<'m> Exporter<'m> {
         let mut v = vec![0f32; count];
         match &self.m.state(s).init {
             StateInit::Zeros => {}
-            StateInit::Uniform { lo, hi, seed } => snnc_ir::rng::uniform_fill(&mut v, *lo, *hi, *seed, 0),
+            StateInit::Uniform { lo, hi, seed } => {
+                snnc_ir::rng::uniform_fill(&mut v, *lo, *hi, *seed, 0)
+            }
             StateInit::Const(c) => match &self.m.constant(*c).data {
                 ConstData::F32(d) if d.len() == count => v.copy_from_slice(d),
-                _ => return Err(self.err(inst, "initial voltage constant has no f32 data of the state's size")),
+                _ => {
+                    return Err(self.err(
+                        inst,
+                        "initial voltage constant has no f32 data of the state's size",
+                    ));
+                }
             },
         }
         Ok(v)
@@ -592,14 +736,31 @@ impl<'m> Exporter<'m> {
     fn bias(&mut self, inst: &Inst, x: &Val, b: &[f32], bshape: &[usize]) -> Result<(), NirError> {
         let channels = *x.shape.last().unwrap_or(&1);
         if bshape.len() != 1 || bshape[0] != channels || x.scale != 1.0 || x.sources.len() != 1 {
-            return Err(self.err(inst, "NIR carries biases inside Affine and Conv nodes; this bias does not follow one"));
+            return Err(self.err(
+                inst,
+                "NIR carries biases inside Affine and Conv nodes; this bias does not follow one",
+            ));
         }
         let mut target = x.sources[0].clone();
         if !self.biasable.contains_key(&target) {
             // A bias after a synapse: move it before the synapse (the LI filters it).
-            let into: Vec<String> = self.graph.edges.iter().filter(|(_, d)| *d == target).map(|(s, _)| s.clone()).collect();
-            let is_li = matches!(self.graph.nodes.get(&target), Some(Node::Prim(p)) if p.kind == "LI");
-            if is_li && into.len() == 1 && self.graph.nodes.get(&into[0]).is_some_and(|n| matches!(n.kind(), "Affine" | "Conv1d" | "Conv2d")) {
+            let into: Vec<String> = self
+                .graph
+                .edges
+                .iter()
+                .filter(|(_, d)| *d == target)
+                .map(|(s, _)| s.clone())
+                .collect();
+            let is_li =
+                matches!(self.graph.nodes.get(&target), Some(Node::Prim(p)) if p.kind == "LI");
+            if is_li
+                && into.len() == 1
+                && self
+                    .graph
+                    .nodes
+                    .get(&into[0])
+                    .is_some_and(|n| matches!(n.kind(), "Affine" | "Conv1d" | "Conv2d"))
+            {
                 let name = self.m.value(inst.results[0]).name.clone();
                 self.warn_once(
                     "bias",
@@ -641,12 +802,22 @@ impl<'m> Exporter<'m> {
     }
 
     /// The max-pool circuit of `lower-maxpool` in NIR primitives (see the module docs).
-    fn max_circuit(&mut self, inst: &Inst, x: &Val, pool: &[usize], strides: &[usize], name: &str) -> Result<Val, NirError> {
+    fn max_circuit(
+        &mut self,
+        inst: &Inst,
+        x: &Val,
+        pool: &[usize],
+        strides: &[usize],
+        name: &str,
+    ) -> Result<Val, NirError> {
         let Some(amplitude) = x.spikes else {
             return Err(self.err(inst, "max pooling of a value that is not a spike train needs rate units, which NIR hardware does not have"));
         };
         let c = x.shape[2];
-        let (h_out, w_out) = ((x.shape[0] - pool[0]) / strides[0] + 1, (x.shape[1] - pool[1]) / strides[1] + 1);
+        let (h_out, w_out) = (
+            (x.shape[0] - pool[0]) / strides[0] + 1,
+            (x.shape[1] - pool[1]) / strides[1] + 1,
+        );
         let taps = pool[0] * pool[1];
         let unit_gain = (1.0 / amplitude) as f32;
         let h = x.scale;
@@ -692,7 +863,11 @@ impl<'m> Exporter<'m> {
                     select[(o * cin + i) * kt + t] = 1.0;
                 }
             }
-            let in_shape: Vec<usize> = if first { x.shape[..2].to_vec() } else { vec![h_out, w_out] };
+            let in_shape: Vec<usize> = if first {
+                x.shape[..2].to_vec()
+            } else {
+                vec![h_out, w_out]
+            };
             let conv = |w: Vec<f32>, cout: usize| {
                 Primitive::new(
                     "Conv2d",
@@ -709,7 +884,11 @@ impl<'m> Exporter<'m> {
             };
             let prefix = format!("{name}_l{level}");
             let d = self.add_node(&format!("{prefix}_diff"), conv(diff, pairs * c), &sources);
-            let s = self.add_node(&format!("{prefix}_b"), conv(select, next_slots * c), &sources);
+            let s = self.add_node(
+                &format!("{prefix}_b"),
+                conv(select, next_slots * c),
+                &sources,
+            );
             let units = pairs * c * h_out * w_out;
             let ushape = [pairs * c, h_out, w_out];
             let mut p = Primitive::new(
@@ -723,7 +902,10 @@ impl<'m> Exporter<'m> {
                 ],
             );
             subtract_metadata(&mut p);
-            p.metadata.insert("circuit".into(), Field::Text(format!("max pool `{name}`, level {level}")));
+            p.metadata.insert(
+                "circuit".into(),
+                Field::Text(format!("max pool `{name}`, level {level}")),
+            );
             let mut u = self.add_node(&format!("{prefix}_u"), p, &[d]);
             if unpaired == 1 {
                 // Place the units' spikes in the first `pairs` slots of the next level.
@@ -734,8 +916,14 @@ impl<'m> Exporter<'m> {
                 let embed = Primitive::new(
                     "Conv2d",
                     [
-                        ("weight", Field::float(&[next_slots * c, pairs * c, 1, 1], e)),
-                        ("bias", Field::float(&[next_slots * c], vec![0.0; next_slots * c])),
+                        (
+                            "weight",
+                            Field::float(&[next_slots * c, pairs * c, 1, 1], e),
+                        ),
+                        (
+                            "bias",
+                            Field::float(&[next_slots * c], vec![0.0; next_slots * c]),
+                        ),
                         ("stride", ints(&[1, 1])),
                         ("padding", ints(&[0, 0])),
                         ("dilation", ints(&[1, 1])),
@@ -762,6 +950,7 @@ impl<'m> Exporter<'m> {
 
 /// Record snnc's reset rule on an `IF` node: subtract 1 (NIR itself leaves the rule open).
 fn subtract_metadata(p: &mut Primitive) {
-    p.metadata.insert("reset".into(), Field::Text("subtract".into()));
+    p.metadata
+        .insert("reset".into(), Field::Text("subtract".into()));
     p.metadata.insert("reset_amount".into(), Field::scalar(1.0));
 }

@@ -8,9 +8,9 @@
 //! integers as int64; both float32 and float64 are read.
 
 use crate::{Field, Graph, NIR_VERSION, NirError, Node, Primitive};
+use hdf5_pure::{FileBuilder, GroupBuilder};
 use hdf5_reader::group::Group;
 use hdf5_reader::{Datatype, Hdf5File};
-use hdf5_pure::{FileBuilder, GroupBuilder};
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
@@ -57,11 +57,15 @@ fn write_field(g: &mut GroupBuilder, name: &str, f: &Field) {
     match f {
         Field::Float { shape, data } => {
             let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-            g.create_dataset(name).with_f32_data(data).with_shape(&shape);
+            g.create_dataset(name)
+                .with_f32_data(data)
+                .with_shape(&shape);
         }
         Field::Int { shape, data } => {
             let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-            g.create_dataset(name).with_i64_data(data).with_shape(&shape);
+            g.create_dataset(name)
+                .with_i64_data(data)
+                .with_shape(&shape);
         }
         Field::Text(t) => write_text(g, name, t),
     }
@@ -153,7 +157,10 @@ fn read_text(g: &Group, name: &str, at: &str) -> Result<String, String> {
     }
     match ds.read_strings() {
         Ok(v) if v.len() == 1 => Ok(v.into_iter().next().unwrap_or_default()),
-        Ok(v) => Err(format!("`{at}/{name}`: expected one text, found {}", v.len())),
+        Ok(v) => Err(format!(
+            "`{at}/{name}`: expected one text, found {}",
+            v.len()
+        )),
         Err(e) => Err(format!("`{at}/{name}`: expected text ({e})")),
     }
 }
@@ -184,19 +191,51 @@ fn read_field(g: &Group, name: &str, at: &str) -> Result<Field, String> {
         data: v,
     };
     match ds.dtype() {
-        Datatype::FloatingPoint { size: 4, .. } => {
-            Ok(floats(ds.read_array::<f32>().map_err(bad)?.iter().copied().collect()))
-        }
+        Datatype::FloatingPoint { size: 4, .. } => Ok(floats(
+            ds.read_array::<f32>()
+                .map_err(bad)?
+                .iter()
+                .copied()
+                .collect(),
+        )),
         Datatype::FloatingPoint { size: 8, .. } => Ok(floats(
-            ds.read_array::<f64>().map_err(bad)?.iter().map(|&x| x as f32).collect(),
+            ds.read_array::<f64>()
+                .map_err(bad)?
+                .iter()
+                .map(|&x| x as f32)
+                .collect(),
         )),
         Datatype::FixedPoint { size, signed, .. } => {
             let v: Vec<i64> = match (size, signed) {
-                (8, true) => ds.read_array::<i64>().map_err(bad)?.iter().copied().collect(),
-                (4, true) => ds.read_array::<i32>().map_err(bad)?.iter().map(|&x| x as i64).collect(),
-                (1, false) => ds.read_array::<u8>().map_err(bad)?.iter().map(|&x| x as i64).collect(),
-                (1, true) => ds.read_array::<i8>().map_err(bad)?.iter().map(|&x| x as i64).collect(),
-                _ => return Err(format!("`{at}/{name}`: unsupported integer of {size} bytes")),
+                (8, true) => ds
+                    .read_array::<i64>()
+                    .map_err(bad)?
+                    .iter()
+                    .copied()
+                    .collect(),
+                (4, true) => ds
+                    .read_array::<i32>()
+                    .map_err(bad)?
+                    .iter()
+                    .map(|&x| x as i64)
+                    .collect(),
+                (1, false) => ds
+                    .read_array::<u8>()
+                    .map_err(bad)?
+                    .iter()
+                    .map(|&x| x as i64)
+                    .collect(),
+                (1, true) => ds
+                    .read_array::<i8>()
+                    .map_err(bad)?
+                    .iter()
+                    .map(|&x| x as i64)
+                    .collect(),
+                _ => {
+                    return Err(format!(
+                        "`{at}/{name}`: unsupported integer of {size} bytes"
+                    ));
+                }
             };
             Ok(ints(v))
         }
@@ -276,12 +315,11 @@ fn read_graph(g: &Group, at: &str, depth: usize) -> Result<Graph, String> {
             .read_strings()
             .map_err(|e| format!("`{at}/edges`: expected an (E, 2) array of node names ({e})"))?
     };
-    if shape.len() != 2 || shape[1] != 2 || flat.len() as u64 != shape[0] * 2 {
-        if !(flat.is_empty() && shape.iter().product::<u64>() == 0) {
-            return Err(format!(
-                "`{at}/edges` has shape {shape:?}; expected (E, 2) node names"
-            ));
-        }
+    let empty = flat.is_empty() && shape.iter().product::<u64>() == 0;
+    if !empty && (shape.len() != 2 || shape[1] != 2 || flat.len() as u64 != shape[0] * 2) {
+        return Err(format!(
+            "`{at}/edges` has shape {shape:?}; expected (E, 2) node names"
+        ));
     }
     graph.edges = flat
         .chunks(2)
@@ -303,7 +341,10 @@ mod tests {
         let mut lin = Primitive::new(
             "Affine",
             [
-                ("weight", Field::float(&[2, 3], vec![1., 2., 3., 4., 5., 6.])),
+                (
+                    "weight",
+                    Field::float(&[2, 3], vec![1., 2., 3., 4., 5., 6.]),
+                ),
                 ("bias", Field::float(&[2], vec![0.5, -0.5])),
             ],
         );
@@ -312,7 +353,10 @@ mod tests {
         let mut inner = Graph::default();
         inner.nodes.insert(
             "s".into(),
-            Node::Prim(Primitive::new("Scale", [("scale", Field::float(&[2], vec![2., 3.]))])),
+            Node::Prim(Primitive::new(
+                "Scale",
+                [("scale", Field::float(&[2], vec![2., 3.]))],
+            )),
         );
         g.nodes.insert("sub".into(), Node::Graph(inner));
         g.nodes.insert(

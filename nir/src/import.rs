@@ -19,8 +19,8 @@
 use crate::{Field, Graph, NirError, Node, Primitive};
 use snnc_ir::builder::Builder;
 use snnc_ir::{
-    ConvAttrs, Module, Neuron, NeuronModel, Op, Operand, OutputKind, Padding, PoolAttrs,
-    StateInit, ValueId,
+    ConvAttrs, Module, Neuron, NeuronModel, Op, Operand, OutputKind, Padding, PoolAttrs, StateInit,
+    ValueId,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -45,7 +45,9 @@ pub fn import(graph: &Graph, name: &str, dt: Option<f64>) -> Result<Imported, Ni
     };
     let dt = dt.or(meta_dt).unwrap_or(0.001);
     if !(dt.is_finite() && dt > 0.0) {
-        return Err(NirError::Graph(format!("dt must be a positive number of seconds, not {dt}")));
+        return Err(NirError::Graph(format!(
+            "dt must be a positive number of seconds, not {dt}"
+        )));
     }
     let mut flat = Flat::default();
     flatten(graph, "", &mut flat, 0)?;
@@ -92,7 +94,9 @@ struct Flat {
 
 fn flatten(g: &Graph, prefix: &str, out: &mut Flat, depth: usize) -> Result<(), NirError> {
     if depth > 32 {
-        return Err(NirError::Graph(format!("graph `{prefix}` nested more than 32 deep")));
+        return Err(NirError::Graph(format!(
+            "graph `{prefix}` nested more than 32 deep"
+        )));
     }
     // The node an edge endpoint names: `G` for a nested graph means its one Input (as a
     // destination) or its one Output (as a source); `G.B` addresses a member directly.
@@ -153,13 +157,19 @@ fn topo_order(f: &Flat) -> Result<Vec<String>, NirError> {
     for (a, b) in &f.edges {
         for e in [a, b] {
             if !f.nodes.contains_key(e) {
-                return Err(NirError::Graph(format!("edge names `{e}`, which is not a node of the graph")));
+                return Err(NirError::Graph(format!(
+                    "edge names `{e}`, which is not a node of the graph"
+                )));
             }
         }
         *indeg.get_mut(b.as_str()).expect("checked") += 1;
         succ.entry(a.as_str()).or_default().push(b.as_str());
     }
-    let mut queue: VecDeque<&str> = indeg.iter().filter(|(_, d)| **d == 0).map(|(k, _)| *k).collect();
+    let mut queue: VecDeque<&str> = indeg
+        .iter()
+        .filter(|(_, d)| **d == 0)
+        .map(|(k, _)| *k)
+        .collect();
     let mut order = Vec::new();
     while let Some(n) = queue.pop_front() {
         order.push(n.to_string());
@@ -172,7 +182,11 @@ fn topo_order(f: &Flat) -> Result<Vec<String>, NirError> {
         }
     }
     if order.len() < f.nodes.len() {
-        let stuck: Vec<String> = indeg.iter().filter(|(_, d)| **d > 0).map(|(k, _)| k.to_string()).collect();
+        let stuck: Vec<String> = indeg
+            .iter()
+            .filter(|(_, d)| **d > 0)
+            .map(|(k, _)| k.to_string())
+            .collect();
         return Err(NirError::Graph(format!(
             "a cycle runs through {}; snnc imports feed-forward graphs (a cycle would need a Delay node, which the import does not support yet)",
             list(&stuck)
@@ -194,7 +208,12 @@ struct Importer {
 fn snnc_shape(nir: &[usize]) -> Vec<usize> {
     match nir.len() {
         0 | 1 => nir.to_vec(),
-        r => nir[1..].iter().copied().chain(std::iter::once(nir[0])).take(r).collect(),
+        r => nir[1..]
+            .iter()
+            .copied()
+            .chain(std::iter::once(nir[0]))
+            .take(r)
+            .collect(),
     }
 }
 
@@ -223,47 +242,95 @@ impl Importer {
         }
     }
 
-    fn build<T>(&self, node: &str, p: &Primitive, r: Result<T, snnc_ir::BuildError>) -> Result<T, NirError> {
+    fn build<T>(
+        &self,
+        node: &str,
+        p: &Primitive,
+        r: Result<T, snnc_ir::BuildError>,
+    ) -> Result<T, NirError> {
         r.map_err(|e| self.nerr(node, p, e.to_string()))
     }
 
     /// A float field, as (shape, data).
-    fn floats<'p>(&self, node: &str, p: &'p Primitive, field: &str) -> Result<(&'p [usize], &'p [f32]), NirError> {
+    fn floats<'p>(
+        &self,
+        node: &str,
+        p: &'p Primitive,
+        field: &str,
+    ) -> Result<(&'p [usize], &'p [f32]), NirError> {
         match p.fields.get(field) {
             Some(Field::Float { shape, data }) => Ok((shape, data)),
-            Some(Field::Int { .. }) => Err(self.nerr(node, p, format!("field `{field}` holds integers; expected floats"))),
-            Some(Field::Text(_)) => Err(self.nerr(node, p, format!("field `{field}` holds text; expected floats"))),
+            Some(Field::Int { .. }) => Err(self.nerr(
+                node,
+                p,
+                format!("field `{field}` holds integers; expected floats"),
+            )),
+            Some(Field::Text(_)) => Err(self.nerr(
+                node,
+                p,
+                format!("field `{field}` holds text; expected floats"),
+            )),
             None => Err(self.nerr(node, p, format!("missing field `{field}`"))),
         }
     }
 
     /// An integer field as a list of non-negative sizes.
-    fn sizes(&self, node: &str, p: &Primitive, field: &str, n: usize, default: Option<usize>) -> Result<Vec<usize>, NirError> {
+    fn sizes(
+        &self,
+        node: &str,
+        p: &Primitive,
+        field: &str,
+        n: usize,
+        default: Option<usize>,
+    ) -> Result<Vec<usize>, NirError> {
         match p.fields.get(field) {
             Some(Field::Int { data, .. }) if data.iter().all(|&x| (0..=1 << 20).contains(&x)) => {
                 let v: Vec<usize> = data.iter().map(|&x| x as usize).collect();
                 match v.len() {
                     1 => Ok(vec![v[0]; n]),
                     k if k == n => Ok(v),
-                    k => Err(self.nerr(node, p, format!("field `{field}` has {k} values; expected 1 or {n}"))),
+                    k => Err(self.nerr(
+                        node,
+                        p,
+                        format!("field `{field}` has {k} values; expected 1 or {n}"),
+                    )),
                 }
             }
-            Some(Field::Float { data, .. }) if data.iter().all(|&x| x >= 0.0 && x.fract() == 0.0 && x < 1e6) => {
+            Some(Field::Float { data, .. })
+                if data
+                    .iter()
+                    .all(|&x| x >= 0.0 && x.fract() == 0.0 && x < 1e6) =>
+            {
                 let v: Vec<usize> = data.iter().map(|&x| x as usize).collect();
                 match v.len() {
                     1 => Ok(vec![v[0]; n]),
                     k if k == n => Ok(v),
-                    k => Err(self.nerr(node, p, format!("field `{field}` has {k} values; expected 1 or {n}"))),
+                    k => Err(self.nerr(
+                        node,
+                        p,
+                        format!("field `{field}` has {k} values; expected 1 or {n}"),
+                    )),
                 }
             }
             None if default.is_some() => Ok(vec![default.unwrap_or(0); n]),
             None => Err(self.nerr(node, p, format!("missing field `{field}`"))),
-            Some(_) => Err(self.nerr(node, p, format!("field `{field}` must hold non-negative integers"))),
+            Some(_) => Err(self.nerr(
+                node,
+                p,
+                format!("field `{field}` must hold non-negative integers"),
+            )),
         }
     }
 
     /// A per-neuron parameter: a full array of the data's NIR shape, or a scalar, in snnc order.
-    fn param(&self, node: &str, p: &Primitive, field: &str, nshape: &[usize], default: Option<f32>) -> Result<Vec<f32>, NirError> {
+    fn param(
+        &self,
+        node: &str,
+        p: &Primitive,
+        field: &str,
+        nshape: &[usize],
+        default: Option<f32>,
+    ) -> Result<Vec<f32>, NirError> {
         let n: usize = nshape.iter().product();
         if !p.fields.contains_key(field)
             && let Some(d) = default
@@ -275,28 +342,51 @@ impl Importer {
             return Ok(vec![data[0]; n]);
         }
         if data.len() != n {
-            return Err(self.nerr(node, p, format!(
-                "field `{field}` has shape {shape:?}; the node's input has shape {nshape:?}"
-            )));
+            return Err(self.nerr(
+                node,
+                p,
+                format!(
+                    "field `{field}` has shape {shape:?}; the node's input has shape {nshape:?}"
+                ),
+            ));
         }
         Ok(to_snnc(nshape, data))
     }
 
     /// The summed input of a node.
-    fn input(&mut self, node: &str, p: &Primitive, f: &Flat) -> Result<(ValueId, Vec<usize>), NirError> {
-        let srcs: Vec<&String> = f.edges.iter().filter(|(_, d)| d == node).map(|(s, _)| s).collect();
+    fn input(
+        &mut self,
+        node: &str,
+        p: &Primitive,
+        f: &Flat,
+    ) -> Result<(ValueId, Vec<usize>), NirError> {
+        let srcs: Vec<&String> = f
+            .edges
+            .iter()
+            .filter(|(_, d)| d == node)
+            .map(|(s, _)| s)
+            .collect();
         if srcs.is_empty() {
             return Err(self.nerr(node, p, "has no input edge"));
         }
         let ins: Vec<(ValueId, Vec<usize>)> = srcs
             .iter()
-            .map(|s| self.vals.get(s.as_str()).cloned().ok_or_else(|| self.nerr(node, p, format!("input `{s}` produced nothing"))))
+            .map(|s| {
+                self.vals
+                    .get(s.as_str())
+                    .cloned()
+                    .ok_or_else(|| self.nerr(node, p, format!("input `{s}` produced nothing")))
+            })
             .collect::<Result<_, _>>()?;
         if let Some((_, other)) = ins.iter().find(|(_, s)| *s != ins[0].1) {
-            return Err(self.nerr(node, p, format!(
-                "its input edges carry shapes {:?} and {other:?}, which cannot be summed",
-                ins[0].1
-            )));
+            return Err(self.nerr(
+                node,
+                p,
+                format!(
+                    "its input edges carry shapes {:?} and {other:?}, which cannot be summed",
+                    ins[0].1
+                ),
+            ));
         }
         if ins.len() == 1 {
             return Ok(ins[0].clone());
@@ -321,16 +411,22 @@ impl Importer {
                     Some(Field::Int { data, .. }) if data.iter().all(|&x| x > 0) => {
                         data.iter().map(|&x| x.min(1 << 30) as usize).collect()
                     }
-                    _ => return Err(self.nerr(node, p, "missing or invalid `shape` (positive integers)")),
+                    _ => {
+                        return Err(self.nerr(
+                            node,
+                            p,
+                            "missing or invalid `shape` (positive integers)",
+                        ));
+                    }
                 };
                 let nshape = self.shape_field(node, p, nshape)?;
                 let v = self.b.input(node, &nshape);
-                let v = self.to_channels_last(node, p, v, &nshape)?;
+                let v = self.channels_last(node, p, v, &nshape)?;
                 (v, nshape)
             }
             "Output" => {
                 let (x, nshape) = self.input(node, p, f)?;
-                let y = self.to_channels_first(node, p, x, &nshape)?;
+                let y = self.channels_first(node, p, x, &nshape)?;
                 self.b.output(node, y);
                 (x, nshape)
             }
@@ -355,10 +451,18 @@ impl Importer {
                 if kind == "Affine" {
                     let (bshape, bias) = self.floats(node, p, "bias")?;
                     if bias.len() != o {
-                        return Err(self.nerr(node, p, format!("bias of shape {bshape:?}; expected ({o},)")));
+                        return Err(self.nerr(
+                            node,
+                            p,
+                            format!("bias of shape {bshape:?}; expected ({o},)"),
+                        ));
                     }
-                    let bc = self.b.constant_f32(&format!("{node}.bias"), &[o], bias.to_vec());
-                    let r = self.b.op1(Op::Bias, &[y.into(), bc.into()], &format!("{node}.biased"));
+                    let bc = self
+                        .b
+                        .constant_f32(&format!("{node}.bias"), &[o], bias.to_vec());
+                    let r = self
+                        .b
+                        .op1(Op::Bias, &[y.into(), bc.into()], &format!("{node}.biased"));
                     y = self.build(node, p, r)?;
                 }
                 (y, vec![o])
@@ -366,7 +470,9 @@ impl Importer {
             "Scale" => {
                 let (x, nshape) = self.input(node, p, f)?;
                 let s = self.param(node, p, "scale", &nshape, None)?;
-                let sc = self.b.constant_f32(&format!("{node}.scale"), &snnc_shape(&nshape), s);
+                let sc = self
+                    .b
+                    .constant_f32(&format!("{node}.scale"), &snnc_shape(&nshape), s);
                 let y = self.b.op1(Op::Scale, &[x.into(), sc.into()], node);
                 (self.build(node, p, y)?, nshape)
             }
@@ -388,12 +494,14 @@ impl Importer {
                         "flattens axes {start}..={end} of {nshape:?}; snnc imports a Flatten of every axis (start_dim=0, end_dim=-1)"
                     )));
                 }
-                let y = self.to_channels_first(node, p, x, &nshape)?;
+                let y = self.channels_first(node, p, x, &nshape)?;
                 let total: usize = nshape.iter().product();
                 let y = if nshape.len() == 1 {
                     y
                 } else {
-                    let r = self.b.op1(Op::Reshape { shape: vec![total] }, &[y.into()], node);
+                    let r = self
+                        .b
+                        .op1(Op::Reshape { shape: vec![total] }, &[y.into()], node);
                     self.build(node, p, r)?
                 };
                 (y, vec![total])
@@ -406,14 +514,23 @@ impl Importer {
                 )));
             }
             other => {
-                return Err(self.nerr(node, p, format!("`{other}` is not a NIR primitive snnc knows")));
+                return Err(self.nerr(
+                    node,
+                    p,
+                    format!("`{other}` is not a NIR primitive snnc knows"),
+                ));
             }
         };
         self.vals.insert(node.to_string(), out);
         Ok(())
     }
 
-    fn shape_field(&self, node: &str, p: &Primitive, shape: Vec<usize>) -> Result<Vec<usize>, NirError> {
+    fn shape_field(
+        &self,
+        node: &str,
+        p: &Primitive,
+        shape: Vec<usize>,
+    ) -> Result<Vec<usize>, NirError> {
         let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         if shape.is_empty() || shape.len() > 3 || n.is_none_or(|n| n == 0 || n > MAX_ELEMENTS) {
             return Err(self.nerr(node, p, format!(
@@ -423,38 +540,67 @@ impl Importer {
         Ok(shape)
     }
 
-    fn to_channels_last(&mut self, node: &str, p: &Primitive, v: ValueId, nshape: &[usize]) -> Result<ValueId, NirError> {
+    fn channels_last(
+        &mut self,
+        node: &str,
+        p: &Primitive,
+        v: ValueId,
+        nshape: &[usize],
+    ) -> Result<ValueId, NirError> {
         let perm: Vec<usize> = match nshape.len() {
             2 => vec![1, 0],
             3 => vec![1, 2, 0],
             _ => return Ok(v),
         };
-        let r = self.b.op1(Op::Transpose { perm }, &[v.into()], &format!("{node}.hwc"));
+        let r = self
+            .b
+            .op1(Op::Transpose { perm }, &[v.into()], &format!("{node}.hwc"));
         self.build(node, p, r)
     }
 
-    fn to_channels_first(&mut self, node: &str, p: &Primitive, v: ValueId, nshape: &[usize]) -> Result<ValueId, NirError> {
+    fn channels_first(
+        &mut self,
+        node: &str,
+        p: &Primitive,
+        v: ValueId,
+        nshape: &[usize],
+    ) -> Result<ValueId, NirError> {
         let perm: Vec<usize> = match nshape.len() {
             2 => vec![1, 0],
             3 => vec![2, 0, 1],
             _ => return Ok(v),
         };
-        let r = self.b.op1(Op::Transpose { perm }, &[v.into()], &format!("{node}.chw"));
+        let r = self
+            .b
+            .op1(Op::Transpose { perm }, &[v.into()], &format!("{node}.chw"));
         self.build(node, p, r)
     }
 
     /// Explicit symmetric padding: a `pad` op (channels-last) when any is non-zero.
-    fn pad(&mut self, node: &str, p: &Primitive, x: ValueId, pads: &[usize]) -> Result<ValueId, NirError> {
+    fn pad(
+        &mut self,
+        node: &str,
+        p: &Primitive,
+        x: ValueId,
+        pads: &[usize],
+    ) -> Result<ValueId, NirError> {
         if pads.iter().all(|&q| q == 0) {
             return Ok(x);
         }
         let mut spec: Vec<[usize; 2]> = pads.iter().map(|&q| [q, q]).collect();
         spec.push([0, 0]);
-        let r = self.b.op1(Op::Pad { pads: spec }, &[x.into()], &format!("{node}.pad"));
+        let r = self
+            .b
+            .op1(Op::Pad { pads: spec }, &[x.into()], &format!("{node}.pad"));
         self.build(node, p, r)
     }
 
-    fn conv(&mut self, node: &str, p: &Primitive, f: &Flat) -> Result<(ValueId, Vec<usize>), NirError> {
+    fn conv(
+        &mut self,
+        node: &str,
+        p: &Primitive,
+        f: &Flat,
+    ) -> Result<(ValueId, Vec<usize>), NirError> {
         let (x, nshape) = self.input(node, p, f)?;
         let (wshape, w) = self.floats(node, p, "weight")?;
         let d = if p.kind == "Conv1d" { 1 } else { 2 };
@@ -466,10 +612,14 @@ impl Importer {
         let groups = self.sizes(node, p, "groups", 1, Some(1))?[0].max(1);
         let (cout, cin_g) = (wshape[0], wshape[1]);
         if cin_g * groups != nshape[0] || cout % groups != 0 {
-            return Err(self.nerr(node, p, format!(
-                "weight {wshape:?} with groups={groups} does not take {} input channels",
-                nshape[0]
-            )));
+            return Err(self.nerr(
+                node,
+                p,
+                format!(
+                    "weight {wshape:?} with groups={groups} does not take {} input channels",
+                    nshape[0]
+                ),
+            ));
         }
         let strides = self.sizes(node, p, "stride", d, Some(1))?;
         let dilation = self.sizes(node, p, "dilation", d, Some(1))?;
@@ -479,7 +629,13 @@ impl Importer {
         let (x, padding) = match p.fields.get("padding") {
             Some(Field::Text(t)) if t == "same" => (x, Padding::Same),
             Some(Field::Text(t)) if t == "valid" => (x, Padding::Valid),
-            Some(Field::Text(t)) => return Err(self.nerr(node, p, format!("padding `{t}`; expected `same`, `valid` or sizes"))),
+            Some(Field::Text(t)) => {
+                return Err(self.nerr(
+                    node,
+                    p,
+                    format!("padding `{t}`; expected `same`, `valid` or sizes"),
+                ));
+            }
             _ => {
                 let pads = self.sizes(node, p, "padding", d, Some(0))?;
                 (self.pad(node, p, x, &pads)?, Padding::Valid)
@@ -498,43 +654,79 @@ impl Importer {
         let mut kshape: Vec<usize> = wshape[2..].to_vec();
         kshape.extend([cin_g, cout]);
         let kc = self.b.constant_f32(&format!("{node}.weight"), &kshape, k);
-        let attrs = ConvAttrs { strides, padding, dilation, groups };
+        let attrs = ConvAttrs {
+            strides,
+            padding,
+            dilation,
+            groups,
+        };
         let y = self.b.op1(Op::Conv(attrs), &[x.into(), kc.into()], node);
         let mut y = self.build(node, p, y)?;
         if p.fields.contains_key("bias") {
             let (_, bias) = self.floats(node, p, "bias")?;
             if bias.len() != cout {
-                return Err(self.nerr(node, p, format!("bias has {} values; expected {cout}", bias.len())));
+                return Err(self.nerr(
+                    node,
+                    p,
+                    format!("bias has {} values; expected {cout}", bias.len()),
+                ));
             }
-            let bc = self.b.constant_f32(&format!("{node}.bias"), &[cout], bias.to_vec());
-            let r = self.b.op1(Op::Bias, &[y.into(), bc.into()], &format!("{node}.biased"));
+            let bc = self
+                .b
+                .constant_f32(&format!("{node}.bias"), &[cout], bias.to_vec());
+            let r = self
+                .b
+                .op1(Op::Bias, &[y.into(), bc.into()], &format!("{node}.biased"));
             y = self.build(node, p, r)?;
         }
         let out = self.b.module().value(y).ty.shape.clone();
-        let nshape_out = std::iter::once(out[d]).chain(out[..d].iter().copied()).collect();
+        let nshape_out = std::iter::once(out[d])
+            .chain(out[..d].iter().copied())
+            .collect();
         Ok((y, nshape_out))
     }
 
-    fn pool(&mut self, node: &str, p: &Primitive, f: &Flat) -> Result<(ValueId, Vec<usize>), NirError> {
+    fn pool(
+        &mut self,
+        node: &str,
+        p: &Primitive,
+        f: &Flat,
+    ) -> Result<(ValueId, Vec<usize>), NirError> {
         let (x, nshape) = self.input(node, p, f)?;
         if nshape.len() != 3 {
-            return Err(self.nerr(node, p, format!("input of shape {nshape:?}; expected (C, H, W)")));
+            return Err(self.nerr(
+                node,
+                p,
+                format!("input of shape {nshape:?}; expected (C, H, W)"),
+            ));
         }
         let kernel = self.sizes(node, p, "kernel_size", 2, None)?;
-        let strides = self.sizes(node, p, "stride", 2, None).unwrap_or_else(|_| kernel.clone());
+        let strides = self
+            .sizes(node, p, "stride", 2, None)
+            .unwrap_or_else(|_| kernel.clone());
         let pads = self.sizes(node, p, "padding", 2, Some(0))?;
         if kernel.contains(&0) || strides.contains(&0) {
             return Err(self.nerr(node, p, "kernel and stride must be at least 1"));
         }
         let x = self.pad(node, p, x, &pads)?;
-        let attrs = PoolAttrs { pool: kernel.clone(), strides, padding: Padding::Valid };
-        let name = if p.kind == "SumPool2d" { format!("{node}.mean") } else { node.to_string() };
+        let attrs = PoolAttrs {
+            pool: kernel.clone(),
+            strides,
+            padding: Padding::Valid,
+        };
+        let name = if p.kind == "SumPool2d" {
+            format!("{node}.mean")
+        } else {
+            node.to_string()
+        };
         let y = self.b.op1(Op::AvgPool(attrs), &[x.into()], &name);
         let mut y = self.build(node, p, y)?;
         if p.kind == "SumPool2d" {
             let c = nshape[0];
             let k = (kernel[0] * kernel[1]) as f32;
-            let sc = self.b.constant_f32(&format!("{node}.window"), &[c], vec![k; c]);
+            let sc = self
+                .b
+                .constant_f32(&format!("{node}.window"), &[c], vec![k; c]);
             let r = self.b.op1(Op::Scale, &[y.into(), sc.into()], node);
             y = self.build(node, p, r)?;
         }
@@ -542,7 +734,12 @@ impl Importer {
         Ok((y, vec![out[2], out[0], out[1]]))
     }
 
-    fn if_node(&mut self, node: &str, p: &Primitive, f: &Flat) -> Result<(ValueId, Vec<usize>), NirError> {
+    fn if_node(
+        &mut self,
+        node: &str,
+        p: &Primitive,
+        f: &Flat,
+    ) -> Result<(ValueId, Vec<usize>), NirError> {
         let (x, nshape) = self.input(node, p, f)?;
         let r = self.param(node, p, "r", &nshape, Some(1.0))?;
         let theta = self.param(node, p, "v_threshold", &nshape, None)?;
@@ -573,7 +770,11 @@ impl Importer {
             (x, gain[0] as f64)
         } else {
             let gc = self.b.constant_f32(&format!("{node}.r"), &sshape, gain);
-            let y = self.b.op1(Op::Scale, &[x.into(), gc.into()], &format!("{node}.current"));
+            let y = self.b.op1(
+                Op::Scale,
+                &[x.into(), gc.into()],
+                &format!("{node}.current"),
+            );
             (self.build(node, p, y)?, 1.0)
         };
         let init = if v0.iter().all(|&v| v == 0.0) {
@@ -582,48 +783,86 @@ impl Importer {
             StateInit::Const(self.b.constant_f32(&format!("{node}.v0"), &sshape, v0))
         };
         let state = self.b.state(&format!("{node}.v"), &sshape, init);
-        let op = Op::Neuron(Neuron { model: NeuronModel::IfNeuron, gain: g, amplitude: self.dt });
-        let r = self.b.op_named(op, &[current.into(), state.into()], &[node, &format!("{node}.v1")]);
+        let op = Op::Neuron(Neuron {
+            model: NeuronModel::IfNeuron,
+            gain: g,
+            amplitude: self.dt,
+        });
+        let r = self.b.op_named(
+            op,
+            &[current.into(), state.into()],
+            &[node, &format!("{node}.v1")],
+        );
         let res = self.build(node, p, r)?;
         self.b.next(state, res[1]);
         self.b.output_of_kind(
             &format!("spikes/{node}"),
             res[0],
-            OutputKind::Spikes { population: node.to_string(), amplitude: self.dt },
+            OutputKind::Spikes {
+                population: node.to_string(),
+                amplitude: self.dt,
+            },
         );
         Ok((res[0], nshape))
     }
 
-    fn li_node(&mut self, node: &str, p: &Primitive, f: &Flat) -> Result<(ValueId, Vec<usize>), NirError> {
+    fn li_node(
+        &mut self,
+        node: &str,
+        p: &Primitive,
+        f: &Flat,
+    ) -> Result<(ValueId, Vec<usize>), NirError> {
         let (x, nshape) = self.input(node, p, f)?;
         let tau = self.param(node, p, "tau", &nshape, None)?;
         let r = self.param(node, p, "r", &nshape, Some(1.0))?;
         let leak = self.param(node, p, "v_leak", &nshape, Some(0.0))?;
         if tau.iter().any(|&t| t != tau[0]) {
-            return Err(self.nerr(node, p, "time constants differ between neurons; snnc's lowpass takes one"));
+            return Err(self.nerr(
+                node,
+                p,
+                "time constants differ between neurons; snnc's lowpass takes one",
+            ));
         }
         let t = tau[0] as f64;
         if !(t > self.dt && t.is_finite()) {
-            return Err(self.nerr(node, p, format!(
-                "tau {t} s is not longer than dt {} s: forward Euler would not decay",
-                self.dt
-            )));
+            return Err(self.nerr(
+                node,
+                p,
+                format!(
+                    "tau {t} s is not longer than dt {} s: forward Euler would not decay",
+                    self.dt
+                ),
+            ));
         }
         let sshape = snnc_shape(&nshape);
         let mut cur = x;
         if r.iter().any(|&v| v != 1.0) {
             let rc = self.b.constant_f32(&format!("{node}.r"), &sshape, r);
-            let y = self.b.op1(Op::Scale, &[cur.into(), rc.into()], &format!("{node}.current"));
+            let y = self.b.op1(
+                Op::Scale,
+                &[cur.into(), rc.into()],
+                &format!("{node}.current"),
+            );
             cur = self.build(node, p, y)?;
         }
         if leak.iter().any(|&v| v != 0.0) {
-            let lc = self.b.constant_f32(&format!("{node}.v_leak"), &sshape, leak);
-            let y = self.b.op1(Op::Bias, &[cur.into(), lc.into()], &format!("{node}.leak"));
+            let lc = self
+                .b
+                .constant_f32(&format!("{node}.v_leak"), &sshape, leak);
+            let y = self
+                .b
+                .op1(Op::Bias, &[cur.into(), lc.into()], &format!("{node}.leak"));
             cur = self.build(node, p, y)?;
         }
         let tau_zoh = -self.dt / (1.0 - self.dt / t).ln();
-        let state = self.b.state(&format!("{node}.v"), &sshape, StateInit::Zeros);
-        let y = self.b.op1(Op::Lowpass { tau: tau_zoh }, &[cur.into(), state.into()], node);
+        let state = self
+            .b
+            .state(&format!("{node}.v"), &sshape, StateInit::Zeros);
+        let y = self.b.op1(
+            Op::Lowpass { tau: tau_zoh },
+            &[cur.into(), state.into()],
+            node,
+        );
         let y = self.build(node, p, y)?;
         self.b.next(state, y);
         Ok((y, nshape))

@@ -180,6 +180,16 @@ impl Network {
             })
     }
 
+    /// Write the network as a NIR graph (see `snnc.export_nir`, which converts without
+    /// `lower-maxpool` first so max pooling exports as NIR's circuit). Returns the warnings.
+    fn to_nir(&self, path: std::path::PathBuf) -> PyResult<Vec<String>> {
+        let exported = snnc_nir::export::export(&self.module)
+            .map_err(|e| ConversionError::new_err(e.to_string()))?;
+        snnc_nir::file::write(&path, &exported.graph)
+            .map_err(|e| ConversionError::new_err(e.to_string()))?;
+        Ok(exported.warnings)
+    }
+
     /// A network from `.snn` bytes (what `to_bytes` gives).
     #[staticmethod]
     fn from_bytes(data: &[u8]) -> PyResult<Network> {
@@ -540,5 +550,9 @@ fn _snnc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SimulationError", py.get_type::<SimulationError>())?;
     m.add("InputError", py.get_type::<InputError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add(
+        "DEFAULT_PASSES",
+        snnc_compiler::passes::DEFAULT_PIPELINE.to_vec(),
+    )?;
     Ok(())
 }

@@ -57,7 +57,12 @@ fn round_trip(m: &Module, opts: &ConvertOptions) -> (Module, snnc_nir::Graph) {
     (imported.module, graph)
 }
 
-fn outputs(m: &Module, x: &ArrayD<f32>, steps: usize, backend: Backend) -> Vec<(String, ArrayD<f32>)> {
+fn outputs(
+    m: &Module,
+    x: &ArrayD<f32>,
+    steps: usize,
+    backend: Backend,
+) -> Vec<(String, ArrayD<f32>)> {
     let v = verify(m.clone(), Target::Any).unwrap();
     let mut sim = Simulator::new(&v, backend, x.shape()[0]).unwrap();
     let out = sim.run(steps, &[x.view()], Record::AllSteps).unwrap();
@@ -65,7 +70,11 @@ fn outputs(m: &Module, x: &ArrayD<f32>, steps: usize, backend: Backend) -> Vec<(
 }
 
 fn get<'a>(outs: &'a [(String, ArrayD<f32>)], name: &str) -> &'a ArrayD<f32> {
-    &outs.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no output {name}")).1
+    &outs
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no output {name}"))
+        .1
 }
 
 fn check(initial_voltage: InitialVoltage) {
@@ -75,7 +84,10 @@ fn check(initial_voltage: InitialVoltage) {
     let (imported, _) = round_trip(&m, &opts);
     let x = images(6);
     // The imported module reads NIR's channels-first (1, 28, 28): the same bytes for one channel.
-    let x_nir = x.clone().into_shape_with_order(IxDyn(&[6, 1, 28, 28])).unwrap();
+    let x_nir = x
+        .clone()
+        .into_shape_with_order(IxDyn(&[6, 1, 28, 28]))
+        .unwrap();
     let steps = 30;
     let h = (0.01f32) / (0.001f32); // spike height at scale 100
     for backend in [Backend::Interp, Backend::Jit] {
@@ -98,7 +110,11 @@ fn check(initial_voltage: InitialVoltage) {
                 let sb = get(&b, &format!("spikes/{pool}_l{level}_u"));
                 for t in 0..steps {
                     for s in 0..6 {
-                        let na = sa.index_axis(Axis(0), s).index_axis(Axis(0), t).mapv(|v| (v / h).round()).sum();
+                        let na = sa
+                            .index_axis(Axis(0), s)
+                            .index_axis(Axis(0), t)
+                            .mapv(|v| (v / h).round())
+                            .sum();
                         let nb = sb.index_axis(Axis(0), s).index_axis(Axis(0), t).sum();
                         assert_eq!(na, nb, "{pool} level {level} step {t} sample {s}");
                     }
@@ -108,7 +124,10 @@ fn check(initial_voltage: InitialVoltage) {
         let la = get(&a, "logits");
         let lb = get(&b, "logits");
         for (p, q) in la.iter().zip(lb.iter()) {
-            assert!((p - q).abs() <= 1e-4 * p.abs().max(1.0), "logits {p} vs {q}");
+            assert!(
+                (p - q).abs() <= 1e-4 * p.abs().max(1.0),
+                "logits {p} vs {q}"
+            );
         }
     }
 }

@@ -43,6 +43,7 @@ __all__ = [
     "VerifyError",
     "convert",
     "evaluate",
+    "export_nir",
     "load",
     "supported_layers",
 ]
@@ -64,9 +65,26 @@ import copyreg  # noqa: E402
 copyreg.pickle(Network, _reduce_network)
 
 
-def load(path: Union[str, os.PathLike]) -> Network:
-    """Read a network saved with ``Network.save`` (``.snn``), or a ``.sir``/``.json`` module, as is."""
-    return _snnc.compile(os.fspath(path))
+def load(path: Union[str, os.PathLike], dt: Optional[float] = None) -> Network:
+    """Read a network saved with ``Network.save`` (``.snn``), a ``.sir``/``.json`` module, or a
+    NIR graph (``.nir``, discretised with forward Euler at ``dt``: by default the graph's own
+    ``dt`` metadata, else 1 ms), as is."""
+    return _snnc.compile(os.fspath(path), dt=dt)
+
+
+def export_nir(model: Any, path: Union[str, os.PathLike], **convert_kwargs: Any) -> list:
+    """Convert ``model`` as ``convert`` does and write it as a NIR graph at ``path``.
+
+    Max pooling is exported as NIR's own circuit (``Conv2d`` maps and ``IF`` units), so the
+    conversion runs every pass but ``lower-maxpool``. Returns the export's warnings (which
+    layers NIR's consumers cannot reproduce exactly, and why). ``swap_activations={"relu": "if"}``
+    with ``synapse=None`` gives an export that NIR consumers reproduce spike for spike while no
+    unit needs two spikes in one step.
+    """
+    passes = convert_kwargs.pop("passes", None)
+    passes = [p for p in (passes or _snnc.DEFAULT_PASSES) if p != "lower-maxpool"]
+    net = convert(model, passes=passes, **convert_kwargs)
+    return list(net.warnings) + net.to_nir(os.fspath(path))
 
 
 def _keras_version(model: Any) -> str:
