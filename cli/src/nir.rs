@@ -14,6 +14,14 @@ pub struct ExportArgs {
     /// The NIR file to write.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Inputs `(n, *input_shape)` on which to run the exported graph and check that no unit needs
+    /// two spikes in one step (NIR's consumers emit at most one) [default: the
+    /// `--normalize-rates` data, if given].
+    #[arg(long, value_name = "DATA.npy")]
+    pub check_rates: Option<PathBuf>,
+    /// Steps the rate check simulates.
+    #[arg(long, default_value_t = 50)]
+    pub check_steps: usize,
     #[command(flatten)]
     pub convert: ConvertArgs,
 }
@@ -61,6 +69,21 @@ pub fn export(args: ExportArgs) -> Result<u8> {
         eprintln!("warning: {w}");
     }
     file::write(&args.output, &exported.graph)?;
+    match args
+        .check_rates
+        .as_ref()
+        .or(args.convert.normalize_rates.as_ref())
+    {
+        Some(data) => {
+            let x = crate::npy::read_f32(data)?;
+            for w in check_rates(&exported.graph, &x, args.check_steps)? {
+                eprintln!("warning: {w}");
+            }
+        }
+        None => eprintln!(
+            "note: pass --check-rates DATA.npy to check that no unit needs two spikes in one step (NIR's consumers emit at most one)"
+        ),
+    }
     let g = &exported.graph;
     let (mut units, mut circuit) = (0usize, 0usize);
     for n in g.nodes.values() {
@@ -113,4 +136,57 @@ pub fn import(args: ImportArgs) -> Result<u8> {
         None => print!("{}", *m),
     }
     Ok(0)
+}
+
+/// Run `graph` as snnc imports it on up to 32 samples of `x` (snnc's channels-last layout) for
+/// `steps` steps; one warning per population in which some unit needs more than one spike in a
+/// step.
+fn check_rates(
+    graph: &snnc_nir::Graph,
+    x: &ndarray::ArrayD<f32>,
+    steps: usize,
+) -> Result<Vec<String>> {
+    use ndarray::{Axis, Slice};
+    let imported = snnc_nir::import::import(graph, "check", None)?;
+    let m = snnc_ir::verify(imported.module, snnc_ir::Target::Any)
+        .map_err(|e| anyhow::anyhow!("the exported graph does not import cleanly:\n{e}"))?;
+    let n = x.shape().first().copied().unwrap_or(0).min(32);
+    if n == 0 {
+        bail!("--check-rates: the data holds no samples");
+    }
+    let x = x.slice_axis(Axis(0), Slice::from(0..n));
+    // snnc's (n, H, W, C) is NIR's (n, C, H, W).
+    let x = match x.ndim() {
+        4 => x.permuted_axes(ndarray::IxDyn(&[0, 3, 1, 2])),
+        3 => x.permuted_axes(ndarray::IxDyn(&[0, 2, 1])),
+        _ => x,
+    }
+    .as_standard_layout()
+    .to_owned();
+    let mut sim = snnc_runtime::Simulator::new(&m, snnc_runtime::Backend::Jit, n)
+        .map_err(|e| anyhow::anyhow!("--check-rates: {e}"))?;
+    let out = sim
+        .run(steps, &[x.view()], snnc_runtime::Record::AllSteps)
+        .map_err(|e| anyhow::anyhow!("--check-rates: {e}"))?;
+    let mut warnings = Vec::new();
+    for (o, a) in m.outputs.iter().zip(&out) {
+        let snnc_ir::OutputKind::Spikes { population, .. } = &o.kind else {
+            continue;
+        };
+        let over = a.iter().filter(|&&c| c > 1.0).count();
+        if over > 0 {
+            let max = a.iter().fold(0f32, |m, &c| m.max(c));
+            warnings.push(format!(
+                "`{population}`: {over} unit-steps of {} ({:.3}%) need more than one spike (up to {max}) on the first {n} samples over {steps} steps; NIR's consumers emit at most one, so they fall behind there: lower this layer's --scale-firing-rates",
+                a.len(),
+                100.0 * over as f64 / a.len() as f64
+            ));
+        }
+    }
+    if warnings.is_empty() {
+        eprintln!(
+            "rates: no unit needs two spikes in one step on the first {n} samples over {steps} steps"
+        );
+    }
+    Ok(warnings)
 }

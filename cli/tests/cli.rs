@@ -1251,3 +1251,142 @@ fn target_steps_reports_its_search() {
         assert!(stderr(&o).contains(want), "{}", stderr(&o));
     }
 }
+
+/// `snnc export` then `snnc run` on the NIR file: the same accuracy and the same spikes per
+/// population as the Keras model converted with the same flags; `import` writes a module that
+/// runs; bad requests fail with the layer or file named.
+#[test]
+fn nir_export_import_and_run() {
+    let dir = scratch("nir");
+    let net = dir.join("mnist.nir");
+    let flags = [
+        "--spiking",
+        "--swap",
+        "relu=if",
+        "--synapse",
+        "none",
+        "--scale-firing-rates",
+        "100",
+        "--initial-voltage",
+        "0.5",
+    ];
+    let mut args = vec!["export", "examples/mnist/model.keras", "-o", s(&net)];
+    args.extend(flags);
+    args.extend(["--check-rates", "examples/mnist/calibration_images.npy"]);
+    let o = snnc(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("10512 in max-pool circuits"),
+        "{}",
+        stdout(&o)
+    );
+    // At scale 100 the dense layer needs several spikes in some steps: the export says so.
+    assert!(stderr(&o).contains("`dense1`") && stderr(&o).contains("more than one spike"));
+
+    let images: ArrayD<u8> = ArrayD::<u8>::read_npy(
+        std::fs::File::open(repo().join("examples/mnist/test_images.npy")).unwrap(),
+    )
+    .unwrap();
+    let labels: ArrayD<i64> = ArrayD::<i64>::read_npy(
+        std::fs::File::open(repo().join("examples/mnist/test_labels.npy")).unwrap(),
+    )
+    .unwrap();
+    let n = 40;
+    let x = images
+        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n))
+        .mapv(f32::from)
+        .into_shape_with_order(ndarray::IxDyn(&[n, 1, 28, 28]))
+        .unwrap();
+    let y = labels
+        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n))
+        .to_owned();
+    let (xin, yin) = (dir.join("x.npy"), dir.join("y.npy"));
+    write_npy(&xin, &x).unwrap();
+    write_npy(&yin, &y).unwrap();
+    let run = |model: &str, input: &str, extra: &[&str]| {
+        let mut a = vec![
+            "run",
+            model,
+            "--input",
+            input,
+            "--labels",
+            s(&yin),
+            "--steps",
+            "15",
+        ];
+        a.extend(["--readout", "mean"]);
+        a.extend(extra);
+        let o = snnc(&a);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let hwc = dir.join("hwc.npy");
+    write_npy(
+        &hwc,
+        &images
+            .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n))
+            .mapv(f32::from),
+    )
+    .unwrap();
+    let from_nir = run(s(&net), s(&xin), &[]);
+    let from_keras = run("examples/mnist/model.keras", s(&hwc), &flags);
+    let line = |out: &str, key: &str| -> String {
+        out.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(line(&from_nir, "accuracy"), line(&from_keras, "accuracy"));
+    let total = |out: &str| {
+        line(out, "spikes per sample")
+            .split_whitespace()
+            .nth(3)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        total(&from_nir),
+        total(&from_keras),
+        "{from_nir}\n{from_keras}"
+    );
+
+    let snn = dir.join("imported.snn");
+    let o = snnc(&["import", s(&net), "-o", s(&snn)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        line(&run(s(&snn), s(&xin), &[]), "accuracy"),
+        line(&from_nir, "accuracy")
+    );
+
+    // A rate network, an already lowered module, a file that is not NIR.
+    assert_fails(
+        &snnc(&[
+            "export",
+            "examples/mnist/model.keras",
+            "-o",
+            s(&dir.join("r.nir")),
+        ]),
+        "`conv1` (relu)",
+    );
+    let lowered = dir.join("lowered.snn");
+    assert!(
+        snnc(&[
+            "compile",
+            "examples/mnist/model.keras",
+            "--spiking",
+            "-o",
+            s(&lowered)
+        ])
+        .status
+        .success()
+    );
+    assert_fails(
+        &snnc(&["export", s(&lowered), "-o", s(&dir.join("l.nir"))]),
+        "sparse",
+    );
+    let bogus = dir.join("bogus.nir");
+    std::fs::write(&bogus, b"not a graph").unwrap();
+    assert_fails(&snnc(&["import", s(&bogus)]), "bogus.nir");
+    assert_fails(&snnc(&["export", s(&net), "-o", s(&net)]), "overwrite");
+    assert_eq!(std::fs::read(&bogus).unwrap(), b"not a graph");
+}

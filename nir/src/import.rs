@@ -40,7 +40,9 @@ const MAX_ELEMENTS: usize = 1 << 28;
 /// snnc's export writes it), else 1 ms.
 pub fn import(graph: &Graph, name: &str, dt: Option<f64>) -> Result<Imported, NirError> {
     let meta_dt = match graph.metadata.get("dt") {
-        Some(Field::Float { data, .. }) if data.len() == 1 => Some(data[0] as f64),
+        // Stored as float32: take the shortest decimal that reads back as it (0.001, not
+        // 0.0010000000474974513).
+        Some(Field::Float { data, .. }) if data.len() == 1 => data[0].to_string().parse().ok(),
         _ => None,
     };
     let dt = dt.or(meta_dt).unwrap_or(0.001);
@@ -877,4 +879,160 @@ pub fn import_file(path: &std::path::Path, dt: Option<f64>) -> Result<Imported, 
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| "nir".into());
     import(&graph, &name, dt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Primitive;
+
+    fn prim(kind: &str, fields: Vec<(&'static str, Field)>) -> Node {
+        Node::Prim(Primitive::new(kind, fields))
+    }
+
+    /// Input(3) → Affine → IF → Output.
+    fn small() -> Graph {
+        let mut g = Graph::default();
+        g.nodes.insert(
+            "in".into(),
+            prim("Input", vec![("shape", Field::ints(&[3]))]),
+        );
+        g.nodes.insert(
+            "lin".into(),
+            prim(
+                "Affine",
+                vec![
+                    (
+                        "weight",
+                        Field::float(&[2, 3], vec![1., 0., 0., 0., 1., 0.]),
+                    ),
+                    ("bias", Field::float(&[2], vec![0., 0.])),
+                ],
+            ),
+        );
+        g.nodes.insert(
+            "spk".into(),
+            prim(
+                "IF",
+                vec![
+                    ("r", Field::float(&[2], vec![1., 1.])),
+                    ("v_threshold", Field::float(&[2], vec![1., 1.])),
+                    ("v_reset", Field::float(&[2], vec![0., 0.])),
+                ],
+            ),
+        );
+        g.nodes.insert(
+            "out".into(),
+            prim("Output", vec![("shape", Field::ints(&[2]))]),
+        );
+        g.edges = [("in", "lin"), ("lin", "spk"), ("spk", "out")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        g
+    }
+
+    fn error(g: &Graph) -> String {
+        match import(g, "t", Some(0.001)) {
+            Ok(_) => panic!("imported a bad graph"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_good_graph_imports_and_verifies() {
+        let im = import(&small(), "t", Some(0.001)).unwrap();
+        snnc_ir::verify(im.module, snnc_ir::Target::Neural).unwrap();
+        assert!(im.warnings.iter().any(|w| w.contains("`spk`")));
+    }
+
+    #[test]
+    fn bad_graphs_name_the_node() {
+        let mut g = small();
+        g.nodes.insert("lin".into(), prim("MaxPool2d", vec![]));
+        assert!(error(&g).contains("`lin` (MaxPool2d)"), "{}", error(&g));
+
+        let mut g = small();
+        if let Some(Node::Prim(p)) = g.nodes.get_mut("lin") {
+            p.fields.remove("weight");
+        }
+        let e = error(&g);
+        assert!(
+            e.contains("`lin`") && e.contains("missing field `weight`"),
+            "{e}"
+        );
+
+        let mut g = small();
+        g.edges.push(("spk".into(), "ghost".into()));
+        assert!(error(&g).contains("`ghost`"), "{}", error(&g));
+
+        let mut g = small();
+        if let Some(Node::Prim(p)) = g.nodes.get_mut("lin") {
+            p.fields
+                .insert("weight".into(), Field::float(&[2, 4], vec![0.; 8]));
+        }
+        let e = error(&g);
+        assert!(e.contains("`lin`") && e.contains("[2, 4]"), "{e}");
+
+        let mut g = small();
+        if let Some(Node::Prim(p)) = g.nodes.get_mut("spk") {
+            p.fields
+                .insert("v_reset".into(), Field::float(&[2], vec![2., 2.]));
+        }
+        let e = error(&g);
+        assert!(e.contains("`spk`") && e.contains("v_reset"), "{e}");
+
+        let mut g = small();
+        if let Some(Node::Prim(p)) = g.nodes.get_mut("spk") {
+            p.fields.insert("r".into(), Field::float(&[5], vec![1.; 5]));
+        }
+        let e = error(&g);
+        assert!(e.contains("`spk`") && e.contains("`r`"), "{e}");
+    }
+
+    #[test]
+    fn a_cycle_without_delay_is_refused() {
+        let mut g = small();
+        g.edges.push(("spk".into(), "lin".into()));
+        let e = error(&g);
+        assert!(
+            e.contains("cycle") && e.contains("`lin`") && e.contains("`spk`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn nested_graphs_flatten_and_edges_sum() {
+        let inner = small();
+        let mut g = Graph::default();
+        g.nodes.insert(
+            "x".into(),
+            prim("Input", vec![("shape", Field::ints(&[3]))]),
+        );
+        g.nodes.insert("net".into(), Node::Graph(inner));
+        g.nodes.insert(
+            "twice".into(),
+            prim("Scale", vec![("scale", Field::float(&[2], vec![2., 2.]))]),
+        );
+        g.nodes.insert(
+            "y".into(),
+            prim("Output", vec![("shape", Field::ints(&[2]))]),
+        );
+        g.edges = [
+            ("x", "net"),
+            ("net", "twice"),
+            ("net.spk", "y"),
+            ("twice", "y"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        let im = import(&g, "nested", Some(0.001)).unwrap();
+        let m = snnc_ir::verify(im.module, snnc_ir::Target::Any).unwrap();
+        assert!(
+            m.insts.iter().any(|i| i.op == Op::Add),
+            "edges into `y` are summed"
+        );
+        assert!(m.find_output("spikes/net.spk").is_some());
+    }
 }
