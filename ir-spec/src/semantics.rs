@@ -147,6 +147,14 @@ pub fn spiking_step(
     (a / dt * spikes, v - spikes)
 }
 
+/// One `leaky_if` step on one element: `(output, new voltage)` from the current `j` and the
+/// voltage `v`, with gain `g`, amplitude `a`, step `dt` and `decay` in f32:
+/// `v = decay·v + (g·j)·dt`; a spike when `v > 1`, after which `v = 0`.
+pub fn leaky_if_step((g, a, dt, decay): (f32, f32, f32, f32), j: f32, v: f32) -> (f32, f32) {
+    let v = decay * v + (g * j) * dt;
+    if v > 1.0 { (a / dt, 0.0) } else { (0.0, v) }
+}
+
 /// The parameters of Nengo's LIF neuron in f32, as one step uses them.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[repr(C)]

@@ -42,7 +42,7 @@ fn weird_f64() -> impl Strategy<Value = f64> {
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         (0u8..5, weird_f64(), weird_f64()).prop_map(|(k, g, a)| Step::Rate(k, g, a)),
-        (0u8..4, weird_f64(), any::<u64>()).prop_map(|(k, g, s)| Step::Spiking(k, g, s)),
+        (0u8..5, weird_f64(), any::<u64>()).prop_map(|(k, g, s)| Step::Spiking(k, g, s)),
         (1usize..6, prop::collection::vec(any::<f32>(), 64)).prop_map(|(m, w)| Step::Dense(m, w)),
         prop::collection::vec(-10.0f32..10.0, 64).prop_map(Step::Bias),
         (1usize..4, 1usize..3, any::<bool>()).prop_map(|(k, s, same)| Step::Conv(k, s, same)),
@@ -98,6 +98,7 @@ fn build(shape: Vec<usize>, steps: &[Step]) -> Module {
                         negative_slope: 0.3,
                     },
                     2 => NeuronModel::IfNeuron,
+                    3 => NeuronModel::LeakyIf { decay: 0.75 },
                     _ => NeuronModel::Lif {
                         tau_rc: 0.03,
                         tau_ref: 0.001,

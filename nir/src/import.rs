@@ -5,13 +5,17 @@
 //!   writes data as the NIR graph's producer did.
 //! - Several edges into one node are summed (`add`); nested graphs are flattened, their members
 //!   named `graph.node`.
-//! - `IF` (r, θ, v_reset): forward Euler from `v = 0`, `v += dt·r·I`; a spike when `v ≥ θ`, after
-//!   which `v` drops by `D` — the node's `reset_amount` metadata when snnc wrote it, else
-//!   `θ − v_reset` (exactly NIR's reset to `v_reset` whenever the voltage lands on the threshold).
-//!   As an `if_neuron` on `u = (v − θ)/D + 1`: gain `r/D`, initial voltage `1 − θ/D`, amplitude
-//!   `dt` (each spike is 1).
-//! - `LI` (τ, r, v_leak): forward Euler, `v += dt/τ·(v_leak − v + r·I)`, as a `lowpass` whose
-//!   decay `e^(−dt/τ')` equals `1 − dt/τ` (up to rounding), on `r·I + v_leak`.
+//! - Neurons step as NIR's consumers step them: forward Euler from `v = 0`, a spike when
+//!   `v > v_threshold`, at most one per step, then `v = v_reset` — snnc's `leaky_if` on
+//!   `u = (v − v_reset)/(v_threshold − v_reset)`. `IF`: `v += dt·r·I`. `LIF`:
+//!   `v += dt/τ·(v_leak − v + r·I)`. `CubaLIF`/`CubaLI`: first the synaptic current,
+//!   `I += dt/τ_syn·(w_in·x − I)`, then the voltage from the new current. `I`: `v += dt·r·x`.
+//!   `Threshold`: 1 where `x > threshold`. Every spike is 1.
+//! - An `IF` node written by snnc's own export (metadata `reset_amount`) becomes the `if_neuron`
+//!   it came from: reset by subtraction, so the round trip is exact.
+//! - `LI` (τ, r, v_leak): `v += dt/τ·(v_leak − v + r·I)`, as a `lowpass` whose decay
+//!   `e^(−dt/τ')` equals `1 − dt/τ` (up to rounding), on `r·I + v_leak`.
+//! - `Delay`: `round(delay/dt)` one-step states; a cycle through a Delay is a recurrent network.
 //! - `Affine`/`Linear` → `dense` (+ `bias`); `Scale` → `scale`; `Conv1d`/`Conv2d` → `pad` when
 //!   the padding is explicit, `conv`, `bias`; `AvgPool2d` → `pad`, `avg_pool`; `SumPool2d` → the
 //!   same times the window size; `Flatten` → `transpose` to channels first and `reshape`.
@@ -19,8 +23,8 @@
 use crate::{Field, Graph, NirError, Node, Primitive};
 use snnc_ir::builder::Builder;
 use snnc_ir::{
-    ConvAttrs, Module, Neuron, NeuronModel, Op, Operand, OutputKind, Padding, PoolAttrs, StateInit,
-    ValueId,
+    ConvAttrs, Module, Neuron, NeuronModel, Op, Operand, OutputKind, Padding, PoolAttrs, StateId,
+    StateInit,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -58,17 +62,18 @@ pub fn import(graph: &Graph, name: &str, dt: Option<f64>) -> Result<Imported, Ni
         b: Builder::new(name, dt),
         dt,
         vals: HashMap::new(),
+        delays: HashMap::new(),
         warnings: Vec::new(),
-        foreign_if: Vec::new(),
     };
+    // A Delay's output is its states, readable from the start of the step: create them first,
+    // so nodes before it in the order (a feedback loop) can read it.
+    for (n, p) in &flat.nodes {
+        if p.kind == "Delay" {
+            im.delay_states(n, p)?;
+        }
+    }
     for n in &order {
         im.node(n, &flat)?;
-    }
-    if !im.foreign_if.is_empty() {
-        im.warnings.push(format!(
-            "IF nodes {} carry no reset rule: snnc fires at v ≥ θ and subtracts θ − v_reset (NIR's reset to v_reset when v lands on θ); consumers that reset to v_reset lose the overshoot",
-            list(&im.foreign_if)
-        ));
     }
     Ok(Imported {
         module: im.b.finish(),
@@ -164,6 +169,9 @@ fn topo_order(f: &Flat) -> Result<Vec<String>, NirError> {
                 )));
             }
         }
+        if f.nodes[a].kind == "Delay" {
+            continue;
+        }
         *indeg.get_mut(b.as_str()).expect("checked") += 1;
         succ.entry(a.as_str()).or_default().push(b.as_str());
     }
@@ -190,7 +198,7 @@ fn topo_order(f: &Flat) -> Result<Vec<String>, NirError> {
             .map(|(k, _)| k.to_string())
             .collect();
         return Err(NirError::Graph(format!(
-            "a cycle runs through {}; snnc imports feed-forward graphs (a cycle would need a Delay node, which the import does not support yet)",
+            "a cycle runs through {} without a Delay node: NIR's nodes would have to wait for each other within one step",
             list(&stuck)
         )));
     }
@@ -200,21 +208,23 @@ fn topo_order(f: &Flat) -> Result<Vec<String>, NirError> {
 struct Importer {
     b: Builder,
     dt: f64,
-    /// Each node's output: the snnc value and its NIR shape.
-    vals: HashMap<String, (ValueId, Vec<usize>)>,
+    /// Each node's output: what reads it and its NIR shape.
+    vals: HashMap<String, (Operand, Vec<usize>)>,
+    /// Each Delay node's chain of states, oldest last.
+    delays: HashMap<String, Vec<StateId>>,
     warnings: Vec<String>,
-    foreign_if: Vec<String>,
 }
+
+type Out = Result<(Operand, Vec<usize>), NirError>;
 
 /// The snnc (channels-last) shape of a NIR (channels-first) shape.
 fn snnc_shape(nir: &[usize]) -> Vec<usize> {
     match nir.len() {
         0 | 1 => nir.to_vec(),
-        r => nir[1..]
+        _ => nir[1..]
             .iter()
             .copied()
             .chain(std::iter::once(nir[0]))
-            .take(r)
             .collect(),
     }
 }
@@ -235,6 +245,10 @@ fn to_snnc(nir: &[usize], data: &[f32]) -> Vec<f32> {
     out
 }
 
+fn uniform(v: &[f32]) -> Option<f32> {
+    v.iter().all(|&x| x == v[0]).then(|| v[0])
+}
+
 impl Importer {
     fn nerr(&self, node: &str, p: &Primitive, message: impl Into<String>) -> NirError {
         NirError::Node {
@@ -244,13 +258,27 @@ impl Importer {
         }
     }
 
-    fn build<T>(
-        &self,
+    /// Add one single-result op.
+    fn op(
+        &mut self,
         node: &str,
         p: &Primitive,
-        r: Result<T, snnc_ir::BuildError>,
-    ) -> Result<T, NirError> {
-        r.map_err(|e| self.nerr(node, p, e.to_string()))
+        op: Op,
+        args: &[Operand],
+        name: &str,
+    ) -> Result<Operand, NirError> {
+        match self.b.op1(op, args, name) {
+            Ok(v) => Ok(Operand::Value(v)),
+            Err(e) => Err(self.nerr(node, p, e.to_string())),
+        }
+    }
+
+    fn shape_of(&self, o: Operand) -> Vec<usize> {
+        self.b
+            .module()
+            .operand_type(o)
+            .map(|t| t.shape.clone())
+            .unwrap_or_default()
     }
 
     /// A float field, as (shape, data).
@@ -276,7 +304,7 @@ impl Importer {
         }
     }
 
-    /// An integer field as a list of non-negative sizes.
+    /// An integer field as `n` non-negative sizes (one value broadcasts).
     fn sizes(
         &self,
         node: &str,
@@ -285,46 +313,41 @@ impl Importer {
         n: usize,
         default: Option<usize>,
     ) -> Result<Vec<usize>, NirError> {
-        match p.fields.get(field) {
+        let v: Vec<usize> = match p.fields.get(field) {
             Some(Field::Int { data, .. }) if data.iter().all(|&x| (0..=1 << 20).contains(&x)) => {
-                let v: Vec<usize> = data.iter().map(|&x| x as usize).collect();
-                match v.len() {
-                    1 => Ok(vec![v[0]; n]),
-                    k if k == n => Ok(v),
-                    k => Err(self.nerr(
-                        node,
-                        p,
-                        format!("field `{field}` has {k} values; expected 1 or {n}"),
-                    )),
-                }
+                data.iter().map(|&x| x as usize).collect()
             }
             Some(Field::Float { data, .. })
                 if data
                     .iter()
-                    .all(|&x| x >= 0.0 && x.fract() == 0.0 && x < 1e6) =>
+                    .all(|&x| (0.0..1e6).contains(&x) && x.fract() == 0.0) =>
             {
-                let v: Vec<usize> = data.iter().map(|&x| x as usize).collect();
-                match v.len() {
-                    1 => Ok(vec![v[0]; n]),
-                    k if k == n => Ok(v),
-                    k => Err(self.nerr(
-                        node,
-                        p,
-                        format!("field `{field}` has {k} values; expected 1 or {n}"),
-                    )),
-                }
+                data.iter().map(|&x| x as usize).collect()
             }
-            None if default.is_some() => Ok(vec![default.unwrap_or(0); n]),
-            None => Err(self.nerr(node, p, format!("missing field `{field}`"))),
-            Some(_) => Err(self.nerr(
+            None => match default {
+                Some(d) => vec![d],
+                None => return Err(self.nerr(node, p, format!("missing field `{field}`"))),
+            },
+            Some(_) => {
+                return Err(self.nerr(
+                    node,
+                    p,
+                    format!("field `{field}` must hold non-negative integers"),
+                ));
+            }
+        };
+        match v.len() {
+            1 => Ok(vec![v[0]; n]),
+            k if k == n => Ok(v),
+            k => Err(self.nerr(
                 node,
                 p,
-                format!("field `{field}` must hold non-negative integers"),
+                format!("field `{field}` has {k} values; expected 1 or {n}"),
             )),
         }
     }
 
-    /// A per-neuron parameter: a full array of the data's NIR shape, or a scalar, in snnc order.
+    /// A per-neuron parameter: an array of the data's NIR shape, or one value, in snnc order.
     fn param(
         &self,
         node: &str,
@@ -352,34 +375,60 @@ impl Importer {
                 ),
             ));
         }
+        if data.iter().any(|x| !x.is_finite()) {
+            return Err(self.nerr(
+                node,
+                p,
+                format!("field `{field}` holds a value that is not finite"),
+            ));
+        }
         Ok(to_snnc(nshape, data))
     }
 
-    /// The summed input of a node.
-    fn input(
-        &mut self,
+    /// A time constant that must be one value for the whole node, longer than `dt`.
+    fn time_constant(
+        &self,
         node: &str,
         p: &Primitive,
-        f: &Flat,
-    ) -> Result<(ValueId, Vec<usize>), NirError> {
-        let srcs: Vec<&String> = f
+        field: &str,
+        nshape: &[usize],
+    ) -> Result<f64, NirError> {
+        let tau = self.param(node, p, field, nshape, None)?;
+        let Some(t) = uniform(&tau) else {
+            return Err(self.nerr(
+                node,
+                p,
+                format!("`{field}` differs between neurons; snnc takes one per node"),
+            ));
+        };
+        let t = t as f64;
+        if !(t >= self.dt && t.is_finite()) {
+            return Err(self.nerr(node, p, format!(
+                "`{field}` = {t} s is shorter than dt = {} s: forward Euler would overshoot (import with a smaller --dt)",
+                self.dt
+            )));
+        }
+        Ok(t)
+    }
+
+    /// The summed input of a node.
+    fn input(&mut self, node: &str, p: &Primitive, f: &Flat) -> Out {
+        let srcs: Vec<String> = f
             .edges
             .iter()
             .filter(|(_, d)| d == node)
-            .map(|(s, _)| s)
+            .map(|(s, _)| s.clone())
             .collect();
         if srcs.is_empty() {
             return Err(self.nerr(node, p, "has no input edge"));
         }
-        let ins: Vec<(ValueId, Vec<usize>)> = srcs
-            .iter()
-            .map(|s| {
-                self.vals
-                    .get(s.as_str())
-                    .cloned()
-                    .ok_or_else(|| self.nerr(node, p, format!("input `{s}` produced nothing")))
-            })
-            .collect::<Result<_, _>>()?;
+        let mut ins = Vec::new();
+        for s in &srcs {
+            match self.vals.get(s.as_str()) {
+                Some(v) => ins.push(v.clone()),
+                None => return Err(self.nerr(node, p, format!("input `{s}` produced nothing"))),
+            }
+        }
         if let Some((_, other)) = ins.iter().find(|(_, s)| *s != ins[0].1) {
             return Err(self.nerr(
                 node,
@@ -391,11 +440,10 @@ impl Importer {
             ));
         }
         if ins.len() == 1 {
-            return Ok(ins[0].clone());
+            return Ok(ins.swap_remove(0));
         }
-        let args: Vec<Operand> = ins.iter().map(|(v, _)| Operand::Value(*v)).collect();
-        let v = self.b.op1(Op::Add, &args, &format!("{node}.sum"));
-        let v = self.build(node, p, v)?;
+        let args: Vec<Operand> = ins.iter().map(|(v, _)| *v).collect();
+        let v = self.op(node, p, Op::Add, &args, &format!("{node}.sum"))?;
         Ok((v, ins[0].1.clone()))
     }
 
@@ -407,7 +455,7 @@ impl Importer {
             self.vals.insert(node.to_string(), x);
             return Ok(());
         }
-        let out: (ValueId, Vec<usize>) = match kind {
+        let out = match kind {
             "Input" => {
                 let nshape: Vec<usize> = match p.fields.get("shape") {
                     Some(Field::Int { data, .. }) if data.iter().all(|&x| x > 0) => {
@@ -422,9 +470,8 @@ impl Importer {
                     }
                 };
                 let nshape = self.shape_field(node, p, nshape)?;
-                let v = self.b.input(node, &nshape);
-                let v = self.channels_last(node, p, v, &nshape)?;
-                (v, nshape)
+                let v = Operand::Value(self.b.input(node, &nshape));
+                (self.channels_last(node, p, v, &nshape)?, nshape)
             }
             "Output" => {
                 let (x, nshape) = self.input(node, p, f)?;
@@ -432,88 +479,114 @@ impl Importer {
                 self.b.output(node, y);
                 (x, nshape)
             }
-            "Affine" | "Linear" => {
-                let (x, nshape) = self.input(node, p, f)?;
-                let (wshape, w) = self.floats(node, p, "weight")?;
-                if wshape.len() != 2 || nshape.len() != 1 || wshape[1] != nshape[0] {
-                    return Err(self.nerr(node, p, format!(
-                        "weight of shape {wshape:?} cannot take input of shape {nshape:?} (NIR's Affine takes 1-D input of the weight's second axis)"
-                    )));
-                }
-                let (o, n) = (wshape[0], wshape[1]);
-                let mut k = vec![0f32; n * o];
-                for r in 0..o {
-                    for c in 0..n {
-                        k[c * o + r] = w[r * n + c];
-                    }
-                }
-                let kc = self.b.constant_f32(&format!("{node}.weight"), &[n, o], k);
-                let y = self.b.op1(Op::Dense, &[x.into(), kc.into()], node);
-                let mut y = self.build(node, p, y)?;
-                if kind == "Affine" {
-                    let (bshape, bias) = self.floats(node, p, "bias")?;
-                    if bias.len() != o {
-                        return Err(self.nerr(
-                            node,
-                            p,
-                            format!("bias of shape {bshape:?}; expected ({o},)"),
-                        ));
-                    }
-                    let bc = self
-                        .b
-                        .constant_f32(&format!("{node}.bias"), &[o], bias.to_vec());
-                    let r = self
-                        .b
-                        .op1(Op::Bias, &[y.into(), bc.into()], &format!("{node}.biased"));
-                    y = self.build(node, p, r)?;
-                }
-                (y, vec![o])
-            }
+            "Affine" | "Linear" => self.affine(node, p, f)?,
             "Scale" => {
                 let (x, nshape) = self.input(node, p, f)?;
                 let s = self.param(node, p, "scale", &nshape, None)?;
-                let sc = self
-                    .b
-                    .constant_f32(&format!("{node}.scale"), &snnc_shape(&nshape), s);
-                let y = self.b.op1(Op::Scale, &[x.into(), sc.into()], node);
-                (self.build(node, p, y)?, nshape)
+                (self.scale(node, p, x, &nshape, s, node)?, nshape)
             }
             "Conv1d" | "Conv2d" => self.conv(node, p, f)?,
             "AvgPool2d" | "SumPool2d" => self.pool(node, p, f)?,
-            "Flatten" => {
+            "Flatten" => self.flatten_node(node, p, f)?,
+            "IF" => {
                 let (x, nshape) = self.input(node, p, f)?;
-                let start = match p.fields.get("start_dim") {
-                    Some(Field::Int { data, .. }) if data.len() == 1 => data[0],
-                    _ => 0,
-                };
-                let end = match p.fields.get("end_dim") {
-                    Some(Field::Int { data, .. }) if data.len() == 1 => data[0],
-                    _ => -1,
-                };
-                let r = nshape.len() as i64;
-                if start != 0 || !(end == -1 || end == r - 1) {
-                    return Err(self.nerr(node, p, format!(
-                        "flattens axes {start}..={end} of {nshape:?}; snnc imports a Flatten of every axis (start_dim=0, end_dim=-1)"
-                    )));
-                }
-                let y = self.channels_first(node, p, x, &nshape)?;
-                let total: usize = nshape.iter().product();
-                let y = if nshape.len() == 1 {
-                    y
+                if let Some(Field::Float { data, .. }) = p.metadata.get("reset_amount")
+                    && data.len() == 1
+                {
+                    (self.if_subtract(node, p, x, &nshape, data[0])?, nshape)
                 } else {
-                    let r = self
-                        .b
-                        .op1(Op::Reshape { shape: vec![total] }, &[y.into()], node);
-                    self.build(node, p, r)?
-                };
-                (y, vec![total])
+                    (self.leaky(node, p, x, &nshape, None, node)?, nshape)
+                }
             }
-            "IF" => self.if_node(node, p, f)?,
-            "LI" => self.li_node(node, p, f)?,
-            "LIF" | "CubaLIF" | "CubaLI" | "I" | "Threshold" | "Delay" => {
-                return Err(self.nerr(node, p, format!(
-                    "snnc's import does not support `{kind}` yet (it imports Affine, Linear, Scale, Conv1d, Conv2d, AvgPool2d, SumPool2d, Flatten, IF and LI)"
-                )));
+            "LIF" => {
+                let (x, nshape) = self.input(node, p, f)?;
+                let tau = self.time_constant(node, p, "tau", &nshape)?;
+                (
+                    self.leaky(node, p, x, &nshape, Some((tau, "v_leak")), node)?,
+                    nshape,
+                )
+            }
+            "CubaLIF" => {
+                let (x, nshape) = self.input(node, p, f)?;
+                let syn = self.synapse(node, p, x, &nshape)?;
+                let tau = self.time_constant(node, p, "tau_mem", &nshape)?;
+                (
+                    self.leaky(node, p, syn, &nshape, Some((tau, "v_leak")), node)?,
+                    nshape,
+                )
+            }
+            "LI" => {
+                let (x, nshape) = self.input(node, p, f)?;
+                let tau = self.time_constant(node, p, "tau", &nshape)?;
+                (self.li(node, p, x, &nshape, tau, node)?, nshape)
+            }
+            "CubaLI" => {
+                let (x, nshape) = self.input(node, p, f)?;
+                let syn = self.synapse(node, p, x, &nshape)?;
+                let tau = self.time_constant(node, p, "tau_mem", &nshape)?;
+                (self.li(node, p, syn, &nshape, tau, node)?, nshape)
+            }
+            "I" => {
+                let (x, nshape) = self.input(node, p, f)?;
+                let r = self.param(node, p, "r", &nshape, Some(1.0))?;
+                let dt = self.dt as f32;
+                let step = r.iter().map(|&r| r * dt).collect();
+                let inc = self.scale(node, p, x, &nshape, step, &format!("{node}.step"))?;
+                let state =
+                    self.b
+                        .state(&format!("{node}.v"), &snnc_shape(&nshape), StateInit::Zeros);
+                let v = self.op(node, p, Op::Add, &[state.into(), inc], node)?;
+                self.b.next(state, v);
+                (v, nshape)
+            }
+            "Threshold" => {
+                let (x, nshape) = self.input(node, p, f)?;
+                let theta = self.param(node, p, "threshold", &nshape, None)?;
+                // v = x − θ + 1 each step with nothing kept: a spike exactly when x > θ.
+                let shifted: Vec<f32> = theta.iter().map(|&t| 1.0 - t).collect();
+                let sshape = snnc_shape(&nshape);
+                let c = self
+                    .b
+                    .constant_f32(&format!("{node}.offset"), &sshape, shifted);
+                let j = self.op(
+                    node,
+                    p,
+                    Op::Bias,
+                    &[x, c.into()],
+                    &format!("{node}.shifted"),
+                )?;
+                let state = self
+                    .b
+                    .state(&format!("{node}.v"), &sshape, StateInit::Zeros);
+                let op = Op::Neuron(Neuron {
+                    model: NeuronModel::LeakyIf { decay: 0.0 },
+                    gain: 1.0 / self.dt,
+                    amplitude: self.dt,
+                });
+                let r = self
+                    .b
+                    .op_named(op, &[j, state.into()], &[node, &format!("{node}.v1")]);
+                let r = r.map_err(|e| self.nerr(node, p, e.to_string()))?;
+                self.b.next(state, r[1]);
+                (Operand::Value(r[0]), nshape)
+            }
+            "Delay" => {
+                let (x, nshape) = self.input(node, p, f)?;
+                let chain = self.delays.get(node).cloned().unwrap_or_default();
+                let declared = self.vals.get(node).map(|v| v.1.clone()).unwrap_or_default();
+                if declared != nshape {
+                    return Err(self.nerr(
+                        node,
+                        p,
+                        format!("`delay` has shape {declared:?}; its input has shape {nshape:?}"),
+                    ));
+                }
+                let mut prev = x;
+                for s in chain {
+                    self.b.next(s, prev);
+                    prev = Operand::State(s);
+                }
+                return Ok(());
             }
             other => {
                 return Err(self.nerr(
@@ -524,6 +597,50 @@ impl Importer {
             }
         };
         self.vals.insert(node.to_string(), out);
+        Ok(())
+    }
+
+    /// The states of a Delay node: `round(delay/dt)` steps of one-step states; the node's output
+    /// is the last of them.
+    fn delay_states(&mut self, node: &str, p: &Primitive) -> Result<(), NirError> {
+        let (shape, data) = self.floats(node, p, "delay")?;
+        let nshape = if shape.is_empty() {
+            vec![1]
+        } else {
+            shape.to_vec()
+        };
+        let nshape = self.shape_field(node, p, nshape)?;
+        let Some(d) = uniform(data) else {
+            return Err(self.nerr(
+                node,
+                p,
+                "delays differ between neurons; snnc takes one per node",
+            ));
+        };
+        let steps = (d as f64 / self.dt).round();
+        if !(steps >= 1.0 && steps <= 10_000.0)
+            || ((d as f64) - steps * self.dt).abs() > 1e-3 * self.dt.max(d as f64)
+        {
+            return Err(self.nerr(
+                node,
+                p,
+                format!(
+                    "a delay of {d} s is not a whole number (1 to 10000) of steps of dt = {} s",
+                    self.dt
+                ),
+            ));
+        }
+        let sshape = snnc_shape(&nshape);
+        let chain: Vec<StateId> = (0..steps as usize)
+            .map(|k| {
+                self.b
+                    .state(&format!("{node}.d{k}"), &sshape, StateInit::Zeros)
+            })
+            .collect();
+        let last = *chain.last().expect("at least one step");
+        self.delays.insert(node.to_string(), chain);
+        self.vals
+            .insert(node.to_string(), (Operand::State(last), nshape));
         Ok(())
     }
 
@@ -546,36 +663,80 @@ impl Importer {
         &mut self,
         node: &str,
         p: &Primitive,
-        v: ValueId,
+        v: Operand,
         nshape: &[usize],
-    ) -> Result<ValueId, NirError> {
+    ) -> Result<Operand, NirError> {
         let perm: Vec<usize> = match nshape.len() {
             2 => vec![1, 0],
             3 => vec![1, 2, 0],
             _ => return Ok(v),
         };
-        let r = self
-            .b
-            .op1(Op::Transpose { perm }, &[v.into()], &format!("{node}.hwc"));
-        self.build(node, p, r)
+        self.op(
+            node,
+            p,
+            Op::Transpose { perm },
+            &[v],
+            &format!("{node}.hwc"),
+        )
     }
 
     fn channels_first(
         &mut self,
         node: &str,
         p: &Primitive,
-        v: ValueId,
+        v: Operand,
         nshape: &[usize],
-    ) -> Result<ValueId, NirError> {
+    ) -> Result<Operand, NirError> {
         let perm: Vec<usize> = match nshape.len() {
             2 => vec![1, 0],
             3 => vec![2, 0, 1],
             _ => return Ok(v),
         };
-        let r = self
+        self.op(
+            node,
+            p,
+            Op::Transpose { perm },
+            &[v],
+            &format!("{node}.chw"),
+        )
+    }
+
+    /// `x · s` elementwise (`s` in snnc order); nothing when every factor is 1.
+    fn scale(
+        &mut self,
+        node: &str,
+        p: &Primitive,
+        x: Operand,
+        nshape: &[usize],
+        s: Vec<f32>,
+        name: &str,
+    ) -> Result<Operand, NirError> {
+        if s.iter().all(|&v| v == 1.0) && name != node {
+            return Ok(x);
+        }
+        let c = self
             .b
-            .op1(Op::Transpose { perm }, &[v.into()], &format!("{node}.chw"));
-        self.build(node, p, r)
+            .constant_f32(&format!("{name}.factor"), &snnc_shape(nshape), s);
+        self.op(node, p, Op::Scale, &[x, c.into()], name)
+    }
+
+    /// `x + c` elementwise (`c` in snnc order); nothing when every term is 0.
+    fn offset(
+        &mut self,
+        node: &str,
+        p: &Primitive,
+        x: Operand,
+        nshape: &[usize],
+        c: Vec<f32>,
+        name: &str,
+    ) -> Result<Operand, NirError> {
+        if c.iter().all(|&v| v == 0.0) {
+            return Ok(x);
+        }
+        let k = self
+            .b
+            .constant_f32(&format!("{name}.offset"), &snnc_shape(nshape), c);
+        self.op(node, p, Op::Bias, &[x, k.into()], name)
     }
 
     /// Explicit symmetric padding: a `pad` op (channels-last) when any is non-zero.
@@ -583,26 +744,86 @@ impl Importer {
         &mut self,
         node: &str,
         p: &Primitive,
-        x: ValueId,
+        x: Operand,
         pads: &[usize],
-    ) -> Result<ValueId, NirError> {
+    ) -> Result<Operand, NirError> {
         if pads.iter().all(|&q| q == 0) {
             return Ok(x);
         }
         let mut spec: Vec<[usize; 2]> = pads.iter().map(|&q| [q, q]).collect();
         spec.push([0, 0]);
-        let r = self
-            .b
-            .op1(Op::Pad { pads: spec }, &[x.into()], &format!("{node}.pad"));
-        self.build(node, p, r)
+        self.op(
+            node,
+            p,
+            Op::Pad { pads: spec },
+            &[x],
+            &format!("{node}.pad"),
+        )
     }
 
-    fn conv(
-        &mut self,
-        node: &str,
-        p: &Primitive,
-        f: &Flat,
-    ) -> Result<(ValueId, Vec<usize>), NirError> {
+    fn affine(&mut self, node: &str, p: &Primitive, f: &Flat) -> Out {
+        let (x, nshape) = self.input(node, p, f)?;
+        let (wshape, w) = self.floats(node, p, "weight")?;
+        if wshape.len() != 2 || nshape.len() != 1 || wshape[1] != nshape[0] {
+            return Err(self.nerr(node, p, format!(
+                "weight of shape {wshape:?} cannot take input of shape {nshape:?} (NIR's Affine takes 1-D input of the weight's second axis)"
+            )));
+        }
+        let (o, n) = (wshape[0], wshape[1]);
+        let mut k = vec![0f32; n * o];
+        for r in 0..o {
+            for c in 0..n {
+                k[c * o + r] = w[r * n + c];
+            }
+        }
+        let kc = self.b.constant_f32(&format!("{node}.weight"), &[n, o], k);
+        let mut y = self.op(node, p, Op::Dense, &[x, kc.into()], node)?;
+        if p.kind == "Affine" {
+            let (bshape, bias) = self.floats(node, p, "bias")?;
+            if bias.len() != o {
+                return Err(self.nerr(
+                    node,
+                    p,
+                    format!("bias of shape {bshape:?}; expected ({o},)"),
+                ));
+            }
+            let bc = self
+                .b
+                .constant_f32(&format!("{node}.bias"), &[o], bias.to_vec());
+            y = self.op(
+                node,
+                p,
+                Op::Bias,
+                &[y, bc.into()],
+                &format!("{node}.biased"),
+            )?;
+        }
+        Ok((y, vec![o]))
+    }
+
+    fn flatten_node(&mut self, node: &str, p: &Primitive, f: &Flat) -> Out {
+        let (x, nshape) = self.input(node, p, f)?;
+        let int = |k: &str, d: i64| match p.fields.get(k) {
+            Some(Field::Int { data, .. }) if data.len() == 1 => data[0],
+            _ => d,
+        };
+        let (start, end) = (int("start_dim", 0), int("end_dim", -1));
+        let r = nshape.len() as i64;
+        if start != 0 || !(end == -1 || end == r - 1) {
+            return Err(self.nerr(node, p, format!(
+                "flattens axes {start}..={end} of {nshape:?}; snnc imports a Flatten of every axis (start_dim=0, end_dim=-1)"
+            )));
+        }
+        let y = self.channels_first(node, p, x, &nshape)?;
+        let total: usize = nshape.iter().product();
+        if nshape.len() == 1 {
+            return Ok((y, nshape));
+        }
+        let y = self.op(node, p, Op::Reshape { shape: vec![total] }, &[y], node)?;
+        Ok((y, vec![total]))
+    }
+
+    fn conv(&mut self, node: &str, p: &Primitive, f: &Flat) -> Out {
         let (x, nshape) = self.input(node, p, f)?;
         let (wshape, w) = self.floats(node, p, "weight")?;
         let d = if p.kind == "Conv1d" { 1 } else { 2 };
@@ -620,6 +841,21 @@ impl Importer {
                 format!(
                     "weight {wshape:?} with groups={groups} does not take {} input channels",
                     nshape[0]
+                ),
+            ));
+        }
+        if let Some(Field::Int { data, .. }) = p.fields.get("input_shape")
+            && data
+                .iter()
+                .map(|&v| v as usize)
+                .ne(nshape[1..].iter().copied())
+        {
+            return Err(self.nerr(
+                node,
+                p,
+                format!(
+                    "declares input_shape {data:?}; its input is {:?}",
+                    &nshape[1..]
                 ),
             ));
         }
@@ -662,8 +898,7 @@ impl Importer {
             dilation,
             groups,
         };
-        let y = self.b.op1(Op::Conv(attrs), &[x.into(), kc.into()], node);
-        let mut y = self.build(node, p, y)?;
+        let mut y = self.op(node, p, Op::Conv(attrs), &[x, kc.into()], node)?;
         if p.fields.contains_key("bias") {
             let (_, bias) = self.floats(node, p, "bias")?;
             if bias.len() != cout {
@@ -676,24 +911,22 @@ impl Importer {
             let bc = self
                 .b
                 .constant_f32(&format!("{node}.bias"), &[cout], bias.to_vec());
-            let r = self
-                .b
-                .op1(Op::Bias, &[y.into(), bc.into()], &format!("{node}.biased"));
-            y = self.build(node, p, r)?;
+            y = self.op(
+                node,
+                p,
+                Op::Bias,
+                &[y, bc.into()],
+                &format!("{node}.biased"),
+            )?;
         }
-        let out = self.b.module().value(y).ty.shape.clone();
+        let out = self.shape_of(y);
         let nshape_out = std::iter::once(out[d])
             .chain(out[..d].iter().copied())
             .collect();
         Ok((y, nshape_out))
     }
 
-    fn pool(
-        &mut self,
-        node: &str,
-        p: &Primitive,
-        f: &Flat,
-    ) -> Result<(ValueId, Vec<usize>), NirError> {
+    fn pool(&mut self, node: &str, p: &Primitive, f: &Flat) -> Out {
         let (x, nshape) = self.input(node, p, f)?;
         if nshape.len() != 3 {
             return Err(self.nerr(
@@ -703,9 +936,10 @@ impl Importer {
             ));
         }
         let kernel = self.sizes(node, p, "kernel_size", 2, None)?;
-        let strides = self
-            .sizes(node, p, "stride", 2, None)
-            .unwrap_or_else(|_| kernel.clone());
+        let strides = match p.fields.get("stride") {
+            Some(_) => self.sizes(node, p, "stride", 2, None)?,
+            None => kernel.clone(),
+        };
         let pads = self.sizes(node, p, "padding", 2, Some(0))?;
         if kernel.contains(&0) || strides.contains(&0) {
             return Err(self.nerr(node, p, "kernel and stride must be at least 1"));
@@ -716,68 +950,132 @@ impl Importer {
             strides,
             padding: Padding::Valid,
         };
-        let name = if p.kind == "SumPool2d" {
+        let sum = p.kind == "SumPool2d";
+        let name = if sum {
             format!("{node}.mean")
         } else {
             node.to_string()
         };
-        let y = self.b.op1(Op::AvgPool(attrs), &[x.into()], &name);
-        let mut y = self.build(node, p, y)?;
-        if p.kind == "SumPool2d" {
+        let mut y = self.op(node, p, Op::AvgPool(attrs), &[x], &name)?;
+        if sum {
             let c = nshape[0];
             let k = (kernel[0] * kernel[1]) as f32;
             let sc = self
                 .b
                 .constant_f32(&format!("{node}.window"), &[c], vec![k; c]);
-            let r = self.b.op1(Op::Scale, &[y.into(), sc.into()], node);
-            y = self.build(node, p, r)?;
+            y = self.op(node, p, Op::Scale, &[y, sc.into()], node)?;
         }
-        let out = self.b.module().value(y).ty.shape.clone();
+        let out = self.shape_of(y);
         Ok((y, vec![out[2], out[0], out[1]]))
     }
 
-    fn if_node(
+    /// An `IF` node written by snnc's export: integrate-and-fire with reset by subtraction of
+    /// `amount` (the module's own `if_neuron`, bit for bit).
+    fn if_subtract(
         &mut self,
         node: &str,
         p: &Primitive,
-        f: &Flat,
-    ) -> Result<(ValueId, Vec<usize>), NirError> {
-        let (x, nshape) = self.input(node, p, f)?;
-        let r = self.param(node, p, "r", &nshape, Some(1.0))?;
-        let theta = self.param(node, p, "v_threshold", &nshape, None)?;
-        let reset = self.param(node, p, "v_reset", &nshape, Some(0.0))?;
-        let amount = match p.metadata.get("reset_amount") {
-            Some(Field::Float { data, .. }) if data.len() == 1 => Some(data[0]),
-            _ => None,
-        };
-        if amount.is_none() {
-            self.foreign_if.push(node.to_string());
+        x: Operand,
+        nshape: &[usize],
+        amount: f32,
+    ) -> Result<Operand, NirError> {
+        let r = self.param(node, p, "r", nshape, Some(1.0))?;
+        let theta = self.param(node, p, "v_threshold", nshape, None)?;
+        if !(amount > 0.0 && amount.is_finite()) {
+            return Err(self.nerr(node, p, format!("reset_amount {amount} must be positive")));
         }
+        let gain: Vec<f32> = r.iter().map(|&r| r / amount).collect();
+        let v0: Vec<f32> = theta.iter().map(|&t| 1.0 - t / amount).collect();
+        self.neuron(node, p, x, nshape, gain, v0, NeuronModel::IfNeuron, node)
+    }
+
+    /// NIR's `IF` (no `tau`) or `LIF` as `leaky_if` on `u = (v − v_reset)/(θ − v_reset)`, which
+    /// starts at `−v_reset/(θ − v_reset)` (the voltage starts at 0), spikes above 1 and resets to
+    /// 0. With a leak (`tau`, and `v_leak` as the name of the rest voltage's field):
+    /// `u ← (1 − dt/τ)·u + dt·(r·I + v_leak − v_reset)/(τ·(θ − v_reset))`.
+    #[allow(clippy::too_many_arguments)]
+    fn leaky(
+        &mut self,
+        node: &str,
+        p: &Primitive,
+        x: Operand,
+        nshape: &[usize],
+        leak: Option<(f64, &str)>,
+        name: &str,
+    ) -> Result<Operand, NirError> {
+        let r = self.param(node, p, "r", nshape, Some(1.0))?;
+        let theta = self.param(node, p, "v_threshold", nshape, None)?;
+        let reset = self.param(node, p, "v_reset", nshape, Some(0.0))?;
+        let (tau, rest) = match leak {
+            Some((tau, field)) => (tau, self.param(node, p, field, nshape, Some(0.0))?),
+            None => (1.0, vec![0.0; r.len()]),
+        };
         let n = r.len();
-        let mut gain = Vec::with_capacity(n);
-        let mut v0 = Vec::with_capacity(n);
+        let (mut gain, mut bias, mut v0) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         for k in 0..n {
-            let dd = amount.unwrap_or(theta[k] - reset[k]);
-            if !(dd > 0.0 && dd.is_finite()) {
+            let d = theta[k] - reset[k];
+            if !(d > 0.0 && d.is_finite()) {
                 return Err(self.nerr(node, p, format!(
                     "neuron {k}: v_threshold {} is not above v_reset {}; the reset must lower the voltage",
                     theta[k], reset[k]
                 )));
             }
-            gain.push(r[k] / dd);
-            v0.push(1.0 - theta[k] / dd);
+            let c = (1.0 / (tau * d as f64)) as f32;
+            gain.push(r[k] * c);
+            bias.push((rest[k] - reset[k]) * c);
+            v0.push(-reset[k] / d);
         }
-        let sshape = snnc_shape(&nshape);
-        let (current, g) = if gain.iter().all(|&g| g == gain[0]) {
-            (x, gain[0] as f64)
+        let decay = if leak.is_some() {
+            1.0 - self.dt / tau
         } else {
-            let gc = self.b.constant_f32(&format!("{node}.r"), &sshape, gain);
-            let y = self.b.op1(
-                Op::Scale,
-                &[x.into(), gc.into()],
-                &format!("{node}.current"),
-            );
-            (self.build(node, p, y)?, 1.0)
+            1.0
+        };
+        // The leak's rest voltage enters as a constant current: j = gain·I + bias.
+        let (x, gain) = if bias.iter().all(|&b| b == 0.0) {
+            (x, gain)
+        } else {
+            let scaled = self.scale(node, p, x, nshape, gain, &format!("{node}.current"))?;
+            (
+                self.offset(node, p, scaled, nshape, bias, &format!("{node}.rest"))?,
+                vec![1.0; n],
+            )
+        };
+        self.neuron(
+            node,
+            p,
+            x,
+            nshape,
+            gain,
+            v0,
+            NeuronModel::LeakyIf { decay },
+            name,
+        )
+    }
+
+    /// A spiking population with per-neuron gains and initial voltages; spikes of size 1.
+    #[allow(clippy::too_many_arguments)]
+    fn neuron(
+        &mut self,
+        node: &str,
+        p: &Primitive,
+        x: Operand,
+        nshape: &[usize],
+        gain: Vec<f32>,
+        v0: Vec<f32>,
+        model: NeuronModel,
+        name: &str,
+    ) -> Result<Operand, NirError> {
+        let sshape = snnc_shape(nshape);
+        let (current, g) = match uniform(&gain) {
+            Some(g) => (x, g as f64),
+            None => (
+                self.scale(node, p, x, nshape, gain, &format!("{node}.gain"))?,
+                1.0,
+            ),
         };
         let init = if v0.iter().all(|&v| v == 0.0) {
             StateInit::Zeros
@@ -786,16 +1084,14 @@ impl Importer {
         };
         let state = self.b.state(&format!("{node}.v"), &sshape, init);
         let op = Op::Neuron(Neuron {
-            model: NeuronModel::IfNeuron,
+            model,
             gain: g,
             amplitude: self.dt,
         });
-        let r = self.b.op_named(
-            op,
-            &[current.into(), state.into()],
-            &[node, &format!("{node}.v1")],
-        );
-        let res = self.build(node, p, r)?;
+        let r = self
+            .b
+            .op_named(op, &[current, state.into()], &[name, &format!("{name}.v1")]);
+        let res = r.map_err(|e| self.nerr(node, p, e.to_string()))?;
         self.b.next(state, res[1]);
         self.b.output_of_kind(
             &format!("spikes/{node}"),
@@ -805,69 +1101,70 @@ impl Importer {
                 amplitude: self.dt,
             },
         );
-        Ok((res[0], nshape))
+        Ok(Operand::Value(res[0]))
     }
 
-    fn li_node(
+    /// The synaptic current of a `CubaLIF`/`CubaLI`: forward Euler on `τ_syn·İ = −I + w_in·x`.
+    fn synapse(
         &mut self,
         node: &str,
         p: &Primitive,
-        f: &Flat,
-    ) -> Result<(ValueId, Vec<usize>), NirError> {
-        let (x, nshape) = self.input(node, p, f)?;
-        let tau = self.param(node, p, "tau", &nshape, None)?;
-        let r = self.param(node, p, "r", &nshape, Some(1.0))?;
-        let leak = self.param(node, p, "v_leak", &nshape, Some(0.0))?;
-        if tau.iter().any(|&t| t != tau[0]) {
-            return Err(self.nerr(
-                node,
-                p,
-                "time constants differ between neurons; snnc's lowpass takes one",
-            ));
+        x: Operand,
+        nshape: &[usize],
+    ) -> Result<Operand, NirError> {
+        let tau = self.time_constant(node, p, "tau_syn", nshape)?;
+        let w_in = self.param(node, p, "w_in", nshape, Some(1.0))?;
+        let x = self.scale(node, p, x, nshape, w_in, &format!("{node}.w_in"))?;
+        self.euler_lowpass(node, p, x, nshape, tau, &format!("{node}.syn"))
+    }
+
+    /// `LI` (τ, r, v_leak): `v ← v + dt/τ·(v_leak − v + r·I)`, as a lowpass on `r·I + v_leak`.
+    fn li(
+        &mut self,
+        node: &str,
+        p: &Primitive,
+        x: Operand,
+        nshape: &[usize],
+        tau: f64,
+        name: &str,
+    ) -> Result<Operand, NirError> {
+        let r = self.param(node, p, "r", nshape, Some(1.0))?;
+        let leak = self.param(node, p, "v_leak", nshape, Some(0.0))?;
+        let x = self.scale(node, p, x, nshape, r, &format!("{node}.current"))?;
+        let x = self.offset(node, p, x, nshape, leak, &format!("{node}.leak"))?;
+        self.euler_lowpass(node, p, x, nshape, tau, name)
+    }
+
+    /// Forward Euler `y ← y + dt/τ·(x − y)` as snnc's `lowpass`, whose decay `e^(−dt/τ')` is
+    /// `1 − dt/τ` for `τ' = −dt/ln(1 − dt/τ)` (up to rounding; `τ = dt` passes `x` through).
+    fn euler_lowpass(
+        &mut self,
+        node: &str,
+        p: &Primitive,
+        x: Operand,
+        nshape: &[usize],
+        tau: f64,
+        name: &str,
+    ) -> Result<Operand, NirError> {
+        let keep = 1.0 - self.dt / tau;
+        if keep <= 0.0 {
+            return Ok(x);
         }
-        let t = tau[0] as f64;
-        if !(t > self.dt && t.is_finite()) {
-            return Err(self.nerr(
-                node,
-                p,
-                format!(
-                    "tau {t} s is not longer than dt {} s: forward Euler would not decay",
-                    self.dt
-                ),
-            ));
-        }
-        let sshape = snnc_shape(&nshape);
-        let mut cur = x;
-        if r.iter().any(|&v| v != 1.0) {
-            let rc = self.b.constant_f32(&format!("{node}.r"), &sshape, r);
-            let y = self.b.op1(
-                Op::Scale,
-                &[cur.into(), rc.into()],
-                &format!("{node}.current"),
-            );
-            cur = self.build(node, p, y)?;
-        }
-        if leak.iter().any(|&v| v != 0.0) {
-            let lc = self
-                .b
-                .constant_f32(&format!("{node}.v_leak"), &sshape, leak);
-            let y = self
-                .b
-                .op1(Op::Bias, &[cur.into(), lc.into()], &format!("{node}.leak"));
-            cur = self.build(node, p, y)?;
-        }
-        let tau_zoh = -self.dt / (1.0 - self.dt / t).ln();
-        let state = self
-            .b
-            .state(&format!("{node}.v"), &sshape, StateInit::Zeros);
-        let y = self.b.op1(
-            Op::Lowpass { tau: tau_zoh },
-            &[cur.into(), state.into()],
-            node,
+        let tau_zoh = -self.dt / keep.ln();
+        let state = self.b.state(
+            &format!("{name}.state"),
+            &snnc_shape(nshape),
+            StateInit::Zeros,
         );
-        let y = self.build(node, p, y)?;
+        let y = self.op(
+            node,
+            p,
+            Op::Lowpass { tau: tau_zoh },
+            &[x, state.into()],
+            name,
+        )?;
         self.b.next(state, y);
-        Ok((y, nshape))
+        Ok(y)
     }
 }
 
@@ -943,7 +1240,7 @@ mod tests {
     fn a_good_graph_imports_and_verifies() {
         let im = import(&small(), "t", Some(0.001)).unwrap();
         snnc_ir::verify(im.module, snnc_ir::Target::Neural).unwrap();
-        assert!(im.warnings.iter().any(|w| w.contains("`spk`")));
+        assert!(im.warnings.is_empty());
     }
 
     #[test]

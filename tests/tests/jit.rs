@@ -163,7 +163,7 @@ mod random_modules {
         prop_oneof![
             // Few distinct parameters, so that branches share some and `merge` has work.
             3 => (
-                prop_oneof![Just(5u8), Just(7), Just(0), 0u8..9],
+                prop_oneof![Just(5u8), Just(7), Just(0), Just(9), 0u8..10],
                 prop_oneof![Just(1.0f64), Just(7.5), 0.5f64..60.0]
             )
                 .prop_map(|(k, g)| Step::Neuron(k, g)),
@@ -234,6 +234,7 @@ mod random_modules {
                             negative_slope: 0.2,
                         },
                         7 => NeuronModel::IfNeuron,
+                        8 => NeuronModel::LeakyIf { decay: 0.9 },
                         _ => NeuronModel::Lif {
                             tau_rc: 0.02,
                             tau_ref: 0.002,

@@ -141,3 +141,168 @@ fn round_trip_reproduces_spikes_with_uniform_initial_voltages() {
 fn round_trip_reproduces_spikes_starting_at_half_threshold() {
     check(InitialVoltage::Fixed(0.5));
 }
+
+mod primitives {
+    //! Each NIR primitive the import maps to a neuron, a synapse or states, against values
+    //! computed by hand from NIR's definition (forward Euler, strict threshold, reset to value).
+
+    use super::*;
+    use snnc_nir::{Field, Graph, Node, Primitive};
+
+    fn node(kind: &str, fields: Vec<(&'static str, Field)>) -> Node {
+        Node::Prim(Primitive::new(kind, fields))
+    }
+
+    fn v(x: &[f32]) -> Field {
+        Field::float(&[x.len()], x.to_vec())
+    }
+
+    fn graph(nodes: Vec<(&str, Node)>, edges: &[(&str, &str)]) -> Graph {
+        Graph {
+            nodes: nodes.into_iter().map(|(k, n)| (k.to_string(), n)).collect(),
+            edges: edges
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            metadata: Default::default(),
+        }
+    }
+
+    /// Run on a held input; the named output at every step, for both backends (which agree).
+    fn run(g: &Graph, x: &[f32], steps: usize, output: &str) -> Vec<Vec<f32>> {
+        let m = snnc_nir::import::import(g, "t", Some(0.001))
+            .unwrap()
+            .module;
+        let x = ArrayD::from_shape_vec(IxDyn(&[1, x.len()]), x.to_vec()).unwrap();
+        let a = outputs(&m, &x, steps, Backend::Interp);
+        let b = outputs(&m, &x, steps, Backend::Jit);
+        assert_eq!(get(&a, output), get(&b, output));
+        let y = get(&a, output);
+        (0..steps)
+            .map(|t| {
+                y.index_axis(Axis(0), 0)
+                    .index_axis(Axis(0), t)
+                    .iter()
+                    .copied()
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lif_leaks_fires_above_threshold_and_resets_to_value() {
+        // v1 = 0.1·5 = 0.5; v2 = 0.5 + 0.1·(5 − 0.5) = 0.95; v3 = 1.355 > 1: spike, v = 0.
+        let g = graph(
+            vec![
+                ("in", node("Input", vec![("shape", Field::ints(&[1]))])),
+                (
+                    "lif",
+                    node(
+                        "LIF",
+                        vec![
+                            ("tau", v(&[0.01])),
+                            ("r", v(&[1.0])),
+                            ("v_leak", v(&[0.0])),
+                            ("v_threshold", v(&[1.0])),
+                            ("v_reset", v(&[0.0])),
+                        ],
+                    ),
+                ),
+                ("out", node("Output", vec![("shape", Field::ints(&[1]))])),
+            ],
+            &[("in", "lif"), ("lif", "out")],
+        );
+        let y: Vec<f32> = run(&g, &[5.0], 9, "out")
+            .into_iter()
+            .map(|s| s[0])
+            .collect();
+        assert_eq!(y, [0., 0., 1., 0., 0., 1., 0., 0., 1.]);
+    }
+
+    #[test]
+    fn if_without_snnc_metadata_resets_to_v_reset() {
+        // r = 1, θ = 1, v_reset = −0.5, input 600 per second: v += 0.6 each step.
+        // v: 0.6, 1.2 → spike, −0.5; 0.1, 0.7, 1.3 → spike, −0.5; ...
+        let g = graph(
+            vec![
+                ("in", node("Input", vec![("shape", Field::ints(&[1]))])),
+                (
+                    "if",
+                    node(
+                        "IF",
+                        vec![
+                            ("r", v(&[1.0])),
+                            ("v_threshold", v(&[1.0])),
+                            ("v_reset", v(&[-0.5])),
+                        ],
+                    ),
+                ),
+                ("out", node("Output", vec![("shape", Field::ints(&[1]))])),
+            ],
+            &[("in", "if"), ("if", "out")],
+        );
+        let y: Vec<f32> = run(&g, &[600.0], 8, "out")
+            .into_iter()
+            .map(|s| s[0])
+            .collect();
+        assert_eq!(y, [0., 1., 0., 0., 1., 0., 0., 1.]);
+    }
+
+    #[test]
+    fn delay_closes_a_recurrent_loop() {
+        // y_t = x + 0.5·y_{t−2}, x = 1: 1, 1, 1.5, 1.5, 1.75, 1.75, ...
+        let g = graph(
+            vec![
+                ("in", node("Input", vec![("shape", Field::ints(&[1]))])),
+                ("y", node("Scale", vec![("scale", v(&[1.0]))])),
+                ("half", node("Scale", vec![("scale", v(&[0.5]))])),
+                ("d", node("Delay", vec![("delay", v(&[0.002]))])),
+                ("out", node("Output", vec![("shape", Field::ints(&[1]))])),
+            ],
+            &[
+                ("in", "y"),
+                ("half", "y"),
+                ("y", "d"),
+                ("d", "half"),
+                ("y", "out"),
+            ],
+        );
+        let y: Vec<f32> = run(&g, &[1.0], 6, "out")
+            .into_iter()
+            .map(|s| s[0])
+            .collect();
+        assert_eq!(y, [1., 1., 1.5, 1.5, 1.75, 1.75]);
+    }
+
+    #[test]
+    fn threshold_and_integrator() {
+        let g = graph(
+            vec![
+                ("in", node("Input", vec![("shape", Field::ints(&[3]))])),
+                (
+                    "th",
+                    node("Threshold", vec![("threshold", v(&[0.0, 0.5, 1.0]))]),
+                ),
+                ("acc", node("I", vec![("r", v(&[2.0, 2.0, 2.0]))])),
+                ("spikes", node("Output", vec![("shape", Field::ints(&[3]))])),
+                ("sum", node("Output", vec![("shape", Field::ints(&[3]))])),
+            ],
+            &[
+                ("in", "th"),
+                ("th", "spikes"),
+                ("in", "acc"),
+                ("acc", "sum"),
+            ],
+        );
+        let s = run(&g, &[-1.0, 0.5, 2.0], 2, "spikes");
+        assert_eq!(s[1], [0., 0., 1.]);
+        let a = run(&g, &[-1.0, 0.5, 2.0], 3, "sum");
+        // v_t = t·dt·r·x.
+        for (t, row) in a.iter().enumerate() {
+            for (k, &x) in [-1.0f32, 0.5, 2.0].iter().enumerate() {
+                let want = (t + 1) as f32 * 0.002 * x;
+                assert!((row[k] - want).abs() < 1e-6, "step {t}: {row:?}");
+            }
+        }
+    }
+}

@@ -339,6 +339,13 @@ impl Op {
                         "tau_rc must be positive and tau_ref non-negative".into(),
                     ));
                 }
+                if let NeuronModel::LeakyIf { decay } = n.model
+                    && !(0.0..=1.0).contains(&decay)
+                {
+                    return Err(InferError::Rule(format!(
+                        "decay must lie in [0, 1], not {decay}"
+                    )));
+                }
                 if let Some(t) = args[1..].iter().find(|t| t.shape != x.shape) {
                     return Err(InferError::Rule(format!(
                         "{} state {t} must have the type of its input {x}",

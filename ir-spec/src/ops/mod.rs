@@ -94,6 +94,13 @@ pub enum NeuronModel {
     },
     /// Integrate-and-fire, reset by subtraction, no floor on the membrane; state: voltage.
     IfNeuron,
+    /// Leaky integrate-and-fire as NIR's consumers step it (forward Euler): the voltage keeps
+    /// `decay` of itself each step, a spike when it exceeds 1 (at most one per step), then reset
+    /// to 0; state: voltage. `decay = 1` is NIR's `IF` with reset to `v_reset`.
+    LeakyIf {
+        /// Fraction of the voltage kept per step (`1 − dt/τ`), in `[0, 1]`.
+        decay: f64,
+    },
     /// Nengo's LIF; state: voltage and refractory time.
     Lif {
         /// Membrane time constant (s).
@@ -149,6 +156,7 @@ impl NeuronModel {
             NeuronModel::SpikingRelu => "spiking_relu",
             NeuronModel::SpikingLeakyRelu { .. } => "spiking_leaky_relu",
             NeuronModel::IfNeuron => "if_neuron",
+            NeuronModel::LeakyIf { .. } => "leaky_if",
             NeuronModel::Lif { .. } => "lif",
             NeuronModel::Elu { .. } => "elu",
             NeuronModel::Selu => "selu",
@@ -187,7 +195,8 @@ impl NeuronModel {
         match self {
             NeuronModel::SpikingRelu
             | NeuronModel::SpikingLeakyRelu { .. }
-            | NeuronModel::IfNeuron => 1,
+            | NeuronModel::IfNeuron
+            | NeuronModel::LeakyIf { .. } => 1,
             NeuronModel::Lif { .. } => 2,
             _ => 0,
         }
@@ -376,6 +385,7 @@ impl Op {
         "spiking_relu",
         "spiking_leaky_relu",
         "if_neuron",
+        "leaky_if",
         "lif",
         "lowpass",
         "alpha",

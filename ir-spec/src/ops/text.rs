@@ -169,6 +169,7 @@ impl Op {
                     NeuronModel::Gelu { tanh: true } => {
                         a.push(("approximate", AttrValue::Word("tanh".into())))
                     }
+                    NeuronModel::LeakyIf { decay } => a.push(("decay", num(*decay))),
                     NeuronModel::HardSigmoid { slope, offset } => {
                         a.push(("slope", num(*slope)));
                         a.push(("offset", num(*offset)));
@@ -318,6 +319,10 @@ impl Op {
             "tanh" => neuron(NeuronModel::Tanh, &mut a)?,
             "spiking_relu" => neuron(NeuronModel::SpikingRelu, &mut a)?,
             "if_neuron" => neuron(NeuronModel::IfNeuron, &mut a)?,
+            "leaky_if" => {
+                let decay = a.req_f64("decay")?;
+                neuron(NeuronModel::LeakyIf { decay }, &mut a)?
+            }
             "leaky_relu" => {
                 let negative_slope = a.req_f64("negative_slope")?;
                 neuron(NeuronModel::LeakyRelu { negative_slope }, &mut a)?

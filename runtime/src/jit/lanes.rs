@@ -72,6 +72,19 @@ pub(super) fn neuron_lanes(
             let av = fconst(b, ty, a);
             (b.ins().fmul(av, r), None)
         }
+        NeuronModel::LeakyIf { decay } => {
+            let v_in = v_in.expect("spiking neurons read a voltage");
+            let d = fconst(b, ty, decay as f32);
+            let kept = b.ins().fmul(d, v_in);
+            let dtv = fconst(b, ty, dt);
+            let step = b.ins().fmul(x, dtv);
+            let v = b.ins().fadd(kept, step);
+            let one = fconst(b, ty, 1.0);
+            let h = fconst(b, ty, a / dt);
+            let y = select(b, ty, FloatCC::GreaterThan, (v, one), h, zero);
+            let v1 = select(b, ty, FloatCC::GreaterThan, (v, one), zero, v);
+            (y, Some(v1))
+        }
         _ => {
             let drive = match n.model {
                 NeuronModel::SpikingRelu => relu(b, ty, x),
