@@ -618,7 +618,7 @@ impl Importer {
             ));
         };
         let steps = (d as f64 / self.dt).round();
-        if !(steps >= 1.0 && steps <= 10_000.0)
+        if !(1.0..=10_000.0).contains(&steps)
             || ((d as f64) - steps * self.dt).abs() > 1e-3 * self.dt.max(d as f64)
         {
             return Err(self.nerr(
