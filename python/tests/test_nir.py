@@ -59,9 +59,11 @@ def reference(graph, x, steps, dt):
             if n not in done and all(a in done for a in incoming[n]):
                 order.append(n)
                 done.add(n)
-    state = {n: np.zeros(np.shape(node.v_threshold)) for n, node in graph.nodes.items() if isinstance(node, nir.IF)}
+    spiking = (nir.IF, nir.LIF, nir.CubaLIF)
+    state = {n: np.zeros(np.shape(node.v_threshold)) for n, node in graph.nodes.items() if isinstance(node, spiking)}
     state.update({n: np.zeros(np.shape(node.tau)) for n, node in graph.nodes.items() if isinstance(node, nir.LI)})
-    counts = {n: 0.0 for n, node in graph.nodes.items() if isinstance(node, nir.IF)}
+    current = {n: np.zeros(np.shape(node.tau_syn)) for n, node in graph.nodes.items() if isinstance(node, nir.CubaLIF)}
+    counts = {n: 0.0 for n, node in graph.nodes.items() if isinstance(node, spiking)}
     outputs = {}
     for _ in range(steps):
         val = {}
@@ -87,14 +89,22 @@ def reference(graph, x, steps, dt):
                 out = _pool(inp, node.kernel_size, node.stride, node.padding) / np.prod(node.kernel_size)
             elif isinstance(node, nir.Flatten):
                 out = inp.reshape(-1)
-            elif isinstance(node, nir.IF):
-                v = state[n] + dt * node.r * inp
+            elif isinstance(node, spiking):
+                v = state[n]
+                if isinstance(node, nir.IF):
+                    v = v + dt * node.r * inp
+                else:
+                    if isinstance(node, nir.CubaLIF):  # the synaptic current first
+                        current[n] = current[n] + dt / node.tau_syn * (node.w_in * inp - current[n])
+                        inp = current[n]
+                    tau = node.tau_mem if isinstance(node, nir.CubaLIF) else node.tau
+                    v = v + dt / tau * (node.v_leak - v + node.r * inp)
                 spike = v > node.v_threshold
                 amount = node.metadata.get("reset_amount") if node.metadata else None
-                if amount is not None:  # the reset snnc's export records: subtract
+                if amount is not None:  # the rule snnc's export records: subtract
                     v = np.where(spike, v - float(amount), v)
-                else:
-                    v = np.where(spike, v - (node.v_threshold - node.v_reset), v)
+                else:  # NIR's own: reset to v_reset
+                    v = np.where(spike, node.v_reset, v)
                 state[n] = v
                 out = spike.astype(np.float64)
                 counts[n] += out.sum()
@@ -195,6 +205,46 @@ def test_graph_written_by_the_nir_package_runs(tmp_path):
     assert counts["spk"] > 50
     assert abs(out["spk"][0].sum() - counts["spk"]) <= 2
     np.testing.assert_allclose(out["out"][0, -1], outputs["out"], rtol=2e-3, atol=2e-3)
+
+
+def test_lif_network_as_snntorch_and_norse_export_it(tmp_path):
+    """The node types snnTorch's and Norse's exporters write for a feed-forward LIF network
+    (Affine into LIF and CubaLIF, leaky readout), with per-neuron parameter arrays."""
+    rng = np.random.default_rng(11)
+    n_in, n_hid, n_out = 6, 12, 3
+    full = lambda n, v: np.full(n, v, np.float32)  # noqa: E731
+    graph = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type=np.array([n_in])),
+            "fc1": nir.Affine(weight=rng.normal(0, 1.5, (n_hid, n_in)).astype(np.float32), bias=full(n_hid, 0.2)),
+            "lif1": nir.LIF(
+                tau=full(n_hid, 0.005), r=full(n_hid, 1.0), v_leak=full(n_hid, 0.0),
+                v_threshold=full(n_hid, 1.0), v_reset=full(n_hid, 0.0),
+            ),
+            "fc2": nir.Affine(weight=rng.normal(0, 1.0, (n_hid, n_hid)).astype(np.float32), bias=full(n_hid, 0.0)),
+            "cuba": nir.CubaLIF(
+                tau_syn=full(n_hid, 0.003), tau_mem=full(n_hid, 0.008), r=full(n_hid, 2.0),
+                v_leak=full(n_hid, 0.1), v_threshold=full(n_hid, 0.8), v_reset=full(n_hid, -0.1),
+                w_in=full(n_hid, 1.0),
+            ),
+            "fc3": nir.Linear(weight=rng.normal(0, 1.0, (n_out, n_hid)).astype(np.float32)),
+            "li": nir.LI(tau=full(n_out, 0.01), r=full(n_out, 1.0), v_leak=full(n_out, 0.0)),
+            "output": nir.Output(output_type=np.array([n_out])),
+        },
+        edges=[("input", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "cuba"), ("cuba", "fc3"), ("fc3", "li"), ("li", "output")],
+    )
+    path = tmp_path / "lif.nir"
+    nir.write(path, graph)
+    x = rng.uniform(0, 3, size=n_in).astype(np.float32)
+    steps = 100
+    counts, outputs = reference(nir.read(path), x.astype(np.float64), steps, 0.001)
+    net = snnc.load(path, dt=0.001)
+    with snnc.Simulator(net, minibatch_size=1) as sim:
+        out = sim.predict(x[None], n_steps=steps, probes=["lif1", "cuba"])
+    assert counts["lif1"] > 20 and counts["cuba"] > 20, counts
+    for pop in ("lif1", "cuba"):
+        assert abs(out[pop][0].sum() - counts[pop]) <= max(2, 0.01 * counts[pop]), (pop, out[pop][0].sum(), counts[pop])
+    np.testing.assert_allclose(out["output"][0, -1], outputs["output"], rtol=0.02, atol=0.02)
 
 
 def _replace(group, name, data):
