@@ -684,7 +684,7 @@ mod tests {
         let e = load(Path::new("model.onnx")).unwrap_err().to_string();
         assert_eq!(
             e,
-            "model.onnx: unknown file type; expected .keras, .h5, .sir, .snn or .json"
+            "model.onnx: unknown file type; expected .keras, .h5, .sir, .snn, .json or .nir"
         );
     }
 }
