@@ -315,7 +315,11 @@ impl<'m> Exporter<'m> {
                 let cin_g = kshape[d];
                 let cout_g = cout / groups;
                 let taps: usize = kshape[..d].iter().product();
+                // TensorFlow's `same` puts an odd cell of padding after; NIR's padding is
+                // symmetric. Pad one more before as well and give the kernel a leading zero tap on
+                // that axis: the windows then cover the same cells.
                 let mut pads = Vec::new();
+                let mut lead = Vec::new();
                 for (ax, &k) in kshape[..d].iter().enumerate() {
                     let w = WindowAxis::new(
                         x.shape[ax],
@@ -327,31 +331,49 @@ impl<'m> Exporter<'m> {
                     .map_err(|e| self.err(inst, e.to_string()))?;
                     let total = ((w.output - 1) * w.stride + (w.window - 1) * w.dilation + 1)
                         .saturating_sub(w.input);
-                    if attrs.padding == Padding::Same && total % 2 == 1 {
+                    let odd = attrs.padding == Padding::Same && total % 2 == 1;
+                    if odd && w.dilation != 1 {
                         return Err(self.err(inst, format!(
-                            "padding=same pads axis {ax} by {total} cells, one more after than before; NIR's padding is symmetric (pad the input explicitly or use an odd kernel with stride 1)"
+                            "padding=same pads axis {ax} by {total} cells, one more after than before, with dilation {}; NIR's padding is symmetric",
+                            w.dilation
                         )));
                     }
                     pads.push(if attrs.padding == Padding::Same {
-                        total / 2
+                        total.div_ceil(2)
                     } else {
                         0
                     });
+                    lead.push(usize::from(odd));
                 }
+                let nk: Vec<usize> = kshape[..d]
+                    .iter()
+                    .zip(&lead)
+                    .map(|(&k, &l)| k + l)
+                    .collect();
+                let ntaps: usize = nk.iter().product();
                 // snnc [k..., cin/g, cout] → NIR [cout, cin, k...] with groups expanded.
-                let mut w = vec![0f32; cout * cin * taps];
+                let mut w = vec![0f32; cout * cin * ntaps];
                 for t in 0..taps {
+                    // The tap's position in the (possibly larger) NIR kernel.
+                    let (mut rest, mut nt) = (t, 0);
+                    for ax in 0..d {
+                        let inner: usize = kshape[ax + 1..d].iter().product();
+                        let i = rest / inner;
+                        rest %= inner;
+                        let ninner: usize = nk[ax + 1..].iter().product();
+                        nt += (i + lead[ax]) * ninner;
+                    }
                     for ci in 0..cin_g {
                         for co in 0..cout {
                             let g = co / cout_g;
                             let src = (t * cin_g + ci) * cout + co;
-                            let dst = (co * cin + g * cin_g + ci) * taps + t;
+                            let dst = (co * cin + g * cin_g + ci) * ntaps + nt;
                             w[dst] = k[src] * x.scale;
                         }
                     }
                 }
                 let mut wshape = vec![cout, cin];
-                wshape.extend_from_slice(&kshape[..d]);
+                wshape.extend_from_slice(&nk);
                 let kind = if d == 1 { "Conv1d" } else { "Conv2d" };
                 let p = Primitive::new(
                     kind,
@@ -420,6 +442,25 @@ impl<'m> Exporter<'m> {
                 let x = self.operand(inst, inst.args[0])?;
                 let (b, bshape) = self.constant(inst, inst.args[1])?;
                 self.bias(inst, &x, b, bshape)?;
+                self.set(inst.results[0], x);
+            }
+            Op::BatchNorm { epsilon } => {
+                let x = self.operand(inst, inst.args[0])?;
+                let mut p = Vec::new();
+                for &a in &inst.args[1..5] {
+                    p.push(self.constant(inst, a)?.0);
+                }
+                let (gamma, beta, mean, var) = (p[0], p[1], p[2], p[3]);
+                let a: Vec<f64> = gamma
+                    .iter()
+                    .zip(var)
+                    .map(|(&g, &v)| g as f64 / (v as f64 + epsilon).sqrt())
+                    .collect();
+                let c: Vec<f32> = (0..a.len())
+                    .map(|k| (beta[k] as f64 - a[k] * mean[k] as f64) as f32)
+                    .collect();
+                let a: Vec<f32> = a.iter().map(|&v| v as f32).collect();
+                self.fold_affine(inst, &x, &a, &c)?;
                 self.set(inst.results[0], x);
             }
             Op::Scale => {
@@ -699,7 +740,6 @@ impl<'m> Exporter<'m> {
                     op.name(),
                     match op {
                         Op::Sparse { .. } | Op::Gather { .. } => " (export from the Keras model, or a module compiled without lower-maxpool, so max pooling is still `max_pool`)",
-                        Op::BatchNorm { .. } => " (run simplify first: it folds batch normalisation into the weights)",
                         _ => "",
                     }
                 )));
@@ -730,6 +770,36 @@ impl<'m> Exporter<'m> {
             },
         }
         Ok(v)
+    }
+
+    /// Fold a per-channel `y = a·x + c` (inference batch normalisation) into the Affine or Conv
+    /// node that computes `x` and that nothing else reads yet.
+    fn fold_affine(&mut self, inst: &Inst, x: &Val, a: &[f32], c: &[f32]) -> Result<(), NirError> {
+        let target = match x.sources.as_slice() {
+            [one] if x.scale == 1.0 && self.biasable.get(one) == Some(&a.len()) => one.clone(),
+            _ => {
+                return Err(self.err(
+                    inst,
+                    "NIR has no batch normalisation: snnc folds it into the Affine or Conv node right before it, and there is none here",
+                ));
+            }
+        };
+        let Some(Node::Prim(p)) = self.graph.nodes.get_mut(&target) else {
+            return Err(self.err(inst, "the node before it is missing"));
+        };
+        if let Some(Field::Float { data, .. }) = p.fields.get_mut("weight") {
+            // Affine (out, in) and Conv (C_out, C_in, k...) both lead with the output channel.
+            let per = data.len() / a.len();
+            for (k, row) in data.chunks_mut(per).enumerate() {
+                row.iter_mut().for_each(|w| *w *= a[k]);
+            }
+        }
+        if let Some(Field::Float { data, .. }) = p.fields.get_mut("bias") {
+            for (k, b) in data.iter_mut().enumerate() {
+                *b = a[k] * *b + c[k];
+            }
+        }
+        Ok(())
     }
 
     /// Fold a `bias` op into the node that computes its input.
