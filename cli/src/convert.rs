@@ -39,6 +39,10 @@ pub struct ConvertArgs {
     /// probes, or `none` [default: 0.005 with --spiking].
     #[arg(long, value_name = "TAU|none")]
     pub synapse: Option<String>,
+    /// The synapse on connections out of one layer, winning over --synapse there: e.g.
+    /// `conv1=none` or `dense1=0.002` (repeatable).
+    #[arg(long = "layer-synapse", value_name = "LAYER=TAU|none")]
+    pub layer_synapse: Vec<String>,
     /// Initial membrane voltage: `uniform` (U(0,1), Nengo's default) or a value such as 0.5.
     #[arg(long = "initial-voltage", value_name = "uniform|V")]
     pub initial_voltage: Option<String>,
@@ -116,6 +120,7 @@ impl ConvertArgs {
         }
         parts.extend(self.target_steps.map(|t| format!("target step {t}")));
         parts.extend(self.synapse.iter().map(|s| format!("synapse {s}")));
+        parts.extend(self.layer_synapse.iter().map(|s| format!("synapse {s}")));
         parts.extend(
             self.initial_voltage
                 .iter()
@@ -181,6 +186,18 @@ impl ConvertArgs {
                 Some((layer, v)) => f.layer_scales.push((layer.to_string(), parse(v)?)),
                 None => f.scale = Some(parse(spec)?),
             }
+        }
+        for spec in &self.layer_synapse {
+            let Some((layer, v)) = spec.split_once('=') else {
+                bail!("--layer-synapse {spec}: expected LAYER=TAU or LAYER=none");
+            };
+            let tau = match v {
+                "none" | "None" => None,
+                v => Some(v.parse().with_context(|| {
+                    format!("--layer-synapse {spec}: `{v}` is not a time constant")
+                })?),
+            };
+            f.layer_synapses.push((layer.to_string(), tau));
         }
         f.synapse = match self.synapse.as_deref() {
             None => None,

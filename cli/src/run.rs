@@ -20,22 +20,8 @@ pub enum BackendArg {
     Jit,
 }
 
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
-pub enum ReadoutArg {
-    /// Each output's value at the step.
-    Last,
-    /// The mean of each output's values since the first step.
-    Mean,
-}
-
-impl ReadoutArg {
-    pub fn readout(self) -> dataset::Readout {
-        match self {
-            ReadoutArg::Last => dataset::Readout::Last,
-            ReadoutArg::Mean => dataset::Readout::Mean,
-        }
-    }
-}
+/// `--readout`: how value outputs are read at each step (parsed and printed by the runtime).
+pub use dataset::Readout as ReadoutArg;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -65,11 +51,13 @@ pub struct RunArgs {
     /// last step.
     #[arg(long)]
     labels: Option<PathBuf>,
-    /// How outputs are read at each step (written, and scored with --labels): `last`, or `mean`
-    /// of the values since the first step (a stable answer without a synapse on the output)
+    /// How outputs are read at each step (written, and scored with --labels): `last`; `mean` of
+    /// the values since the first step (a stable answer without a synapse on the output);
+    /// `window:K`, the mean over the last K steps; or `filtered[:TAU]`, each output through its
+    /// own lowpass of TAU s (default 0.005; the probe's synapse, apart from the connections')
     /// [default: `mean` for a spiking conversion with --synapse none or --target-steps, else
     /// `last`].
-    #[arg(long, value_enum)]
+    #[arg(long, value_name = "last|mean|window:K|filtered[:TAU]")]
     readout: Option<ReadoutArg>,
     /// Reset seed (re-keys `uniform` initial states).
     #[arg(long, default_value_t = 0)]
@@ -210,8 +198,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         neuron_counts: args.report.is_some(),
         readout: args
             .readout
-            .unwrap_or_else(|| args.convert.default_readout())
-            .readout(),
+            .unwrap_or_else(|| args.convert.default_readout()),
         synops: true,
     };
     let views: Vec<_> = feeds.iter().map(|f| f.view()).collect();

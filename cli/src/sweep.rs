@@ -46,9 +46,10 @@ pub struct SweepArgs {
     /// separated) [default: the conversion's].
     #[arg(long, value_delimiter = ',')]
     swaps: Vec<String>,
-    /// Readouts to try: `last` (the output at the step) or `mean` (its mean since the first
-    /// step), comma separated [default: each row's own, as `snnc run` chooses it].
-    #[arg(long, value_delimiter = ',', value_enum)]
+    /// Readouts to try, comma separated: `last` (the output at the step), `mean` (its mean since
+    /// the first step), `window:K` (over the last K steps) or `filtered[:TAU]` (through its own
+    /// lowpass) [default: each row's own, as `snnc run` chooses it].
+    #[arg(long, value_delimiter = ',')]
     readouts: Vec<crate::run::ReadoutArg>,
     /// Also try per-layer scales chosen by `--normalize-rates` from these calibration inputs,
     /// with each synapse and initial voltage (in place of the fixed scales for those rows).
@@ -190,7 +191,7 @@ pub fn sweep(args: SweepArgs) -> Result<u8> {
                             parts.push(or_default(swap, neuron.into()));
                         }
                         let readout = readout.unwrap_or_else(|| c.default_readout());
-                        parts.push(format!("readout {readout:?}").to_lowercase());
+                        parts.push(format!("readout {readout}"));
                         let name = parts.join(", ");
                         settings.push((name, c, readout));
                     }
@@ -208,7 +209,7 @@ pub fn sweep(args: SweepArgs) -> Result<u8> {
             backend: Backend::Jit,
             accuracy_at: at.to_vec(),
             synops: true,
-            readout: readout.readout(),
+            readout,
             ..Default::default()
         };
         dataset::run(module, &[x.view()], Some(&labels), &spec, &mut |_| {

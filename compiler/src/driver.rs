@@ -243,6 +243,9 @@ pub struct Flags {
     /// Lowpass synapse time constant in seconds; `Some(None)` for no synapse. Default: 5 ms when
     /// spiking, none otherwise (NengoDL's defaults).
     pub synapse: Option<Option<f64>>,
+    /// Per-layer synapses (layer name, time constant or `None` for none); they win over
+    /// `synapse` for connections out of that layer.
+    pub layer_synapses: Vec<(String, Option<f64>)>,
     /// Initial voltage of spiking neurons.
     pub initial_voltage: Option<InitialVoltage>,
     /// Max-pool lowering.
@@ -321,12 +324,22 @@ impl Flags {
                 return bad(format!("{what} must be a positive number, got {s}"));
             }
         }
-        if let Some(Some(tau)) = self.synapse
-            && !(tau >= 0.0 && tau.is_finite())
+        for (what, tau) in self
+            .synapse
+            .flatten()
+            .map(|t| ("synapse".to_string(), t))
+            .into_iter()
+            .chain(
+                self.layer_synapses
+                    .iter()
+                    .filter_map(|(l, t)| t.map(|t| (format!("synapse for layer `{l}`"), t))),
+            )
         {
-            return bad(format!(
-                "synapse must be a non-negative time constant in seconds, got {tau}"
-            ));
+            if !(tau >= 0.0 && tau.is_finite()) {
+                return bad(format!(
+                    "{what} must be a non-negative time constant in seconds, got {tau}"
+                ));
+            }
         }
         if let Some(InitialVoltage::Fixed(v)) = self.initial_voltage
             && !v.is_finite()
@@ -352,7 +365,11 @@ impl Flags {
             if self.normalize.is_some() {
                 return bad("normalize_rates needs spiking".into());
             }
-            if self.scale.is_none() && self.layer_scales.is_empty() && self.synapse.is_none() {
+            if self.scale.is_none()
+                && self.layer_scales.is_empty()
+                && self.synapse.is_none()
+                && self.layer_synapses.is_empty()
+            {
                 return Ok(ConvertOptions {
                     max_pool,
                     spiking: None,
@@ -369,6 +386,7 @@ impl Flags {
                 scale: self.scale.unwrap_or(defaults.scale),
                 layer_scales: self.layer_scales.clone(),
                 synapse: self.synapse.unwrap_or(default_synapse),
+                layer_synapses: self.layer_synapses.clone(),
                 initial_voltage: self.initial_voltage.unwrap_or(defaults.initial_voltage),
                 max_pool,
                 spiking: self.spiking,

@@ -219,7 +219,7 @@ fn verified(m: Module, what: &str) -> PyResult<Verified> {
 /// the meaning of `snnc.convert`'s; `None` is the default.
 #[pyfunction]
 #[pyo3(signature = (path, *, spiking=false, swap=None, scale=None, layer_scales=Vec::new(),
-    synapse=None, no_synapse=false, initial_voltage=None, max_pool=None, dt=None, passes=None,
+    synapse=None, no_synapse=false, layer_synapses=Vec::new(), initial_voltage=None, max_pool=None, dt=None, passes=None,
     calibration=None, normalize_rule="budget", percentile=99.0, max_rate=1000.0,
     error_fraction=0.3, target_steps=None, target_agreement=0.99))]
 #[allow(clippy::too_many_arguments)]
@@ -232,6 +232,7 @@ fn compile(
     layer_scales: Vec<(String, f64)>,
     synapse: Option<f64>,
     no_synapse: bool,
+    layer_synapses: Vec<(String, Option<f64>)>,
     initial_voltage: Option<Bound<'_, PyAny>>,
     max_pool: Option<&str>,
     dt: Option<f64>,
@@ -300,6 +301,7 @@ fn compile(
         } else {
             synapse.map(Some)
         },
+        layer_synapses,
         initial_voltage,
         max_pool,
         dt,
@@ -439,15 +441,8 @@ impl Simulator {
         probes: Vec<String>,
         readout: &str,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let readout = match readout {
-            "last" => snnc_runtime::dataset::Readout::Last,
-            "mean" => snnc_runtime::dataset::Readout::Mean,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "readout must be \"last\" or \"mean\", got {other:?}"
-                )));
-            }
-        };
+        let readout: snnc_runtime::dataset::Readout =
+            readout.parse().map_err(PyValueError::new_err)?;
         let views: Vec<_> = inputs.iter().map(|a| a.as_array()).collect();
         // Taken out of its lock while it runs (the GIL is released then); put back after.
         let mut probed = self.probed.lock().unwrap_or_else(|p| p.into_inner()).take();

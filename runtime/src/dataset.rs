@@ -107,7 +107,7 @@ pub enum DatasetError {
 }
 
 /// How a value output is read at each step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub enum Readout {
     /// Its value at that step.
     #[default]
@@ -115,10 +115,139 @@ pub enum Readout {
     /// The mean of its values from the first step to that one (a stable answer from a network
     /// without a synapse on its output, whose last step is a single spike count).
     Mean,
+    /// The mean of its values over the last `steps` steps (over all of them until there are
+    /// that many): the answer without the start-up transient.
+    Window {
+        /// Steps averaged.
+        steps: usize,
+    },
+    /// Its values through a lowpass filter of time constant `tau` (s) starting from 0: Nengo's
+    /// probe synapse (NengoDL's `Probe(synapse=tau)`), set apart from the connections' synapses.
+    /// The same zero-order-hold lowpass as the IR's `lowpass`, in f32.
+    Filtered {
+        /// Time constant (s).
+        tau: f64,
+    },
+}
+
+/// The output filter `filtered` uses when no time constant is given (Nengo's usual 5 ms).
+pub const DEFAULT_OUTPUT_SYNAPSE: f64 = 0.005;
+
+/// `last`, `mean`, `window:K` or `filtered[:TAU]` (the CLI's `--readout`, Python's `readout=`).
+impl std::str::FromStr for Readout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (head, arg) = match s.split_once(':') {
+            Some((h, a)) => (h, Some(a)),
+            None => (s, None),
+        };
+        match (head, arg) {
+            ("last", None) => Ok(Readout::Last),
+            ("mean", None) => Ok(Readout::Mean),
+            ("window", Some(k)) => match k.parse::<usize>() {
+                Ok(steps) if steps > 0 => Ok(Readout::Window { steps }),
+                _ => Err(format!(
+                    "readout `{s}`: the window is a positive number of steps, e.g. window:10"
+                )),
+            },
+            ("filtered", None) => Ok(Readout::Filtered {
+                tau: DEFAULT_OUTPUT_SYNAPSE,
+            }),
+            ("filtered", Some(t)) => match t.parse::<f64>() {
+                Ok(tau) if tau > 0.0 && tau.is_finite() => Ok(Readout::Filtered { tau }),
+                _ => Err(format!(
+                    "readout `{s}`: the filter's time constant is a positive number of seconds, e.g. filtered:0.005"
+                )),
+            },
+            _ => Err(format!(
+                "readout `{s}`: expected last, mean, window:K or filtered[:TAU]"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Readout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Readout::Last => write!(f, "last"),
+            Readout::Mean => write!(f, "mean"),
+            Readout::Window { steps } => write!(f, "window:{steps}"),
+            Readout::Filtered { tau } => write!(f, "filtered:{tau}"),
+        }
+    }
+}
+
+/// One value output's readout over a minibatch: the running state and the value it reads as.
+struct ReadState {
+    kind: Readout,
+    /// `Mean`: the running sum (f64). `Window`: the sum of the values in the ring.
+    sum: Vec<f64>,
+    /// `Window`: the last `steps` values, oldest overwritten first.
+    ring: Vec<Vec<f32>>,
+    /// What the output reads as at this step.
+    value: Vec<f32>,
+    /// `Filtered`: `e^(−dt/τ)`.
+    decay: f32,
+}
+
+impl ReadState {
+    fn new(kind: Readout, len: usize, dt: f64) -> ReadState {
+        let ring = match kind {
+            Readout::Window { steps } => vec![vec![0.0; len]; steps.max(1)],
+            _ => Vec::new(),
+        };
+        let decay = match kind {
+            Readout::Filtered { tau } => snnc_ir::semantics::lowpass_decay(dt, tau),
+            _ => 0.0,
+        };
+        ReadState {
+            kind,
+            sum: vec![0.0; len],
+            ring,
+            value: vec![0.0; len],
+            decay,
+        }
+    }
+
+    /// Start a minibatch.
+    fn reset(&mut self) {
+        self.sum.fill(0.0);
+        self.value.fill(0.0);
+        self.ring.iter_mut().for_each(|r| r.fill(0.0));
+    }
+
+    /// Take the output's values `v` at step `t` (from 0).
+    fn observe(&mut self, t: usize, v: &[f32]) {
+        match self.kind {
+            Readout::Last => self.value.copy_from_slice(v),
+            Readout::Mean => {
+                let n = (t + 1) as f64;
+                for ((s, o), &x) in self.sum.iter_mut().zip(&mut self.value).zip(v) {
+                    *s += f64::from(x);
+                    *o = (*s / n) as f32;
+                }
+            }
+            Readout::Window { steps } => {
+                let k = steps.max(1);
+                let slot = &mut self.ring[t % k];
+                let n = (t + 1).min(k) as f64;
+                for (((s, o), old), &x) in self.sum.iter_mut().zip(&mut self.value).zip(slot.iter_mut()).zip(v) {
+                    *s += f64::from(x) - f64::from(*old);
+                    *old = x;
+                    *o = (*s / n) as f32;
+                }
+            }
+            Readout::Filtered { .. } => {
+                for (o, &x) in self.value.iter_mut().zip(v) {
+                    *o = snnc_ir::semantics::lowpass_step(self.decay, x, *o);
+                }
+            }
+        }
+    }
 }
 
 /// How to run a data set.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RunSpec {
     /// Steps to simulate (default: the time axis of step-by-step inputs, else 1).
     pub steps: Option<usize>,
@@ -390,14 +519,12 @@ pub fn run(
 fn read<'a>(
     j: usize,
     sim: &'a Simulator,
-    means: &'a [Vec<f32>],
-    mean_of: &[bool],
+    states: &'a [Option<ReadState>],
     reported: &[usize],
 ) -> &'a [f32] {
-    if mean_of[j] {
-        &means[j]
-    } else {
-        sim.output_slice(reported[j])
+    match &states[j] {
+        Some(r) => &r.value,
+        None => sim.output_slice(reported[j]),
     }
 }
 
@@ -485,19 +612,15 @@ pub fn run_with(
         .iter()
         .position(|&k| module.outputs[k].kind == OutputKind::Value);
     let mut accuracy = scored.map(|_| AccuracyAt::new(&spec.accuracy_at));
-    // The mean readout: per reported value output, the running sum over this minibatch's
-    // steps (f64) and the mean it reads as (f32); empty for the other outputs.
-    let mean_of: Vec<bool> = reported
+    // The readout of each reported value output other than `Last` (probes are read as they
+    // are).
+    let mut states: Vec<Option<ReadState>> = reported
         .iter()
-        .map(|&k| spec.readout == Readout::Mean && module.outputs[k].kind == OutputKind::Value)
+        .map(|&k| {
+            (spec.readout != Readout::Last && module.outputs[k].kind == OutputKind::Value)
+                .then(|| ReadState::new(spec.readout, sim.output_slice(k).len(), module.dt))
+        })
         .collect();
-    let mut sums: Vec<Vec<f64>> = Vec::with_capacity(reported.len());
-    let mut means: Vec<Vec<f32>> = Vec::with_capacity(reported.len());
-    for (&k, &m) in reported.iter().zip(&mean_of) {
-        let len = if m { sim.output_slice(k).len() } else { 0 };
-        sums.push(vec![0.0; len]);
-        means.push(vec![0.0; len]);
-    }
     let mut bufs: Vec<Vec<f32>> = feeds.iter().map(|f| vec![0f32; batch * f.elems]).collect();
     let batches = n.div_ceil(batch);
     let start = Instant::now();
@@ -530,8 +653,8 @@ pub fn run_with(
         }
         sim.reset(spec.seed);
         spikes.clear();
-        for s in &mut sums {
-            s.fill(0.0);
+        for r in states.iter_mut().flatten() {
+            r.reset();
         }
         for t in 0..steps {
             for (f, buf) in feeds.iter().zip(&mut bufs) {
@@ -546,24 +669,15 @@ pub fn run_with(
                 .collect();
             sim.step_flat(&slices)?;
             spikes.observe(sim);
-            for ((&k, (sum, mean)), &m) in reported
-                .iter()
-                .zip(sums.iter_mut().zip(&mut means))
-                .zip(&mean_of)
-            {
-                if m {
-                    let steps_so_far = (t + 1) as f64;
-                    for ((s, o), &v) in sum.iter_mut().zip(mean.iter_mut()).zip(sim.output_slice(k))
-                    {
-                        *s += f64::from(v);
-                        *o = (*s / steps_so_far) as f32;
-                    }
+            for (&k, r) in reported.iter().zip(&mut states) {
+                if let Some(r) = r {
+                    r.observe(t, sim.output_slice(k));
                 }
             }
             if let (Some(acc), Some(l), Some(j)) = (accuracy.as_mut(), labels, scored) {
                 acc.observe(
                     t,
-                    read(j, sim, &means, &mean_of, &reported),
+                    read(j, sim, &states, &reported),
                     batch,
                     &l[lo..hi],
                 );
@@ -578,7 +692,7 @@ pub fn run_with(
                     if !all && t + 1 != steps {
                         continue;
                     }
-                    let vals = read(j, sim, &means, &mean_of, &reported);
+                    let vals = read(j, sim, &states, &reported);
                     for b in 0..real {
                         let at = if all {
                             ((lo + b) * steps + t) * e
@@ -859,6 +973,54 @@ output spikes \"spikes/b\" = %b {population=\"b\", amplitude=0.001}
                     })
                     .count();
                 assert_eq!(correct, want, "step {t}");
+            }
+        }
+    }
+
+    /// `window:K` is the mean of the last K values (of all of them before step K) and
+    /// `filtered:TAU` the lowpass `y ← d·y + (1 − d)·x` from 0 with `d = e^(−dt/TAU)`, both
+    /// computed here from the `last` record; the parsed spellings print back as given.
+    #[test]
+    fn window_and_filtered_readouts() {
+        let m = xor();
+        let x = inputs(10);
+        let steps = 12;
+        let run_r = |batch, readout| {
+            let spec = RunSpec {
+                steps: Some(steps),
+                batch,
+                all_steps: true,
+                readout,
+                ..RunSpec::default()
+            };
+            go(&m, &[x.view().into_dyn()], &spec).outputs[0].1.clone()
+        };
+        // A varying output: feed the inputs step by step, scaled by the step.
+        let last = run_r(10, Readout::Last);
+        let window: Readout = "window:4".parse().unwrap();
+        let filtered: Readout = "filtered:0.002".parse().unwrap();
+        assert_eq!(window.to_string(), "window:4");
+        assert_eq!(filtered.to_string(), "filtered:0.002");
+        assert_eq!("filtered".parse::<Readout>().unwrap(), Readout::Filtered { tau: 0.005 });
+        for bad in ["window:0", "window", "filtered:-1", "median", "last:3"] {
+            assert!(bad.parse::<Readout>().is_err(), "{bad}");
+        }
+        let d = (-0.001f64 / 0.002).exp() as f32;
+        for batch in [3, 10] {
+            let w = run_r(batch, window);
+            let f = run_r(batch, filtered);
+            for i in 0..10 {
+                for k in 0..last.shape()[2] {
+                    let mut y = 0f32;
+                    for t in 0..steps {
+                        let lo = t.saturating_sub(3);
+                        let sum: f64 = (lo..=t).map(|u| f64::from(last[[i, u, k]])).sum();
+                        let want = (sum / (t + 1 - lo) as f64) as f32;
+                        assert!((w[[i, t, k]] - want).abs() <= 1e-6 * want.abs().max(1.0));
+                        y = d * y + (1.0 - d) * last[[i, t, k]];
+                        assert_eq!(f[[i, t, k]], y, "sample {i} step {t}");
+                    }
+                }
             }
         }
     }

@@ -40,6 +40,9 @@ pub struct SpikeOptions {
     pub layer_scales: Vec<(String, f64)>,
     /// Lowpass synapse time constant on connections out of neurons, or none.
     pub synapse: Option<f64>,
+    /// Per-layer synapses on connections out of that layer (`None`: no synapse), by layer
+    /// (population) name; they win over `synapse`.
+    pub layer_synapses: Vec<(String, Option<f64>)>,
     /// Initial voltages.
     pub initial_voltage: InitialVoltage,
     /// How max pooling will be lowered (decides where synapses go around pools).
@@ -74,6 +77,7 @@ impl Default for SpikeOptions {
             scale: 1.0,
             layer_scales: Vec::new(),
             synapse: Some(0.005),
+            layer_synapses: Vec::new(),
             initial_voltage: InitialVoltage::Uniform,
             max_pool: MaxPoolMode::Neural,
             relu_neuron: Swap::SpikingRelu,
@@ -91,5 +95,16 @@ impl SpikeOptions {
             .find(|(n, _)| n == name || n == layer)
             .map(|&(_, s)| s)
             .unwrap_or(self.scale)
+    }
+
+    /// The synapse on connections out of the population named `name` (a layer name, or the
+    /// layer's value name).
+    pub fn synapse_for(&self, name: &str) -> Option<f64> {
+        let layer = name.split('.').next().unwrap_or(name);
+        self.layer_synapses
+            .iter()
+            .find(|(n, _)| n == name || n == layer)
+            .map(|&(_, s)| s)
+            .unwrap_or(self.synapse)
     }
 }

@@ -38,6 +38,11 @@ pub fn spikify_with_warnings(
     // Old values that are spike trains → their raw (unfiltered) spikes in the new module.
     let mut raw: Vec<Option<Operand>> = vec![None; m.values.len()];
     let mut population = 0u64;
+    // Every population name the options could address (to warn about names that match none):
+    // neurons take scales and synapses, pools (their circuits follow their input's scale) only
+    // synapses.
+    let mut named: Vec<String> = Vec::new();
+    let mut pools: Vec<String> = Vec::new();
     let err = |e| build_err("spikify", e);
     // Values some reader takes filtered: everything except pools that read raw spikes.
     let raw_reader = |op: &Op| {
@@ -61,6 +66,7 @@ pub fn spikify_with_warnings(
                     && matches!(n.model, NeuronModel::Relu | NeuronModel::LeakyRelu { .. }) =>
             {
                 let (name, s) = population_scale(&rw, inst, opts)?;
+                named.push(name.clone());
                 let model = match n.model {
                     NeuronModel::LeakyRelu { negative_slope } => {
                         NeuronModel::SpikingLeakyRelu { negative_slope }
@@ -125,7 +131,7 @@ pub fn spikify_with_warnings(
                 );
                 raw[inst.results[0].index()] = Some(Operand::Value(r[0]));
                 let synapse = opts
-                    .synapse
+                    .synapse_for(&name)
                     .filter(|_| filtered_readers[inst.results[0].index()]);
                 let read = filtered(&mut rw, r[0], &name, synapse).map_err(err)?;
                 rw.set(inst.results[0], read);
@@ -135,6 +141,7 @@ pub fn spikify_with_warnings(
                 // output (Nengo's Sigmoid and Tanh have no amplitude, so only the gain changes
                 // and so does the output), and the synapse on what reads it.
                 let (name, s) = population_scale(&rw, inst, opts)?;
+                named.push(name.clone());
                 let has_amplitude = !matches!(n.model, NeuronModel::Sigmoid | NeuronModel::Tanh);
                 if !has_amplitude && s != 1.0 {
                     warnings.push(format!(
@@ -156,7 +163,7 @@ pub fn spikify_with_warnings(
                 let y = rw.b.op1(op, &[j], &name).map_err(err)?;
                 raw[inst.results[0].index()] = Some(Operand::Value(y));
                 let synapse = opts
-                    .synapse
+                    .synapse_for(&name)
                     .filter(|_| filtered_readers[inst.results[0].index()]);
                 let read = filtered(&mut rw, y, &name, synapse).map_err(err)?;
                 rw.set(inst.results[0], read);
@@ -171,11 +178,12 @@ pub fn spikify_with_warnings(
                     continue;
                 };
                 let name = rw.old_value(inst.results[0]).name.clone();
+                pools.push(name.clone());
                 let y = rw.b.op1(inst.op.clone(), &[spikes], &name).map_err(err)?;
                 let read = if opts.max_pool == MaxPoolMode::Neural {
                     raw[inst.results[0].index()] = Some(Operand::Value(y));
                     let synapse = opts
-                        .synapse
+                        .synapse_for(&name)
                         .filter(|_| filtered_readers[inst.results[0].index()]);
                     filtered(&mut rw, y, &name, synapse).map_err(err)?
                 } else {
@@ -186,6 +194,37 @@ pub fn spikify_with_warnings(
             _ => {
                 rw.copy(inst).map_err(err)?;
             }
+        }
+    }
+    let addressed = |names: &[String], wanted: &str| {
+        names
+            .iter()
+            .any(|n| n == wanted || n.split('.').next() == Some(wanted))
+    };
+    let with_pools: Vec<String> = named.iter().chain(&pools).cloned().collect();
+    for (what, wanted, names) in [
+        (
+            "firing-rate scales",
+            opts.layer_scales.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(),
+            &named,
+        ),
+        (
+            "synapses",
+            opts.layer_synapses.iter().map(|(l, _)| l.as_str()).collect(),
+            &with_pools,
+        ),
+    ] {
+        let unknown: Vec<String> = wanted
+            .into_iter()
+            .filter(|l| !addressed(names, l))
+            .map(|l| format!("`{l}`"))
+            .collect();
+        if !unknown.is_empty() {
+            warnings.push(format!(
+                "per-layer {what} for {} name no layer they apply to and do nothing; they apply to: {}",
+                unknown.join(", "),
+                names.join(", ")
+            ));
         }
     }
     Ok((rw.finish(), warnings))

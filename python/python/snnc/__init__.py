@@ -131,7 +131,7 @@ def convert(
     *,
     spiking: Optional[bool] = None,
     scale_firing_rates: Union[None, float, Mapping[str, float]] = None,
-    synapse: Union[None, float, str] = "default",
+    synapse: Union[None, float, str, Mapping[Any, Optional[float]]] = "default",
     max_pool: str = "neural",
     swap_activations: Optional[Mapping[Any, Any]] = None,
     initial_voltage: Union[str, float] = "uniform",
@@ -157,7 +157,9 @@ def convert(
       spikes).
     - ``scale_firing_rates``: gain × s on each neuron's input, amplitude ÷ s on its output; a
       float for every layer or ``{layer name: float}``.
-    - ``synapse``: lowpass time constant (s) on connections out of neurons, ``None`` for none;
+    - ``synapse``: lowpass time constant (s) on connections out of neurons, ``None`` for none,
+      or a dict by layer name (``{"conv1": None, None: 0.005}``: none out of ``conv1``, 5 ms out
+      of the others);
       ``"default"`` is 5 ms when spiking and none otherwise (NengoDL's defaults).
     - ``max_pool``: ``"neural"`` (a circuit of neurons), ``"avg"`` (NengoDL's max_to_avg_pool),
       ``"keep"`` (the exact non-neural op).
@@ -187,6 +189,12 @@ def convert(
         layer_scales = [(str(k), float(v)) for k, v in scale_firing_rates.items()]
     elif scale_firing_rates is not None:
         scale = float(scale_firing_rates)
+    layer_synapses: list = []
+    if isinstance(synapse, Mapping):
+        # {layer: tau or None}; the key None (or "default") sets every other layer.
+        entries = dict(synapse)
+        synapse = entries.pop(None, entries.pop("default", "default"))
+        layer_synapses = [(str(k), None if v is None else float(v)) for k, v in entries.items()]
     no_synapse = synapse is None
     if isinstance(synapse, str):
         if synapse != "default":
@@ -204,6 +212,7 @@ def convert(
         layer_scales=layer_scales,
         synapse=synapse_tau,
         no_synapse=no_synapse,
+        layer_synapses=layer_synapses,
         # "uniform" is the default; the driver refuses an explicit one without spiking.
         initial_voltage=None if initial_voltage == "uniform" else initial_voltage,
         max_pool=max_pool,
