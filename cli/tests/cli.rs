@@ -1390,3 +1390,69 @@ fn nir_export_import_and_run() {
     assert_fails(&snnc(&["export", s(&net), "-o", s(&net)]), "overwrite");
     assert_eq!(std::fs::read(&bogus).unwrap(), b"not a graph");
 }
+
+/// `--layer-synapse` sets one layer's synapse, names that match no layer are a warning, and
+/// `--readout` takes `window:K` and `filtered[:TAU]` (and refuses anything else, naming it).
+#[test]
+fn layer_synapses_and_readouts() {
+    let o = snnc(&[
+        "compile",
+        "examples/mnist/model.keras",
+        "--spiking",
+        "--synapse",
+        "none",
+        "--layer-synapse",
+        "dense1=0.002",
+        "--layer-synapse",
+        "conv9=none",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ir = stdout(&o);
+    let taus: Vec<&str> = ir
+        .lines()
+        .filter(|l| l.contains("= lowpass "))
+        .map(|l| {
+            l.split("tau=")
+                .nth(1)
+                .unwrap_or("")
+                .trim_end_matches(|c| c != '}')
+        })
+        .collect();
+    assert_eq!(taus, ["0.002}"], "{ir}");
+    assert!(stderr(&o).contains("`conv9`"), "{}", stderr(&o));
+    assert_fails(
+        &snnc(&[
+            "compile",
+            "examples/mnist/model.keras",
+            "--spiking",
+            "--layer-synapse",
+            "dense1",
+        ]),
+        "LAYER=TAU",
+    );
+    let run = |readout: &str| {
+        snnc(&[
+            "run",
+            "examples/mnist/model.keras",
+            "--spiking",
+            "--input",
+            "examples/mnist/test_images.npy",
+            "--labels",
+            "examples/mnist/test_labels.npy",
+            "--samples",
+            "0:20",
+            "--steps",
+            "6",
+            "--readout",
+            readout,
+        ])
+    };
+    for ok in ["window:3", "filtered", "filtered:0.01"] {
+        let o = run(ok);
+        assert!(o.status.success(), "{ok}: {}", stderr(&o));
+        assert!(stdout(&o).contains("accuracy"), "{ok}");
+    }
+    let o = run("window:0");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("window:0"), "{}", stderr(&o));
+}

@@ -699,7 +699,11 @@ mod tests {
             .filter(|t| t.measured >= 0.75 && !t.rule.contains(" + "))
             .map(|t| t.spikes)
             .fold(f64::INFINITY, f64::min);
-        assert!(chosen.spikes < family_best, "{} vs {family_best}", chosen.spikes);
+        assert!(
+            chosen.spikes < family_best,
+            "{} vs {family_best}",
+            chosen.spikes
+        );
         assert!(chosen.rule.contains(" + b ×"), "{}", chosen.rule);
     }
 

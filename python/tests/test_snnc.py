@@ -158,6 +158,38 @@ def test_mean_readout_is_the_running_mean_of_predict(images, labels, spiking_net
         assert a == np.mean(mean[:, step - 1].argmax(axis=1) == labels)
 
 
+def test_window_and_filtered_readouts(images, spiking_net):
+    """`window:K` is the mean of the last K steps and `filtered:TAU` a lowpass from 0 with decay
+    e^(-dt/TAU), both recomputed here from the `last` record."""
+    with snnc.Simulator(spiking_net, 16, progress_bar=False) as sim:
+        (last,) = sim.predict(images, n_steps=10).values()
+        (window,) = sim.predict(images, n_steps=10, readout="window:3").values()
+        (filt,) = sim.predict(images, n_steps=10, readout="filtered:0.004").values()
+        for bad in ("window:0", "filtered:x", "filtered:-1"):
+            with pytest.raises(ValueError, match="readout"):
+                sim.predict(images, n_steps=2, readout=bad)
+    x = last.astype(np.float64)
+    c = np.concatenate([np.zeros_like(x[:, :1]), np.cumsum(x, axis=1)], axis=1)
+    lo = np.maximum(np.arange(10) - 2, 0)
+    want = (c[:, np.arange(1, 11)] - c[:, lo]) / (np.arange(1, 11) - lo)[None, :, None]
+    np.testing.assert_allclose(window, want, rtol=1e-5, atol=1e-5)
+    d = np.float32(np.exp(-0.001 / 0.004))
+    y = np.zeros_like(last[:, 0])
+    for t in range(10):
+        y = d * y + (np.float32(1) - d) * last[:, t]
+        np.testing.assert_array_equal(filt[:, t], y)
+
+
+def test_per_layer_synapses():
+    net = snnc.convert(MODEL, spiking=True, synapse={"dense1": 0.002, None: None})
+    taus = re.findall(r"lowpass .*\{tau=([0-9.e-]+)\}", net.ir)
+    assert taus == ["0.002"], taus
+    net = snnc.convert(MODEL, spiking=True, synapse={"pool2": None})
+    # Three synapses by default (out of pool1, pool2 and dense1); none out of pool2 now.
+    assert len(re.findall(r"= lowpass ", net.ir)) == 2
+    assert any("`conv9`" in w for w in snnc.convert(MODEL, spiking=True, synapse={"conv9": None}).warnings)
+
+
 def test_evaluate_matches_argmax_of_predict_and_the_cli(tmp_path, images, labels, spiking_net):
     acc = snnc.evaluate(spiking_net, images, labels, n_steps=20, at=[5, 10, 20],
                         minibatch_size=16)

@@ -231,7 +231,13 @@ impl ReadState {
                 let k = steps.max(1);
                 let slot = &mut self.ring[t % k];
                 let n = (t + 1).min(k) as f64;
-                for (((s, o), old), &x) in self.sum.iter_mut().zip(&mut self.value).zip(slot.iter_mut()).zip(v) {
+                for (((s, o), old), &x) in self
+                    .sum
+                    .iter_mut()
+                    .zip(&mut self.value)
+                    .zip(slot.iter_mut())
+                    .zip(v)
+                {
                     *s += f64::from(x) - f64::from(*old);
                     *old = x;
                     *o = (*s / n) as f32;
@@ -675,12 +681,7 @@ pub fn run_with(
                 }
             }
             if let (Some(acc), Some(l), Some(j)) = (accuracy.as_mut(), labels, scored) {
-                acc.observe(
-                    t,
-                    read(j, sim, &states, &reported),
-                    batch,
-                    &l[lo..hi],
-                );
+                acc.observe(t, read(j, sim, &states, &reported), batch, &l[lo..hi]);
             }
             if any_every_step || t + 1 == steps {
                 for (j, ((out, &e), &all)) in outputs
@@ -1001,7 +1002,10 @@ output spikes \"spikes/b\" = %b {population=\"b\", amplitude=0.001}
         let filtered: Readout = "filtered:0.002".parse().unwrap();
         assert_eq!(window.to_string(), "window:4");
         assert_eq!(filtered.to_string(), "filtered:0.002");
-        assert_eq!("filtered".parse::<Readout>().unwrap(), Readout::Filtered { tau: 0.005 });
+        assert_eq!(
+            "filtered".parse::<Readout>().unwrap(),
+            Readout::Filtered { tau: 0.005 }
+        );
         for bad in ["window:0", "window", "filtered:-1", "median", "last:3"] {
             assert!(bad.parse::<Readout>().is_err(), "{bad}");
         }

@@ -205,12 +205,18 @@ pub fn spikify_with_warnings(
     for (what, wanted, names) in [
         (
             "firing-rate scales",
-            opts.layer_scales.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(),
+            opts.layer_scales
+                .iter()
+                .map(|(l, _)| l.as_str())
+                .collect::<Vec<_>>(),
             &named,
         ),
         (
             "synapses",
-            opts.layer_synapses.iter().map(|(l, _)| l.as_str()).collect(),
+            opts.layer_synapses
+                .iter()
+                .map(|(l, _)| l.as_str())
+                .collect(),
             &with_pools,
         ),
     ] {
