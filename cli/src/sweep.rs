@@ -61,6 +61,9 @@ pub struct SweepArgs {
     /// Samples simulated together.
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Also write the table as CSV.
     #[arg(long)]
     csv: Option<PathBuf>,
@@ -210,6 +213,7 @@ pub fn sweep(args: SweepArgs) -> Result<u8> {
             accuracy_at: at.to_vec(),
             synops: true,
             readout,
+            threads: args.threads,
             ..Default::default()
         };
         dataset::run(module, &[x.view()], Some(&labels), &spec, &mut |_| {

@@ -279,6 +279,11 @@ pub struct RunSpec {
     /// Also count synaptic operations per sample ([`RunResult::synops`]), in the same pass as
     /// the spikes.
     pub synops: bool,
+    /// Worker threads for [`run`] (0: one per core). The samples are split into contiguous
+    /// ranges, one per thread, each run with its own simulator (and JIT code) in minibatches of
+    /// at most `batch`; results do not depend on the thread count, since no sample's result
+    /// depends on its minibatch. [`run_with`] runs on its own simulator's thread.
+    pub threads: usize,
 }
 
 impl Default for RunSpec {
@@ -294,6 +299,7 @@ impl Default for RunSpec {
             neuron_counts: false,
             readout: Readout::Last,
             synops: false,
+            threads: 0,
         }
     }
 }
@@ -343,6 +349,8 @@ pub struct RunResult {
     pub steps: usize,
     /// Minibatch size used.
     pub batch: usize,
+    /// Worker threads used.
+    pub threads: usize,
     /// Time spent in simulation (minibatch set-up included, JIT compilation not).
     pub elapsed: Duration,
 }
@@ -517,8 +525,149 @@ pub fn run(
     progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
 ) -> Result<RunResult, DatasetError> {
     let (_, n, _) = check(module, inputs, labels, spec)?;
-    let mut sim = Simulator::new(module, spec.backend, spec.batch.min(n))?;
-    run_with(&mut sim, inputs, labels, spec, progress)
+    let threads = match spec.threads {
+        0 => std::thread::available_parallelism().map_or(1, |t| t.get()),
+        t => t,
+    };
+    // Each thread takes at least a few samples: below that, a second JIT compilation costs more
+    // than it saves.
+    let threads = threads.min(n.div_ceil(MIN_SAMPLES_PER_THREAD)).max(1);
+    if threads == 1 {
+        let mut sim = Simulator::new(module, spec.backend, spec.batch.min(n).max(1))?;
+        return run_with(&mut sim, inputs, labels, spec, progress);
+    }
+    run_threaded(module, inputs, labels, spec, progress, threads, n)
+}
+
+/// Fewest samples [`run`] gives a worker thread.
+const MIN_SAMPLES_PER_THREAD: usize = 4;
+
+/// [`run`] on `threads` worker threads, each on a contiguous range of the samples with its own
+/// simulator; their results are joined in sample order. Progress is reported from the calling
+/// thread (so a Python callback stays on its thread), summed over the workers; a `Break`
+/// stops them all.
+fn run_threaded(
+    module: &Verified,
+    inputs: &[ArrayViewD<f32>],
+    labels: Option<&[i64]>,
+    spec: &RunSpec,
+    progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    threads: usize,
+    n: usize,
+) -> Result<RunResult, DatasetError> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    let per = n.div_ceil(threads);
+    let ranges: Vec<(usize, usize)> = (0..threads)
+        .map(|k| (k * per, ((k + 1) * per).min(n)))
+        .filter(|(lo, hi)| lo < hi)
+        .collect();
+    let start = Instant::now();
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel::<(usize, Progress)>();
+    let results: Vec<Result<RunResult, DatasetError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ranges
+            .iter()
+            .enumerate()
+            .map(|(k, &(lo, hi))| {
+                let tx = tx.clone();
+                let stop = &stop;
+                let part: Vec<ArrayViewD<f32>> = inputs
+                    .iter()
+                    .map(|a| a.slice_axis(ndarray::Axis(0), ndarray::Slice::from(lo..hi)))
+                    .collect();
+                let part_labels = labels.map(|l| &l[lo..hi]);
+                let sub = RunSpec {
+                    threads: 1,
+                    batch: spec.batch.min(hi - lo).max(1),
+                    ..spec.clone()
+                };
+                scope.spawn(move || {
+                    let mut report = |p: &Progress| {
+                        let _ = tx.send((k, *p));
+                        if stop.load(Ordering::Relaxed) {
+                            ControlFlow::Break(())
+                        } else {
+                            ControlFlow::Continue(())
+                        }
+                    };
+                    let mut sim = Simulator::new(module, sub.backend, sub.batch)?;
+                    run_with(&mut sim, &part, part_labels, &sub, &mut report)
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut latest: Vec<Option<Progress>> = vec![None; ranges.len()];
+        for (k, p) in rx {
+            latest[k] = Some(p);
+            let sum = |f: fn(&Progress) -> usize| latest.iter().flatten().map(f).sum::<usize>();
+            let total = Progress {
+                samples_done: sum(|p| p.samples_done),
+                samples: n,
+                batches_done: sum(|p| p.batches_done),
+                batches: ranges
+                    .iter()
+                    .map(|(lo, hi)| (hi - lo).div_ceil(spec.batch.min(hi - lo).max(1)))
+                    .sum(),
+                step: p.step,
+                steps: p.steps,
+            };
+            if progress(&total).is_break() {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err(DatasetError::Interrupted)))
+            .collect()
+    });
+    let mut parts = Vec::with_capacity(results.len());
+    for r in results {
+        parts.push(r?);
+    }
+    let mut joined = join_results(parts)?;
+    joined.elapsed = start.elapsed();
+    joined.threads = ranges.len();
+    Ok(joined)
+}
+
+/// Results of consecutive sample ranges, as one run over all of them.
+fn join_results(parts: Vec<RunResult>) -> Result<RunResult, DatasetError> {
+    let mut it = parts.into_iter();
+    let Some(mut all) = it.next() else {
+        return Err(DatasetError::Interrupted);
+    };
+    for p in it {
+        let cat = |a: &ArrayD<f32>, b: &ArrayD<f32>| {
+            ndarray::concatenate(ndarray::Axis(0), &[a.view(), b.view()]).expect("same shapes")
+        };
+        for ((_, a), (_, b)) in all.outputs.iter_mut().zip(&p.outputs) {
+            *a = cat(a, b);
+        }
+        for ((_, a), (_, b)) in all.spike_probes.iter_mut().zip(&p.spike_probes) {
+            *a =
+                ndarray::concatenate(ndarray::Axis(0), &[a.view(), b.view()]).expect("same shapes");
+        }
+        for ((_, a), (_, b)) in all.neuron_spikes.iter_mut().zip(&p.neuron_spikes) {
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        }
+        for ((_, a), (_, b)) in all.spikes.iter_mut().zip(&p.spikes) {
+            a.extend_from_slice(b);
+        }
+        for ((_, a), (_, b)) in all.synops.iter_mut().zip(&p.synops) {
+            a.extend_from_slice(b);
+        }
+        all.correct = match (all.correct, p.correct) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        for ((_, a), (_, b)) in all.correct_at.iter_mut().zip(&p.correct_at) {
+            *a += b;
+        }
+        all.samples += p.samples;
+        all.batch = all.batch.max(p.batch);
+    }
+    Ok(all)
 }
 
 /// Reported output `j` as the readout gives it: its running mean, or the simulator's value.
@@ -807,6 +956,7 @@ pub fn run_with(
         samples: n,
         steps,
         batch,
+        threads: 1,
         elapsed,
     })
 }
@@ -976,6 +1126,59 @@ output spikes \"spikes/b\" = %b {population=\"b\", amplitude=0.001}
                 assert_eq!(correct, want, "step {t}");
             }
         }
+    }
+
+    /// The thread count changes nothing: outputs (every step), spikes per sample, per-neuron
+    /// counts, synaptic operations and accuracy equal the single-threaded run's, with odd sample
+    /// counts and partial minibatches in each thread's range.
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let m = xor();
+        let x = inputs(23);
+        let labels: Vec<i64> = (0..23).map(|i| (i & 1) as i64).collect();
+        let go_t = |threads| {
+            let spec = RunSpec {
+                steps: Some(15),
+                batch: 4,
+                all_steps: true,
+                accuracy_at: vec![5, 15],
+                neuron_counts: true,
+                synops: true,
+                threads,
+                ..RunSpec::default()
+            };
+            let mut calls = 0;
+            let r = run(&m, &[x.view().into_dyn()], Some(&labels), &spec, &mut |p| {
+                calls += 1;
+                assert!(p.samples_done <= p.samples && p.step <= p.steps);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+            assert!(calls > 0);
+            r
+        };
+        let one = go_t(1);
+        for threads in [2, 3, 5] {
+            let r = go_t(threads);
+            assert_eq!(r.samples, 23);
+            assert_eq!(r.outputs, one.outputs, "{threads} threads");
+            assert_eq!(r.spikes, one.spikes);
+            assert_eq!(r.neuron_spikes, one.neuron_spikes);
+            assert_eq!(r.synops, one.synops);
+            assert_eq!(r.correct, one.correct);
+            assert_eq!(r.correct_at, one.correct_at);
+        }
+        // A Break from the caller's callback stops every worker.
+        let spec = RunSpec {
+            steps: Some(15),
+            batch: 2,
+            threads: 3,
+            ..RunSpec::default()
+        };
+        let r = run(&m, &[x.view().into_dyn()], None, &spec, &mut |_| {
+            ControlFlow::Break(())
+        });
+        assert!(matches!(r, Err(DatasetError::Interrupted)));
     }
 
     /// `window:K` is the mean of the last K values (of all of them before step K) and
