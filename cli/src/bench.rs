@@ -174,6 +174,29 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         "multiply-adds per sample and step: {macs} run, {all_macs} in the model ({:.2} MFLOP per step at this batch; dense-equivalent: the kernels skip zero inputs, so a spiking layer does fewer, and GFLOP/s below counts these)",
         2.0 * macs as f64 * args.batch as f64 / 1e6
     );
+    // Spikes and synaptic operations per step, counted in a run of their own (after the timed
+    // ones would do as well: every run starts from the same reset), so that cost per synaptic
+    // operation is visible next to the time per step.
+    let activity = {
+        let mut sim = Simulator::new(&m, Backend::Jit, args.batch)?;
+        let mut counter = snnc_runtime::observe::SpikeCounter::new(&m, args.batch).with_synops(&m);
+        if counter.is_empty() {
+            None
+        } else {
+            sim.reset(0);
+            sim.run_observed(args.steps, &views, Record::LastStep, &mut |_, s| {
+                counter.observe(s)
+            })?;
+            let per_step =
+                |rows: &[Vec<f64>]| rows.iter().flatten().sum::<f64>() / args.steps as f64;
+            Some((per_step(counter.counts()), per_step(counter.synops())))
+        }
+    };
+    if let Some((spikes, synops)) = activity {
+        println!(
+            "activity per step (whole batch): {spikes:.0} spikes, {synops:.0} synaptic operations (spikes × fan-out)"
+        );
+    }
     let mut medians = Vec::new();
     for (name, backend) in backends {
         let t0 = Instant::now();
@@ -191,13 +214,19 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         let median = per_step[per_step.len() / 2];
         medians.push(median);
         println!(
-            "{name:>6}: setup {:>9.2} ms   {:>10.1} µs/step   {:>9.1} steps/s   {:>6.2} GFLOP/s   (min {:.1}, max {:.1} µs/step)",
+            "{name:>6}: setup {:>9.2} ms   {:>10.1} µs/step   {:>9.1} steps/s   {:>6.2} GFLOP/s   (min {:.1}, max {:.1} µs/step){}",
             compile.as_secs_f64() * 1e3,
             median,
             1e6 / median,
             2.0 * macs as f64 * args.batch as f64 / (median * 1e3),
             per_step[0],
-            per_step[per_step.len() - 1]
+            per_step[per_step.len() - 1],
+            match activity {
+                Some((_, synops)) if synops > 0.0 => {
+                    format!("   {:.1} ns per synaptic operation", median * 1e3 / synops)
+                }
+                _ => String::new(),
+            }
         );
     }
     if args.profile {

@@ -506,6 +506,37 @@ fn bench_reports_both_backends() {
     ] {
         assert!(out.contains(needle), "{needle} missing in\n{out}");
     }
+    // A spiking network: spikes and synaptic operations per step, and the time per operation.
+    let r = snnc(&[
+        "bench",
+        "examples/mnist/model.keras",
+        "--spiking",
+        "--scale-firing-rates",
+        "100",
+        "--input",
+        "examples/mnist/test_images.npy",
+        "--steps",
+        "5",
+        "--runs",
+        "1",
+        "--backend",
+        "jit",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let out = stdout(&r);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("activity per step"))
+        .unwrap_or_else(|| panic!("no activity line in\n{out}"));
+    let numbers: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        numbers.len() == 2 && numbers[0] > 0.0 && numbers[1] > numbers[0],
+        "{line}"
+    );
+    assert!(out.contains("ns per synaptic operation"), "{out}");
     let r = snnc(&["bench", "examples/xor/xor.sir", "--runs", "0"]);
     assert_eq!(r.status.code(), Some(2));
     // Real samples: 4 of them cycle through a batch of 3 and, varied, through the steps.
