@@ -30,6 +30,11 @@ pub struct BenchArgs {
     /// Backends to measure.
     #[arg(long, value_enum, default_value = "both")]
     backend: BenchBackend,
+    /// Worker threads: the batch is split into this many parts, each stepped by its own
+    /// simulator on its own thread, and a step is timed until every part has made it (0: one
+    /// per core).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Give every step different input values. By default inputs are held (as for images), so
     /// the work that depends only on them runs once per run rather than every step.
     #[arg(long)]
@@ -198,16 +203,66 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         );
     }
     let mut medians = Vec::new();
+    let threads = match args.threads {
+        0 => std::thread::available_parallelism().map_or(1, |t| t.get()),
+        t => t,
+    }
+    .min(args.batch);
+    // The batch's parts, one per thread: sample ranges and their input views.
+    let per = args.batch.div_ceil(threads);
+    let parts: Vec<(usize, usize)> = (0..threads)
+        .map(|k| (k * per, ((k + 1) * per).min(args.batch)))
+        .filter(|(lo, hi)| lo < hi)
+        .collect();
+    if parts.len() > 1 {
+        println!(
+            "threads: {} (parts of {} samples, each with its own simulator)",
+            parts.len(),
+            per
+        );
+    }
     for (name, backend) in backends {
         let t0 = Instant::now();
-        let mut sim = Simulator::new(&m, backend, args.batch)?;
+        let mut sims: Vec<Simulator> = parts
+            .iter()
+            .map(|(lo, hi)| Simulator::new(&m, backend, hi - lo))
+            .collect::<Result<_, _>>()?;
         let compile = t0.elapsed();
-        sim.run(args.steps, &views, Record::LastStep)?;
+        let part_views: Vec<Vec<ndarray::ArrayViewD<f32>>> = parts
+            .iter()
+            .map(|&(lo, hi)| {
+                views
+                    .iter()
+                    .map(|v| v.slice_axis(ndarray::Axis(0), ndarray::Slice::from(lo..hi)))
+                    .collect()
+            })
+            .collect();
+        let run_all = |sims: &mut [Simulator]| -> Result<()> {
+            if let [sim] = sims {
+                sim.run(args.steps, &part_views[0], Record::LastStep)?;
+                return Ok(());
+            }
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = sims
+                    .iter_mut()
+                    .zip(&part_views)
+                    .map(|(sim, v)| {
+                        scope.spawn(move || sim.run(args.steps, v, Record::LastStep).map(|_| ()))
+                    })
+                    .collect();
+                handles.into_iter().try_for_each(|h| {
+                    h.join()
+                        .map_err(|_| anyhow::anyhow!("a bench thread panicked"))?
+                        .map_err(Into::into)
+                })
+            })
+        };
+        run_all(&mut sims)?;
         let mut per_step = Vec::with_capacity(args.runs);
         for _ in 0..args.runs {
-            sim.reset(0);
+            sims.iter_mut().for_each(|s| s.reset(0));
             let t = Instant::now();
-            sim.run(args.steps, &views, Record::LastStep)?;
+            run_all(&mut sims)?;
             per_step.push(t.elapsed().as_secs_f64() * 1e6 / args.steps as f64);
         }
         per_step.sort_by(f64::total_cmp);

@@ -537,6 +537,20 @@ fn bench_reports_both_backends() {
         "{line}"
     );
     assert!(out.contains("ns per synaptic operation"), "{out}");
+    let r = snnc(&[
+        "bench",
+        "examples/xor/xor.sir",
+        "--batch",
+        "4",
+        "--threads",
+        "2",
+        "--steps",
+        "3",
+        "--runs",
+        "1",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(stdout(&r).contains("threads: 2"), "{}", stdout(&r));
     let r = snnc(&["bench", "examples/xor/xor.sir", "--runs", "0"]);
     assert_eq!(r.status.code(), Some(2));
     // Real samples: 4 of them cycle through a batch of 3 and, varied, through the steps.
