@@ -289,6 +289,18 @@ impl Importer {
         field: &str,
     ) -> Result<(&'p [usize], &'p [f32]), NirError> {
         match p.fields.get(field) {
+            Some(Field::Float { shape, data })
+                if shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(data.len()) =>
+            {
+                Err(self.nerr(
+                    node,
+                    p,
+                    format!(
+                        "field `{field}` declares shape {shape:?} but holds {} values",
+                        data.len()
+                    ),
+                ))
+            }
             Some(Field::Float { shape, data }) => Ok((shape, data)),
             Some(Field::Int { .. }) => Err(self.nerr(
                 node,
@@ -1278,6 +1290,15 @@ mod tests {
         }
         let e = error(&g);
         assert!(e.contains("`spk`") && e.contains("v_reset"), "{e}");
+
+        // A field whose data disagrees with its declared shape (possible in a graph built in
+        // code): an error, not an out-of-bounds read.
+        let mut g = small();
+        if let Some(Node::Prim(p)) = g.nodes.get_mut("lin") {
+            p.fields.insert("weight".into(), Field::float(&[2, 3], vec![0.; 4]));
+        }
+        let e = error(&g);
+        assert!(e.contains("`lin`") && e.contains("holds 4 values"), "{e}");
 
         let mut g = small();
         if let Some(Node::Prim(p)) = g.nodes.get_mut("spk") {
