@@ -402,7 +402,9 @@ class Simulator:
         the names there are.
 
         ``readout="mean"`` reports each output (not the probes) at each step as the mean of its
-        values since the first step instead of its value then (the CLI's ``--readout``)."""
+        values since the first step instead of its value then; ``"window:K"`` the mean over the
+        last K steps; ``"filtered:TAU"`` (or ``"filtered"``, 5 ms) the output through its own
+        lowpass of TAU seconds, the probe's synapse (the CLI's ``--readout``)."""
         if isinstance(probes, str):
             probes = [probes]
         r = self._run(x, n_steps, all_steps=all_steps, probes=list(probes or ()), readout=readout)

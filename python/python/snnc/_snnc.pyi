@@ -63,6 +63,7 @@ def compile(
     layer_scales: Sequence[Tuple[str, float]] = (),
     synapse: Optional[float] = None,
     no_synapse: bool = False,
+    layer_synapses: Sequence[Tuple[str, Optional[float]]] = (),
     initial_voltage: Union[None, str, float] = None,
     max_pool: Optional[str] = None,
     dt: Optional[float] = None,
