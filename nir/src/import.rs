@@ -1295,7 +1295,8 @@ mod tests {
         // code): an error, not an out-of-bounds read.
         let mut g = small();
         if let Some(Node::Prim(p)) = g.nodes.get_mut("lin") {
-            p.fields.insert("weight".into(), Field::float(&[2, 3], vec![0.; 4]));
+            p.fields
+                .insert("weight".into(), Field::float(&[2, 3], vec![0.; 4]));
         }
         let e = error(&g);
         assert!(e.contains("`lin`") && e.contains("holds 4 values"), "{e}");
