@@ -351,6 +351,9 @@ struct Simulator {
     network: Arc<Verified>,
     batch: usize,
     backend: Backend,
+    /// Worker threads for a run without probes (1: this simulator; else fresh simulators, one
+    /// per thread, and 0 for one per core).
+    threads: usize,
     /// The last set of probes asked for, with the simulator of the network probed that way and
     /// its spike probes (rebuilt when another set is asked for).
     probed: Mutex<Option<Probed>>,
@@ -387,8 +390,14 @@ impl Probed {
 #[pymethods]
 impl Simulator {
     #[new]
-    #[pyo3(signature = (network, batch, backend="jit"))]
-    fn new(py: Python<'_>, network: &Network, batch: usize, backend: &str) -> PyResult<Self> {
+    #[pyo3(signature = (network, batch, backend="jit", threads=1))]
+    fn new(
+        py: Python<'_>,
+        network: &Network,
+        batch: usize,
+        backend: &str,
+        threads: usize,
+    ) -> PyResult<Self> {
         let backend = match backend {
             "jit" => Backend::Jit,
             "interp" => Backend::Interp,
@@ -410,6 +419,7 @@ impl Simulator {
             network: module,
             batch,
             backend,
+            threads,
             probed: Mutex::new(None),
         })
     }
@@ -472,7 +482,7 @@ impl Simulator {
                 _ => &mut *main,
             };
             let mut last_check = Instant::now();
-            dataset::run_with(sim, &views, labels.as_deref(), &spec, &mut |p| {
+            let mut report = |p: &dataset::Progress| {
                 let end_of_batch = p.step == p.steps;
                 if !end_of_batch && last_check.elapsed() < Duration::from_millis(50) {
                     return ControlFlow::Continue(());
@@ -493,7 +503,19 @@ impl Simulator {
                         }
                     }
                 })
-            })
+            };
+            if self.threads != 1 && probes.is_empty() {
+                // Fresh simulators, one per thread (each compiles its own code); the results
+                // do not depend on the thread count.
+                let spec = RunSpec {
+                    threads: self.threads,
+                    backend: self.backend,
+                    ..spec.clone()
+                };
+                dataset::run(&self.network, &views, labels.as_deref(), &spec, &mut report)
+            } else {
+                dataset::run_with(sim, &views, labels.as_deref(), &spec, &mut report)
+            }
         });
         *self.probed.lock().unwrap_or_else(|p| p.into_inner()) = probed;
         let r = match result {

@@ -180,6 +180,29 @@ def test_window_and_filtered_readouts(images, spiking_net):
         np.testing.assert_array_equal(filt[:, t], y)
 
 
+def test_threads_change_nothing(images, labels, spiking_net):
+    with snnc.Simulator(spiking_net, 8, progress_bar=False) as one:
+        a = one.predict(images, n_steps=6)
+        acc_a = one.evaluate(images, labels, n_steps=6, at=[3, 6])
+        spikes_a = dict(one.spike_counts)
+    seen = []
+
+    def progress(done, total):
+        seen.append((done, total))
+
+    with snnc.Simulator(spiking_net, 8, progress_bar=progress, threads=2) as two:
+        b = two.predict(images, n_steps=6)
+        acc_b = two.evaluate(images, labels, n_steps=6, at=[3, 6])
+        spikes_b = dict(two.spike_counts)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert acc_a == acc_b
+    assert spikes_a.keys() == spikes_b.keys()
+    for k in spikes_a:
+        np.testing.assert_array_equal(spikes_a[k], spikes_b[k])
+    assert seen and seen[-1] == (len(images), len(images))
+
+
 def test_per_layer_synapses():
     net = snnc.convert(MODEL, spiking=True, synapse={"dense1": 0.002, None: None})
     taus = re.findall(r"lowpass .*\{tau=([0-9.e-]+)\}", net.ir)

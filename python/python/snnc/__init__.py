@@ -311,6 +311,10 @@ class Simulator:
 
     ``progress_bar``: ``True`` for a tqdm bar when tqdm is installed (``pip install tqdm``), or
     a callable ``f(samples_done, samples)`` called after every minibatch.
+
+    ``threads``: worker threads for runs without probes (0: one per core). Each thread simulates
+    a contiguous range of the samples with its own compiled simulator; results do not depend on
+    it. With 1 (the default) every run reuses this simulator's compiled code.
     """
 
     def __init__(
@@ -320,6 +324,7 @@ class Simulator:
         backend: str = "jit",
         seed: int = 0,
         progress_bar: Union[bool, Callable[[int, int], Any]] = True,
+        threads: int = 1,
     ):
         if not isinstance(net, Network):
             raise TypeError(f"Simulator takes a snnc.Network, not {type(net).__name__}")
@@ -328,7 +333,8 @@ class Simulator:
         self.backend = backend
         self.seed = int(seed)
         self.progress_bar = progress_bar
-        self._sim = _snnc.Simulator(net, self.minibatch_size, backend)
+        self.threads = int(threads)
+        self._sim = _snnc.Simulator(net, self.minibatch_size, backend, self.threads)
         self._closed = False
         self.spike_counts: Dict[str, np.ndarray] = {}
         self.seconds = 0.0
