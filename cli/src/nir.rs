@@ -22,6 +22,11 @@ pub struct ExportArgs {
     /// Steps the rate check simulates.
     #[arg(long, default_value_t = 50)]
     pub check_steps: usize,
+    /// Fold each IF node's gain `r` into the weights of the map that feeds it, so every `r` is 1
+    /// (for consumers that ignore `r`, such as Norse, and neurons without an input gain). The
+    /// same network, rounded differently.
+    #[arg(long)]
+    pub fold_gains: bool,
     #[command(flatten)]
     pub convert: ConvertArgs,
 }
@@ -64,7 +69,11 @@ pub fn export(args: ExportArgs) -> Result<u8> {
         .collect();
     convert.passes = Some(passes);
     let m = load_verified(&args.model, &convert)?;
-    let exported = snnc_nir::export::export(&m)?;
+    let mut exported = snnc_nir::export::export(&m)?;
+    if args.fold_gains {
+        let left = snnc_nir::export::fold_gains(&mut exported.graph);
+        exported.warnings.extend(left);
+    }
     for w in &exported.warnings {
         eprintln!("warning: {w}");
     }

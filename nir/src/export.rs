@@ -1024,3 +1024,106 @@ fn subtract_metadata(p: &mut Primitive) {
         .insert("reset".into(), Field::Text("subtract".into()));
     p.metadata.insert("reset_amount".into(), Field::scalar(1.0));
 }
+
+/// Fold every `IF` node's gain `r` into the weights and bias of the map that feeds it, so that
+/// `r = 1` everywhere: for consumers that ignore `r` (Norse builds its `IF` cells without it) and
+/// hardware whose neurons have no input gain. A map qualifies when it is an `Affine`/`Conv`
+/// feeding only that node, directly or through one linear `LI` (`v_leak = 0`) that feeds only
+/// that node, and, for a convolution, when `r` is one value per output channel. Mathematically
+/// the same network; the currents round differently, so spikes may move where a voltage lands
+/// within rounding of the threshold. Returns a warning for each node left unfolded.
+pub fn fold_gains(graph: &mut Graph) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let ifs: Vec<String> = graph
+        .nodes
+        .iter()
+        .filter(|(_, n)| n.kind() == "IF")
+        .map(|(k, _)| k.clone())
+        .collect();
+    let sources = |g: &Graph, n: &str| -> Vec<String> {
+        g.edges
+            .iter()
+            .filter(|(_, d)| d == n)
+            .map(|(s, _)| s.clone())
+            .collect()
+    };
+    let consumers = |g: &Graph, n: &str| g.edges.iter().filter(|(s, _)| s == n).count();
+    let floats = |g: &Graph, n: &str, f: &str| -> Option<Vec<f32>> {
+        match g.nodes.get(n) {
+            Some(Node::Prim(p)) => match p.fields.get(f) {
+                Some(Field::Float { data, .. }) => Some(data.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    for name in ifs {
+        let Some(r) = floats(graph, &name, "r") else {
+            continue;
+        };
+        if r.iter().all(|&x| x == 1.0) {
+            continue;
+        }
+        // The map to fold into: the single source, or the single source of a linear LI.
+        let mut target = match sources(graph, &name).as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        };
+        if let Some(t) = target.clone()
+            && graph.nodes.get(&t).map(Node::kind) == Some("LI")
+        {
+            let linear = floats(graph, &t, "v_leak").is_some_and(|v| v.iter().all(|&x| x == 0.0));
+            target = match sources(graph, &t).as_slice() {
+                [one] if linear && consumers(graph, &t) == 1 => Some(one.clone()),
+                _ => None,
+            };
+        }
+        let folded = target.filter(|t| consumers(graph, t) == 1).and_then(|t| {
+            let Some(Node::Prim(p)) = graph.nodes.get_mut(&t) else {
+                return None;
+            };
+            if !matches!(p.kind.as_str(), "Affine" | "Conv1d" | "Conv2d") {
+                return None;
+            }
+            let outs = match p.fields.get("bias") {
+                Some(Field::Float { data, .. }) => data.len(),
+                _ => return None,
+            };
+            // One factor per output channel (per output, for an Affine).
+            let per = r.len() / outs.max(1);
+            if outs == 0 || r.len() != outs * per {
+                return None;
+            }
+            let factor: Vec<f32> = r.chunks(per).map(|c| c[0]).collect();
+            if r.chunks(per)
+                .zip(&factor)
+                .any(|(c, f)| c.iter().any(|x| x != f))
+            {
+                return None;
+            }
+            if let Some(Field::Float { data, .. }) = p.fields.get_mut("weight") {
+                let row = data.len() / outs;
+                for (w, f) in data.chunks_mut(row).zip(&factor) {
+                    w.iter_mut().for_each(|x| *x *= f);
+                }
+            }
+            if let Some(Field::Float { data, .. }) = p.fields.get_mut("bias") {
+                data.iter_mut().zip(&factor).for_each(|(b, f)| *b *= f);
+            }
+            Some(())
+        });
+        match folded {
+            Some(()) => {
+                if let Some(Node::Prim(p)) = graph.nodes.get_mut(&name)
+                    && let Some(Field::Float { data, .. }) = p.fields.get_mut("r")
+                {
+                    data.iter_mut().for_each(|x| *x = 1.0);
+                }
+            }
+            None => warnings.push(format!(
+                "`{name}`: its gain r stays in the IF node (it is not fed by one Affine or Conv node of its own with one gain per output channel)"
+            )),
+        }
+    }
+    warnings
+}

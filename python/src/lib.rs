@@ -182,9 +182,14 @@ impl Network {
 
     /// Write the network as a NIR graph (see `snnc.export_nir`, which converts without
     /// `lower-maxpool` first so max pooling exports as NIR's circuit). Returns the warnings.
-    fn to_nir(&self, path: std::path::PathBuf) -> PyResult<Vec<String>> {
-        let exported = snnc_nir::export::export(&self.module)
+    #[pyo3(signature = (path, fold_gains=false))]
+    fn to_nir(&self, path: std::path::PathBuf, fold_gains: bool) -> PyResult<Vec<String>> {
+        let mut exported = snnc_nir::export::export(&self.module)
             .map_err(|e| ConversionError::new_err(e.to_string()))?;
+        if fold_gains {
+            let left = snnc_nir::export::fold_gains(&mut exported.graph);
+            exported.warnings.extend(left);
+        }
         snnc_nir::file::write(&path, &exported.graph)
             .map_err(|e| ConversionError::new_err(e.to_string()))?;
         Ok(exported.warnings)

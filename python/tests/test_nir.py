@@ -170,6 +170,30 @@ def test_reference_simulator_gives_snnc_spike_counts(exported):
         np.testing.assert_allclose(logits, outputs["logits"], rtol=1e-3, atol=1e-2 * np.abs(logits).max())
 
 
+def test_folded_gains(tmp_path):
+    path = tmp_path / "folded.nir"
+    snnc.export_nir(
+        MNIST / "model.keras",
+        path,
+        fold_gains=True,
+        swap_activations={"relu": "if"},
+        synapse=None,
+        scale_firing_rates={"conv1": 25, "conv2": 12, "dense1": 6},
+        initial_voltage=0.5,
+    )
+    g = nir.read(path, type_check=True)
+    ifs = [n for n in g.nodes.values() if isinstance(n, nir.IF)]
+    assert len(ifs) == 7 and all(np.all(n.r == 1) for n in ifs)
+    net = snnc.load(path)
+    x = np.load(MNIST / "test_images.npy")[:1].astype(np.float32)
+    with snnc.Simulator(net, minibatch_size=1) as sim:
+        out = sim.predict(x.reshape(1, 1, 28, 28), n_steps=30, probes=net.populations)
+    counts, _ = reference(g, x[0].reshape(1, 28, 28).astype(np.float64), 30, 0.001)
+    assert sum(counts.values()) > 300
+    for node, c in counts.items():
+        assert abs(out[node][0].sum() - c) <= max(2, 0.002 * c), (node, out[node][0].sum(), c)
+
+
 def test_graph_written_by_the_nir_package_runs(tmp_path):
     rng = np.random.default_rng(3)
     w1 = rng.normal(size=(4, 1, 3, 3)).astype(np.float32)

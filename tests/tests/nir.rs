@@ -365,3 +365,49 @@ fn fashion_networks_round_trip() {
         }
     }
 }
+
+/// `fold_gains` moves every IF gain into the weights before it (every `r` becomes 1, the max-pool
+/// circuits' included) and leaves the network's spikes where they were, up to rounding.
+#[test]
+fn folded_gains_give_the_same_spikes_up_to_rounding() {
+    let m = mnist();
+    let opts = options(InitialVoltage::Fixed(0.5));
+    let passes: Vec<&str> = DEFAULT_PIPELINE
+        .iter()
+        .copied()
+        .filter(|p| *p != "lower-maxpool")
+        .collect();
+    let unlowered = run_pipeline(m, &passes, &opts, &mut PassHooks::default()).unwrap();
+    let plain = snnc_nir::export::export(&unlowered).unwrap().graph;
+    let mut folded = plain.clone();
+    assert!(snnc_nir::export::fold_gains(&mut folded).is_empty());
+    let mut ifs = 0;
+    for node in folded.nodes.values() {
+        if let snnc_nir::Node::Prim(p) = node
+            && p.kind == "IF"
+        {
+            ifs += 1;
+            let Some(snnc_nir::Field::Float { data, .. }) = p.fields.get("r") else {
+                panic!("IF without r")
+            };
+            assert!(data.iter().all(|&r| r == 1.0));
+        }
+    }
+    assert_eq!(ifs, 7);
+    let x = images(6)
+        .into_shape_with_order(IxDyn(&[6, 1, 28, 28]))
+        .unwrap();
+    let run = |g: &snnc_nir::Graph| {
+        let m = snnc_nir::import::import(g, "g", None).unwrap().module;
+        outputs(&m, &x, 30, Backend::Jit)
+    };
+    let (a, b) = (run(&plain), run(&folded));
+    for ((name, sa), (_, sb)) in a.iter().zip(&b) {
+        if !name.starts_with("spikes/") {
+            continue;
+        }
+        let (ta, tb) = (sa.sum(), sb.sum());
+        assert!(ta > 100.0, "{name}: {ta}");
+        assert!((ta - tb).abs() <= 0.005 * ta + 2.0, "{name}: {ta} vs {tb}");
+    }
+}

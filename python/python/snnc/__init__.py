@@ -72,19 +72,22 @@ def load(path: Union[str, os.PathLike], dt: Optional[float] = None) -> Network:
     return _snnc.compile(os.fspath(path), dt=dt)
 
 
-def export_nir(model: Any, path: Union[str, os.PathLike], **convert_kwargs: Any) -> list:
+def export_nir(
+    model: Any, path: Union[str, os.PathLike], fold_gains: bool = False, **convert_kwargs: Any
+) -> list:
     """Convert ``model`` as ``convert`` does and write it as a NIR graph at ``path``.
 
     Max pooling is exported as NIR's own circuit (``Conv2d`` maps and ``IF`` units), so the
     conversion runs every pass but ``lower-maxpool``. Returns the export's warnings (which
     layers NIR's consumers cannot reproduce exactly, and why). ``swap_activations={"relu": "if"}``
     with ``synapse=None`` gives an export that NIR consumers reproduce spike for spike while no
-    unit needs two spikes in one step.
+    unit needs two spikes in one step. ``fold_gains=True`` moves every ``IF`` node's gain ``r``
+    into the weights that feed it (``r = 1`` everywhere, for consumers that ignore ``r``).
     """
     passes = convert_kwargs.pop("passes", None)
     passes = [p for p in (passes or _snnc.DEFAULT_PASSES) if p != "lower-maxpool"]
     net = convert(model, passes=passes, **convert_kwargs)
-    return list(net.warnings) + net.to_nir(os.fspath(path))
+    return list(net.warnings) + net.to_nir(os.fspath(path), fold_gains)
 
 
 def _keras_version(model: Any) -> str:
