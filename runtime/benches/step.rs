@@ -125,6 +125,46 @@ fn conv(c: &mut Criterion) {
     );
 }
 
+/// Dense and convolution reading a spike train at several densities (the fraction of inputs that
+/// spike in a step, each spike of height 10), new spikes every step: the event-driven kernels'
+/// cost against activity. Throughput counts the dense-equivalent multiply-adds.
+fn spike_density(c: &mut Criterion) {
+    let dense = module(
+        "module @dense dt=0.001\ninput %x : f32[800]\nconst @w : f32[800,64] = random\n\
+         %y = dense %x, @w : f32[64]\noutput \"y\" = %y\n",
+    );
+    let conv = module(
+        "module @conv dt=0.001\ninput %x : f32[13,13,16]\nconst @k : f32[3,3,16,32] = random\n\
+         %y = conv %x, @k {strides=[1,1], padding=valid} : f32[11,11,32]\noutput \"y\" = %y\n",
+    );
+    for (name, m, macs) in [
+        ("dense 800x64", &dense, 800 * 64),
+        ("conv 13x13x16 3x3x32", &conv, 11 * 11 * 32 * 144),
+    ] {
+        for density in [0.01, 0.04, 0.16, 0.5] {
+            let spikes = |batch: usize, seed: usize| -> Vec<ArrayD<f32>> {
+                inputs(m, batch, seed)
+                    .into_iter()
+                    .map(|a| {
+                        // A fixed pseudo-random pattern per seed, `density` of it spiking.
+                        let mut k = seed as u64 * 0x9E37_79B9_7F4A_7C15 + 1;
+                        a.mapv(|_| {
+                            k = snnc_ir::rng::splitmix64(k);
+                            if ((k >> 40) as f64) < density * (1u64 << 24) as f64 {
+                                10.0
+                            } else {
+                                0.0
+                            }
+                        })
+                    })
+                    .collect()
+            };
+            let group = format!("{name}, {}% of inputs spiking", density * 100.0);
+            bench_module_on(c, &group, (m, macs), &[1, 64], true, &spikes);
+        }
+    }
+}
+
 /// `matrixmultiply` alone on the GEMM shapes behind the conv and dense benchmarks at batch 64
 /// (conv: 64·11·11 output positions × 3·3·16 taps × 32 channels; dense: 64 × 800 × 64), for the
 /// fraction of the crate's own throughput the whole layer step reaches.
@@ -280,5 +320,14 @@ fn pipeline(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, dense, conv, gemm_alone, neurons, mnist, pipeline);
+criterion_group!(
+    benches,
+    dense,
+    conv,
+    spike_density,
+    gemm_alone,
+    neurons,
+    mnist,
+    pipeline
+);
 criterion_main!(benches);
