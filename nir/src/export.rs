@@ -121,6 +121,18 @@ fn std_perm(shape: &[usize]) -> Vec<u32> {
     perm
 }
 
+/// A `Flatten` of every axis of `input_type` (NIR's indices leave out the batch axis).
+fn flatten(input_type: &[usize]) -> Primitive {
+    Primitive::new(
+        "Flatten",
+        [
+            ("input_type", ints(input_type)),
+            ("start_dim", Field::int(0)),
+            ("end_dim", Field::int(-1)),
+        ],
+    )
+}
+
 fn ints(v: &[usize]) -> Field {
     Field::ints(&v.iter().map(|&x| x as i64).collect::<Vec<_>>())
 }
@@ -520,14 +532,7 @@ impl<'m> Exporter<'m> {
                 if shape.len() == 1 && x.shape.len() == 1 {
                     self.set(inst.results[0], x);
                 } else if shape.len() == 1 && x.layout == Layout::Std {
-                    let p = Primitive::new(
-                        "Flatten",
-                        [
-                            ("input_type", ints(&x.nir_shape())),
-                            ("start_dim", Field::int(0)),
-                            ("end_dim", Field::int(-1)),
-                        ],
-                    );
+                    let p = flatten(&x.nir_shape());
                     let node = self.add_node(&name, p, &x.sources);
                     let perm = std_perm(&x.shape);
                     self.set(
@@ -581,15 +586,7 @@ impl<'m> Exporter<'m> {
                 );
                 let pool = self.add_node(&name, p, &x.sources);
                 let c = x.shape[2];
-                let f = Primitive::new(
-                    "Flatten",
-                    [
-                        ("input_type", ints(&[c, 1, 1])),
-                        ("start_dim", Field::int(0)),
-                        ("end_dim", Field::int(-1)),
-                    ],
-                );
-                let node = self.add_node(&format!("{name}_flatten"), f, &[pool]);
+                let node = self.add_node(&format!("{name}_flatten"), flatten(&[c, 1, 1]), &[pool]);
                 self.set(
                     inst.results[0],
                     Val {
@@ -614,15 +611,8 @@ impl<'m> Exporter<'m> {
                 let hw = x.shape[..2].to_vec();
                 let y = self.max_circuit(inst, &x, &hw, &hw, &name)?;
                 let c = x.shape[2];
-                let f = Primitive::new(
-                    "Flatten",
-                    [
-                        ("input_type", ints(&[c, 1, 1])),
-                        ("start_dim", Field::int(0)),
-                        ("end_dim", Field::int(-1)),
-                    ],
-                );
-                let node = self.add_node(&format!("{name}_flatten"), f, &y.sources);
+                let node =
+                    self.add_node(&format!("{name}_flatten"), flatten(&[c, 1, 1]), &y.sources);
                 self.set(
                     inst.results[0],
                     Val {

@@ -483,11 +483,11 @@ impl Importer {
                 };
                 let nshape = self.shape_field(node, p, nshape)?;
                 let v = Operand::Value(self.b.input(node, &nshape));
-                (self.channels_last(node, p, v, &nshape)?, nshape)
+                (self.transposed(node, p, v, &nshape, true)?, nshape)
             }
             "Output" => {
                 let (x, nshape) = self.input(node, p, f)?;
-                let y = self.channels_first(node, p, x, &nshape)?;
+                let y = self.transposed(node, p, x, &nshape, false)?;
                 self.b.output(node, y);
                 (x, nshape)
             }
@@ -671,46 +671,23 @@ impl Importer {
         Ok(shape)
     }
 
-    fn channels_last(
+    /// NIR's channels-first data to snnc's channels-last layout (`last`), or back.
+    fn transposed(
         &mut self,
         node: &str,
         p: &Primitive,
         v: Operand,
         nshape: &[usize],
+        last: bool,
     ) -> Result<Operand, NirError> {
-        let perm: Vec<usize> = match nshape.len() {
-            2 => vec![1, 0],
-            3 => vec![1, 2, 0],
+        let perm: Vec<usize> = match (nshape.len(), last) {
+            (2, _) => vec![1, 0],
+            (3, true) => vec![1, 2, 0],
+            (3, false) => vec![2, 0, 1],
             _ => return Ok(v),
         };
-        self.op(
-            node,
-            p,
-            Op::Transpose { perm },
-            &[v],
-            &format!("{node}.hwc"),
-        )
-    }
-
-    fn channels_first(
-        &mut self,
-        node: &str,
-        p: &Primitive,
-        v: Operand,
-        nshape: &[usize],
-    ) -> Result<Operand, NirError> {
-        let perm: Vec<usize> = match nshape.len() {
-            2 => vec![1, 0],
-            3 => vec![2, 0, 1],
-            _ => return Ok(v),
-        };
-        self.op(
-            node,
-            p,
-            Op::Transpose { perm },
-            &[v],
-            &format!("{node}.chw"),
-        )
+        let name = format!("{node}.{}", if last { "hwc" } else { "chw" });
+        self.op(node, p, Op::Transpose { perm }, &[v], &name)
     }
 
     /// `x · s` elementwise (`s` in snnc order); nothing when every factor is 1.
@@ -826,7 +803,7 @@ impl Importer {
                 "flattens axes {start}..={end} of {nshape:?}; snnc imports a Flatten of every axis (start_dim=0, end_dim=-1)"
             )));
         }
-        let y = self.channels_first(node, p, x, &nshape)?;
+        let y = self.transposed(node, p, x, &nshape, false)?;
         let total: usize = nshape.iter().product();
         if nshape.len() == 1 {
             return Ok((y, nshape));

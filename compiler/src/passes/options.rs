@@ -89,22 +89,22 @@ impl Default for SpikeOptions {
 impl SpikeOptions {
     /// The scale of a population named `name` (a layer name, or the layer's value name).
     pub fn scale_for(&self, name: &str) -> f64 {
-        let layer = name.split('.').next().unwrap_or(name);
-        self.layer_scales
-            .iter()
-            .find(|(n, _)| n == name || n == layer)
-            .map(|&(_, s)| s)
-            .unwrap_or(self.scale)
+        for_layer(&self.layer_scales, name).unwrap_or(self.scale)
     }
 
     /// The synapse on connections out of the population named `name` (a layer name, or the
     /// layer's value name).
     pub fn synapse_for(&self, name: &str) -> Option<f64> {
-        let layer = name.split('.').next().unwrap_or(name);
-        self.layer_synapses
-            .iter()
-            .find(|(n, _)| n == name || n == layer)
-            .map(|&(_, s)| s)
-            .unwrap_or(self.synapse)
+        for_layer(&self.layer_synapses, name).unwrap_or(self.synapse)
     }
+}
+
+/// The per-layer setting for a population named `name`: given for its value name or for its
+/// layer (the name up to the first `.`).
+fn for_layer<T: Copy>(settings: &[(String, T)], name: &str) -> Option<T> {
+    let layer = name.split('.').next().unwrap_or(name);
+    settings
+        .iter()
+        .find(|(n, _)| n == name || n == layer)
+        .map(|&(_, v)| v)
 }
