@@ -621,6 +621,11 @@ fn run_threaded(
             .map(|h| h.join().unwrap_or(Err(DatasetError::Interrupted)))
             .collect()
     });
+    // The caller asked to stop: the run is interrupted even if every worker happened to finish
+    // before it saw the request.
+    if stop.load(Ordering::Relaxed) {
+        return Err(DatasetError::Interrupted);
+    }
     let mut parts = Vec::with_capacity(results.len());
     for r in results {
         parts.push(r?);
