@@ -52,7 +52,7 @@ pub struct ConvertArgs {
     /// Simulation timestep in seconds [default: 0.001, or the module's own].
     #[arg(long)]
     pub dt: Option<f64>,
-    /// The passes to run, comma separated [default: spikify,lower-maxpool,simplify,sink-synapses,fuse; also: merge].
+    /// The passes to run, comma separated [default: spikify,lower-maxpool,simplify,sink-synapses,fuse; also: merge, fixed-neurons].
     #[arg(long, value_delimiter = ',', value_name = "PASS,...")]
     pub passes: Option<Vec<String>>,
     /// Print the module to stderr after this pass (repeatable).

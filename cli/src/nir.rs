@@ -53,8 +53,8 @@ pub fn export(args: ExportArgs) -> Result<u8> {
         bail!("-o {} would overwrite the model", args.output.display());
     }
     let mut convert = args.convert.clone();
-    // The export writes max pooling as its own circuit of NIR primitives: run every pass but
-    // `lower-maxpool`.
+    // The export writes max pooling as its own circuit of NIR primitives, and NIR's IF steps a
+    // float voltage: run every pass but `lower-maxpool` and `fixed-neurons`.
     let passes: Vec<String> = convert
         .passes
         .clone()
@@ -65,7 +65,7 @@ pub fn export(args: ExportArgs) -> Result<u8> {
                 .collect()
         })
         .into_iter()
-        .filter(|p| p != "lower-maxpool")
+        .filter(|p| !snnc_nir::export::SKIPPED_PASSES.contains(&p.as_str()))
         .collect();
     convert.passes = Some(passes);
     let m = load_verified(&args.model, &convert)?;

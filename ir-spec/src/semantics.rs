@@ -147,6 +147,49 @@ pub fn spiking_step(
     (a / dt * spikes, v - spikes)
 }
 
+/// One unit of a `fixed_relu` voltage: voltages are integers in units of 2⁻²⁴ (the threshold).
+pub const FIXED_ONE: i64 = 1 << 24;
+
+/// The largest drive per step a `fixed_relu` takes, in [`FIXED_ONE`] units (64 spikes per step):
+/// it keeps `voltage + steps · drive` within `i64` for 2³² steps.
+pub const FIXED_MAX_DRIVE: i64 = 1 << 30;
+
+/// A `fixed_relu` drive per step in [`FIXED_ONE`] units: `max(g·j, 0)·dt` in f32, as
+/// `spiking_relu` computes it, rounded to the nearest multiple of 2⁻²⁴ (ties to even) and capped
+/// at [`FIXED_MAX_DRIVE`]; NaN drives nothing.
+pub fn fixed_drive((g, dt): (f32, f32), j: f32) -> i64 {
+    // Exact in f64 (an f32 times a power of two); `max0` made it non-negative (NaN: 0).
+    let d = (f64::from(max0(g * j) * dt) * FIXED_ONE as f64).min(FIXED_MAX_DRIVE as f64);
+    // Adding and taking away 2⁵² rounds a number in [0, 2⁵¹) to an integer, ties to even,
+    // without a libm call.
+    const MAGIC: f64 = (1u64 << 52) as f64;
+    ((d + MAGIC) - MAGIC) as i64
+}
+
+/// A voltage as a `fixed_relu` reads it: `⌊v·2²⁴⌋` in [`FIXED_ONE`] units, within ±2⁴⁰ (NaN: 0).
+/// Every voltage a step writes is exact in this form.
+pub fn fixed_voltage(v: f32) -> i64 {
+    const LIMIT: f64 = (1u64 << 40) as f64;
+    let x = (f64::from(v) * FIXED_ONE as f64).clamp(-LIMIT, LIMIT);
+    // Truncation, one lower for a negative non-integer (`as` maps NaN to 0).
+    let t = x as i64;
+    t - i64::from((t as f64) > x)
+}
+
+/// One `fixed_relu` step on one element: `(output, new voltage)`. In [`FIXED_ONE`] units,
+/// `V = fixed_voltage(v) + fixed_drive(j)`, `n = ⌊V / 2²⁴⌋` spikes, and the new voltage is
+/// `(V − n·2²⁴) / 2²⁴`, in `[0, 1)` and exact in f32. Output `a/dt · n`.
+///
+/// Integer arithmetic makes the closed form exact: under a drive `q` held from a voltage `V₀`,
+/// the spikes of the `k`-th step are `⌊(V₀+k·q)/2²⁴⌋ − ⌊(V₀+(k−1)·q)/2²⁴⌋`, bit for bit what
+/// stepping gives.
+pub fn fixed_relu_step((g, a, dt): (f32, f32, f32), j: f32, v: f32) -> (f32, f32) {
+    let total = fixed_voltage(v) + fixed_drive((g, dt), j);
+    let n = total >> 24;
+    let rest = total - (n << 24);
+    (a / dt * n as f32, rest as f32 / FIXED_ONE as f32)
+}
+
 /// One `leaky_if` step on one element: `(output, new voltage)` from the current `j` and the
 /// voltage `v`, with gain `g`, amplitude `a`, step `dt` and `decay` in f32:
 /// `v = decay·v + (g·j)·dt`; a spike when `v > 1`, after which `v = 0`.
@@ -443,6 +486,28 @@ mod tests {
         // An IF unit integrates them and never spikes negatively.
         let (y, v) = spiking_step(&NeuronModel::IfNeuron, (1.0, 1.0, 1.0), -4.0, 0.5);
         assert_eq!((y, v), (0.0, -3.5));
+    }
+
+    #[test]
+    fn fixed_relu_steps_in_integers() {
+        let p = (1.0, 1.0, 1.0);
+        // 2.5 units from 0.75, as the spiking ReLU: 3 spikes, 0.25 left.
+        assert_eq!(fixed_relu_step(p, 2.5, 0.75), (3.0, 0.25));
+        assert_eq!(fixed_relu_step(p, -4.0, 0.5), (0.0, 0.5));
+        assert_eq!(fixed_relu_step(p, f32::NAN, 0.5), (0.0, 0.5));
+        assert_eq!(fixed_relu_step(p, f32::INFINITY, 0.0), (64.0, 0.0));
+        // A drive of 0.1 is 1677721.6 units, rounded to 1677722: after 10 steps from 0 the
+        // voltage is 4 units past the threshold, so exactly one spike, at step 10.
+        let (mut v, mut spikes) = (0.0, Vec::new());
+        for k in 1..=10 {
+            let (y, v1) = fixed_relu_step(p, 0.1, v);
+            if y > 0.0 {
+                spikes.push(k);
+            }
+            v = v1;
+        }
+        assert_eq!(spikes, [10]);
+        assert_eq!(fixed_voltage(v), 4);
     }
 
     #[test]

@@ -53,6 +53,10 @@ struct Val {
     spikes: Option<f64>,
 }
 
+/// The passes an export leaves out of the pipeline: `lower-maxpool` (max pooling exports as NIR's
+/// own circuit) and `fixed-neurons` (NIR's `IF` steps a float voltage, as `spiking_relu` does).
+pub const SKIPPED_PASSES: &[&str] = &["lower-maxpool", "fixed-neurons"];
+
 /// Export a module (compiled without `lower-maxpool`) as a NIR graph.
 pub fn export(m: &Module) -> Result<Exported, NirError> {
     let mut ex = Exporter {
@@ -630,7 +634,7 @@ impl<'m> Exporter<'m> {
                     let x = self.operand(inst, args[0])?;
                     match n.model {
                         NeuronModel::IfNeuron => {}
-                        NeuronModel::SpikingRelu => self.warn_once(
+                        NeuronModel::SpikingRelu | NeuronModel::FixedRelu => self.warn_once(
                             "spiking_relu",
                             format!(
                                 "`{gname}` and the other spiking_relu layers export as NIR's IF, which integrates negative input where Nengo's spiking ReLU drops it: spikes differ wherever a layer's input current goes negative. Convert with `--swap relu=if` for an exact export"

@@ -83,6 +83,11 @@ impl Frame {
         self.batch
     }
 
+    /// The verifier's facts about the module.
+    pub fn info(&self) -> &snnc_ir::ModuleInfo {
+        self.module.info()
+    }
+
     /// Whether instruction `i` depends only on inputs and constants.
     pub fn is_invariant(&self, i: usize) -> bool {
         self.module.info().invariant[i]

@@ -312,6 +312,13 @@ fn lane_wise(op: &Op, dt_s: f64, args: &[&[f32]], out: &mut [f32], rest: &mut [&
                         semantics::spiking_step(&n.model, params, j[k], args[1][k]);
                 }
             }
+            NeuronModel::FixedRelu => {
+                let params = (n.gain as f32, n.amplitude as f32, dt);
+                let v_out = &mut *rest[0];
+                for k in 0..out.len() {
+                    (out[k], v_out[k]) = semantics::fixed_relu_step(params, j[k], args[1][k]);
+                }
+            }
             NeuronModel::LeakyIf { decay } => {
                 let params = (n.gain as f32, n.amplitude as f32, dt, *decay as f32);
                 let v_out = &mut *rest[0];

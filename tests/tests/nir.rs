@@ -46,7 +46,7 @@ fn round_trip(m: &Module, opts: &ConvertOptions) -> (Module, snnc_nir::Graph) {
     let passes: Vec<&str> = DEFAULT_PIPELINE
         .iter()
         .copied()
-        .filter(|p| *p != "lower-maxpool")
+        .filter(|p| !snnc_nir::export::SKIPPED_PASSES.contains(p))
         .collect();
     let unlowered = run_pipeline(m.clone(), &passes, opts, &mut PassHooks::default()).unwrap();
     let exported = snnc_nir::export::export(&unlowered).unwrap();
@@ -375,7 +375,7 @@ fn folded_gains_give_the_same_spikes_up_to_rounding() {
     let passes: Vec<&str> = DEFAULT_PIPELINE
         .iter()
         .copied()
-        .filter(|p| *p != "lower-maxpool")
+        .filter(|p| !snnc_nir::export::SKIPPED_PASSES.contains(p))
         .collect();
     let unlowered = run_pipeline(m, &passes, &opts, &mut PassHooks::default()).unwrap();
     let plain = snnc_nir::export::export(&unlowered).unwrap().graph;

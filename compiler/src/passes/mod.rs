@@ -3,6 +3,7 @@
 //! ([`run_pipeline`]) finds it by name. [`convert`] runs [`DEFAULT_PIPELINE`], verifying after
 //! each pass.
 
+pub mod fixed_neurons;
 pub mod fuse;
 pub mod lower_maxpool;
 pub mod merge;
@@ -13,6 +14,7 @@ pub mod simplify;
 pub mod sink_synapses;
 pub mod spikify;
 
+pub use fixed_neurons::fixed_neurons;
 pub use fuse::fuse;
 pub use lower_maxpool::lower_maxpool;
 pub use merge::{MergeStats, merge};
@@ -32,6 +34,7 @@ pub const ALL_PASSES: &[&dyn Pass] = &[
     &simplify::Simplify,
     &sink_synapses::SinkSynapses,
     &fuse::Fuse,
+    &fixed_neurons::FixedNeurons,
     &merge::Merge,
 ];
 
@@ -41,7 +44,9 @@ pub fn pass_named(name: &str) -> Option<&'static dyn Pass> {
 }
 
 /// The passes `convert` runs, in order (`spikify` only when spiking). `merge` is not among them:
-/// on the MNIST example it gains nothing at batch 1 and costs cache locality at batch 64.
+/// on the MNIST example it gains nothing at batch 1 and costs cache locality at batch 64. Nor is
+/// `fixed-neurons`: scheduling a held population pays for itself only over long presentations
+/// (README, "Performance").
 pub const DEFAULT_PIPELINE: &[&str] = &[
     "spikify",
     "lower-maxpool",

@@ -87,6 +87,10 @@ pub enum NeuronModel {
     },
     /// Nengo's SpikingRectifiedLinear; state: voltage.
     SpikingRelu,
+    /// Nengo's SpikingRectifiedLinear with a fixed-point voltage (24 fractional bits, integer
+    /// arithmetic), so that under a constant current its spike train has an exact closed form
+    /// and a runtime may schedule it by next spike step; state: voltage.
+    FixedRelu,
     /// NengoDL's SpikingLeakyReLU; state: voltage.
     SpikingLeakyRelu {
         /// Slope below zero (negative spikes).
@@ -154,6 +158,7 @@ impl NeuronModel {
             NeuronModel::Tanh => "tanh",
             NeuronModel::LifRate { .. } => "lif_rate",
             NeuronModel::SpikingRelu => "spiking_relu",
+            NeuronModel::FixedRelu => "fixed_relu",
             NeuronModel::SpikingLeakyRelu { .. } => "spiking_leaky_relu",
             NeuronModel::IfNeuron => "if_neuron",
             NeuronModel::LeakyIf { .. } => "leaky_if",
@@ -184,6 +189,7 @@ impl NeuronModel {
                 | NeuronModel::Tanh
                 | NeuronModel::LifRate { .. }
                 | NeuronModel::SpikingRelu
+                | NeuronModel::FixedRelu
                 | NeuronModel::SpikingLeakyRelu { .. }
                 | NeuronModel::IfNeuron
                 | NeuronModel::Lif { .. }
@@ -194,6 +200,7 @@ impl NeuronModel {
     pub fn num_states(&self) -> usize {
         match self {
             NeuronModel::SpikingRelu
+            | NeuronModel::FixedRelu
             | NeuronModel::SpikingLeakyRelu { .. }
             | NeuronModel::IfNeuron
             | NeuronModel::LeakyIf { .. } => 1,
@@ -383,6 +390,7 @@ impl Op {
         "relu6",
         "mish",
         "spiking_relu",
+        "fixed_relu",
         "spiking_leaky_relu",
         "if_neuron",
         "leaky_if",

@@ -318,6 +318,7 @@ impl Op {
             "sigmoid" => neuron(NeuronModel::Sigmoid, &mut a)?,
             "tanh" => neuron(NeuronModel::Tanh, &mut a)?,
             "spiking_relu" => neuron(NeuronModel::SpikingRelu, &mut a)?,
+            "fixed_relu" => neuron(NeuronModel::FixedRelu, &mut a)?,
             "if_neuron" => neuron(NeuronModel::IfNeuron, &mut a)?,
             "leaky_if" => {
                 let decay = a.req_f64("decay")?;

@@ -78,14 +78,17 @@ def export_nir(
     """Convert ``model`` as ``convert`` does and write it as a NIR graph at ``path``.
 
     Max pooling is exported as NIR's own circuit (``Conv2d`` maps and ``IF`` units), so the
-    conversion runs every pass but ``lower-maxpool``. Returns the export's warnings (which
+    conversion runs every pass but ``lower-maxpool`` (and ``fixed-neurons``: NIR's ``IF`` steps
+    a float voltage). Returns the export's warnings (which
     layers NIR's consumers cannot reproduce exactly, and why). ``swap_activations={"relu": "if"}``
     with ``synapse=None`` gives an export that NIR consumers reproduce spike for spike while no
     unit needs two spikes in one step. ``fold_gains=True`` moves every ``IF`` node's gain ``r``
     into the weights that feed it (``r = 1`` everywhere, for consumers that ignore ``r``).
     """
     passes = convert_kwargs.pop("passes", None)
-    passes = [p for p in (passes or _snnc.DEFAULT_PASSES) if p != "lower-maxpool"]
+    passes = [
+        p for p in (passes or _snnc.DEFAULT_PASSES) if p not in ("lower-maxpool", "fixed-neurons")
+    ]
     net = convert(model, passes=passes, **convert_kwargs)
     return list(net.warnings) + net.to_nir(os.fspath(path), fold_gains)
 

@@ -3,7 +3,7 @@
 //! which of their results the loop must store.
 
 use crate::frame::Frame;
-use snnc_ir::{ConstData, Module, ModuleInfo, Op, Operand, Reader};
+use snnc_ir::{ConstData, Module, ModuleInfo, NeuronModel, Op, Operand, Reader};
 
 /// How an instruction joins a fused loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +80,8 @@ pub(super) fn elementwise_width(m: &Module, inst: &snnc_ir::Inst) -> Option<usiz
         return None;
     }
     match &inst.op {
+        // Integer voltages: a host job (scheduled by next spike step where the current is held).
+        Op::Neuron(n) if n.model == NeuronModel::FixedRelu => None,
         Op::Neuron(_) | Op::Lowpass { .. } | Op::Alpha { .. } | Op::Add | Op::Reshape { .. } => {
             Some(1)
         }

@@ -6,11 +6,12 @@
 //! softmax and `sparse` maps by computed weights run [`snnc_ir::semantics`] element by element.
 //! None of them calls the interpreter.
 
+use super::schedule::{FixedRelu, Group};
 use crate::SimError;
 use crate::frame::{Frame, zeros};
 use crate::linear::LinearPlan;
 use snnc_ir::semantics;
-use snnc_ir::{Inst, Module, Op, Operand};
+use snnc_ir::{Inst, Module, NeuronModel, Op, Operand};
 
 /// A buffer of the frame: its address and how far one sample advances it (0 for a constant,
 /// which every sample shares).
@@ -21,7 +22,7 @@ pub(super) struct Buf {
 }
 
 impl Buf {
-    fn of(f: &Frame, o: Operand) -> Self {
+    pub(super) fn of(f: &Frame, o: Operand) -> Self {
         Buf {
             ptr: f.operand_ptr(o),
             stride: f.sample_stride(o),
@@ -32,9 +33,14 @@ impl Buf {
     ///
     /// # Safety
     /// The buffer must hold sample `s` (the frame sized it) and nothing may write it meanwhile.
-    unsafe fn sample<'a>(self, s: usize, n: usize) -> &'a [f32] {
+    pub(super) unsafe fn sample<'a>(self, s: usize, n: usize) -> &'a [f32] {
         // SAFETY: guaranteed by the caller.
         unsafe { std::slice::from_raw_parts(self.ptr.add(s * self.stride), n) }
+    }
+
+    /// The address of sample `s`'s first element (the caller bounds the accesses).
+    pub(super) fn ptr_at(self, s: usize) -> *const f32 {
+        self.ptr.wrapping_add(s * self.stride)
     }
 
     /// Sample `s`'s `n` elements, writable.
@@ -42,7 +48,7 @@ impl Buf {
     /// # Safety
     /// As [`Buf::sample`], and no other slice of these elements may be alive.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn sample_mut<'a>(self, s: usize, n: usize) -> &'a mut [f32] {
+    pub(super) unsafe fn sample_mut<'a>(self, s: usize, n: usize) -> &'a mut [f32] {
         // SAFETY: guaranteed by the caller.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(s * self.stride) as *mut f32, n) }
     }
@@ -101,6 +107,8 @@ pub(super) enum Job {
         y: Buf,
         lens: (usize, usize, usize),
     },
+    /// A `fixed_relu` population (scheduled by next spike step while its current is held).
+    FixedRelu(FixedRelu),
     /// `bias`/`scale` by a parameter that is not a constant, broadcast along the last axis.
     Broadcast {
         add: bool,
@@ -205,6 +213,27 @@ impl Job {
                 y,
                 lens: (n_of(arg(0)), n_of(arg(2)), n_out),
             },
+            Op::Neuron(n) if n.model == NeuronModel::FixedRelu => {
+                let groups: Vec<Group> = (0..inst.groups())
+                    .map(|g| {
+                        let (args, results) = inst.group(g);
+                        Group {
+                            j: buf(args[0]),
+                            v: buf(args[1]),
+                            y: buf(Operand::Value(results[0])),
+                            v1: buf(Operand::Value(results[1])),
+                            n: m.value(results[0]).ty.num_elements(),
+                        }
+                    })
+                    .collect();
+                let (schedulable, own_output) = schedule_facts(m, f, inst);
+                Job::FixedRelu(FixedRelu::new(
+                    (n.gain as f32, n.amplitude as f32, m.dt as f32),
+                    groups,
+                    schedulable,
+                    own_output,
+                ))
+            }
             Op::Bias | Op::Scale => Job::Broadcast {
                 add: inst.op == Op::Bias,
                 x: buf(arg(0)),
@@ -215,6 +244,25 @@ impl Job {
             },
             _ => return Ok(None),
         }))
+    }
+
+    /// Tell the job whether this step's inputs are the last step's.
+    pub(super) fn set_held(&self, held: bool) {
+        if let Job::FixedRelu(j) = self {
+            j.held.set(held);
+        }
+    }
+
+    /// Tell the job the states were reset.
+    pub(super) fn reset(&self) {
+        if let Job::FixedRelu(j) = self {
+            j.fresh.set(true);
+        }
+    }
+
+    /// Whether the job schedules a population by next spike step while the inputs are held.
+    pub(super) fn schedules(&self) -> bool {
+        matches!(self, Job::FixedRelu(j) if j.schedulable)
     }
 
     /// Point the job at the engine's scratch space (once it has its final size).
@@ -331,6 +379,8 @@ impl Job {
                     }
                 }
             },
+            // SAFETY: as above.
+            Job::FixedRelu(job) => unsafe { job.run(batch) },
             Job::Broadcast {
                 add,
                 x,
@@ -353,6 +403,51 @@ impl Job {
             },
         }
     }
+}
+
+/// Whether a `fixed_relu` instruction may be scheduled by next spike step, and whether its
+/// output has a buffer of its own. Scheduling leaves the voltage behind while the current is
+/// held, so it needs one group, a current that reads only inputs and constants, and a voltage
+/// updated in its own place that nothing else reads (no other instruction, no output).
+fn schedule_facts(m: &Module, f: &Frame, inst: &Inst) -> (bool, bool) {
+    let info = f.info();
+    let (j, v, y, v1) = (
+        inst.args[0],
+        inst.args[1],
+        Operand::Value(inst.results[0]),
+        Operand::Value(inst.results[1]),
+    );
+    let invariant_current = match j {
+        Operand::Const(_) => true,
+        Operand::State(_) => false,
+        Operand::Value(x) => match info.definer[x.index()] {
+            None => true,
+            Some(d) => info.invariant[d.index()],
+        },
+    };
+    let Operand::State(sv) = v else {
+        return (false, false);
+    };
+    let Operand::Value(v1v) = v1 else {
+        return (false, false);
+    };
+    let read_by_output = |o: Operand| m.outputs.iter().any(|out| out.value == o);
+    let alone = info.state_readers[sv.index()].len() == 1
+        && info.inst_readers(v1v).next().is_none()
+        && !read_by_output(v)
+        && !read_by_output(v1)
+        && f.span(v) == f.span(v1);
+    let schedulable = inst.groups() == 1 && invariant_current && alone;
+    let ys = f.span(y).expect("a value");
+    let overlaps = |o: Operand| {
+        f.span(o)
+            .is_some_and(|r| o != y && r.start < ys.end && ys.start < r.end)
+    };
+    let own_output = !(0..m.values.len())
+        .map(|k| Operand::Value(snnc_ir::ValueId(k as u32)))
+        .chain((0..m.states.len()).map(|k| Operand::State(snnc_ir::StateId(k as u32))))
+        .any(overlaps);
+    (schedulable, own_output)
 }
 
 /// The im2col space the linear jobs share; sized before any job takes its address.

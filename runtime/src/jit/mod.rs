@@ -22,6 +22,7 @@ mod emit;
 mod fusion;
 mod host;
 mod lanes;
+mod schedule;
 
 use crate::frame::Frame;
 use crate::{Engine, SimError};
@@ -80,6 +81,8 @@ pub struct JitEngine {
     pub emitted: (usize, usize),
     /// Instructions that share a loop with the one before them (fused elementwise chains).
     pub fused: usize,
+    /// `fixed_relu` populations scheduled by next spike step while the inputs are held.
+    pub scheduled: usize,
     profile: Option<Box<Profile>>,
     disassembly: Option<String>,
 }
@@ -253,6 +256,7 @@ impl JitEngine {
         let ptr = code.get_finalized_function(id);
         // SAFETY: the function was declared with exactly this signature.
         let step_fn = unsafe { std::mem::transmute::<*const u8, unsafe extern "C" fn(u64)>(ptr) };
+        let scheduled = jobs.iter().filter(|j| j.schedules()).count();
         Ok(JitEngine {
             frame,
             _code: code,
@@ -262,6 +266,7 @@ impl JitEngine {
             step_fn,
             emitted,
             fused,
+            scheduled,
             profile,
             disassembly,
         })
@@ -288,10 +293,16 @@ unsafe impl Send for JitEngine {}
 impl Engine for JitEngine {
     fn reset(&mut self, seed: u64) {
         self.frame.reset(seed);
+        for job in &self._jobs {
+            job.reset();
+        }
     }
 
     fn step(&mut self, inputs: &[&[f32]]) {
         let held = self.frame.load_inputs(inputs);
+        for job in &self._jobs {
+            job.set_held(held);
+        }
         if let Some(prof) = self.profile.as_deref_mut() {
             prof.last = std::time::Instant::now();
             prof.steps += 1;
