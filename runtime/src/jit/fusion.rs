@@ -102,18 +102,12 @@ pub(super) fn elementwise_groups(
     m: &Module,
     f: &Frame,
     info: &ModuleInfo,
-    exclude: &[bool],
 ) -> Vec<(Vec<usize>, Lanes)> {
     let mut groups: Vec<(Vec<usize>, Lanes)> = Vec::new();
     let count = |i: usize| m.value(m.insts[i].results[0]).ty.num_elements();
     // Computed once: how each instruction would fuse.
     let readers = &info.readers;
-    let all_lanes: Vec<Option<Lanes>> = m
-        .insts
-        .iter()
-        .zip(exclude)
-        .map(|(i, &ex)| if ex { None } else { elementwise_lanes(m, i) })
-        .collect();
+    let all_lanes: Vec<Option<Lanes>> = m.insts.iter().map(|i| elementwise_lanes(m, i)).collect();
     for (i, &lanes) in all_lanes.iter().enumerate() {
         let Some(lanes) = lanes else {
             continue;

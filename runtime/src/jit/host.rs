@@ -6,7 +6,6 @@
 //! softmax and `sparse` maps by computed weights run [`snnc_ir::semantics`] element by element.
 //! None of them calls the interpreter.
 
-use super::circuit::CircuitLevel;
 use super::schedule::{FixedRelu, Group};
 use crate::SimError;
 use crate::frame::{Frame, zeros};
@@ -110,8 +109,6 @@ pub(super) enum Job {
     },
     /// A `fixed_relu` population (scheduled by next spike step while its current is held).
     FixedRelu(FixedRelu),
-    /// A max-pool circuit level, event-driven.
-    Circuit(CircuitLevel),
     /// `bias`/`scale` by a parameter that is not a constant, broadcast along the last axis.
     Broadcast {
         add: bool,
@@ -258,10 +255,8 @@ impl Job {
 
     /// Tell the job the states were reset.
     pub(super) fn reset(&self) {
-        match self {
-            Job::FixedRelu(j) => j.fresh.set(true),
-            Job::Circuit(j) => j.fresh.set(true),
-            _ => {}
+        if let Job::FixedRelu(j) = self {
+            j.fresh.set(true);
         }
     }
 
@@ -386,8 +381,6 @@ impl Job {
             },
             // SAFETY: as above.
             Job::FixedRelu(job) => unsafe { job.run(batch) },
-            // SAFETY: as above; a level's source is an earlier job of the same engine.
-            Job::Circuit(job) => unsafe { job.run(batch) },
             Job::Broadcast {
                 add,
                 x,

@@ -17,7 +17,6 @@
 //! that read only inputs and constants are skipped while the inputs are unchanged (`held`).
 
 mod abi;
-mod circuit;
 mod codegen;
 mod emit;
 mod fusion;
@@ -84,8 +83,6 @@ pub struct JitEngine {
     pub fused: usize,
     /// `fixed_relu` populations scheduled by next spike step while the inputs are held.
     pub scheduled: usize,
-    /// Max-pool circuit levels run event-driven (four instructions each).
-    pub circuit_levels: usize,
     profile: Option<Box<Profile>>,
     disassembly: Option<String>,
 }
@@ -181,15 +178,7 @@ impl JitEngine {
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
             let held = b.block_params(entry)[0];
-            let levels = circuit::find_levels(m, &frame);
-            let mut in_level = vec![false; m.insts.len()];
-            for l in &levels {
-                in_level[l.first..l.first + 4].fill(true);
-            }
-            // Jobs that list their output's non-zero elements, by that output: circuit levels
-            // (their `max`) and scheduled `fixed_relu` populations (their spikes).
-            let mut listing: Vec<(snnc_ir::Operand, circuit::Source)> = Vec::new();
-            let groups = fusion::elementwise_groups(m, &frame, module.info(), &in_level);
+            let groups = fusion::elementwise_groups(m, &frame, module.info());
             let stored = fusion::stored_values(module.info(), &groups);
             let cx = codegen::Cx {
                 m,
@@ -208,22 +197,7 @@ impl JitEngine {
                     after
                 });
                 let inst = &m.insts[i];
-                let next = if let Some(level) = levels.iter().find(|l| l.first == i) {
-                    let source = listing
-                        .iter()
-                        .find(|(out, _)| *out == level.x)
-                        .map(|&(_, p)| p);
-                    let job = Box::new(Job::Circuit(circuit::build(m, &frame, level, source)));
-                    if let Job::Circuit(c) = &*job {
-                        listing.push((level.max, circuit::Source::Level(c)));
-                    }
-                    let p = b.ins().iconst(types::I64, &*job as *const Job as i64);
-                    let n = b.ins().iconst(types::I64, batch as i64);
-                    b.ins().call(hosts.job, &[p, n]);
-                    jobs.push(job);
-                    emitted.1 += 4;
-                    i + 4
-                } else if let Some((group, lanes)) = groups.iter().find(|(g, _)| g[0] == i) {
+                let next = if let Some((group, lanes)) = groups.iter().find(|(g, _)| g[0] == i) {
                     codegen::emit_elementwise_group(
                         &mut b,
                         &cx,
@@ -239,12 +213,6 @@ impl JitEngine {
                     i + 1
                 } else if let Some(job) = Job::new(m, &frame, inst, &mut scratch)? {
                     let job = Box::new(job);
-                    if let Job::FixedRelu(r) = &*job
-                        && r.schedulable
-                    {
-                        let y = snnc_ir::Operand::Value(inst.results[0]);
-                        listing.push((y, circuit::Source::Neurons(r)));
-                    }
                     let p = b.ins().iconst(types::I64, &*job as *const Job as i64);
                     let n = b.ins().iconst(types::I64, batch as i64);
                     b.ins().call(hosts.job, &[p, n]);
@@ -289,10 +257,6 @@ impl JitEngine {
         // SAFETY: the function was declared with exactly this signature.
         let step_fn = unsafe { std::mem::transmute::<*const u8, unsafe extern "C" fn(u64)>(ptr) };
         let scheduled = jobs.iter().filter(|j| j.schedules()).count();
-        let circuit_levels = jobs
-            .iter()
-            .filter(|j| matches!(***j, Job::Circuit(_)))
-            .count();
         Ok(JitEngine {
             frame,
             _code: code,
@@ -303,7 +267,6 @@ impl JitEngine {
             emitted,
             fused,
             scheduled,
-            circuit_levels,
             profile,
             disassembly,
         })

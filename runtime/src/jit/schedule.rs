@@ -146,16 +146,6 @@ impl Wheel {
 }
 
 impl FixedRelu {
-    /// Call `f` with sample `s`'s units that spiked on the last step when that step was a
-    /// scheduled one (exactly the non-zero outputs), else with `None`.
-    pub(super) fn with_spiked(&self, s: usize, f: impl FnOnce(Option<&[u32]>)) {
-        let wheels = self.per_sample.borrow();
-        match wheels.get(s) {
-            Some(w) if self.schedulable && !w.written => f(Some(&w.spiked)),
-            _ => f(None),
-        }
-    }
-
     pub(super) fn new(
         params: (f32, f32, f32),
         groups: Vec<Group>,
