@@ -49,6 +49,11 @@ pub struct BenchArgs {
     /// chains count at their first instruction; the clock reads add about 50 ns per entry).
     #[arg(long)]
     profile: bool,
+    /// A second model to time against the first, run by run in turn on the same inputs, with the
+    /// same conversion flags (e.g. the same network compiled with other passes); prints both and
+    /// their ratio.
+    #[arg(long, value_name = "MODEL")]
+    against: Option<PathBuf>,
     /// Print the machine code the JIT generates for the module (Cranelift's disassembly) and
     /// exit without benchmarking.
     #[arg(long)]
@@ -71,6 +76,25 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         print!("{}", jit.disassembly().unwrap_or(""));
         return Ok(0);
     }
+    let other = match &args.against {
+        Some(path) => {
+            let o = crate::convert::load_verified(path, &args.convert)?;
+            let same_inputs = o.inputs.len() == m.inputs.len()
+                && o.inputs
+                    .iter()
+                    .zip(&m.inputs)
+                    .all(|(&a, &b)| o.value(a).ty == m.value(b).ty);
+            if !same_inputs {
+                bail!(
+                    "{}: its inputs differ from {}'s; --against needs a model with the same inputs",
+                    path.display(),
+                    args.model.display()
+                );
+            }
+            Some(o)
+        }
+        None => None,
+    };
     let steps_axis = if args.vary_inputs { args.steps } else { 1 };
     let files = if args.inputs.is_empty() {
         Vec::new()
@@ -221,63 +245,93 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
             per
         );
     }
-    for (name, backend) in backends {
-        let t0 = Instant::now();
-        let mut sims: Vec<Simulator> = parts
-            .iter()
-            .map(|(lo, hi)| Simulator::new(&m, backend, hi - lo))
-            .collect::<Result<_, _>>()?;
-        let compile = t0.elapsed();
-        let part_views: Vec<Vec<ndarray::ArrayViewD<f32>>> = parts
-            .iter()
-            .map(|&(lo, hi)| {
-                views
-                    .iter()
-                    .map(|v| v.slice_axis(ndarray::Axis(0), ndarray::Slice::from(lo..hi)))
-                    .collect()
-            })
-            .collect();
-        let run_all = |sims: &mut [Simulator]| -> Result<()> {
-            if let [sim] = sims {
-                sim.run(args.steps, &part_views[0], Record::LastStep)?;
-                return Ok(());
-            }
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = sims
-                    .iter_mut()
-                    .zip(&part_views)
-                    .map(|(sim, v)| {
-                        scope.spawn(move || sim.run(args.steps, v, Record::LastStep).map(|_| ()))
-                    })
-                    .collect();
-                handles.into_iter().try_for_each(|h| {
-                    h.join()
-                        .map_err(|_| anyhow::anyhow!("a bench thread panicked"))?
-                        .map_err(Into::into)
-                })
-            })
-        };
-        run_all(&mut sims)?;
-        let mut per_step = Vec::with_capacity(args.runs);
-        for _ in 0..args.runs {
-            sims.iter_mut().for_each(|s| s.reset(0));
-            let t = Instant::now();
-            run_all(&mut sims)?;
-            per_step.push(t.elapsed().as_secs_f64() * 1e6 / args.steps as f64);
+    // Every contender (each backend, on the model and on `--against`'s), built first and then
+    // timed run by run in turn, so that a change in the machine's load reaches all of them alike.
+    let part_views: Vec<Vec<ndarray::ArrayViewD<f32>>> = parts
+        .iter()
+        .map(|&(lo, hi)| {
+            views
+                .iter()
+                .map(|v| v.slice_axis(ndarray::Axis(0), ndarray::Slice::from(lo..hi)))
+                .collect()
+        })
+        .collect();
+    let run_all = |sims: &mut [Simulator]| -> Result<()> {
+        if let [sim] = sims {
+            sim.run(args.steps, &part_views[0], Record::LastStep)?;
+            return Ok(());
         }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = sims
+                .iter_mut()
+                .zip(&part_views)
+                .map(|(sim, v)| {
+                    scope.spawn(move || sim.run(args.steps, v, Record::LastStep).map(|_| ()))
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a bench thread panicked"))?
+                    .map_err(Into::into)
+            })
+        })
+    };
+    struct Contender {
+        name: String,
+        sims: Vec<Simulator>,
+        compile: std::time::Duration,
+        per_step: Vec<f64>,
+    }
+    let mut contenders: Vec<Contender> = Vec::new();
+    for (model, label) in std::iter::once((&m, "")).chain(other.iter().map(|o| (o, "B "))) {
+        for &(name, backend) in &backends {
+            let t0 = Instant::now();
+            let sims: Vec<Simulator> = parts
+                .iter()
+                .map(|(lo, hi)| Simulator::new(model, backend, hi - lo))
+                .collect::<Result<_, _>>()?;
+            contenders.push(Contender {
+                name: format!("{label}{name}"),
+                sims,
+                compile: t0.elapsed(),
+                per_step: Vec::with_capacity(args.runs),
+            });
+        }
+    }
+    for c in &mut contenders {
+        run_all(&mut c.sims)?;
+    }
+    for _ in 0..args.runs {
+        for c in &mut contenders {
+            c.sims.iter_mut().for_each(|s| s.reset(0));
+            let t = Instant::now();
+            run_all(&mut c.sims)?;
+            c.per_step
+                .push(t.elapsed().as_secs_f64() * 1e6 / args.steps as f64);
+        }
+    }
+    if let Some(path) = &args.against {
+        println!(
+            "B: {} (same inputs and flags; runs alternate with the model's)",
+            path.display()
+        );
+    }
+    for c in &mut contenders {
+        let per_step = &mut c.per_step;
         per_step.sort_by(f64::total_cmp);
         let median = per_step[per_step.len() / 2];
         medians.push(median);
         println!(
-            "{name:>6}: setup {:>9.2} ms   {:>10.1} µs/step   {:>9.1} steps/s   {:>6.2} GFLOP/s   (min {:.1}, max {:.1} µs/step){}",
-            compile.as_secs_f64() * 1e3,
+            "{:>6}: setup {:>9.2} ms   {:>10.1} µs/step   {:>9.1} steps/s   {:>6.2} GFLOP/s   (min {:.1}, max {:.1} µs/step){}",
+            c.name,
+            c.compile.as_secs_f64() * 1e3,
             median,
             1e6 / median,
             2.0 * macs as f64 * args.batch as f64 / (median * 1e3),
             per_step[0],
             per_step[per_step.len() - 1],
             match activity {
-                Some((_, synops)) if synops > 0.0 => {
+                Some((_, synops)) if synops > 0.0 && other.is_none() => {
                     format!("   {:.1} ns per synaptic operation", median * 1e3 / synops)
                 }
                 _ => String::new(),
@@ -287,12 +341,30 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
     if args.profile {
         print_profile(&m, &inputs, &args)?;
     }
-    if let [interp, jit] = medians[..] {
-        println!(
-            "jit / interp time per step: {:.3} (jit {:.2}× faster)",
-            jit / interp,
-            interp / jit
-        );
+    let n = backends.len();
+    if n == 2 {
+        for (k, label) in [(0, ""), (2, "B ")].into_iter().take(medians.len() / 2) {
+            let (interp, jit) = (medians[k], medians[k + 1]);
+            println!(
+                "{label}jit / {label}interp time per step: {:.3} (jit {:.2}× faster)",
+                jit / interp,
+                interp / jit
+            );
+        }
+    }
+    if other.is_some() {
+        for (k, &(name, _)) in backends.iter().enumerate() {
+            let (a, b) = (medians[k], medians[n + k]);
+            println!(
+                "B {name} / {name} time per step: {:.3} (B {})",
+                b / a,
+                if b < a {
+                    format!("{:.2}× faster", a / b)
+                } else {
+                    format!("{:.2}× slower", b / a)
+                }
+            );
+        }
     }
     Ok(0)
 }

@@ -553,6 +553,43 @@ fn bench_reports_both_backends() {
     assert!(stdout(&r).contains("threads: 2"), "{}", stdout(&r));
     let r = snnc(&["bench", "examples/xor/xor.sir", "--runs", "0"]);
     assert_eq!(r.status.code(), Some(2));
+    // Two models timed run by run in turn: each line, and their ratio per backend.
+    let r = snnc(&[
+        "bench",
+        "examples/xor/xor.sir",
+        "--against",
+        "examples/xor/xor_spiking.sir",
+        "--steps",
+        "3",
+        "--runs",
+        "3",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let out = stdout(&r);
+    for needle in [
+        "B: examples/xor/xor_spiking.sir",
+        "B interp: setup",
+        " B jit: setup",
+        "B jit / B interp time per step:",
+        "B interp / interp time per step:",
+        "B jit / jit time per step:",
+    ] {
+        assert!(out.contains(needle), "{needle} missing in\n{out}");
+    }
+    // A model with other inputs cannot be timed against it.
+    let r = snnc(&[
+        "bench",
+        "examples/xor/xor.sir",
+        "--against",
+        "examples/mnist/model.keras",
+    ]);
+    assert_eq!(r.status.code(), Some(2), "{}", stdout(&r));
+    assert!(stdout(&r).is_empty(), "{}", stdout(&r));
+    assert!(
+        stderr(&r).contains("its inputs differ from examples/xor/xor.sir's"),
+        "{}",
+        stderr(&r)
+    );
     // Real samples: 4 of them cycle through a batch of 3 and, varied, through the steps.
     let r = snnc(&[
         "bench",
