@@ -117,16 +117,17 @@ def rebuild(path):
     return model
 
 
-def nengodl_step_time(model, images, scale, synapse, batch, steps, n_runs):
-    """NengoDL's seconds per step at minibatch `batch` (median of `n_runs` timed runs after a
-    warm-up), its predictions on `images` over `steps` steps, and spikes per image and step in
-    the first neuron layer."""
+def nengodl_and_snnc(model, images, a, batch):
+    """NengoDL's and snnc's seconds per step at minibatch `batch`, each the median of `a.runs`
+    timings taken in turn (NengoDL's `predict`, then `snnc bench`, then NengoDL again, ...), so
+    that a change in the machine's load reaches both; NengoDL's predictions on `images` over
+    `a.steps` steps; and spikes per image and step in NengoDL's first neuron layer."""
     relu = nengo.SpikingRectifiedLinear()
     conv = nengo_dl.Converter(
         model,
         swap_activations={tf.nn.relu: relu, tf.keras.activations.relu: relu},
-        scale_firing_rates=scale,
-        synapse=synapse,
+        scale_firing_rates=a.scale,
+        synapse=a.synapse,
         max_to_avg_pool=True,
     )
     ens = [e for e in conv.net.all_ensembles if isinstance(e.neuron_type, nengo.SpikingRectifiedLinear)]
@@ -137,19 +138,21 @@ def nengodl_step_time(model, images, scale, synapse, batch, steps, n_runs):
     inp, out = conv.inputs[model.inputs[0]], conv.outputs[model.outputs[0]]
     n = len(images) - len(images) % batch
     flat = images[:n].reshape(n, 1, -1).astype(np.float32)
-    x = np.tile(flat, (1, steps, 1))
+    x = np.tile(flat, (1, a.steps, 1))
+    threads = 0 if batch > 1 else 1
     with nengo_dl.Simulator(conv.net, minibatch_size=batch, progress_bar=False) as sim:
         sim.predict({inp: x[:batch]})  # builds and warms up
-        times = []
-        for _ in range(n_runs):
+        theirs, ours = [], []
+        for _ in range(a.runs):
             t = time.perf_counter()
             sim.predict({inp: x[:batch]})
-            times.append((time.perf_counter() - t) / steps)
+            theirs.append((time.perf_counter() - t) / a.steps)
+            ours.append(snnc_step_time(a.snnc, a.model, a.images, a.scale, a.synapse, batch, a.steps, threads))
         data = sim.predict({inp: x})
-    spikes = np.count_nonzero(data[spike_probe]) / (n * steps)
+    spikes = np.count_nonzero(data[spike_probe]) / (n * a.steps)
     if spikes == 0:
         sys.exit("NengoDL's first neuron layer never spiked (rate mode?)")
-    return float(np.median(times)), data[out][:, -1], spikes
+    return float(np.median(theirs)), float(np.median(ours)), data[out][:, -1], spikes
 
 
 def snnc_step_time(snnc, model, images_path, scale, synapse, batch, steps, threads):
@@ -157,7 +160,7 @@ def snnc_step_time(snnc, model, images_path, scale, synapse, batch, steps, threa
     cmd = [
         snnc, "bench", model, "--input", images_path, "--spiking",
         "--scale-firing-rates", str(scale), "--synapse", str(synapse),
-        "--batch", str(batch), "--steps", str(steps), "--runs", "7",
+        "--batch", str(batch), "--steps", str(steps), "--runs", "5",
         "--backend", "jit", "--threads", str(threads),
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -189,7 +192,7 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch", type=int, default=64, help="the batched measurement's minibatch")
     ap.add_argument("--accuracy-images", type=int, default=256)
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5, help="timings of each, taken in turn")
     ap.add_argument("--snnc", default=os.path.join(ROOT, "target/release/snnc"))
     a = ap.parse_args()
 
@@ -207,12 +210,7 @@ def main():
     n_acc = a.accuracy_images - a.accuracy_images % a.batch
     for batch in (1, a.batch):
         imgs = images[: max(batch, n_acc if batch == a.batch else batch)]
-        t_ndl, preds, spikes = nengodl_step_time(
-            model, imgs, a.scale, a.synapse, batch, a.steps, a.runs
-        )
-        t_snnc = snnc_step_time(
-            a.snnc, a.model, a.images, a.scale, a.synapse, batch, a.steps, 0 if batch > 1 else 1
-        )
+        t_ndl, t_snnc, preds, spikes = nengodl_and_snnc(model, imgs, a, batch)
         acc = None
         if a.labels and batch == a.batch:
             labels = np.load(a.labels)[: len(preds)]

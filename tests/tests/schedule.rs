@@ -217,3 +217,57 @@ fn the_mnist_example_schedules_its_first_layer_and_agrees() {
         .collect();
     assert!(agree(&m, batch, &[(60, &x), (40, &x2), (0, &[]), (30, &x2)]) > 1000);
 }
+
+#[test]
+fn held_inputs_give_what_recomputing_gives() {
+    // SPEC §2.2 rule 1: while the inputs are bitwise unchanged, both backends keep the results of
+    // instructions that read only inputs and constants. Against recomputation: the same images,
+    // with one zero pixel's sign flipped on every other step (-0 and +0 differ in bits, so no
+    // step counts as held, and the first convolution runs every step), give the same outputs.
+    let dir = snnc_tests::repo_root().join("examples/mnist");
+    let m = snnc_compiler::keras::load(&dir.join("model.keras"), &Default::default()).unwrap();
+    let opts = snnc_compiler::passes::ConvertOptions {
+        spiking: Some(snnc_compiler::passes::SpikeOptions {
+            scale: 100.0,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut passes = snnc_compiler::passes::DEFAULT_PIPELINE.to_vec();
+    passes.push("fixed-neurons");
+    for passes in [&snnc_compiler::passes::DEFAULT_PIPELINE[..], &passes[..]] {
+        let hooks = &mut snnc_compiler::passes::PassHooks::default();
+        let m = snnc_compiler::passes::run_pipeline(m.clone(), passes, &opts, hooks).unwrap();
+        let m = verify(m, Target::Neural).unwrap();
+        let images: ArrayD<u8> = ndarray_npy::read_npy(dir.join("test_images.npy")).unwrap();
+        let batch = 3;
+        let x: Vec<f32> = images
+            .iter()
+            .take(batch * 784)
+            .map(|&p| f32::from(p))
+            .collect();
+        let zero = x.iter().position(|&v| v == 0.0).unwrap();
+        let mut flipped = x.clone();
+        flipped[zero] = -0.0;
+        let make = |jit: bool| -> Box<dyn Engine> {
+            if jit {
+                Box::new(JitEngine::new(&m, batch).unwrap())
+            } else {
+                Box::new(Interpreter::new(&m, batch).unwrap())
+            }
+        };
+        for jit in [false, true] {
+            let (mut held, mut fresh) = (make(jit), make(jit));
+            let mut spikes = 0;
+            for t in 0..40 {
+                held.step(&[&x]);
+                fresh.step(&[if t % 2 == 0 { &x } else { &flipped }]);
+                for k in 0..m.outputs.len() {
+                    assert_eq!(held.output(k), fresh.output(k), "output {k} at step {t}");
+                    spikes += held.output(k).iter().filter(|&&v| v != 0.0).count();
+                }
+            }
+            assert!(spikes > 1000);
+        }
+    }
+}
