@@ -235,7 +235,7 @@ fn held_inputs_give_what_recomputing_gives() {
     };
     let mut passes = snnc_compiler::passes::DEFAULT_PIPELINE.to_vec();
     passes.push("fixed-neurons");
-    for passes in [&snnc_compiler::passes::DEFAULT_PIPELINE[..], &passes[..]] {
+    for passes in [snnc_compiler::passes::DEFAULT_PIPELINE, &passes[..]] {
         let hooks = &mut snnc_compiler::passes::PassHooks::default();
         let m = snnc_compiler::passes::run_pipeline(m.clone(), passes, &opts, hooks).unwrap();
         let m = verify(m, Target::Neural).unwrap();
