@@ -5,6 +5,7 @@ import _thread
 import os
 import pickle
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -447,7 +448,17 @@ def test_the_gil_is_released(images, spiking_net):
 
 
 def test_ctrl_c_stops_a_run_promptly(images, spiking_net):
+    # Python's own SIGINT handler, whatever an earlier test or library left installed (with
+    # SIG_IGN, `interrupt_main` does nothing and the run is never interrupted).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     x = np.repeat(images, 200, axis=0)  # 10,000 samples: many seconds
+    try:
+        _run_and_interrupt(x, images, spiking_net)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run_and_interrupt(x, images, spiking_net):
     with snnc.Simulator(spiking_net, 50, progress_bar=False) as sim:
         timer = threading.Timer(0.3, _thread.interrupt_main)
         start = time.perf_counter()

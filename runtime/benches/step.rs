@@ -165,6 +165,52 @@ fn spike_density(c: &mut Criterion) {
     }
 }
 
+/// A population of 10,816 units (the MNIST example's conv1) under a held current that makes a
+/// given fraction of them spike per step: `spiking_relu` (every unit stepped, one fused f32x4
+/// loop) against `fixed_relu` (scheduled by next spike step: the stretch's first step steps and
+/// schedules every unit, later ones visit the units due). One iteration is a reset and a stretch
+/// of 30 or 300 held steps; divide by the steps for the time per step.
+fn held_population(c: &mut Criterion) {
+    let n = 10_816;
+    let models: Vec<(&str, Verified)> = ["spiking_relu", "fixed_relu"]
+        .into_iter()
+        .map(|model| {
+            let text = format!(
+                "module @p dt=0.001\ninput %j : f32[{n}]\nstate $v : f32[{n}] = uniform(0, 1, seed=1)\n\
+                 %s, %v1 = {model} %j, $v : f32[{n}], f32[{n}]\nnext $v = %v1\noutput \"s\" = %s\n"
+            );
+            (model, module(&text))
+        })
+        .collect();
+    for density in [0.01, 0.04, 0.16] {
+        let mut g = c.benchmark_group(format!(
+            "held population of {n}, {}% spiking per step",
+            density * 100.0
+        ));
+        g.sample_size(20);
+        // Drives spread around `density` spikes per step (gain 1, dt 1 ms: j = 1000·d).
+        let j: Vec<f32> = (0..n)
+            .map(|i| 1000.0 * density as f32 * (0.5 + (i % 101) as f32 / 100.0))
+            .collect();
+        let x = ArrayD::from_shape_vec(IxDyn(&[1, n]), j).expect("shape");
+        let view = [x.view()];
+        for (model, m) in &models {
+            for steps in [30usize, 300] {
+                let mut sim = Simulator::new(m, Backend::Jit, 1).expect("simulator");
+                g.bench_function(BenchmarkId::new(*model, steps), |b| {
+                    b.iter(|| {
+                        sim.reset(0);
+                        for _ in 0..steps {
+                            sim.step(black_box(&view)).expect("step");
+                        }
+                    })
+                });
+            }
+        }
+        g.finish();
+    }
+}
+
 /// `matrixmultiply` alone on the GEMM shapes behind the conv and dense benchmarks at batch 64
 /// (conv: 64·11·11 output positions × 3·3·16 taps × 32 channels; dense: 64 × 800 × 64), for the
 /// fraction of the crate's own throughput the whole layer step reaches.
@@ -325,6 +371,7 @@ criterion_group!(
     dense,
     conv,
     spike_density,
+    held_population,
     gemm_alone,
     neurons,
     mnist,
