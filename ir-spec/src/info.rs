@@ -91,6 +91,20 @@ impl ModuleInfo {
         })
     }
 
+    /// Whether operand `o` stays the same while the inputs do: a constant, an input, or a
+    /// result of a time-invariant instruction (never a state). Out-of-range handles: false.
+    pub fn operand_invariant(&self, o: Operand) -> bool {
+        match o {
+            Operand::Const(_) => true,
+            Operand::State(_) => false,
+            Operand::Value(v) => match self.definer.get(v.index()) {
+                Some(None) => true,
+                Some(Some(d)) => self.invariant.get(d.index()).copied().unwrap_or(false),
+                None => false,
+            },
+        }
+    }
+
     /// Whether an output or a `next` reads value `v`.
     pub fn read_at_end(&self, v: ValueId) -> bool {
         self.readers[v.index()].contains(&Reader::EndOfStep)

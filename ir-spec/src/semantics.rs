@@ -197,10 +197,18 @@ pub fn fixed_voltage(v: f32) -> i64 {
 /// the spikes of the `k`-th step are `⌊(V₀+k·q)/2²⁴⌋ − ⌊(V₀+(k−1)·q)/2²⁴⌋`, bit for bit what
 /// stepping gives.
 pub fn fixed_relu_step((g, a, dt): (f32, f32, f32), j: f32, v: f32) -> (f32, f32) {
-    let total = fixed_voltage(v) + fixed_drive((g, dt), j);
-    let n = total >> 24;
-    let rest = total - (n << 24);
+    let (n, rest, _) = fixed_relu_integers((g, dt), j, v);
     (a / dt * n as f32, rest as f32 / FIXED_ONE as f32)
+}
+
+/// [`fixed_relu_step`] in integers: the spikes `n`, the new voltage in [`FIXED_ONE`] units (in
+/// `[0, 2²⁴)`) and the drive `q` the step added.
+#[inline]
+pub fn fixed_relu_integers((g, dt): (f32, f32), j: f32, v: f32) -> (i64, i64, i64) {
+    let q = fixed_drive((g, dt), j);
+    let total = fixed_voltage(v) + q;
+    let n = total >> 24;
+    (n, total - (n << 24), q)
 }
 
 /// One `leaky_if` step on one element: `(output, new voltage)` from the current `j` and the

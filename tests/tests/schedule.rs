@@ -184,8 +184,9 @@ fn the_pass_picks_populations_with_held_currents() {
     assert_eq!(models, [NeuronModel::FixedRelu, NeuronModel::SpikingRelu]);
 }
 
-#[test]
-fn the_mnist_example_schedules_its_first_layer_and_agrees() {
+/// The MNIST example, spiking at scale 100, through the default pipeline (and `fixed-neurons`
+/// when `fixed`), with its test images as floats.
+fn mnist(fixed: bool) -> (Verified, Vec<f32>) {
     let dir = snnc_tests::repo_root().join("examples/mnist");
     let m = snnc_compiler::keras::load(&dir.join("model.keras"), &Default::default()).unwrap();
     let opts = snnc_compiler::passes::ConvertOptions {
@@ -196,26 +197,24 @@ fn the_mnist_example_schedules_its_first_layer_and_agrees() {
         ..Default::default()
     };
     let mut passes = snnc_compiler::passes::DEFAULT_PIPELINE.to_vec();
-    passes.push("fixed-neurons");
+    if fixed {
+        passes.push("fixed-neurons");
+    }
     let hooks = &mut snnc_compiler::passes::PassHooks::default();
     let m = snnc_compiler::passes::run_pipeline(m, &passes, &opts, hooks).unwrap();
-    let m = verify(m, Target::Neural).unwrap();
-    assert_eq!(JitEngine::new(&m, 1).unwrap().scheduled, 1);
     let images: ArrayD<u8> = ndarray_npy::read_npy(dir.join("test_images.npy")).unwrap();
+    let x = images.iter().map(|&p| f32::from(p)).collect();
+    (verify(m, Target::Neural).unwrap(), x)
+}
+
+#[test]
+fn the_mnist_example_schedules_its_first_layer_and_agrees() {
+    let (m, images) = mnist(true);
+    assert_eq!(JitEngine::new(&m, 1).unwrap().scheduled, 1);
     let batch = 4;
     let n = 28 * 28;
-    let x: Vec<f32> = images
-        .iter()
-        .take(batch * n)
-        .map(|&p| f32::from(p))
-        .collect();
-    let x2: Vec<f32> = images
-        .iter()
-        .skip(batch * n)
-        .take(batch * n)
-        .map(|&p| f32::from(p))
-        .collect();
-    assert!(agree(&m, batch, &[(60, &x), (40, &x2), (0, &[]), (30, &x2)]) > 1000);
+    let (x, x2) = (&images[..batch * n], &images[batch * n..2 * batch * n]);
+    assert!(agree(&m, batch, &[(60, x), (40, x2), (0, &[]), (30, x2)]) > 1000);
 }
 
 #[test]
@@ -224,30 +223,12 @@ fn held_inputs_give_what_recomputing_gives() {
     // instructions that read only inputs and constants. Against recomputation: the same images,
     // with one zero pixel's sign flipped on every other step (-0 and +0 differ in bits, so no
     // step counts as held, and the first convolution runs every step), give the same outputs.
-    let dir = snnc_tests::repo_root().join("examples/mnist");
-    let m = snnc_compiler::keras::load(&dir.join("model.keras"), &Default::default()).unwrap();
-    let opts = snnc_compiler::passes::ConvertOptions {
-        spiking: Some(snnc_compiler::passes::SpikeOptions {
-            scale: 100.0,
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let mut passes = snnc_compiler::passes::DEFAULT_PIPELINE.to_vec();
-    passes.push("fixed-neurons");
-    for passes in [snnc_compiler::passes::DEFAULT_PIPELINE, &passes[..]] {
-        let hooks = &mut snnc_compiler::passes::PassHooks::default();
-        let m = snnc_compiler::passes::run_pipeline(m.clone(), passes, &opts, hooks).unwrap();
-        let m = verify(m, Target::Neural).unwrap();
-        let images: ArrayD<u8> = ndarray_npy::read_npy(dir.join("test_images.npy")).unwrap();
+    for fixed in [false, true] {
+        let (m, images) = mnist(fixed);
         let batch = 3;
-        let x: Vec<f32> = images
-            .iter()
-            .take(batch * 784)
-            .map(|&p| f32::from(p))
-            .collect();
+        let x = &images[..batch * 784];
         let zero = x.iter().position(|&v| v == 0.0).unwrap();
-        let mut flipped = x.clone();
+        let mut flipped = x.to_vec();
         flipped[zero] = -0.0;
         let make = |jit: bool| -> Box<dyn Engine> {
             if jit {
@@ -260,8 +241,8 @@ fn held_inputs_give_what_recomputing_gives() {
             let (mut held, mut fresh) = (make(jit), make(jit));
             let mut spikes = 0;
             for t in 0..40 {
-                held.step(&[&x]);
-                fresh.step(&[if t % 2 == 0 { &x } else { &flipped }]);
+                held.step(&[x]);
+                fresh.step(&[if t % 2 == 0 { x } else { &flipped }]);
                 for k in 0..m.outputs.len() {
                     assert_eq!(held.output(k), fresh.output(k), "output {k} at step {t}");
                     spikes += held.output(k).iter().filter(|&&v| v != 0.0).count();

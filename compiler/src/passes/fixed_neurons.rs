@@ -12,25 +12,16 @@
 //! Only single-group instructions change (run the pass before `merge`).
 
 use super::PassError;
-use snnc_ir::{Module, ModuleInfo, NeuronModel, Op, Operand};
+use snnc_ir::{Module, ModuleInfo, NeuronModel, Op};
 
 /// Rewrite every qualifying `spiking_relu`; returns the module and how many changed.
 pub fn fixed_neurons(m: &Module) -> (Module, usize) {
     let info = ModuleInfo::new(m);
-    let invariant = |o: Operand| match o {
-        Operand::Const(_) => true,
-        Operand::State(_) => false,
-        Operand::Value(v) => match info.definer.get(v.index()) {
-            Some(None) => true,
-            Some(Some(d)) => info.invariant.get(d.index()).copied().unwrap_or(false),
-            None => false,
-        },
-    };
     let mut out = m.clone();
     let mut changed = 0;
     for inst in &mut out.insts {
         let single = inst.groups() == 1;
-        let held_current = invariant(inst.args[0]);
+        let held_current = info.operand_invariant(inst.args[0]);
         if let Op::Neuron(n) = &mut inst.op
             && n.model == NeuronModel::SpikingRelu
             && single

@@ -411,32 +411,21 @@ impl Job {
 /// updated in its own place that nothing else reads (no other instruction, no output).
 fn schedule_facts(m: &Module, f: &Frame, inst: &Inst) -> (bool, bool) {
     let info = f.info();
-    let (j, v, y, v1) = (
-        inst.args[0],
+    let (v, y, v1) = (
         inst.args[1],
         Operand::Value(inst.results[0]),
-        Operand::Value(inst.results[1]),
+        inst.results[1],
     );
-    let invariant_current = match j {
-        Operand::Const(_) => true,
-        Operand::State(_) => false,
-        Operand::Value(x) => match info.definer[x.index()] {
-            None => true,
-            Some(d) => info.invariant[d.index()],
-        },
-    };
     let Operand::State(sv) = v else {
-        return (false, false);
-    };
-    let Operand::Value(v1v) = v1 else {
         return (false, false);
     };
     let read_by_output = |o: Operand| m.outputs.iter().any(|out| out.value == o);
     let alone = info.state_readers[sv.index()].len() == 1
-        && info.inst_readers(v1v).next().is_none()
+        && info.inst_readers(v1).next().is_none()
         && !read_by_output(v)
-        && !read_by_output(v1)
-        && f.span(v) == f.span(v1);
+        && !read_by_output(Operand::Value(v1))
+        && f.span(v) == f.span(Operand::Value(v1));
+    let invariant_current = info.operand_invariant(inst.args[0]);
     let schedulable = inst.groups() == 1 && invariant_current && alone;
     let ys = f.span(y).expect("a value");
     let overlaps = |o: Operand| {

@@ -120,10 +120,7 @@ impl Wheel {
         for i in 0..n {
             // SAFETY: guaranteed by the caller.
             let (ji, vi) = unsafe { (*j.add(i), *v.add(i)) };
-            let q = semantics::fixed_drive((g, dt), ji);
-            let total = semantics::fixed_voltage(vi) + q;
-            let count = total >> 24;
-            let rest = total - (count << 24);
+            let (count, rest, q) = semantics::fixed_relu_integers((g, dt), ji, vi);
             // SAFETY: guaranteed by the caller.
             unsafe {
                 *y.add(i) = height * count as f32;
