@@ -216,8 +216,13 @@ impl LinearPlan {
                 // Sparse samples one by one from their non-zero inputs; runs of consecutive
                 // dense samples in one GEMM.
                 let w = &w[..k * cout];
-                // One index buffer for the call; a sparse sample's non-zeros are `nz[..n]`.
-                let mut nz = vec![0u32; in_len];
+                // One index buffer per thread, kept from call to call; a sparse sample's
+                // non-zeros are `nz[..n]`.
+                let mut nz_buf = NONZERO_INDICES.take();
+                if nz_buf.len() < in_len {
+                    nz_buf.resize(in_len, 0);
+                }
+                let nz = &mut nz_buf[..in_len];
                 let sparse = |s: usize, nz: &mut [u32]| {
                     let n = nonzeros(&x[s * in_len..][..in_len], nz);
                     (n * 4 <= in_len).then_some(n)
@@ -229,7 +234,7 @@ impl LinearPlan {
                 };
                 let mut s = 0;
                 while s < batch {
-                    if let Some(n) = sparse(s, &mut nz) {
+                    if let Some(n) = sparse(s, nz) {
                         scatter_one(s, &nz[..n], y);
                         s += 1;
                         continue;
@@ -237,7 +242,7 @@ impl LinearPlan {
                     let mut e = s + 1;
                     let mut sparse_next = None;
                     while e < batch {
-                        sparse_next = sparse(e, &mut nz);
+                        sparse_next = sparse(e, nz);
                         if sparse_next.is_some() {
                             break;
                         }
@@ -251,6 +256,7 @@ impl LinearPlan {
                     }
                     s = e;
                 }
+                NONZERO_INDICES.set(nz_buf);
             }
         }
     }
@@ -336,15 +342,43 @@ unsafe fn scatter_fma(
     scatter_conv(sc, x, w, y, ch, |a, b, c| a.mul_add(b, c))
 }
 
+thread_local! {
+    /// [`LinearPlan::run`]'s buffer for the indices of a sample's non-zero inputs.
+    static NONZERO_INDICES: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Elements a zero test takes together: a group with no non-zero element (most of a spike
+/// train) costs one vector test.
+const ZERO_GROUP: usize = 8;
+
+/// Whether `v` is not `±0` (NaN counts as non-zero, as `v != 0.0` does), in integer bits so that
+/// a group's test is one vectorised OR.
+#[inline(always)]
+fn nonzero_bits(v: f32) -> u32 {
+    v.to_bits() << 1
+}
+
 /// The indices of the non-zero elements of `x`, in order, into the first `n` slots of `nz`
-/// (which holds at least `x.len()`); returns `n`. Written without a branch per element: most of
-/// a spike train is zero, and a data-dependent branch would mispredict.
+/// (which holds at least `x.len()`); returns `n`. Groups of [`ZERO_GROUP`] elements that are all
+/// zero (most of a spike train) are passed over with one test; within a group that is not, every
+/// lane's index is written and the count advances by whether it is non-zero, so no branch
+/// depends on a single element.
 fn nonzeros(x: &[f32], nz: &mut [u32]) -> usize {
     let mut n = 0;
-    for (i, &v) in x.iter().enumerate() {
-        nz[n] = i as u32;
-        n += usize::from(v != 0.0);
+    let mut compact = |base: usize, xs: &[f32]| {
+        for (l, &v) in xs.iter().enumerate() {
+            nz[n] = (base + l) as u32;
+            n += usize::from(v != 0.0);
+        }
+    };
+    let groups = x.chunks_exact(ZERO_GROUP);
+    let tail = groups.remainder();
+    for (g, group) in groups.enumerate() {
+        if group.iter().fold(0, |a, &v| a | nonzero_bits(v)) != 0 {
+            compact(g * ZERO_GROUP, group);
+        }
     }
+    compact(x.len() - tail.len(), tail);
     n
 }
 
@@ -539,10 +573,18 @@ fn rows_kernel(
     }
     for r in r..rows {
         let yr = &mut y[r * ldy..][..n_out];
-        for i in 0..n_in {
-            let xi = x[r * ldx + i];
-            if xi != 0.0 {
-                one_row(yr, xi, &w[i * ldw..][..n_out]);
+        let xr = &x[r * ldx..][..n_in];
+        // Groups of zero inputs are passed over with one test; within a group that is not, a
+        // branch per input (cheaper than listing the indices first when many are non-zero).
+        for (g, group) in xr.chunks(ZERO_GROUP).enumerate() {
+            if group.iter().fold(0, |a, &v| a | nonzero_bits(v)) == 0 {
+                continue;
+            }
+            for (l, &xi) in group.iter().enumerate() {
+                if xi != 0.0 {
+                    let i = g * ZERO_GROUP + l;
+                    one_row(yr, xi, &w[i * ldw..][..n_out]);
+                }
             }
         }
     }
@@ -632,16 +674,42 @@ mod tests {
         }
 
         #[test]
+        fn nonzeros_lists_what_a_filter_does(
+            len in 0usize..100, every in 1usize..20, seed in 0u32..1000,
+        ) {
+            // Zeros of both signs; NaN and subnormals count as non-zero, as `v != 0.0` says.
+            let odd = [f32::NAN, f32::MIN_POSITIVE / 2.0, -1.5, 1e-30];
+            let x: Vec<f32> = data(len, seed)
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| match i % every {
+                    0 => odd.get((i / every) % 5).copied().unwrap_or(v),
+                    1 => -0.0,
+                    _ => 0.0,
+                })
+                .collect();
+            let want: Vec<u32> = (0..len as u32).filter(|&i| x[i as usize] != 0.0).collect();
+            let mut nz = vec![u32::MAX; len];
+            let n = nonzeros(&x, &mut nz);
+            prop_assert_eq!(&nz[..n], &want[..]);
+        }
+
+        #[test]
         fn dense_matches_reference_and_batching(
-            n_in in 0usize..70, n_out in 1usize..40, batch in 1usize..70,
+            n_in in 0usize..70, n_out in 1usize..40, batch in 1usize..70, sparse: bool,
         ) {
             let plan = LinearPlan::new(&Op::Dense, &[n_in], &[n_in, n_out]).unwrap();
             // Every fifth input zero: a row block of four with some zero inputs adds the others'
-            // weight rows alone.
+            // weight rows alone. Sparse: one input in eleven non-zero and the rest ±0, so whole
+            // groups of zeros are passed over.
             let x: Vec<f32> = data(n_in * batch, 3)
                 .into_iter()
                 .enumerate()
-                .map(|(i, v)| if i % 5 == 0 { 0.0 } else { v })
+                .map(|(i, v)| match (sparse, i % 11) {
+                    (false, _) if i % 5 == 0 => 0.0,
+                    (false, _) | (true, 0) => v,
+                    (true, k) => if k % 2 == 0 { -0.0 } else { 0.0 },
+                })
                 .collect();
             let w = data(n_in * n_out, 4);
             let mut y = vec![f32::NAN; n_out * batch];
