@@ -25,6 +25,9 @@ pub struct Frame {
     outputs: Vec<Vec<f32>>,
     /// The invariant instructions' results match the inputs in the input buffers.
     invariant_valid: bool,
+    /// One sample's draws of each `uniform` state (by state index) and the reset seed they were
+    /// drawn for: resets with the same seed (every minibatch of a data set) copy them.
+    drawn: Vec<Option<(u64, Vec<f32>)>>,
 }
 
 /// A buffer of `n` zeros, or [`SimError::TooLarge`] when it cannot be allocated.
@@ -68,6 +71,7 @@ impl Frame {
             arena,
             outputs,
             invariant_valid: false,
+            drawn: vec![None; m.states.len()],
         };
         frame.reset(0);
         Ok(frame)
@@ -162,7 +166,14 @@ impl Frame {
             match &s.init {
                 StateInit::Zeros => buf.fill(0.0),
                 StateInit::Uniform { lo, hi, seed: own } => {
-                    uniform_fill(&mut buf[..n], *lo, *hi, *own, seed);
+                    let first = &mut buf[..n];
+                    match &mut self.drawn[k] {
+                        Some((s, v)) if *s == seed => first.copy_from_slice(v),
+                        slot => {
+                            uniform_fill(first, *lo, *hi, *own, seed);
+                            *slot = Some((seed, first.to_vec()));
+                        }
+                    }
                     let (first, rest) = buf.split_at_mut(n);
                     rest.chunks_mut(n.max(1))
                         .for_each(|c| c.copy_from_slice(&first[..c.len()]));

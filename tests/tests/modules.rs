@@ -264,3 +264,36 @@ fn error_messages_are_stable() {
     report.push_str(&verify(m, Target::Neural).unwrap_err().to_string());
     insta::assert_snapshot!("parse_and_verify_errors", report);
 }
+
+/// A reset draws a `uniform` state from the spec's generator for its seed, whether or not an
+/// earlier reset drew it (resets with a repeated seed copy the draws kept from the first):
+/// seed 0, then 3, then 0 again, on both backends, against `rng::uniform_fill`.
+#[test]
+fn resets_draw_the_same_states_for_the_same_seed() {
+    let m = parse(
+        "module @r dt=0.001\ninput %x : f32[3,5]\n\
+         state $v : f32[3,5] = uniform(-1, 2, seed=9)\n\
+         %y = add %x, $v : f32[3,5]\nnext $v = %y\noutput \"y\" = %y\n",
+    )
+    .unwrap();
+    let m = verify(m, Target::Any).unwrap();
+    let want = |seed: u64| {
+        let mut v = vec![0.0f32; 15];
+        snnc_ir::rng::uniform_fill(&mut v, -1.0, 2.0, 9, seed);
+        [v.clone(), v].concat()
+    };
+    for backend in [Backend::Interp, Backend::Jit] {
+        let mut sim = Simulator::new(&m, backend, 2).unwrap();
+        let zeros = vec![0.0f32; 30];
+        for seed in [0, 3, 0, 3, 3] {
+            sim.reset(seed);
+            sim.step_flat(&[&zeros]).unwrap();
+            assert_eq!(
+                sim.output_slice(0),
+                &want(seed)[..],
+                "{backend:?}, seed {seed}"
+            );
+        }
+        assert_ne!(want(0), want(3));
+    }
+}
