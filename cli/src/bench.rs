@@ -230,15 +230,8 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
     let threads = match args.threads {
         0 => std::thread::available_parallelism().map_or(1, |t| t.get()),
         t => t,
-    };
-    // One sample: the JIT's threads take each step together (the interpreter has one).
-    let step_threads = if args.batch == 1 { threads } else { 1 };
-    let threads = threads.min(args.batch);
-    if step_threads > 1 {
-        println!(
-            "threads: {step_threads} taking each step together (JIT; the batch is one sample)"
-        );
     }
+    .min(args.batch);
     // The batch's parts, one per thread: sample ranges and their input views.
     let per = args.batch.div_ceil(threads);
     let parts: Vec<(usize, usize)> = (0..threads)
@@ -295,16 +288,7 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
             let t0 = Instant::now();
             let sims: Vec<Simulator> = parts
                 .iter()
-                .map(|(lo, hi)| match backend {
-                    Backend::Jit if step_threads > 1 => {
-                        let options = snnc_runtime::jit::JitOptions {
-                            threads: step_threads,
-                            ..Default::default()
-                        };
-                        Simulator::jit(model, hi - lo, options)
-                    }
-                    _ => Simulator::new(model, backend, hi - lo),
-                })
+                .map(|(lo, hi)| Simulator::new(model, backend, hi - lo))
                 .collect::<Result<_, _>>()?;
             contenders.push(Contender {
                 name: format!("{label}{name}"),

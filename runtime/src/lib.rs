@@ -66,25 +66,6 @@ impl Simulator {
         })
     }
 
-    /// A simulator of `module` on the JIT built with `options`, for minibatches of `batch`
-    /// samples, reset with seed 0. With [`JitOptions::threads`](jit::JitOptions::threads) above
-    /// one, that many threads take each step together: for one sample at a time, where
-    /// splitting a minibatch between simulators (as [`dataset::run`] does) has nothing to split.
-    pub fn jit(
-        module: &Verified,
-        batch: usize,
-        options: jit::JitOptions,
-    ) -> Result<Self, SimError> {
-        if batch == 0 {
-            return Err(SimError::ZeroBatch);
-        }
-        Ok(Simulator {
-            engine: Box::new(jit::JitEngine::with_options(module, batch, options)?),
-            batch,
-            steps_done: 0,
-        })
-    }
-
     /// The module being simulated.
     pub fn module(&self) -> &Module {
         self.engine.module()

@@ -252,26 +252,3 @@ fn held_inputs_give_what_recomputing_gives() {
         }
     }
 }
-
-#[test]
-fn threads_sharing_a_step_agree_with_the_interpreter() {
-    let (m, images) = mnist(false);
-    let n = 28 * 28;
-    let options = snnc_runtime::jit::JitOptions {
-        threads: 2,
-        ..Default::default()
-    };
-    let mut a = Interpreter::new(&m, 1).unwrap();
-    let mut b = JitEngine::with_options(&m, 1, options).unwrap();
-    let mut spikes = 0;
-    for t in 0..120 {
-        let x = &images[(t / 40) * n..][..n];
-        a.step(&[x]);
-        b.step(&[x]);
-        for k in 0..m.outputs.len() {
-            assert_eq!(a.output(k), b.output(k), "output {k} differs at step {t}");
-            spikes += a.output(k).iter().filter(|&&v| v != 0.0).count();
-        }
-    }
-    assert!(spikes > 1000);
-}

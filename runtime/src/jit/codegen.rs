@@ -3,8 +3,7 @@
 
 use super::abi::{Hosts, Tables};
 use super::emit::{
-    emit_fold, emit_loop, emit_map, emit_map_range, emit_range, fconst, load, load_gathered,
-    load_index, select, share, store,
+    emit_fold, emit_loop, emit_map, fconst, load, load_gathered, load_index, select, store,
 };
 use super::fusion::{Lanes, elementwise_width, fixed_rows};
 use super::lanes::{LifSlot, update};
@@ -20,18 +19,6 @@ pub(super) struct Cx<'a> {
     pub(super) m: &'a Module,
     pub(super) f: &'a Frame,
     pub(super) hosts: &'a Hosts,
-    /// The function being built is part `k` of `parts` that step together (see
-    /// [`emit_elementwise_group`]); `(0, 1)` for a step run by one thread.
-    pub(super) part: (usize, usize),
-}
-
-/// Elements below which a fused loop is not shared between the parts of a step: part 0 runs it
-/// whole (a share's barrier would cost more than the loop).
-pub(super) const MIN_SHARED: usize = 2048;
-
-/// Whether the parts of a step share a fused loop of `count` elements between them.
-pub(super) fn shared_loop(count: usize, (_, parts): (usize, usize)) -> bool {
-    parts > 1 && count >= MIN_SHARED
 }
 
 /// A LIF instruction's parameters and result slot, kept in `tables`; `None` for other ops.
@@ -138,13 +125,6 @@ pub(super) fn emit_elementwise_group(
     let first = &m.insts[group[0]];
     let per_sample = m.value(first.results[0]).ty.num_elements();
     let total = per_sample * batch;
-    // This part's share of the loop: all of it for a loop the parts do not share (part 0) or
-    // none of it (the others).
-    let part = match (shared_loop(total, cx.part), cx.part) {
-        (true, p) => p,
-        (false, (0, _)) => (0, 1),
-        (false, _) => return,
-    };
     let lif: Vec<Option<LifSlot>> = group
         .iter()
         .map(|&i| lif_slot(cx, tables, &m.insts[i]))
@@ -317,13 +297,9 @@ pub(super) fn emit_elementwise_group(
         let c = if lanes == Lanes::Indexed { k } else { c };
         body(b, ty, k, c, Some((s, r)))
     };
-    // Shares split a sample's elements (or the batch's, where the loop runs over all of them
-    // at once) at multiples of four, or of the broadcast width where the loop runs by rows, so
-    // every element is computed on the same lanes as in a loop over all of them.
     match lanes {
         Lanes::Width(w) if per_sample_consts && w > 1 => emit_loop(b, batch, |b, s| {
-            let (lo, hi) = share(per_sample / w, 1, part);
-            emit_range(b, lo, hi, 1, |b, row| {
+            emit_loop(b, per_sample / w, |b, row| {
                 let row0 = b.ins().imul_imm_s(row, w as i64);
                 emit_map(b, w, |b, ty, c| {
                     let r = b.ins().iadd(row0, c);
@@ -333,23 +309,17 @@ pub(super) fn emit_elementwise_group(
         }),
         Lanes::Indexed | Lanes::Width(_) if per_sample_consts || lanes == Lanes::Indexed => {
             emit_loop(b, batch, |b, s| {
-                let range = share(per_sample, 4, part);
-                emit_map_range(b, range, |b, ty, r| per_sample_body(b, ty, s, r, r));
+                emit_map(b, per_sample, |b, ty, r| per_sample_body(b, ty, s, r, r));
             })
         }
-        Lanes::Width(1) => {
-            emit_map_range(b, share(total, 4, part), |b, ty, k| body(b, ty, k, k, None))
-        }
-        Lanes::Width(w) => {
-            let (lo, hi) = share(total / w, 1, part);
-            emit_range(b, lo, hi, 1, |b, r| {
-                let row0 = b.ins().imul_imm_s(r, w as i64);
-                emit_map(b, w, |b, ty, c| {
-                    let k = b.ins().iadd(row0, c);
-                    body(b, ty, k, c, None)
-                });
-            })
-        }
+        Lanes::Width(1) => emit_map(b, total, |b, ty, k| body(b, ty, k, k, None)),
+        Lanes::Width(w) => emit_loop(b, total / w, |b, r| {
+            let row0 = b.ins().imul_imm_s(r, w as i64);
+            emit_map(b, w, |b, ty, c| {
+                let k = b.ins().iadd(row0, c);
+                body(b, ty, k, c, None)
+            });
+        }),
         Lanes::Indexed => unreachable!("handled above"),
     }
 }

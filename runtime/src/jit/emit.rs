@@ -50,30 +50,11 @@ pub(super) fn emit_loop(
 pub(super) fn emit_map(
     b: &mut FunctionBuilder,
     count: usize,
-    body: impl FnMut(&mut FunctionBuilder, Type, Value),
-) {
-    emit_map_range(b, (0, count), body)
-}
-
-/// [`emit_map`] over elements `lo..hi` (`lo` a multiple of four, so the f32x4 lanes line up
-/// with those of the whole map).
-pub(super) fn emit_map_range(
-    b: &mut FunctionBuilder,
-    (lo, hi): (usize, usize),
     mut body: impl FnMut(&mut FunctionBuilder, Type, Value),
 ) {
-    debug_assert_eq!(lo % 4, 0);
-    let whole = lo + hi.saturating_sub(lo) / 4 * 4;
-    emit_range(b, lo, whole, 4, |b, i| body(b, types::F32X4, i));
-    emit_range(b, whole, hi, 1, |b, i| body(b, types::F32, i));
-}
-
-/// The share of part `k` of `parts` of a loop over `count` iterations: contiguous, starting at a
-/// multiple of `align`, together covering `0..count` once.
-pub(super) fn share(count: usize, align: usize, (k, parts): (usize, usize)) -> (usize, usize) {
-    let chunk = count.div_ceil(parts).div_ceil(align) * align;
-    let lo = (k * chunk).min(count);
-    (lo, (lo + chunk).min(count))
+    let whole = count / 4 * 4;
+    emit_range(b, 0, whole, 4, |b, i| body(b, types::F32X4, i));
+    emit_range(b, whole, count, 1, |b, i| body(b, types::F32, i));
 }
 
 /// Plain loads and stores: nothing traps (addresses are checked when the code is generated) and

@@ -18,7 +18,6 @@
 
 mod abi;
 mod codegen;
-mod crew;
 mod emit;
 mod fusion;
 mod host;
@@ -44,13 +43,6 @@ pub struct JitOptions {
     pub profile: bool,
     /// Keep the generated machine code's disassembly (see [`JitEngine::disassembly`]).
     pub disassemble: bool,
-    /// Threads that take each step together (0 or 1: the calling thread alone), for one sample
-    /// at a time: fused loops of at least [`MIN_SHARED`](codegen::MIN_SHARED) elements are
-    /// split between them at multiples of four elements, everything else runs on the calling
-    /// thread, and the threads meet at a barrier wherever one may read what another wrote. Each
-    /// element is computed by the same code on the same lanes whatever the count, so results do
-    /// not depend on it. Ignored with `profile`.
-    pub threads: usize,
 }
 
 /// Time spent per instruction (or fused chain, counted at its first instruction).
@@ -74,10 +66,6 @@ extern "C" fn snnc_jit_tick(prof: *mut Profile, inst: u64) {
 
 /// A module compiled for one batch size.
 pub struct JitEngine {
-    // The threads that step the other parts of each step (dropped, and so stopped, first).
-    crew: Option<crew::Crew>,
-    // Passed by the parts of a step; never moved after compilation.
-    _barrier: Box<crew::Barrier>,
     frame: Frame,
     // Keeps the code alive; never touched after compilation.
     _code: JITModule,
@@ -145,93 +133,60 @@ impl JitEngine {
             "snnc_activation",
             snnc_ir::semantics::activation as *const u8,
         );
-        jb.symbol("snnc_jit_barrier", crew::snnc_jit_barrier as *const u8);
         let mut code = JITModule::new(jb);
-        let parts = if options.profile {
-            1
-        } else {
-            options.threads.max(1)
+        let mut ctx = code.make_context();
+        let mut fctx = FunctionBuilderContext::new();
+        ctx.func.signature.params.push(AbiParam::new(types::I64));
+        let id = code
+            .declare_function("snnc_step", Linkage::Export, &ctx.func.signature)
+            .map_err(jit_err)?;
+        ctx.func.name = UserFuncName::user(0, id.as_u32());
+        let mut import = |name: &str, params: &[types::Type], ret: bool| {
+            let mut sig = code.make_signature();
+            sig.params.extend(params.iter().map(|&t| AbiParam::new(t)));
+            if ret {
+                sig.returns.push(AbiParam::new(types::F32));
+            }
+            let id = code
+                .declare_function(name, Linkage::Import, &sig)
+                .map_err(jit_err)?;
+            Ok::<_, SimError>(code.declare_func_in_func(id, &mut ctx.func))
         };
-        let barrier = Box::new(crew::Barrier::new(parts));
+        let (f32_, i64_) = (types::F32, types::I64);
+        let tick = import("snnc_jit_tick", &[i64_, i64_], false)?;
+        let hosts = Hosts {
+            sigmoid: import("snnc_sigmoid", &[f32_; 3], true)?,
+            tanh: import("snnc_tanh", &[f32_; 3], true)?,
+            lif_rate: import("snnc_lif_rate", &[f32_; 5], true)?,
+            lif: import("snnc_lif", &[i64_, f32_, f32_, f32_, i64_], false)?,
+            activation: import(
+                "snnc_activation",
+                &[types::I32, f32_, f32_, f32_, f32_, f32_],
+                true,
+            )?,
+            job: import("snnc_jit_host", &[i64_, i64_], false)?,
+        };
         let m: &Module = module;
         let mut emitted = (0, 0);
         let mut fused = 0;
         let mut tables = Tables::default();
         let mut jobs: Vec<Box<Job>> = Vec::new();
         let mut scratch = Scratch::default();
-        let groups = fusion::elementwise_groups(m, &frame, module.info());
-        let stored = fusion::stored_values(module.info(), &groups);
-        let mut fctx = FunctionBuilderContext::new();
-        let mut ids = Vec::with_capacity(parts);
-        let mut disassembly = None;
-        // One function per part of the step: part 0 runs everything the parts do not share,
-        // and each part its share of the large fused loops, with barriers between.
-        for part in 0..parts {
-            let mut ctx = code.make_context();
-            ctx.func.signature.params.push(AbiParam::new(types::I64));
-            let name = match part {
-                0 => "snnc_step".to_string(),
-                k => format!("snnc_step_part{k}"),
-            };
-            let id = code
-                .declare_function(&name, Linkage::Export, &ctx.func.signature)
-                .map_err(jit_err)?;
-            ctx.func.name = UserFuncName::user(0, id.as_u32());
-            let mut import = |name: &str, params: &[types::Type], ret: bool| {
-                let mut sig = code.make_signature();
-                sig.params.extend(params.iter().map(|&t| AbiParam::new(t)));
-                if ret {
-                    sig.returns.push(AbiParam::new(types::F32));
-                }
-                let id = code
-                    .declare_function(name, Linkage::Import, &sig)
-                    .map_err(jit_err)?;
-                Ok::<_, SimError>(code.declare_func_in_func(id, &mut ctx.func))
-            };
-            let (f32_, i64_) = (types::F32, types::I64);
-            let tick = import("snnc_jit_tick", &[i64_, i64_], false)?;
-            let sync = import("snnc_jit_barrier", &[i64_], false)?;
-            let hosts = Hosts {
-                sigmoid: import("snnc_sigmoid", &[f32_; 3], true)?,
-                tanh: import("snnc_tanh", &[f32_; 3], true)?,
-                lif_rate: import("snnc_lif_rate", &[f32_; 5], true)?,
-                lif: import("snnc_lif", &[i64_, f32_, f32_, f32_, i64_], false)?,
-                activation: import(
-                    "snnc_activation",
-                    &[types::I32, f32_, f32_, f32_, f32_, f32_],
-                    true,
-                )?,
-                job: import("snnc_jit_host", &[i64_, i64_], false)?,
-            };
+        {
             let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
             let entry = b.create_block();
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
             let held = b.block_params(entry)[0];
+            let groups = fusion::elementwise_groups(m, &frame, module.info());
+            let stored = fusion::stored_values(module.info(), &groups);
             let cx = codegen::Cx {
                 m,
                 f: &frame,
                 hosts: &hosts,
-                part: (part, parts),
             };
-            let barrier_at = b.ins().iconst(types::I64, &*barrier as *const _ as i64);
-            // Whether the last instruction's loop was shared between the parts: what one part
-            // wrote in it, another may read next.
-            let mut after_shared = false;
             let mut i = 0;
             while i < m.insts.len() {
-                let inst = &m.insts[i];
-                let group = groups.iter().find(|(g, _)| g[0] == i);
-                let shared = group.is_some_and(|_| {
-                    let n = m.value(inst.results[0]).ty.num_elements() * batch;
-                    codegen::shared_loop(n, (part, parts))
-                });
-                // Every part passes the same barriers in the same order: the code of every part
-                // branches alike (on `held`) and places them by the same rule.
-                if shared || after_shared {
-                    b.ins().call(sync, &[barrier_at]);
-                }
-                after_shared = shared;
                 // Instructions on inputs and constants only are skipped while the inputs are
                 // held (their results are still in their buffers).
                 let after = frame.is_invariant(i).then(|| {
@@ -241,7 +196,8 @@ impl JitEngine {
                     b.switch_to_block(run);
                     after
                 });
-                let next = if let Some((group, lanes)) = group {
+                let inst = &m.insts[i];
+                let next = if let Some((group, lanes)) = groups.iter().find(|(g, _)| g[0] == i) {
                     codegen::emit_elementwise_group(
                         &mut b,
                         &cx,
@@ -249,14 +205,9 @@ impl JitEngine {
                         (group, *lanes),
                         &stored,
                     );
-                    if part == 0 {
-                        emitted.0 += group.len();
-                        fused += group.len() - 1;
-                    }
+                    emitted.0 += group.len();
+                    fused += group.len() - 1;
                     i + group.len()
-                } else if part > 0 {
-                    // Part 0's alone.
-                    i + 1
                 } else if codegen::emit_inst(&mut b, &cx, &mut tables, i) {
                     emitted.0 += 1;
                     i + 1
@@ -286,40 +237,27 @@ impl JitEngine {
                 }
                 i = next;
             }
-            if parts > 1 {
-                // No part returns (and the engine goes on) before every part is done.
-                b.ins().call(sync, &[barrier_at]);
-            }
             b.ins().return_(&[]);
             b.seal_all_blocks();
             b.finalize(code.target_config());
-            let keep = options.disassemble && part == 0;
-            ctx.set_disasm(keep);
-            code.define_function(id, &mut ctx).map_err(jit_err)?;
-            if keep {
-                disassembly = ctx.compiled_code().and_then(|c| c.vcode.clone());
-            }
-            code.clear_context(&mut ctx);
-            ids.push(id);
         }
         scratch.allocate()?;
         for job in &mut jobs {
             job.bind_scratch(&mut scratch);
         }
+        ctx.set_disasm(options.disassemble);
+        code.define_function(id, &mut ctx).map_err(jit_err)?;
+        let disassembly = ctx
+            .compiled_code()
+            .and_then(|c| c.vcode.clone())
+            .filter(|_| options.disassemble);
+        code.clear_context(&mut ctx);
         code.finalize_definitions().map_err(jit_err)?;
-        // SAFETY: each function was declared with exactly this signature.
-        let mut step_fns = ids.iter().map(|&id| unsafe {
-            std::mem::transmute::<*const u8, unsafe extern "C" fn(u64)>(
-                code.get_finalized_function(id),
-            )
-        });
-        let step_fn = step_fns.next().expect("part 0");
-        let crew = (parts > 1).then(|| crew::Crew::start(step_fns.collect()));
+        let ptr = code.get_finalized_function(id);
+        // SAFETY: the function was declared with exactly this signature.
+        let step_fn = unsafe { std::mem::transmute::<*const u8, unsafe extern "C" fn(u64)>(ptr) };
         let scheduled = jobs.iter().filter(|j| j.schedules()).count();
-        let crew = crew.transpose().map_err(jit_err)?;
         Ok(JitEngine {
-            crew,
-            _barrier: barrier,
             frame,
             _code: code,
             _tables: tables,
@@ -369,14 +307,9 @@ impl Engine for JitEngine {
             prof.last = std::time::Instant::now();
             prof.steps += 1;
         }
-        if let Some(crew) = &self.crew {
-            crew.go(held);
-        }
         // SAFETY: the code only touches the frame's buffers, the tables and the jobs, whose
         // addresses it baked in and which keep them for the engine's lifetime; no Rust reference
-        // to them is alive during the call. The other parts of the step (the crew's) touch
-        // elements of the buffers this part does not, between barriers, and return only when
-        // every part is done.
+        // to them is alive during the call.
         unsafe { (self.step_fn)(held as u64) };
         self.frame.finish_step();
     }
