@@ -4,6 +4,7 @@
 //! [`AccuracyAt::observe`] on the scored output's values as the readout reports them.
 
 use crate::Simulator;
+use crate::linear::for_each_nonzero;
 use snnc_ir::{Module, OutputKind};
 
 /// Spike counts per population and sample of one minibatch, summed over the steps observed.
@@ -85,24 +86,24 @@ impl SpikeCounter {
             let vals = sim.output_slice(*k);
             let per = vals.len() / self.batch.max(1);
             // Each element is a whole number of spikes: round away the f32 height's error.
-            let count = |v: f32| (v as f64 * per_spike).round();
+            let count = |v: f32| round(v as f64 * per_spike);
             match (self.fan.get(p), self.synops.get_mut(p)) {
                 (Some(fan), Some(synops)) => {
                     let samples = counts.iter_mut().zip(synops.iter_mut());
                     for ((c, s), sample) in samples.zip(vals.chunks(per.max(1))) {
-                        for (&v, &f) in sample.iter().zip(fan) {
-                            // Spike trains are mostly zeros: skip them.
-                            if v != 0.0 {
-                                let n = count(v);
-                                *c += n;
-                                *s += n.abs() * f;
-                            }
-                        }
+                        // Spike trains are mostly zeros: only the rest is counted (zeros add
+                        // nothing, and the sums are of whole numbers, exact in any order).
+                        let sample = &sample[..sample.len().min(fan.len())];
+                        for_each_nonzero(sample, |i, v| {
+                            let n = count(v);
+                            *c += n;
+                            *s += n.abs() * fan[i];
+                        });
                     }
                 }
                 _ => {
                     for (c, sample) in counts.iter_mut().zip(vals.chunks(per.max(1))) {
-                        *c += sample.iter().map(|&v| count(v)).sum::<f64>();
+                        for_each_nonzero(sample, |_, v| *c += count(v));
                     }
                 }
             }
@@ -125,6 +126,21 @@ impl SpikeCounter {
         self.counts.iter_mut().for_each(|c| c.fill(0.0));
         self.synops.iter_mut().for_each(|c| c.fill(0.0));
     }
+}
+
+/// `x.round()` (half away from zero) without a call into libm where it is an exact integer
+/// operation: a step counts a few hundred spikes, each rounded.
+fn round(x: f64) -> f64 {
+    const EXACT: f64 = (1u64 << 52) as f64;
+    let a = x.abs();
+    if a.is_nan() || a >= EXACT {
+        // Already whole, infinite or NaN.
+        return x.round();
+    }
+    // `a − t` is exact below 2⁵², so the comparison with one half is too.
+    let t = a as u64 as f64;
+    let r = if a - t >= 0.5 { t + 1.0 } else { t };
+    r.copysign(x)
 }
 
 /// The index of the largest element (the first of equals); 0 for an empty row.
@@ -183,4 +199,44 @@ pub fn reported_outputs(m: &Module) -> Vec<usize> {
     (0..m.outputs.len())
         .filter(|&k| !matches!(m.outputs[k].kind, OutputKind::Spikes { .. }))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round;
+
+    #[test]
+    fn round_is_f64_round() {
+        let half_below = 0.5 - f64::EPSILON / 4.0;
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            2.5,
+            -2.5,
+            half_below,
+            -half_below,
+            1.0 + half_below,
+            4503599627370495.5,
+            4503599627370496.0,
+            1e300,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MIN_POSITIVE,
+        ];
+        let mut k = 1u64;
+        for _ in 0..10_000 {
+            k = crate::rng::splitmix64(k);
+            // Near whole numbers (spike counts times an f32 height), and anywhere.
+            let n = (k % 200) as f64 - 100.0;
+            xs.push(n + ((k >> 20) % 1000) as f64 * 1e-9 - 5e-7);
+            xs.push(f64::from_bits(k >> 2) * if k & 1 == 0 { 1.0 } else { -1.0 });
+        }
+        for x in xs {
+            assert_eq!(round(x).to_bits(), x.round().to_bits(), "{x:e}");
+        }
+        assert!(round(f64::NAN).is_nan());
+    }
 }
