@@ -81,6 +81,7 @@ pub extern "C" fn activation(code: i32, x: f32, g: f32, a: f32, p0: f32, p1: f32
 }
 
 /// `max(x, 0)` with `NaN` and `±0` giving `+0` (the select the JIT emits).
+#[inline]
 pub fn max0(x: f32) -> f32 {
     if x > 0.0 { x } else { 0.0 }
 }
@@ -170,6 +171,7 @@ pub const FIXED_MAX_DRIVE: i64 = 1 << 30;
 /// A `fixed_relu` drive per step in [`FIXED_ONE`] units: `max(g·j, 0)·dt` in f32, as
 /// `spiking_relu` computes it, rounded to the nearest multiple of 2⁻²⁴ (ties to even) and capped
 /// at [`FIXED_MAX_DRIVE`]; NaN drives nothing.
+#[inline]
 pub fn fixed_drive((g, dt): (f32, f32), j: f32) -> i64 {
     // Exact in f64 (an f32 times a power of two); `max0` made it non-negative (NaN: 0).
     let d = (f64::from(max0(g * j) * dt) * FIXED_ONE as f64).min(FIXED_MAX_DRIVE as f64);
@@ -181,6 +183,7 @@ pub fn fixed_drive((g, dt): (f32, f32), j: f32) -> i64 {
 
 /// A voltage as a `fixed_relu` reads it: `⌊v·2²⁴⌋` in [`FIXED_ONE`] units, within ±2⁴⁰ (NaN: 0).
 /// Every voltage a step writes is exact in this form.
+#[inline]
 pub fn fixed_voltage(v: f32) -> i64 {
     const LIMIT: f64 = (1u64 << 40) as f64;
     let x = (f64::from(v) * FIXED_ONE as f64).clamp(-LIMIT, LIMIT);

@@ -67,6 +67,8 @@ struct Wheel {
     spiked: Vec<u32>,
     /// The last step wrote every unit's output (it stepped them all).
     written: bool,
+    /// Scratch for a stretch's start: the units with a drive.
+    driven: Vec<u32>,
 }
 
 impl Wheel {
@@ -117,6 +119,12 @@ impl Wheel {
         self.spiked.clear();
         self.written = true;
         let height = a / dt;
+        // Two passes: stepping every unit without a branch on its data, listing the units with
+        // a drive as it goes; then scheduling those (a unit without one never spikes).
+        let mut driven = std::mem::take(&mut self.driven);
+        driven.clear();
+        driven.resize(n, 0);
+        let mut listed = 0;
         for i in 0..n {
             // SAFETY: guaranteed by the caller.
             let (ji, vi) = unsafe { (*j.add(i), *v.add(i)) };
@@ -128,8 +136,13 @@ impl Wheel {
             }
             // In range: `rest` in [0, 2²⁴), `q` at most 2³⁰.
             self.units.push((rest as u32, q as u32));
-            self.schedule(i, 0);
+            driven[listed] = i as u32;
+            listed += usize::from(q != 0);
         }
+        for &i in &driven[..listed] {
+            self.schedule(i as usize, 0);
+        }
+        self.driven = driven;
     }
 
     /// Write the voltages as stepping would have left them after the stretch's `k` steps.
