@@ -213,17 +213,26 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
             None
         } else {
             sim.reset(0);
+            // The count's own cost: what `snnc run` (and every data-set run) adds to a step.
+            let mut counting = std::time::Duration::ZERO;
             sim.run_observed(args.steps, &views, Record::LastStep, &mut |_, s| {
-                counter.observe(s)
+                let t0 = Instant::now();
+                counter.observe(s);
+                counting += t0.elapsed();
             })?;
             let per_step =
                 |rows: &[Vec<f64>]| rows.iter().flatten().sum::<f64>() / args.steps as f64;
-            Some((per_step(counter.counts()), per_step(counter.synops())))
+            let counting = counting.as_secs_f64() * 1e6 / args.steps.max(1) as f64;
+            Some((
+                per_step(counter.counts()),
+                per_step(counter.synops()),
+                counting,
+            ))
         }
     };
-    if let Some((spikes, synops)) = activity {
+    if let Some((spikes, synops, counting)) = activity {
         println!(
-            "activity per step (whole batch): {spikes:.0} spikes, {synops:.0} synaptic operations (spikes × fan-out)"
+            "activity per step (whole batch): {spikes:.0} spikes, {synops:.0} synaptic operations (spikes × fan-out); counting them took {counting:.1} µs per step (a data-set run, `snnc run`, pays that on top of the step)"
         );
     }
     let mut medians = Vec::new();
@@ -331,7 +340,7 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
             per_step[0],
             per_step[per_step.len() - 1],
             match activity {
-                Some((_, synops)) if synops > 0.0 && other.is_none() => {
+                Some((_, synops, _)) if synops > 0.0 && other.is_none() => {
                     format!("   {:.1} ns per synaptic operation", median * 1e3 / synops)
                 }
                 _ => String::new(),
