@@ -366,6 +366,53 @@ fn pipeline(c: &mut Criterion) {
     g.finish();
 }
 
+/// What a data-set run (`snnc run`, `sweep`, Python's `run`) adds to every step: counting each
+/// population's spikes and synaptic operations (`SpikeCounter::observe`), next to the step
+/// itself, on the spiking MNIST example (scale 100, JIT, real test images, counted after 20
+/// steps) at batch 1 and 32.
+fn spike_counting(c: &mut Criterion) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mnist/model.keras");
+    let keras = snnc_compiler::keras::load(&path, &Default::default()).expect("MNIST example");
+    let opts = snnc_compiler::passes::ConvertOptions {
+        spiking: Some(snnc_compiler::passes::SpikeOptions {
+            scale: 100.0,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let m = snnc_compiler::passes::convert(keras, &opts).expect("converts");
+    let m = verify(m, Target::Any).expect("verifies");
+    let mut g = c.benchmark_group("spike counting");
+    for batch in [1, 32] {
+        let x = mnist_images(batch, 0);
+        let views: Vec<_> = x.iter().map(|a| a.view()).collect();
+        let mut sim = Simulator::new(&m, Backend::Jit, batch).expect("JIT");
+        for _ in 0..20 {
+            sim.step(&views).expect("steps");
+        }
+        let mut counter = snnc_runtime::observe::SpikeCounter::new(&m, batch).with_synops(&m);
+        // Counted right after a step, as a run counts (the step has pushed much of its spike
+        // outputs out of the cache), and alone (again and again on the same outputs, in cache).
+        g.bench_function(BenchmarkId::new("step", batch), |b| {
+            b.iter(|| sim.step(&views).expect("steps"))
+        });
+        g.bench_function(BenchmarkId::new("step then count", batch), |b| {
+            b.iter(|| {
+                sim.step(&views).expect("steps");
+                counter.observe(&sim);
+                black_box(counter.counts());
+            })
+        });
+        g.bench_function(BenchmarkId::new("count alone", batch), |b| {
+            b.iter(|| {
+                counter.observe(&sim);
+                black_box(counter.counts());
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     dense,
@@ -375,6 +422,7 @@ criterion_group!(
     gemm_alone,
     neurons,
     mnist,
-    pipeline
+    pipeline,
+    spike_counting
 );
 criterion_main!(benches);
