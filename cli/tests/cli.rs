@@ -532,8 +532,9 @@ fn bench_reports_both_backends() {
         .split_whitespace()
         .filter_map(|w| w.parse().ok())
         .collect();
+    // Spikes, synaptic operations, and what counting them took per step.
     assert!(
-        numbers.len() == 2 && numbers[0] > 0.0 && numbers[1] > numbers[0],
+        numbers.len() == 3 && numbers[0] > 0.0 && numbers[1] > numbers[0] && numbers[2] > 0.0,
         "{line}"
     );
     assert!(out.contains("ns per synaptic operation"), "{out}");
