@@ -286,7 +286,8 @@ impl JitEngine {
 // SAFETY: every raw pointer the engine holds (in its generated code, its tables and its host
 // jobs) points into memory the engine itself owns — the frame's arena and constants, the tables,
 // the jobs, the scratch space, the code — and none of it is shared with another value or tied
-// to a thread (no thread-locals; `step` takes `&mut self`). Moving the engine to another
+// to a thread (`step` takes `&mut self`; the kernels' thread-local index buffer is
+// taken and given back within each call, never kept between them). Moving the engine to another
 // thread moves all of it together.
 unsafe impl Send for JitEngine {}
 
