@@ -30,6 +30,16 @@ pub struct Frame {
     drawn: Vec<Option<(u64, Vec<f32>)>>,
 }
 
+/// Whether `a` and `b` hold the same bits (one `memcmp`, not a loop that stops at the first
+/// difference, which does not vectorise).
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    let bytes = |x: &[f32]| {
+        // SAFETY: any f32 is four initialised bytes; the slice covers exactly `x`.
+        unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<u8>(), std::mem::size_of_val(x)) }
+    };
+    bytes(a) == bytes(b)
+}
+
 /// A buffer of `n` zeros, or [`SimError::TooLarge`] when it cannot be allocated.
 pub(crate) fn zeros(n: usize) -> Result<Vec<f32>, SimError> {
     let mut v = Vec::new();
@@ -193,12 +203,7 @@ impl Frame {
             let r = self.span(Operand::Value(v)).expect("a value");
             let buf = &mut self.arena[r];
             // Bitwise, so a NaN input counts as unchanged when it is the same NaN.
-            if same
-                && buf
-                    .iter()
-                    .zip(inputs[k])
-                    .all(|(a, b)| a.to_bits() == b.to_bits())
-            {
+            if same && same_bits(buf, inputs[k]) {
                 continue;
             }
             same = false;
