@@ -268,17 +268,27 @@ fn neurons(c: &mut Criterion) {
     );
 }
 
-fn mnist(c: &mut Criterion) {
+/// The MNIST example's Keras model.
+fn mnist_keras() -> snnc_ir::Module {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mnist/model.keras");
-    let keras = snnc_compiler::keras::load(&path, &Default::default()).expect("MNIST example");
-    for (name, spiking) in [("mnist rate", None), ("mnist spiking", Some(200.0))] {
-        let opts = snnc_compiler::passes::ConvertOptions {
-            spiking: spiking.map(|scale| snnc_compiler::passes::SpikeOptions {
-                scale,
-                ..Default::default()
-            }),
+    snnc_compiler::keras::load(&path, &Default::default()).expect("MNIST example")
+}
+
+/// Conversion options: rate, or spiking with this firing-rate scale.
+fn mnist_options(spiking: Option<f64>) -> snnc_compiler::passes::ConvertOptions {
+    snnc_compiler::passes::ConvertOptions {
+        spiking: spiking.map(|scale| snnc_compiler::passes::SpikeOptions {
+            scale,
             ..Default::default()
-        };
+        }),
+        ..Default::default()
+    }
+}
+
+fn mnist(c: &mut Criterion) {
+    let keras = mnist_keras();
+    for (name, spiking) in [("mnist rate", None), ("mnist spiking", Some(200.0))] {
+        let opts = mnist_options(spiking);
         let m = snnc_compiler::passes::convert(keras.clone(), &opts).expect("converts");
         let m = verify(m, Target::Any).expect("verifies");
         // conv1 26·26·16·9 + conv2 11·11·32·144 + dense 800·64 + 64·10
@@ -314,15 +324,8 @@ fn mnist_images(batch: usize, k: usize) -> Vec<ArrayD<f32>> {
 /// filtered, dense tensors), the default pipeline, and the default followed by `merge` (which
 /// gives up cache locality and, where it merges a neuron, that neuron's fused loop).
 fn pipeline(c: &mut Criterion) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mnist/model.keras");
-    let keras = snnc_compiler::keras::load(&path, &Default::default()).expect("MNIST example");
-    let opts = snnc_compiler::passes::ConvertOptions {
-        spiking: Some(snnc_compiler::passes::SpikeOptions {
-            scale: 200.0,
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let keras = mnist_keras();
+    let opts = mnist_options(Some(200.0));
     let default = snnc_compiler::passes::DEFAULT_PIPELINE;
     let variants: [(&str, Vec<&str>); 3] = [
         (
@@ -371,15 +374,8 @@ fn pipeline(c: &mut Criterion) {
 /// itself, on the spiking MNIST example (scale 100, JIT, real test images, counted after 20
 /// steps) at batch 1 and 32.
 fn spike_counting(c: &mut Criterion) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mnist/model.keras");
-    let keras = snnc_compiler::keras::load(&path, &Default::default()).expect("MNIST example");
-    let opts = snnc_compiler::passes::ConvertOptions {
-        spiking: Some(snnc_compiler::passes::SpikeOptions {
-            scale: 100.0,
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let keras = mnist_keras();
+    let opts = mnist_options(Some(100.0));
     let m = snnc_compiler::passes::convert(keras, &opts).expect("converts");
     let m = verify(m, Target::Any).expect("verifies");
     let mut g = c.benchmark_group("spike counting");

@@ -2,7 +2,8 @@
 //! or fed step by step, outputs gathered in sample order, spikes counted and accuracy scored
 //! on the way. The `snnc` CLI and the Python package both run simulations through [`run`].
 
-use crate::observe::{AccuracyAt, SpikeCounter, argmax, reported_outputs};
+use crate::linear::for_each_nonzero;
+use crate::observe::{AccuracyAt, SpikeCounter, argmax, reported_outputs, spikes_of};
 use crate::{Backend, SimError, Simulator};
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
 use snnc_ir::{Module, OutputKind, Verified};
@@ -864,7 +865,7 @@ pub fn run_with(
                 for b in 0..real {
                     let at = ((lo + b) * steps + t) * e;
                     for (o, &v) in out[at..at + e].iter_mut().zip(&vals[b * e..(b + 1) * e]) {
-                        *o = (v as f64 * *per_spike).round() as i32;
+                        *o = spikes_of(v, *per_spike) as i32;
                     }
                 }
             }
@@ -872,12 +873,8 @@ pub fn run_with(
                 let vals = sim.output_slice(k);
                 let e = total.len();
                 for sample in vals.chunks_exact(e.max(1)).take(real) {
-                    // Spike trains are mostly zeros: skip them.
-                    for (c, &v) in total.iter_mut().zip(sample) {
-                        if v != 0.0 {
-                            *c += (v as f64 * per_spike).round().abs();
-                        }
-                    }
+                    // Spike trains are mostly zeros: only the rest is visited.
+                    for_each_nonzero(sample, |i, v| total[i] += spikes_of(v, per_spike).abs());
                 }
             }
             where_.step = t + 1;

@@ -85,8 +85,7 @@ impl SpikeCounter {
         for (p, ((k, per_spike), counts)) in self.outputs.iter().zip(&mut self.counts).enumerate() {
             let vals = sim.output_slice(*k);
             let per = vals.len() / self.batch.max(1);
-            // Each element is a whole number of spikes: round away the f32 height's error.
-            let count = |v: f32| round(v as f64 * per_spike);
+            let count = |v: f32| spikes_of(v, *per_spike);
             match (self.fan.get(p), self.synops.get_mut(p)) {
                 (Some(fan), Some(synops)) => {
                     let samples = counts.iter_mut().zip(synops.iter_mut());
@@ -126,6 +125,14 @@ impl SpikeCounter {
         self.counts.iter_mut().for_each(|c| c.fill(0.0));
         self.synops.iter_mut().for_each(|c| c.fill(0.0));
     }
+}
+
+/// The spikes an element `v` of a spike output holds, given the output's spikes per unit of value
+/// (`dt / amplitude`): a whole number, `v · per_spike` rounded to undo the f32 height's error.
+/// Every count of spikes in a run (totals, per-neuron totals, recorded trains) uses this rule.
+#[inline]
+pub fn spikes_of(v: f32, per_spike: f64) -> f64 {
+    round(v as f64 * per_spike)
 }
 
 /// `x.round()` (half away from zero) without a call into libm where it is an exact integer
