@@ -4,7 +4,7 @@
 //! [`AccuracyAt::observe`] on the scored output's values as the readout reports them.
 
 use crate::Simulator;
-use crate::linear::for_each_nonzero;
+use crate::linear::nonzeros;
 use snnc_ir::{Module, OutputKind};
 
 /// Spike counts per population and sample of one minibatch, summed over the steps observed.
@@ -24,6 +24,8 @@ pub struct SpikeCounter {
     /// `[population][sample]` synaptic operations (spikes × fan-out).
     fan: Vec<Vec<f64>>,
     synops: Vec<Vec<f64>>,
+    /// The indices of a spike train's non-zero elements, while it is counted.
+    scratch: Vec<u32>,
 }
 
 impl SpikeCounter {
@@ -49,6 +51,7 @@ impl SpikeCounter {
             counts,
             fan: Vec::new(),
             synops: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -80,31 +83,44 @@ impl SpikeCounter {
         self.outputs.is_empty()
     }
 
-    /// Add the spikes of the step `sim` just ran.
+    /// Add the spikes of the step `sim` just ran. ([`Simulator::step_counting`] does the same
+    /// within the step, where the backend can.)
     pub fn observe(&mut self, sim: &Simulator) {
-        for (p, ((k, per_spike), counts)) in self.outputs.iter().zip(&mut self.counts).enumerate() {
-            let vals = sim.output_slice(*k);
-            let per = vals.len() / self.batch.max(1);
-            let count = |v: f32| spikes_of(v, *per_spike);
-            match (self.fan.get(p), self.synops.get_mut(p)) {
-                (Some(fan), Some(synops)) => {
-                    let samples = counts.iter_mut().zip(synops.iter_mut());
-                    for ((c, s), sample) in samples.zip(vals.chunks(per.max(1))) {
-                        // Spike trains are mostly zeros: only the rest is counted (zeros add
-                        // nothing, and the sums are of whole numbers, exact in any order).
-                        let sample = &sample[..sample.len().min(fan.len())];
-                        for_each_nonzero(sample, |i, v| {
-                            let n = count(v);
-                            *c += n;
-                            *s += n.abs() * fan[i];
-                        });
-                    }
+        for p in 0..self.outputs.len() {
+            let k = self.outputs[p].0;
+            self.observe_population(p, sim.output_slice(k));
+        }
+    }
+
+    /// Minibatch size counted.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Add the spikes of module output `k` (its values `vals` for the whole minibatch, as a step
+    /// just left them), if it is a population counted here.
+    pub fn observe_output(&mut self, k: usize, vals: &[f32]) {
+        if let Some(p) = self.outputs.iter().position(|&(o, _)| o == k) {
+            self.observe_population(p, vals);
+        }
+    }
+
+    /// Add the spikes of population `p`, whose spike output holds `vals` for the whole minibatch.
+    fn observe_population(&mut self, p: usize, vals: &[f32]) {
+        let per_spike = self.outputs[p].1;
+        let per = (vals.len() / self.batch.max(1)).max(1);
+        let fan = self.fan.get(p);
+        for (s, sample) in vals.chunks(per).enumerate().take(self.batch) {
+            let (spikes, synops) = match fan {
+                Some(fan) => {
+                    let n = sample.len().min(fan.len());
+                    count_spikes(&sample[..n], per_spike, Some(&fan[..n]), &mut self.scratch)
                 }
-                _ => {
-                    for (c, sample) in counts.iter_mut().zip(vals.chunks(per.max(1))) {
-                        for_each_nonzero(sample, |_, v| *c += count(v));
-                    }
-                }
+                None => count_spikes(sample, per_spike, None, &mut self.scratch),
+            };
+            self.counts[p][s] += spikes;
+            if let Some(row) = self.synops.get_mut(p) {
+                row[s] += synops;
             }
         }
     }
@@ -133,6 +149,38 @@ impl SpikeCounter {
 #[inline]
 pub fn spikes_of(v: f32, per_spike: f64) -> f64 {
     round(v as f64 * per_spike)
+}
+
+/// The spikes a spike train `x` holds (the sum of [`spikes_of`] over its elements) and, with
+/// `fan` (as long as `x`), their synaptic operations (the sum of `|spikes| · fan[i]`). Only the
+/// non-zero elements are visited, listed first by [`nonzeros`] without a branch on the data;
+/// `scratch` holds the list. The sums are of whole numbers, exact in f64 in any order.
+pub fn count_spikes(
+    x: &[f32],
+    per_spike: f64,
+    fan: Option<&[f64]>,
+    scratch: &mut Vec<u32>,
+) -> (f64, f64) {
+    if scratch.len() < x.len() {
+        scratch.resize(x.len(), 0);
+    }
+    let n = nonzeros(x, scratch);
+    let (mut spikes, mut synops) = (0.0, 0.0);
+    match fan {
+        Some(f) => {
+            for &i in &scratch[..n] {
+                let c = spikes_of(x[i as usize], per_spike);
+                spikes += c;
+                synops += c.abs() * f[i as usize];
+            }
+        }
+        None => {
+            for &i in &scratch[..n] {
+                spikes += spikes_of(x[i as usize], per_spike);
+            }
+        }
+    }
+    (spikes, synops)
 }
 
 /// `x.round()` (half away from zero) without a call into libm where it is an exact integer
@@ -245,5 +293,45 @@ mod tests {
             assert_eq!(round(x).to_bits(), x.round().to_bits(), "{x:e}");
         }
         assert!(round(f64::NAN).is_nan());
+    }
+}
+#[cfg(test)]
+mod count_timing {
+    #[test]
+    #[ignore]
+    fn count_timing() {
+        let len = 12544;
+        let fan: Vec<f64> = (0..len).map(|i| (i % 50) as f64).collect();
+        for per_mille in [2, 5, 10, 20, 40, 80] {
+            let mut xs = Vec::new();
+            let mut k = 7u64;
+            for _ in 0..16 {
+                let mut x = vec![0.0f32; len];
+                for _ in 0..len * per_mille / 1000 {
+                    k = crate::rng::splitmix64(k);
+                    x[(k % len as u64) as usize] = 5.0;
+                }
+                xs.push(x);
+            }
+            let mut sc = Vec::new();
+            let t = std::time::Instant::now();
+            let mut tot = 0.0;
+            for r in 0..4000 {
+                tot += super::count_spikes(std::hint::black_box(&xs[r % 16]), 0.2, Some(&fan), &mut sc).1;
+            }
+            let free = t.elapsed().as_nanos() / 4000;
+            let t = std::time::Instant::now();
+            for r in 0..4000 {
+                let (mut c, mut s) = (0.0, 0.0);
+                crate::linear::for_each_nonzero(std::hint::black_box(&xs[r % 16]), |i, v| {
+                    let n = super::spikes_of(v, 0.2);
+                    c += n;
+                    s += n.abs() * fan[i];
+                });
+                tot += c + s;
+            }
+            let branchy = t.elapsed().as_nanos() / 4000;
+            eprintln!("{per_mille} per mille: left-pack {free} ns, branchy {branchy} ns ({tot})");
+        }
     }
 }
