@@ -109,6 +109,8 @@ pub(super) enum Job {
     },
     /// A `fixed_relu` population (scheduled by next spike step while its current is held).
     FixedRelu(FixedRelu),
+    /// A fused integrate-and-fire chain, eight lanes at a time.
+    Wide(super::wide::Chain),
     /// `bias`/`scale` by a parameter that is not a constant, broadcast along the last axis.
     Broadcast {
         add: bool,
@@ -381,6 +383,8 @@ impl Job {
             },
             // SAFETY: as above.
             Job::FixedRelu(job) => unsafe { job.run(batch) },
+            // SAFETY: as above; `Chain::detect` checked for AVX2.
+            Job::Wide(chain) => unsafe { chain.run() },
             Job::Broadcast {
                 add,
                 x,

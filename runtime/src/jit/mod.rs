@@ -23,6 +23,7 @@ mod fusion;
 mod host;
 mod lanes;
 mod schedule;
+mod wide;
 
 use crate::frame::Frame;
 use crate::{Engine, SimError};
@@ -180,6 +181,12 @@ impl JitEngine {
             let held = b.block_params(entry)[0];
             let groups = fusion::elementwise_groups(m, &frame, module.info());
             let stored = fusion::stored_values(module.info(), &groups);
+            if std::env::var_os("SNNC_GROUPS").is_some() {
+                for (g, l) in &groups {
+                    let names: Vec<String> = g.iter().map(|&i| format!("{}{}", m.insts[i].op.name(), if frame.is_invariant(i) {"(inv)"} else {""})).collect();
+                    eprintln!("group {:?} n={} {:?}: {}", g, m.value(m.insts[g[0]].results[0]).ty.num_elements(), l, names.join(" "));
+                }
+            }
             let cx = codegen::Cx {
                 m,
                 f: &frame,
@@ -197,7 +204,18 @@ impl JitEngine {
                     after
                 });
                 let inst = &m.insts[i];
-                let next = if let Some((group, lanes)) = groups.iter().find(|(g, _)| g[0] == i) {
+                let group_at = groups.iter().find(|(g, _)| g[0] == i);
+                let chain = group_at
+                    .and_then(|(g, l)| wide::Chain::detect(m, &frame, (g, *l), &stored));
+                let next = if let (Some((group, _)), Some(chain)) = (group_at, chain) {
+                    let job = Box::new(Job::Wide(chain));
+                    let p = b.ins().iconst(types::I64, &*job as *const Job as i64);
+                    let n = b.ins().iconst(types::I64, batch as i64);
+                    b.ins().call(hosts.job, &[p, n]);
+                    jobs.push(job);
+                    emitted.1 += group.len();
+                    i + group.len()
+                } else if let Some((group, lanes)) = group_at {
                     codegen::emit_elementwise_group(
                         &mut b,
                         &cx,
