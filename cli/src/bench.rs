@@ -12,6 +12,9 @@ pub enum BenchBackend {
     Interp,
     Jit,
     Both,
+    /// The JIT with its eight-lane AVX2 loops against the JIT with Cranelift's 128-bit loops
+    /// only (`jit-128`).
+    Lanes,
 }
 
 #[derive(Args)]
@@ -176,10 +179,18 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         .map(|(n, _)| n)
         .sum();
     let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
-    let backends: Vec<(&str, Backend)> = match args.backend {
-        BenchBackend::Interp => vec![("interp", Backend::Interp)],
-        BenchBackend::Jit => vec![("jit", Backend::Jit)],
-        BenchBackend::Both => vec![("interp", Backend::Interp), ("jit", Backend::Jit)],
+    // Each contender: its name, backend, and whether the JIT keeps to 128-bit loops.
+    let backends: Vec<(&str, Backend, bool)> = match args.backend {
+        BenchBackend::Interp => vec![("interp", Backend::Interp, false)],
+        BenchBackend::Jit => vec![("jit", Backend::Jit, false)],
+        BenchBackend::Both => vec![
+            ("interp", Backend::Interp, false),
+            ("jit", Backend::Jit, false),
+        ],
+        BenchBackend::Lanes => vec![
+            ("jit-128", Backend::Jit, true),
+            ("jit", Backend::Jit, false),
+        ],
     };
     let held = if args.vary_inputs {
         "new every step"
@@ -293,11 +304,21 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
     }
     let mut contenders: Vec<Contender> = Vec::new();
     for (model, label) in std::iter::once((&m, "")).chain(other.iter().map(|o| (o, "B "))) {
-        for &(name, backend) in &backends {
+        for &(name, backend, narrow) in &backends {
             let t0 = Instant::now();
             let sims: Vec<Simulator> = parts
                 .iter()
-                .map(|(lo, hi)| Simulator::new(model, backend, hi - lo))
+                .map(|(lo, hi)| {
+                    if narrow {
+                        let options = snnc_runtime::jit::JitOptions {
+                            narrow,
+                            ..Default::default()
+                        };
+                        Simulator::with_jit_options(model, hi - lo, options)
+                    } else {
+                        Simulator::new(model, backend, hi - lo)
+                    }
+                })
                 .collect::<Result<_, _>>()?;
             contenders.push(Contender {
                 name: format!("{label}{name}"),
@@ -352,17 +373,18 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
     }
     let n = backends.len();
     if n == 2 {
+        let (first, second) = (backends[0].0, backends[1].0);
         for (k, label) in [(0, ""), (2, "B ")].into_iter().take(medians.len() / 2) {
-            let (interp, jit) = (medians[k], medians[k + 1]);
+            let (a, b) = (medians[k], medians[k + 1]);
             println!(
-                "{label}jit / {label}interp time per step: {:.3} (jit {:.2}× faster)",
-                jit / interp,
-                interp / jit
+                "{label}{second} / {label}{first} time per step: {:.3} ({second} {:.2}× faster)",
+                b / a,
+                a / b
             );
         }
     }
     if other.is_some() {
-        for (k, &(name, _)) in backends.iter().enumerate() {
+        for (k, &(name, _, _)) in backends.iter().enumerate() {
             let (a, b) = (medians[k], medians[n + k]);
             println!(
                 "B {name} / {name} time per step: {:.3} (B {})",

@@ -268,6 +268,73 @@ fn neurons(c: &mut Criterion) {
     );
 }
 
+/// Fused integrate-and-fire chains (a population alone, and `lowpass → bias → population` as
+/// `sink-synapses` leaves them) and the spiking MNIST example: the JIT with its eight-lane AVX2
+/// loops against the JIT with Cranelift's 128-bit loops only (`jit-128`), new currents every
+/// step.
+fn lanes(c: &mut Criterion) {
+    let chains = [
+        (
+            "spiking relu x10816",
+            module(
+                "module @pop dt=0.001\ninput %j : f32[26,26,16]\n\
+                 state $v : f32[26,26,16] = uniform(0, 1, seed=0)\n\
+                 %y, %v1 = spiking_relu %j, $v {gain=100, amplitude=0.01} : f32[26,26,16], f32[26,26,16]\n\
+                 next $v = %v1\noutput \"y\" = %y\n",
+            ),
+        ),
+        (
+            "lowpass bias spiking relu x3872",
+            module(
+                "module @chain dt=0.001\ninput %x : f32[11,11,32]\nconst @b : f32[32] = random\n\
+                 state $s : f32[11,11,32] = zeros\nstate $v : f32[11,11,32] = uniform(0, 1, seed=0)\n\
+                 %f = lowpass %x, $s {tau=0.005} : f32[11,11,32]\nnext $s = %f\n\
+                 %j = bias $s, @b : f32[11,11,32]\n\
+                 %y, %v1 = spiking_relu %j, $v {gain=100, amplitude=0.01} : f32[11,11,32], f32[11,11,32]\n\
+                 next $v = %v1\noutput \"y\" = %y\n",
+            ),
+        ),
+    ];
+    let mut g = c.benchmark_group("eight lanes against 128-bit loops");
+    g.sample_size(20);
+    let narrow = snnc_runtime::jit::JitOptions {
+        narrow: true,
+        ..Default::default()
+    };
+    let mnist = {
+        let m = snnc_compiler::passes::convert(mnist_keras(), &mnist_options(Some(100.0)));
+        verify(m.expect("converts"), Target::Any).expect("verifies")
+    };
+    for batch in [1, 64] {
+        for (name, m) in chains
+            .iter()
+            .map(|(n, m)| (*n, m))
+            .chain([("mnist spiking", &mnist)])
+        {
+            let sets = if name == "mnist spiking" {
+                [mnist_images(batch, 0), mnist_images(batch, 0)]
+            } else {
+                [inputs(m, batch, 0), inputs(m, batch, 1)]
+            };
+            let views: Vec<Vec<_>> = sets
+                .iter()
+                .map(|xs| xs.iter().map(|a| a.view()).collect())
+                .collect();
+            for (how, options) in [("jit-128", narrow), ("jit", Default::default())] {
+                let mut sim = Simulator::with_jit_options(m, batch, options).expect("simulator");
+                let mut t = 0;
+                g.bench_function(BenchmarkId::new(format!("{name} {how}"), batch), |b| {
+                    b.iter(|| {
+                        t += 1;
+                        sim.step(black_box(&views[t % 2])).expect("step")
+                    })
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
 /// The MNIST example's Keras model.
 fn mnist_keras() -> snnc_ir::Module {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mnist/model.keras");
@@ -417,6 +484,7 @@ criterion_group!(
     held_population,
     gemm_alone,
     neurons,
+    lanes,
     mnist,
     pipeline,
     spike_counting

@@ -66,6 +66,23 @@ impl Simulator {
         })
     }
 
+    /// A simulator on the JIT built with `options` (see [`jit::JitOptions`]), for minibatches
+    /// of `batch` samples, reset with seed 0.
+    pub fn with_jit_options(
+        module: &Verified,
+        batch: usize,
+        options: jit::JitOptions,
+    ) -> Result<Self, SimError> {
+        if batch == 0 {
+            return Err(SimError::ZeroBatch);
+        }
+        Ok(Simulator {
+            engine: Box::new(jit::JitEngine::with_options(module, batch, options)?),
+            batch,
+            steps_done: 0,
+        })
+    }
+
     /// The module being simulated.
     pub fn module(&self) -> &Module {
         self.engine.module()

@@ -1,9 +1,12 @@
 //! The JIT against the interpreter: every `run` filetest, every Keras fixture (rate pipeline) and
 //! the spiking MNIST example give the same outputs on both backends — rate and spiking alike,
-//! spike for spike, because the emitted loops keep the interpreter's f32 operation order.
+//! spike for spike, because the emitted loops keep the interpreter's f32 operation order. The JIT
+//! runs twice, with its eight-lane AVX2 loops (where the CPU has AVX2) and with Cranelift's
+//! 128-bit loops only, and the two must agree too.
 
 use ndarray::{ArrayD, IxDyn};
 use snnc_ir::{Target, Verified, parse, verify};
+use snnc_runtime::jit::JitOptions;
 use snnc_runtime::{Backend, Record, Simulator};
 use snnc_tests::filetest::{FileTest, Kind};
 use snnc_tests::{files_with_ext, repo_root};
@@ -15,11 +18,19 @@ fn both(
 ) -> (Vec<ArrayD<f32>>, Vec<ArrayD<f32>>) {
     let batch = inputs[0].shape()[0];
     let views: Vec<_> = inputs.iter().map(|a| a.view()).collect();
-    let run = |backend| {
-        let mut sim = Simulator::new(m, backend, batch).unwrap();
-        sim.run(steps, &views, Record::AllSteps).unwrap()
+    let run = |mut sim: Simulator| sim.run(steps, &views, Record::AllSteps).unwrap();
+    let jit = run(Simulator::new(m, Backend::Jit, batch).unwrap());
+    let options = JitOptions {
+        narrow: true,
+        ..Default::default()
     };
-    (run(Backend::Interp), run(Backend::Jit))
+    let narrow = run(Simulator::with_jit_options(m, batch, options).unwrap());
+    assert_same(
+        "the JIT's 128-bit loops against its eight-lane ones",
+        &narrow,
+        &jit,
+    );
+    (run(Simulator::new(m, Backend::Interp, batch).unwrap()), jit)
 }
 
 fn assert_same(name: &str, a: &[ArrayD<f32>], b: &[ArrayD<f32>]) {
@@ -422,7 +433,8 @@ mod random_modules {
         fn backends_agree(
             chains in proptest::collection::vec(proptest::collection::vec(step(), 1..8), 1..4),
             len in 1usize..9,
-            c in 1usize..5,
+            // Eight and sixteen channels: broadcast constants the eight-lane loops take.
+            c in prop_oneof![1usize..5, Just(8), Just(16)],
             batch in 1usize..4,
         ) {
             let Some(m) = build(&chains, len, c) else { return Ok(()) };

@@ -111,6 +111,8 @@ pub(super) enum Job {
     FixedRelu(FixedRelu),
     /// A fused integrate-and-fire chain, eight lanes at a time.
     Wide(super::wide::Chain),
+    /// A fused max-pool circuit level, eight units at a time.
+    WideLevel(super::wide::Level),
     /// `bias`/`scale` by a parameter that is not a constant, broadcast along the last axis.
     Broadcast {
         add: bool,
@@ -385,6 +387,8 @@ impl Job {
             Job::FixedRelu(job) => unsafe { job.run(batch) },
             // SAFETY: as above; `Chain::detect` checked for AVX2.
             Job::Wide(chain) => unsafe { chain.run() },
+            // SAFETY: as above; `Level::detect` checked for AVX2 and the index runs.
+            Job::WideLevel(level) => unsafe { level.run() },
             Job::Broadcast {
                 add,
                 x,

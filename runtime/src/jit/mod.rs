@@ -44,6 +44,10 @@ pub struct JitOptions {
     pub profile: bool,
     /// Keep the generated machine code's disassembly (see [`JitEngine::disassembly`]).
     pub disassemble: bool,
+    /// Only Cranelift's own loops (vectors of at most 128 bits): no eight-lane AVX2 loops for
+    /// fused integrate-and-fire chains and max-pool circuit levels (the `wide` module). For
+    /// measuring what those loops give, and for testing the generated loops they replace.
+    pub narrow: bool,
 }
 
 /// Time spent per instruction (or fused chain, counted at its first instruction).
@@ -181,12 +185,6 @@ impl JitEngine {
             let held = b.block_params(entry)[0];
             let groups = fusion::elementwise_groups(m, &frame, module.info());
             let stored = fusion::stored_values(module.info(), &groups);
-            if std::env::var_os("SNNC_GROUPS").is_some() {
-                for (g, l) in &groups {
-                    let names: Vec<String> = g.iter().map(|&i| format!("{}{}", m.insts[i].op.name(), if frame.is_invariant(i) {"(inv)"} else {""})).collect();
-                    eprintln!("group {:?} n={} {:?}: {}", g, m.value(m.insts[g[0]].results[0]).ty.num_elements(), l, names.join(" "));
-                }
-            }
             let cx = codegen::Cx {
                 m,
                 f: &frame,
@@ -205,10 +203,15 @@ impl JitEngine {
                 });
                 let inst = &m.insts[i];
                 let group_at = groups.iter().find(|(g, _)| g[0] == i);
-                let chain = group_at
-                    .and_then(|(g, l)| wide::Chain::detect(m, &frame, (g, *l), &stored));
-                let next = if let (Some((group, _)), Some(chain)) = (group_at, chain) {
-                    let job = Box::new(Job::Wide(chain));
+                let wide = group_at.filter(|_| !options.narrow).and_then(|(g, l)| {
+                    wide::Chain::detect(m, &frame, (g, *l), &stored)
+                        .map(Job::Wide)
+                        .or_else(|| {
+                            wide::Level::detect(m, &frame, (g, *l), &stored).map(Job::WideLevel)
+                        })
+                });
+                let next = if let (Some((group, _)), Some(job)) = (group_at, wide) {
+                    let job = Box::new(job);
                     let p = b.ins().iconst(types::I64, &*job as *const Job as i64);
                     let n = b.ins().iconst(types::I64, batch as i64);
                     b.ins().call(hosts.job, &[p, n]);

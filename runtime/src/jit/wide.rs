@@ -83,9 +83,6 @@ impl Chain {
         (group, lanes): (&[usize], Lanes),
         stored: &[bool],
     ) -> Option<Chain> {
-        if std::env::var_os("SNNC_NO_WIDE").is_some() {
-            return None;
-        }
         #[cfg(target_arch = "x86_64")]
         if !std::arch::is_x86_feature_detected!("avx2") {
             return None;
@@ -94,7 +91,8 @@ impl Chain {
         return None;
         let Lanes::Width(w) = lanes else { return None };
         let ptr = |o: Operand| f.operand_ptr(o);
-        let out = |r: snnc_ir::ValueId| stored[r.index()].then(|| ptr(Operand::Value(r)) as *mut f32);
+        let out =
+            |r: snnc_ir::ValueId| stored[r.index()].then(|| ptr(Operand::Value(r)) as *mut f32);
         // Every operand in memory is a value or state of the result's size (a constant of that
         // size would be read per sample), and a step reads the previous one's result directly.
         let n = m.value(m.insts[group[0]].results[0]).ty.num_elements();
@@ -135,7 +133,7 @@ impl Chain {
                     return None;
                 };
                 let width = m.operand_type(af.args[1])?.num_elements();
-                if !(width == 1 || (width == w && w % 8 == 0 && n % w == 0)) {
+                if !(width == 1 || (width == w && w.is_multiple_of(8) && n.is_multiple_of(w))) {
                     return None;
                 }
                 affine = Some(Affine {
@@ -195,6 +193,183 @@ impl Chain {
         // SAFETY: guaranteed by the caller.
         unsafe {
             x86::run(self)
+        }
+    }
+}
+
+/// A max-pool circuit level (`lower-maxpool`) as a fused group, eight units at a time: a
+/// `sparse` map whose rows share their `d` weights, then an `if_neuron` (or `spiking_relu`)
+/// population on it, then optionally a `gather` and an `add` of the gathered value and the
+/// spikes. Every index table must move runs of eight consecutive elements (so a chunk of eight
+/// units reads one vector per term): true of the circuits' tables when the channels come in
+/// multiples of eight.
+pub(super) struct Level {
+    /// Per sample: units, and the elements of the sparse map's and the gather's operands.
+    n: usize,
+    x: (*const f32, usize),
+    /// Per term, its weight.
+    weights: Vec<f32>,
+    /// Per chunk of eight units, side by side: each term's column for the chunk's first unit,
+    /// then the gather's element for it (0 without a gather).
+    starts: Vec<u32>,
+    /// Where the map's sum goes, if anything else reads it.
+    j: Option<*mut f32>,
+    population: Population,
+    /// The gather: operand, per-sample stride, result.
+    gather: Option<(*const f32, usize, Option<*mut f32>)>,
+    /// The add: gathered value first or not, and its result.
+    add: Option<(bool, Option<*mut f32>)>,
+    batch: usize,
+}
+
+// SAFETY: as for `Chain`.
+unsafe impl Send for Level {}
+
+/// Per chunk of eight rows, the first index, if every chunk's indices run in steps of one:
+/// `at(r)` is row `r`'s index.
+fn runs_of_eight(rows: usize, at: impl Fn(usize) -> i32) -> Option<Vec<u32>> {
+    (0..rows / 8)
+        .map(|q| {
+            let first = at(8 * q);
+            ((0..8).all(|l| at(8 * q + l) == first + l as i32) && first >= 0)
+                .then_some(first as u32)
+        })
+        .collect()
+}
+
+impl Level {
+    /// The level computing fused group `group`, if it has that form (see the type's docs) and
+    /// the CPU has AVX2.
+    pub(super) fn detect(
+        m: &Module,
+        f: &Frame,
+        (group, lanes): (&[usize], Lanes),
+        stored: &[bool],
+    ) -> Option<Level> {
+        if lanes != Lanes::Indexed {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return None;
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        return None;
+        let insts: Vec<&snnc_ir::Inst> = group.iter().map(|&i| &m.insts[i]).collect();
+        let ptr = |o: Operand| f.operand_ptr(o);
+        let out =
+            |r: snnc_ir::ValueId| stored[r.index()].then(|| ptr(Operand::Value(r)) as *mut f32);
+        let n = m.value(insts[0].results[0]).ty.num_elements();
+        if !n.is_multiple_of(8) || insts.len() < 2 {
+            return None;
+        }
+        let per_sample = |o: Operand| {
+            !matches!(o, Operand::Const(_))
+                && m.operand_type(o).is_some_and(|t| t.num_elements() == n)
+        };
+        // The map.
+        let sp = insts[0];
+        if !matches!(sp.op, Op::Sparse { .. }) || matches!(sp.args[0], Operand::Const(_)) {
+            return None;
+        }
+        let fr = super::fusion::fixed_rows(m, sp)?;
+        let terms = (0..fr.d)
+            .map(|t| {
+                runs_of_eight(n, |r| fr.cols[r * fr.d + t]).map(|starts| (fr.weights[t], starts))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let x = (ptr(sp.args[0]), f.sample_stride(sp.args[0]));
+        // The population on it.
+        let nr = insts[1];
+        let Op::Neuron(neuron) = &nr.op else {
+            return None;
+        };
+        let integrate_and_fire = match neuron.model {
+            NeuronModel::SpikingRelu => false,
+            NeuronModel::IfNeuron => true,
+            _ => return None,
+        };
+        if nr.args.len() != 2
+            || nr.args[0] != Operand::Value(sp.results[0])
+            || !per_sample(nr.args[1])
+        {
+            return None;
+        }
+        let (g, a, dt) = (neuron.gain as f32, neuron.amplitude as f32, m.dt as f32);
+        let population = Population {
+            j: Src::Chain,
+            v: ptr(nr.args[1]),
+            integrate_and_fire,
+            g,
+            dt,
+            height: a / dt,
+            y: out(nr.results[0]),
+            v1: out(nr.results[1]),
+        };
+        let mut gather = None;
+        let mut gather_starts = None;
+        let mut add = None;
+        match &insts[2..] {
+            [] => {}
+            [ga, rest @ ..] => {
+                if !matches!(ga.op, Op::Gather { .. }) || matches!(ga.args[0], Operand::Const(_)) {
+                    return None;
+                }
+                let Operand::Const(ic) = ga.args[1] else {
+                    return None;
+                };
+                let snnc_ir::ConstData::I32(idx) = &m.constant(ic).data else {
+                    return None;
+                };
+                if idx.len() != n {
+                    return None;
+                }
+                gather_starts = Some(runs_of_eight(n, |r| idx[r])?);
+                let b = ga.results[0];
+                gather = Some((ptr(ga.args[0]), f.sample_stride(ga.args[0]), out(b)));
+                match rest {
+                    [] => {}
+                    [ad] => {
+                        let (u, bv) = (Operand::Value(nr.results[0]), Operand::Value(b));
+                        let b_first = match ad.args[..] {
+                            [p, q] if ad.op == Op::Add && p == bv && q == u => true,
+                            [p, q] if ad.op == Op::Add && p == u && q == bv => false,
+                            _ => return None,
+                        };
+                        add = Some((b_first, out(ad.results[0])));
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        let d = terms.len();
+        let mut starts = Vec::with_capacity(n / 8 * (d + 1));
+        for q in 0..n / 8 {
+            starts.extend(terms.iter().map(|(_, st)| st[q]));
+            starts.push(gather_starts.as_ref().map_or(0, |st| st[q]));
+        }
+        Some(Level {
+            n,
+            x,
+            weights: terms.iter().map(|(w, _)| *w).collect(),
+            starts,
+            j: out(sp.results[0]),
+            population,
+            gather,
+            add,
+            batch: f.batch(),
+        })
+    }
+
+    /// Run the level over the whole batch.
+    ///
+    /// # Safety
+    /// As [`Chain::run`].
+    pub(super) unsafe fn run(&self) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            x86::run_level(self)
         }
     }
 }
@@ -332,6 +507,98 @@ mod x86 {
         }
     }
 
+    /// # Safety
+    /// As [`super::Level::run`].
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn run_level(l: &super::Level) {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            match l.weights.len() {
+                1 => level_loop::<1>(l),
+                2 => level_loop::<2>(l),
+                3 => level_loop::<3>(l),
+                4 => level_loop::<4>(l),
+                5 => level_loop::<5>(l),
+                6 => level_loop::<6>(l),
+                7 => level_loop::<7>(l),
+                _ => level_loop::<8>(l),
+            }
+        }
+    }
+
+    /// [`run_level`] for `D` terms per unit (`detect` allows 1 to 8).
+    ///
+    /// # Safety
+    /// As [`super::Level::run`].
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn level_loop<const D: usize>(l: &super::Level) {
+        let p = l.population;
+        let (g, dt, height) = (
+            _mm256_set1_ps(p.g),
+            _mm256_set1_ps(p.dt),
+            _mm256_set1_ps(p.height),
+        );
+        let zero = _mm256_setzero_ps();
+        let relu = |x: __m256| _mm256_blendv_ps(zero, x, _mm256_cmp_ps::<_CMP_GT_OQ>(x, zero));
+        let weights: [__m256; D] = std::array::from_fn(|t| _mm256_set1_ps(l.weights[t]));
+        let (xb, x_stride) = l.x;
+        let (j_out, v_in, y_out, v1_out) = (l.j, p.v, p.y, p.v1);
+        let gather = l.gather;
+        let add = l.add;
+        let n = l.n;
+        // SAFETY (every access): `detect` checked that chunk `q`'s eight indices of every table
+        // run from its start, within the operands (the verifier bounds every index), and the
+        // frame laid out every buffer for the batch.
+        unsafe {
+            for s in 0..l.batch {
+                let xs = xb.add(s * x_stride);
+                for (q, st) in l.starts.chunks_exact(D + 1).enumerate() {
+                    let k = s * n + 8 * q;
+                    let mut acc = zero;
+                    for t in 0..D {
+                        let xv = _mm256_loadu_ps(xs.add(st[t] as usize));
+                        acc = _mm256_add_ps(acc, _mm256_mul_ps(weights[t], xv));
+                    }
+                    if let Some(j) = j_out {
+                        _mm256_storeu_ps(j.add(k), acc);
+                    }
+                    let x = _mm256_mul_ps(g, acc);
+                    let drive = if p.integrate_and_fire { x } else { relu(x) };
+                    let v = _mm256_add_ps(_mm256_loadu_ps(v_in.add(k)), _mm256_mul_ps(drive, dt));
+                    let floor = _mm256_floor_ps(v);
+                    let spikes = if p.integrate_and_fire {
+                        relu(floor)
+                    } else {
+                        floor
+                    };
+                    let u = _mm256_mul_ps(height, spikes);
+                    if let Some(y) = y_out {
+                        _mm256_storeu_ps(y.add(k), u);
+                    }
+                    if let Some(v1) = v1_out {
+                        _mm256_storeu_ps(v1.add(k), _mm256_sub_ps(v, spikes));
+                    }
+                    let Some((gx, stride, b_out)) = gather else {
+                        continue;
+                    };
+                    let b = _mm256_loadu_ps(gx.add(s * stride + st[D] as usize));
+                    if let Some(bo) = b_out {
+                        _mm256_storeu_ps(bo.add(k), b);
+                    }
+                    if let Some((b_first, Some(o))) = add {
+                        let sum = if b_first {
+                            _mm256_add_ps(b, u)
+                        } else {
+                            _mm256_add_ps(u, b)
+                        };
+                        _mm256_storeu_ps(o.add(k), sum);
+                    }
+                }
+            }
+        }
+    }
+
     /// Eight-lane copies of elements `[k, total)` of the buffers a chain's tail touches, one
     /// per address.
     struct Pads {
@@ -396,23 +663,17 @@ mod x86 {
         // SAFETY (every `pads` call): each buffer holds `total` elements.
         let local = unsafe {
             Chain {
-                lowpass: match ch.lowpass {
-                    Some(lp) => Some(super::Lowpass {
-                        x: pads.get(lp.x),
-                        s: pads.get(lp.s),
-                        decay: lp.decay,
-                        out: pads.out(lp.out),
-                    }),
-                    None => None,
-                },
-                affine: match ch.affine {
-                    Some(af) => Some(super::Affine {
-                        x: pads.src(af.x),
-                        out: pads.out(af.out),
-                        ..af
-                    }),
-                    None => None,
-                },
+                lowpass: ch.lowpass.map(|lp| super::Lowpass {
+                    x: pads.get(lp.x),
+                    s: pads.get(lp.s),
+                    decay: lp.decay,
+                    out: pads.out(lp.out),
+                }),
+                affine: ch.affine.map(|af| super::Affine {
+                    x: pads.src(af.x),
+                    out: pads.out(af.out),
+                    ..af
+                }),
                 population: super::Population {
                     j: pads.src(ch.population.j),
                     v: pads.get(ch.population.v),
@@ -438,24 +699,6 @@ mod x86 {
                 let copy = pads.get(p);
                 std::ptr::copy_nonoverlapping(copy, p.add(k), pads.n);
             }
-        }
-    }
-}
-#[cfg(test)]
-mod timing {
-    #[test]
-    #[ignore]
-    fn wide_timing() {
-        let n = 10816;
-        let j: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 * 0.01 - 3.0).collect();
-        let text = "module @m dt=0.001\ninput %j : f32[10816]\nstate $v : f32[10816] = zeros\n\n%s, %v1 = spiking_relu %j, $v {gain=100, amplitude=0.01} : f32[10816], f32[10816]\nnext $v = %v1\noutput \"s\" = %s\n";
-        let m = snnc_ir::verify(snnc_ir::parse(text).unwrap(), snnc_ir::Target::Any).unwrap();
-        let mut sim = crate::Simulator::new(&m, crate::Backend::Jit, 1).unwrap();
-        for _ in 0..3 {
-            sim.step_flat(&[&j]).unwrap();
-            let t = std::time::Instant::now();
-            for _ in 0..20000 { sim.step_flat(&[&j]).unwrap(); }
-            eprintln!("step {} ns", t.elapsed().as_nanos() / 20000);
         }
     }
 }
