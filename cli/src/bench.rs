@@ -223,17 +223,33 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         if counter.is_empty() {
             None
         } else {
-            sim.reset(0);
-            // The count's own cost: what `snnc run` (and every data-set run) adds to a step.
-            let mut counting = std::time::Duration::ZERO;
-            sim.run_observed(args.steps, &views, Record::LastStep, &mut |_, s| {
+            // The count's own cost, what `snnc run` (and every data-set run) adds to a step:
+            // runs that count (inside the step where the JIT can, then after it) alternate with
+            // runs that do not, and the medians are compared.
+            let (mut plain, mut counted) = (Vec::new(), Vec::new());
+            let per_step = |t0: Instant| t0.elapsed().as_secs_f64() * 1e6 / args.steps as f64;
+            for _ in 0..3 {
+                sim.count_in_step(false);
+                sim.reset(0);
                 let t0 = Instant::now();
-                counter.observe(s);
-                counting += t0.elapsed();
-            })?;
+                sim.run(args.steps, &views, Record::LastStep)?;
+                plain.push(per_step(t0));
+                sim.count_in_step(true);
+                sim.reset(0);
+                counter.clear();
+                let t0 = Instant::now();
+                sim.run_observed(args.steps, &views, Record::LastStep, &mut |_, s| {
+                    counter.observe(s)
+                })?;
+                counted.push(per_step(t0));
+            }
+            let median = |v: &mut Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let counting = median(&mut counted) - median(&mut plain);
             let per_step =
                 |rows: &[Vec<f64>]| rows.iter().flatten().sum::<f64>() / args.steps as f64;
-            let counting = counting.as_secs_f64() * 1e6 / args.steps.max(1) as f64;
             Some((
                 per_step(counter.counts()),
                 per_step(counter.synops()),
@@ -243,7 +259,7 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
     };
     if let Some((spikes, synops, counting)) = activity {
         println!(
-            "activity per step (whole batch): {spikes:.0} spikes, {synops:.0} synaptic operations (spikes × fan-out); counting them took {counting:.1} µs per step (a data-set run, `snnc run`, pays that on top of the step)"
+            "activity per step (whole batch): {spikes:.0} spikes, {synops:.0} synaptic operations (spikes × fan-out); counting them added {counting:.1} µs per step (the median of three counted runs against three plain ones, alternating; the count runs inside the step where the JIT can: what a data-set run, `snnc run`, pays on top of the step)"
         );
     }
     let mut medians = Vec::new();

@@ -753,6 +753,8 @@ pub fn run_with(
     if spec.synops {
         spikes = spikes.with_synops(module);
     }
+    // Populations counted as the step computes them, where the backend can.
+    sim.count_in_step(!spikes.is_empty());
     let mut neuron_totals: Vec<Vec<f64>> = if spec.neuron_counts {
         spikes
             .outputs()
@@ -894,6 +896,7 @@ pub fn run_with(
             total[lo..hi].copy_from_slice(&counts[..real]);
         }
     }
+    sim.count_in_step(false);
     let elapsed = start.elapsed();
     let outputs: Vec<(String, ArrayD<f32>)> = outputs
         .into_iter()

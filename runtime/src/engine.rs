@@ -55,4 +55,17 @@ pub trait Engine: Send {
     fn output(&self, k: usize) -> &[f32];
     /// The module it runs.
     fn module(&self) -> &Module;
+    /// Count spikes inside the following steps where the backend can (see [`Engine::tally`]).
+    fn count_in_step(&self, _on: bool) {}
+    /// The spikes of spike output `k` counted inside the last step, per sample, with their
+    /// synaptic operations if `synops` (`out(sample, spikes, synops)`); false (and no call) if
+    /// the backend did not count them exactly there: then count the output itself.
+    fn tally(
+        &self,
+        _k: usize,
+        _synops: bool,
+        _out: &mut dyn FnMut(usize, f64, Option<f64>),
+    ) -> bool {
+        false
+    }
 }

@@ -199,6 +199,24 @@ impl Simulator {
         self.run_observed(steps, inputs, record, &mut |_, _| {})
     }
 
+    /// Count spikes inside the following steps where the backend can: the JIT's eight-lane
+    /// loops add up their population's spikes (and synaptic operations) while they are in
+    /// registers, and [`observe::SpikeCounter::observe`] takes those sums instead of reading the
+    /// spike outputs again. The counts are the same either way.
+    pub fn count_in_step(&self, on: bool) {
+        self.engine.count_in_step(on);
+    }
+
+    /// See [`Engine::tally`].
+    pub fn tally(
+        &self,
+        k: usize,
+        synops: bool,
+        out: &mut dyn FnMut(usize, f64, Option<f64>),
+    ) -> bool {
+        self.engine.tally(k, synops, out)
+    }
+
     /// The flat values of output `k` after the last step, for the whole batch (no copy).
     pub fn output_slice(&self, k: usize) -> &[f32] {
         self.engine.output(k)

@@ -83,12 +83,25 @@ impl SpikeCounter {
         self.outputs.is_empty()
     }
 
-    /// Add the spikes of the step `sim` just ran. ([`Simulator::step_counting`] does the same
-    /// within the step, where the backend can.)
+    /// Add the spikes of the step `sim` just ran: the sums the step made of a population's
+    /// spikes while computing them (with [`Simulator::count_in_step`]), else by reading its
+    /// spike output.
     pub fn observe(&mut self, sim: &Simulator) {
         for p in 0..self.outputs.len() {
             let k = self.outputs[p].0;
-            self.observe_population(p, sim.output_slice(k));
+            // Sums the step made while it computed the population, if it made them.
+            let (counts, synops) = (&mut self.counts[p], self.synops.get_mut(p));
+            let want = synops.is_some();
+            let mut synops = synops;
+            let taken = sim.tally(k, want, &mut |s, c, o| {
+                counts[s] += c;
+                if let (Some(row), Some(o)) = (synops.as_deref_mut(), o) {
+                    row[s] += o;
+                }
+            });
+            if !taken {
+                self.observe_population(p, sim.output_slice(k));
+            }
         }
     }
 

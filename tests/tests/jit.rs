@@ -459,3 +459,46 @@ mod random_modules {
         }
     }
 }
+
+/// Spikes counted inside the step (the eight-lane loops' sums) are the spikes counted by reading
+/// the outputs after it, population by population and sample by sample, synaptic operations
+/// included.
+#[test]
+fn counting_in_the_step_agrees_with_counting_after_it() {
+    use snnc_runtime::observe::SpikeCounter;
+    let dir = repo_root().join("examples/mnist");
+    let m = snnc_compiler::keras::load(&dir.join("model.keras"), &Default::default()).unwrap();
+    let opts = snnc_compiler::passes::ConvertOptions {
+        spiking: Some(snnc_compiler::passes::SpikeOptions {
+            scale: 100.0,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let m = verify(
+        snnc_compiler::passes::convert(m, &opts).unwrap(),
+        Target::Neural,
+    )
+    .unwrap();
+    let images: ArrayD<u8> = ndarray_npy::read_npy(dir.join("test_images.npy")).unwrap();
+    let batch = 3;
+    let x = images
+        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..batch))
+        .mapv(f32::from);
+    let count = |inside: bool| {
+        let mut sim = Simulator::new(&m, Backend::Jit, batch).unwrap();
+        sim.count_in_step(inside);
+        let mut counter = SpikeCounter::new(&m, batch).with_synops(&m);
+        let mut per_step = Vec::new();
+        sim.run_observed(20, &[x.view()], Record::LastStep, &mut |_, s| {
+            counter.observe(s);
+            per_step.push((counter.counts().to_vec(), counter.synops().to_vec()));
+        })
+        .unwrap();
+        per_step
+    };
+    let (after, inside) = (count(false), count(true));
+    assert_eq!(after, inside);
+    let (spikes, _) = after.last().unwrap();
+    assert!(spikes.iter().flatten().sum::<f64>() > 0.0);
+}

@@ -264,6 +264,15 @@ impl Job {
         }
     }
 
+    /// The spike count the job keeps for its population, if it counts one.
+    pub(super) fn count(&self) -> Option<&super::wide::Count> {
+        match self {
+            Job::Wide(c) => c.count.as_ref(),
+            Job::WideLevel(l) => l.count.as_ref(),
+            _ => None,
+        }
+    }
+
     /// Whether the job schedules a population by next spike step while the inputs are held.
     pub(super) fn schedules(&self) -> bool {
         matches!(self, Job::FixedRelu(j) if j.schedulable)

@@ -185,6 +185,17 @@ impl JitEngine {
             let held = b.block_params(entry)[0];
             let groups = fusion::elementwise_groups(m, &frame, module.info());
             let stored = fusion::stored_values(module.info(), &groups);
+            // Fan-outs, for the eight-lane loops that count their population's spikes; computed
+            // once, if one asks.
+            let fan_out: std::cell::OnceCell<std::rc::Rc<snnc_ir::fanout::FanOut>> =
+                Default::default();
+            let fan = || {
+                Some(
+                    fan_out
+                        .get_or_init(|| snnc_ir::fanout::FanOut::new(m).into())
+                        .clone(),
+                )
+            };
             let cx = codegen::Cx {
                 m,
                 f: &frame,
@@ -204,10 +215,11 @@ impl JitEngine {
                 let inst = &m.insts[i];
                 let group_at = groups.iter().find(|(g, _)| g[0] == i);
                 let wide = group_at.filter(|_| !options.narrow).and_then(|(g, l)| {
-                    wide::Chain::detect(m, &frame, (g, *l), &stored)
+                    wide::Chain::detect(m, &frame, (g, *l), &stored, &fan)
                         .map(Job::Wide)
                         .or_else(|| {
-                            wide::Level::detect(m, &frame, (g, *l), &stored).map(Job::WideLevel)
+                            wide::Level::detect(m, &frame, (g, *l), &stored, &fan)
+                                .map(Job::WideLevel)
                         })
                 });
                 let next = if let (Some((group, _)), Some(job)) = (group_at, wide) {
@@ -318,6 +330,22 @@ impl Engine for JitEngine {
         for job in &self._jobs {
             job.reset();
         }
+    }
+
+    fn count_in_step(&self, on: bool) {
+        for job in &self._jobs {
+            if let Some(c) = job.count() {
+                c.on.set(on);
+            }
+        }
+    }
+
+    fn tally(&self, k: usize, synops: bool, out: &mut dyn FnMut(usize, f64, Option<f64>)) -> bool {
+        self._jobs
+            .iter()
+            .filter_map(|j| j.count())
+            .find(|c| c.output == k)
+            .is_some_and(|c| c.tally(synops, out))
     }
 
     fn step(&mut self, inputs: &[&[f32]]) {

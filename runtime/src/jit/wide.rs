@@ -17,6 +17,7 @@
 use super::fusion::Lanes;
 use crate::frame::Frame;
 use snnc_ir::{Module, NeuronModel, Op, Operand};
+use std::cell::{Cell, RefCell};
 
 /// Where an operand of a chain step comes from.
 #[derive(Clone, Copy, Debug)]
@@ -62,13 +63,90 @@ struct Population {
     v1: Option<*mut f32>,
 }
 
+/// The spikes (and synaptic operations) of a population whose spikes are a spike output,
+/// counted by its loop while they are in registers, for [`crate::Engine::tally`].
+///
+/// The loop adds the spike counts `n` (before they are scaled to the spike height), which is
+/// what counting the output afterwards finds: `round(height · n · dt / amplitude)` is `n` while
+/// `|n| < 2²¹` (the height and its product carry relative errors of a few 2⁻²⁴). Per lane it sums
+/// the counts and their products with the fan-outs in f32, which is exact when no count is
+/// negative and the sums stay below 2²¹ and 2²⁴ (checked when the sample is done, see the
+/// loop's `finish`): then the totals equal the element-by-element count. A step that fails the
+/// check reports nothing, and the caller counts the output itself.
+pub(super) struct Count {
+    /// The spike output these spikes are.
+    pub(super) output: usize,
+    /// Per element of a sample, its fan-out (16 bits: the loop streams them every step).
+    fan: Option<Vec<u16>>,
+    /// Set by the engine: count on the next steps.
+    pub(super) on: Cell<bool>,
+    /// Per sample: spikes and synaptic operations of the last step, and whether it passed the
+    /// check.
+    pub(super) last: RefCell<Vec<(f64, f64)>>,
+    pub(super) exact: Cell<bool>,
+}
+
+impl Count {
+    /// A count of output `output`'s spikes, made by a loop over `n` elements per sample (a
+    /// multiple of 8). `fan`: the fan-out of each element, kept if they are whole numbers below
+    /// 2¹⁶.
+    fn new(output: usize, n: usize, fan: Option<&[f64]>) -> Option<Count> {
+        if !n.is_multiple_of(8) {
+            return None;
+        }
+        let fan = fan
+            .filter(|f| {
+                f.len() == n
+                    && f.iter()
+                        .all(|&x| (0.0..65536.0).contains(&x) && x.fract() == 0.0)
+            })
+            .map(|f| f.iter().map(|&x| x as u16).collect());
+        Some(Count {
+            output,
+            fan,
+            on: Cell::new(false),
+            last: RefCell::new(Vec::new()),
+            exact: Cell::new(false),
+        })
+    }
+
+    /// Per sample: the last step's spikes and, with `synops`, synaptic operations, if counted
+    /// exactly on it (and synaptic operations counted at all).
+    pub(super) fn tally(&self, synops: bool, out: &mut dyn FnMut(usize, f64, Option<f64>)) -> bool {
+        if !self.on.get() || !self.exact.get() || (synops && self.fan.is_none()) {
+            return false;
+        }
+        for (s, &(c, o)) in self.last.borrow().iter().enumerate() {
+            out(s, c, synops.then_some(o));
+        }
+        true
+    }
+}
+
+/// The spike outputs of a population: `(output index, its fan-out per element)` for each output
+/// whose value is `v`.
+pub(super) fn spike_output(
+    m: &Module,
+    fan: &dyn Fn() -> Option<std::rc::Rc<snnc_ir::fanout::FanOut>>,
+    v: snnc_ir::ValueId,
+    n: usize,
+) -> Option<Count> {
+    let k = m.outputs.iter().position(|o| {
+        o.value == Operand::Value(v) && matches!(o.kind, snnc_ir::OutputKind::Spikes { .. })
+    })?;
+    let fan = fan();
+    Count::new(k, n, fan.as_ref().map(|f| f.of(Operand::Value(v))))
+}
+
 /// A fused chain run eight lanes at a time (see the module docs).
 pub(super) struct Chain {
     lowpass: Option<Lowpass>,
     affine: Option<Affine>,
     population: Population,
-    /// Elements over the whole batch.
+    /// Elements over the whole batch, and per sample.
     total: usize,
+    n: usize,
+    pub(super) count: Option<Count>,
 }
 
 // SAFETY: the pointers address the engine's own frame (see `JitEngine`'s `Send`).
@@ -82,6 +160,7 @@ impl Chain {
         f: &Frame,
         (group, lanes): (&[usize], Lanes),
         stored: &[bool],
+        fan: &dyn Fn() -> Option<std::rc::Rc<snnc_ir::fanout::FanOut>>,
     ) -> Option<Chain> {
         #[cfg(target_arch = "x86_64")]
         if !std::arch::is_x86_feature_detected!("avx2") {
@@ -180,6 +259,8 @@ impl Chain {
             affine,
             population,
             total: n * f.batch(),
+            n,
+            count: spike_output(m, fan, nr.results[0], n),
         })
     }
 
@@ -220,6 +301,7 @@ pub(super) struct Level {
     /// The add: gathered value first or not, and its result.
     add: Option<(bool, Option<*mut f32>)>,
     batch: usize,
+    pub(super) count: Option<Count>,
 }
 
 // SAFETY: as for `Chain`.
@@ -245,6 +327,7 @@ impl Level {
         f: &Frame,
         (group, lanes): (&[usize], Lanes),
         stored: &[bool],
+        fan: &dyn Fn() -> Option<std::rc::Rc<snnc_ir::fanout::FanOut>>,
     ) -> Option<Level> {
         if lanes != Lanes::Indexed {
             return None;
@@ -358,6 +441,7 @@ impl Level {
             gather,
             add,
             batch: f.batch(),
+            count: spike_output(m, fan, nr.results[0], n),
         })
     }
 
@@ -429,7 +513,7 @@ mod x86 {
     /// # Safety
     /// AVX2; `k + 8` within every buffer, `c + 8` within the constant (or width 1).
     #[inline(always)]
-    unsafe fn chunk(r: Regs, k: usize, c: usize) {
+    unsafe fn chunk(r: Regs, k: usize, c: usize) -> __m256 {
         // SAFETY (every access): guaranteed by the caller; unaligned loads and stores.
         unsafe {
             let load = |p: *const f32| _mm256_loadu_ps(p.add(k));
@@ -476,13 +560,121 @@ mod x86 {
             };
             store(r.y, _mm256_mul_ps(r.height, spikes));
             store(r.v1, _mm256_sub_ps(v, spikes));
+            spikes
         }
+    }
+
+    /// One sample's sums as its loop goes (see [`super::Count`]): per lane, the spike counts
+    /// and their products with the fan-outs, in f32, and the OR of the counts (whose sign bit
+    /// says whether one was negative).
+    #[derive(Clone, Copy)]
+    struct Tallier {
+        spikes: __m256,
+        synops: __m256,
+        signs: __m256,
+    }
+
+    impl Tallier {
+        #[inline(always)]
+        fn new() -> Tallier {
+            // SAFETY: called only from AVX2 functions, into which it is inlined.
+            unsafe {
+                Tallier {
+                    spikes: _mm256_setzero_ps(),
+                    synops: _mm256_setzero_ps(),
+                    signs: _mm256_setzero_ps(),
+                }
+            }
+        }
+
+        /// Add a chunk's counts `n`, with the chunk's fan-outs at `fan`.
+        ///
+        /// # Safety
+        /// AVX2 (inlined into an AVX2 function); `fan` holds eight elements.
+        #[inline(always)]
+        unsafe fn add(&mut self, n: __m256, fan: Option<*const u16>) {
+            // SAFETY: guaranteed by the caller.
+            unsafe {
+                self.signs = _mm256_or_ps(self.signs, n);
+                self.spikes = _mm256_add_ps(self.spikes, n);
+                if let Some(f) = fan {
+                    let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(f as *const __m128i));
+                    let p = _mm256_mul_ps(n, _mm256_cvtepi32_ps(wide));
+                    self.synops = _mm256_add_ps(self.synops, p);
+                }
+            }
+        }
+
+        /// The sample's spikes and synaptic operations, and whether they are exact.
+        ///
+        /// With no count negative (no sign bit in their OR), every partial sum of a lane is at
+        /// most its final sum. So final lane sums below 2²¹ (spikes) and 2²⁴ (synaptic
+        /// operations) — which NaN and infinities fail — mean every count is below 2²¹, every
+        /// product and partial sum a whole number below 2²⁴, all exact in f32.
+        ///
+        /// # Safety
+        /// AVX2 (inlined into an AVX2 function).
+        #[inline(always)]
+        unsafe fn finish(self) -> (f64, f64, bool) {
+            let (mut s, mut o) = ([0f32; 8], [0f32; 8]);
+            // SAFETY: guaranteed by the caller; the arrays hold the lanes.
+            unsafe {
+                _mm256_storeu_ps(s.as_mut_ptr(), self.spikes);
+                _mm256_storeu_ps(o.as_mut_ptr(), self.synops);
+                let ok = _mm256_movemask_ps(self.signs) == 0
+                    && s.iter().all(|&x| x < (1 << 21) as f32)
+                    && o.iter().all(|&x| x < (1 << 24) as f32);
+                // Whole numbers: exact in any order.
+                let sum = |l: [f32; 8]| l.iter().map(|&x| f64::from(x)).sum();
+                (sum(s), sum(o), ok)
+            }
+        }
+    }
+
+    /// Run the chain sample by sample, counting each sample's spikes.
+    ///
+    /// # Safety
+    /// As [`Chain::run`]; `count` is the chain's, whose `n` is a multiple of 8.
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_counting(ch: &Chain, count: &super::Count) {
+        let width = ch.affine.map_or(1, |a| a.width);
+        let r = regs(ch);
+        let n = ch.n;
+        let fan = count.fan.as_deref();
+        let mut last = count.last.borrow_mut();
+        last.clear();
+        let mut exact = true;
+        // SAFETY: as in `run`; the fan-outs hold `n` elements.
+        unsafe {
+            for base in (0..ch.total).step_by(n) {
+                let mut t = Tallier::new();
+                // Chunks of eight elements; `c` is the element within the constant's row (the
+                // rows tile the sample: its size is a multiple of the width).
+                let mut c = 0;
+                for k in (base..base + n).step_by(8) {
+                    let spikes = chunk(r, k, if width > 1 { c } else { 0 });
+                    t.add(spikes, fan.map(|f| f.as_ptr().add(k - base)));
+                    c += 8;
+                    if c == width {
+                        c = 0;
+                    }
+                }
+                let (spikes, synops, ok) = t.finish();
+                last.push((spikes, synops));
+                exact &= ok;
+            }
+        }
+        count.exact.set(exact);
     }
 
     /// # Safety
     /// As [`Chain::run`].
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn run(ch: &Chain) {
+        if let Some(count) = ch.count.as_ref().filter(|c| c.on.get()) {
+            // SAFETY: guaranteed by the caller.
+            return unsafe { run_counting(ch, count) };
+        }
         let width = ch.affine.map_or(1, |a| a.width);
         let r = regs(ch);
         let total = ch.total;
@@ -492,14 +684,14 @@ mod x86 {
             if width > 1 {
                 for row in (0..total).step_by(width) {
                     for c in (0..width).step_by(8) {
-                        chunk(r, row + c, c);
+                        let _ = chunk(r, row + c, c);
                     }
                 }
                 return;
             }
             let whole = total / 8 * 8;
             for k in (0..whole).step_by(8) {
-                chunk(r, k, 0);
+                let _ = chunk(r, k, 0);
             }
             if whole < total {
                 tail(ch, whole);
@@ -547,12 +739,20 @@ mod x86 {
         let gather = l.gather;
         let add = l.add;
         let n = l.n;
+        let count = l.count.as_ref().filter(|c| c.on.get());
+        let fan = count.and_then(|c| c.fan.as_deref());
+        let mut last = count.map(|c| c.last.borrow_mut());
+        if let Some(last) = last.as_mut() {
+            last.clear();
+        }
+        let mut exact = true;
         // SAFETY (every access): `detect` checked that chunk `q`'s eight indices of every table
         // run from its start, within the operands (the verifier bounds every index), and the
         // frame laid out every buffer for the batch.
         unsafe {
             for s in 0..l.batch {
                 let xs = xb.add(s * x_stride);
+                let mut tally = Tallier::new();
                 for (q, st) in l.starts.chunks_exact(D + 1).enumerate() {
                     let k = s * n + 8 * q;
                     let mut acc = zero;
@@ -572,6 +772,9 @@ mod x86 {
                     } else {
                         floor
                     };
+                    if count.is_some() {
+                        tally.add(spikes, fan.map(|f| f.as_ptr().add(8 * q)));
+                    }
                     let u = _mm256_mul_ps(height, spikes);
                     if let Some(y) = y_out {
                         _mm256_storeu_ps(y.add(k), u);
@@ -595,7 +798,15 @@ mod x86 {
                         _mm256_storeu_ps(o.add(k), sum);
                     }
                 }
+                if let Some(last) = last.as_mut() {
+                    let (spikes, synops, ok) = tally.finish();
+                    last.push((spikes, synops));
+                    exact &= ok;
+                }
             }
+        }
+        if let Some(c) = count {
+            c.exact.set(exact);
         }
     }
 
@@ -682,11 +893,13 @@ mod x86 {
                     ..ch.population
                 },
                 total: 8,
+                n: 8,
+                count: None,
             }
         };
         // SAFETY: every buffer of `local` is an eight-lane copy; a width-1 constant is read
         // once.
-        unsafe { chunk(regs(&local), 0, 0) };
+        let _ = unsafe { chunk(regs(&local), 0, 0) };
         let stored = [
             ch.lowpass.and_then(|lp| lp.out),
             ch.affine.and_then(|af| af.out),
