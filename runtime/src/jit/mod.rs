@@ -11,6 +11,10 @@
 //!   windows and row-compressed `sparse` maps;
 //! - [`host`] runs what the code hands to Rust: dense maps and convolutions on the GEMM and
 //!   event-driven kernels of [`crate::linear`], index maps by tables, batch norm and softmax.
+//! - `wide` runs, where the CPU has AVX2, the commonest fused loops of spiking populations (a
+//!   population, alone or after a synapse and a bias; a max-pool circuit level) eight lanes at
+//!   a time, with the generated loops' f32 operations in their order, counting the population's
+//!   spikes as it goes when asked ([`JitOptions::narrow`] keeps Cranelift's own loops).
 //!
 //! It never calls the interpreter: the two backends are peers over the same frame, and agree bit
 //! for bit because both follow [`snnc_ir::semantics`] and SPEC.md's operation order. Instructions

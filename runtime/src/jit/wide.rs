@@ -12,7 +12,9 @@
 //! same order as [`super::lanes`] (no fused multiply-adds, the same select for `max(x, 0)`, the
 //! same `roundps` floor), loading each operand and storing each result kept outside the chain at
 //! the same point of the chain as the generated loop does, so the two agree bit for bit
-//! (a differential test runs both on the same module).
+//! (a differential test runs both on the same module). So does a max-pool circuit level whose
+//! index tables move runs of eight elements ([`Level`]). A population whose spikes are a spike
+//! output can also count them as it goes ([`Count`]).
 
 use super::fusion::Lanes;
 use crate::frame::Frame;
@@ -123,8 +125,9 @@ impl Count {
     }
 }
 
-/// The spike outputs of a population: `(output index, its fan-out per element)` for each output
-/// whose value is `v`.
+/// The count a loop over `n` elements per sample can keep of the spike output whose value is
+/// `v` (the first such output; another reading the same value is counted from its buffer), with
+/// the fan-outs `fan` gives.
 pub(super) fn spike_output(
     m: &Module,
     fan: &dyn Fn() -> Option<std::rc::Rc<snnc_ir::fanout::FanOut>>,
