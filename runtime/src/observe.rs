@@ -90,9 +90,8 @@ impl SpikeCounter {
         for p in 0..self.outputs.len() {
             let k = self.outputs[p].0;
             // Sums the step made while it computed the population, if it made them.
-            let (counts, synops) = (&mut self.counts[p], self.synops.get_mut(p));
+            let (counts, mut synops) = (&mut self.counts[p], self.synops.get_mut(p));
             let want = synops.is_some();
-            let mut synops = synops;
             let taken = sim.tally(k, want, &mut |s, c, o| {
                 counts[s] += c;
                 if let (Some(row), Some(o)) = (synops.as_deref_mut(), o) {
@@ -102,19 +101,6 @@ impl SpikeCounter {
             if !taken {
                 self.observe_population(p, sim.output_slice(k));
             }
-        }
-    }
-
-    /// Minibatch size counted.
-    pub fn batch(&self) -> usize {
-        self.batch
-    }
-
-    /// Add the spikes of module output `k` (its values `vals` for the whole minibatch, as a step
-    /// just left them), if it is a population counted here.
-    pub fn observe_output(&mut self, k: usize, vals: &[f32]) {
-        if let Some(p) = self.outputs.iter().position(|&(o, _)| o == k) {
-            self.observe_population(p, vals);
         }
     }
 

@@ -262,6 +262,10 @@ impl Job {
         if let Job::FixedRelu(j) = self {
             j.fresh.set(true);
         }
+        // No step since: nothing counted to report.
+        if let Some(c) = self.count() {
+            c.exact.set(false);
+        }
     }
 
     /// The spike count the job keeps for its population, if it counts one.
