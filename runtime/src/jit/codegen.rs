@@ -5,7 +5,7 @@ use super::abi::{Hosts, Tables};
 use super::emit::{
     emit_fold, emit_loop, emit_map, fconst, load, load_gathered, load_index, select, store,
 };
-use super::fusion::{Lanes, elementwise_width, fixed_rows};
+use super::fusion::{Lanes, elementwise_width, fixed_rows, identity_gather};
 use super::lanes::{LifSlot, update};
 use crate::frame::Frame;
 use cranelift_codegen::ir::condcodes::FloatCC;
@@ -201,6 +201,8 @@ pub(super) fn emit_elementwise_group(
                     b.ins().imul_imm_s(s, it.sample_stride(inst.args[0]) as i64)
                 };
                 let results: Vec<Value> = match &inst.op {
+                    // A copy: element `k` of the operand.
+                    Op::Gather { .. } if identity_gather(m, inst) => vec![arg(b, inst.args[0])],
                     Op::Gather { .. } => {
                         let base = in0(b);
                         let r = sr.expect("indexed").1;

@@ -61,9 +61,28 @@ pub(super) fn fixed_rows(m: &Module, inst: &snnc_ir::Inst) -> Option<FixedRows> 
     })
 }
 
+/// Whether `inst` is a `gather` that keeps every element in place (a max-pool circuit's last
+/// level, already in the output's order): a copy, computed lane by lane.
+pub(super) fn identity_gather(m: &Module, inst: &snnc_ir::Inst) -> bool {
+    let (Op::Gather { .. }, Some(&Operand::Const(c))) = (&inst.op, inst.args.get(1)) else {
+        return false;
+    };
+    let ConstData::I32(idx) = &m.constant(c).data else {
+        return false;
+    };
+    let n = m.operand_type(inst.args[0]).map_or(0, |t| t.num_elements());
+    inst.groups() == 1
+        && idx.len() == n
+        && idx
+            .iter()
+            .enumerate()
+            .all(|(k, &i)| i >= 0 && i as usize == k)
+}
+
 /// Whether the JIT computes instruction `inst` inside a fused loop, and how.
 pub(super) fn elementwise_lanes(m: &Module, inst: &snnc_ir::Inst) -> Option<Lanes> {
     match &inst.op {
+        Op::Gather { .. } if identity_gather(m, inst) => return Some(Lanes::Width(1)),
         Op::Gather { .. } => return Some(Lanes::Indexed),
         Op::Sparse { .. } => return fixed_rows(m, inst).map(|_| Lanes::Indexed),
         _ => {}
