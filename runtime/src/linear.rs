@@ -456,7 +456,7 @@ pub fn nonzeros(x: &[f32], nz: &mut [u32]) -> usize {
 }
 
 /// Per 8-bit mask, the indices of its set bits, packed to the left.
-const LEFT_PACKED: [[u32; 8]; 256] = {
+static LEFT_PACKED: [[u32; 8]; 256] = {
     let mut t = [[0u32; 8]; 256];
     let mut m = 0;
     while m < 256 {

@@ -93,9 +93,15 @@ impl SpikeCounter {
             let (counts, mut synops) = (&mut self.counts[p], self.synops.get_mut(p));
             let want = synops.is_some();
             let taken = sim.tally(k, want, &mut |s, c, o| {
-                counts[s] += c;
-                if let (Some(row), Some(o)) = (synops.as_deref_mut(), o) {
-                    row[s] += o;
+                // A simulator of a larger batch than the counter's: its samples past the
+                // counter's are not counted (as reading the output would not).
+                if let Some(t) = counts.get_mut(s) {
+                    *t += c;
+                }
+                if let (Some(row), Some(o)) = (synops.as_deref_mut(), o)
+                    && let Some(t) = row.get_mut(s)
+                {
+                    *t += o;
                 }
             });
             if !taken {

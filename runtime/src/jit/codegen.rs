@@ -133,7 +133,8 @@ pub(super) fn emit_elementwise_group(
     // element within the sample, so such a group loops sample by sample.
     let per_sample_consts = group.iter().any(|&i| {
         let inst = &m.insts[i];
-        let broadcast = matches!(inst.op, Op::Bias | Op::Scale);
+        // (An identity gather's index table is not read.)
+        let broadcast = matches!(inst.op, Op::Bias | Op::Scale) || identity_gather(m, inst);
         inst.args.iter().enumerate().any(|(k, a)| {
             matches!(a, Operand::Const(_)) && !(broadcast && k == 1) && lanes != Lanes::Indexed
         })

@@ -136,7 +136,12 @@ pub(super) fn elementwise_groups(
             let mut candidate = g.clone();
             candidate.push(i);
             let safe = fusable(m, f, (readers, &all_lanes), &candidate);
+            // A copy joins lane-wise loops only: an indexed one keeps the form of a max-pool
+            // circuit level, which the eight-lane loops take whole.
+            let copy = |j: usize| identity_gather(m, &m.insts[j]);
+            let with_indexed = *gl == Lanes::Indexed || lanes == Lanes::Indexed;
             let joined = match (*gl, lanes) {
+                _ if with_indexed && (copy(i) || g.iter().any(|&j| copy(j))) => None,
                 (Lanes::Width(a), Lanes::Width(b)) if a == 1 || b == 1 || a == b => {
                     Some(Lanes::Width(a.max(b)))
                 }

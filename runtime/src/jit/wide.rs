@@ -21,6 +21,21 @@ use crate::frame::Frame;
 use snnc_ir::{Module, NeuronModel, Op, Operand};
 use std::cell::{Cell, RefCell};
 
+/// Whether the CPU runs the eight-lane loops.
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Whether operand `o` is a result of one of the instructions `group` that the generated loop
+/// would keep in a register only (not stored): such a value must come from the chain itself.
+fn unstored_in_group(m: &Module, group: &[usize], stored: &[bool], o: Operand) -> bool {
+    let Operand::Value(v) = o else { return false };
+    !stored[v.index()] && group.iter().any(|&i| m.insts[i].results.contains(&v))
+}
+
 /// Where an operand of a chain step comes from.
 #[derive(Clone, Copy, Debug)]
 enum Src {
@@ -92,8 +107,12 @@ impl Count {
     /// A count of output `output`'s spikes, made by a loop over `n` elements per sample (a
     /// multiple of 8). `fan`: the fan-out of each element, kept if they are whole numbers below
     /// 2¹⁶.
-    fn new(output: usize, n: usize, fan: Option<&[f64]>) -> Option<Count> {
-        if !n.is_multiple_of(8) {
+    fn new(output: usize, n: usize, fan: Option<&[f64]>, (a, dt): (f32, f32)) -> Option<Count> {
+        // The argument needs a normal, finite spike height that stays finite for counts up to
+        // 2²¹ (else a count of 0 or n can be NaN, infinite or zero once scaled).
+        let height = a / dt;
+        let normal = a.is_normal() && dt.is_normal() && height.is_normal();
+        if !n.is_multiple_of(8) || !normal || !(height * (1 << 21) as f32).is_finite() {
             return None;
         }
         let fan = fan
@@ -128,17 +147,18 @@ impl Count {
 /// The count a loop over `n` elements per sample can keep of the spike output whose value is
 /// `v` (the first such output; another reading the same value is counted from its buffer), with
 /// the fan-outs `fan` gives.
-pub(super) fn spike_output(
+fn spike_output(
     m: &Module,
     fan: &dyn Fn() -> Option<std::rc::Rc<snnc_ir::fanout::FanOut>>,
-    v: snnc_ir::ValueId,
-    n: usize,
+    (v, n): (snnc_ir::ValueId, usize),
+    population: &Population,
 ) -> Option<Count> {
     let k = m.outputs.iter().position(|o| {
         o.value == Operand::Value(v) && matches!(o.kind, snnc_ir::OutputKind::Spikes { .. })
     })?;
     let fan = fan();
-    Count::new(k, n, fan.as_ref().map(|f| f.of(Operand::Value(v))))
+    let scale = (population.height * population.dt, population.dt);
+    Count::new(k, n, fan.as_ref().map(|f| f.of(Operand::Value(v))), scale)
 }
 
 /// A fused chain run eight lanes at a time (see the module docs).
@@ -165,13 +185,10 @@ impl Chain {
         stored: &[bool],
         fan: &dyn Fn() -> Option<std::rc::Rc<snnc_ir::fanout::FanOut>>,
     ) -> Option<Chain> {
-        #[cfg(target_arch = "x86_64")]
-        if !std::arch::is_x86_feature_detected!("avx2") {
+        let Lanes::Width(w) = lanes else { return None };
+        if !has_avx2() {
             return None;
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        return None;
-        let Lanes::Width(w) = lanes else { return None };
         let ptr = |o: Operand| f.operand_ptr(o);
         let out =
             |r: snnc_ir::ValueId| stored[r.index()].then(|| ptr(Operand::Value(r)) as *mut f32);
@@ -182,9 +199,12 @@ impl Chain {
             !matches!(o, Operand::Const(_))
                 && m.operand_type(o).is_some_and(|t| t.num_elements() == n)
         };
+        // An operand is the previous step's result (in a register), or in memory: a value or
+        // state of the result's size that the generated loop would have stored by then.
+        let in_memory = |o: Operand| per_sample(o) && !unstored_in_group(m, group, stored, o);
         let src = |o: Operand, prev: Option<snnc_ir::ValueId>| match o {
             Operand::Value(v) if Some(v) == prev => Some(Src::Chain),
-            o if per_sample(o) => Some(Src::Mem(ptr(o))),
+            o if in_memory(o) => Some(Src::Mem(ptr(o))),
             _ => None,
         };
         let insts: Vec<&snnc_ir::Inst> = group.iter().map(|&i| &m.insts[i]).collect();
@@ -198,7 +218,7 @@ impl Chain {
                 let Op::Lowpass { tau } = lp.op else {
                     return None;
                 };
-                if !(per_sample(lp.args[0]) && per_sample(lp.args[1])) {
+                if !(in_memory(lp.args[0]) && in_memory(lp.args[1])) {
                     return None;
                 }
                 lowpass = Some(Lowpass {
@@ -238,7 +258,7 @@ impl Chain {
             NeuronModel::IfNeuron => true,
             _ => return None,
         };
-        if nr.args.len() != 2 || !per_sample(nr.args[1]) {
+        if nr.args.len() != 2 || !in_memory(nr.args[1]) {
             return None;
         }
         let (g, a, dt) = (neuron.gain as f32, neuron.amplitude as f32, m.dt as f32);
@@ -260,10 +280,10 @@ impl Chain {
         Some(Chain {
             lowpass,
             affine,
-            population,
             total: n * f.batch(),
             n,
-            count: spike_output(m, fan, nr.results[0], n),
+            count: spike_output(m, fan, (nr.results[0], n), &population),
+            population,
         })
     }
 
@@ -332,15 +352,9 @@ impl Level {
         stored: &[bool],
         fan: &dyn Fn() -> Option<std::rc::Rc<snnc_ir::fanout::FanOut>>,
     ) -> Option<Level> {
-        if lanes != Lanes::Indexed {
+        if lanes != Lanes::Indexed || !has_avx2() {
             return None;
         }
-        #[cfg(target_arch = "x86_64")]
-        if !std::arch::is_x86_feature_detected!("avx2") {
-            return None;
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        return None;
         let insts: Vec<&snnc_ir::Inst> = group.iter().map(|&i| &m.insts[i]).collect();
         let ptr = |o: Operand| f.operand_ptr(o);
         let out =
@@ -352,6 +366,7 @@ impl Level {
         let per_sample = |o: Operand| {
             !matches!(o, Operand::Const(_))
                 && m.operand_type(o).is_some_and(|t| t.num_elements() == n)
+                && !unstored_in_group(m, group, stored, o)
         };
         // The map.
         let sp = insts[0];
@@ -398,7 +413,10 @@ impl Level {
         match &insts[2..] {
             [] => {}
             [ga, rest @ ..] => {
-                if !matches!(ga.op, Op::Gather { .. }) || matches!(ga.args[0], Operand::Const(_)) {
+                if !matches!(ga.op, Op::Gather { .. })
+                    || matches!(ga.args[0], Operand::Const(_))
+                    || unstored_in_group(m, group, stored, ga.args[0])
+                {
                     return None;
                 }
                 let Operand::Const(ic) = ga.args[1] else {
@@ -444,7 +462,7 @@ impl Level {
             gather,
             add,
             batch: f.batch(),
-            count: spike_output(m, fan, nr.results[0], n),
+            count: spike_output(m, fan, (nr.results[0], n), &population),
         })
     }
 
@@ -674,9 +692,13 @@ mod x86 {
     /// As [`Chain::run`].
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn run(ch: &Chain) {
-        if let Some(count) = ch.count.as_ref().filter(|c| c.on.get()) {
-            // SAFETY: guaranteed by the caller.
-            return unsafe { run_counting(ch, count) };
+        if let Some(count) = &ch.count {
+            if count.on.get() {
+                // SAFETY: guaranteed by the caller.
+                return unsafe { run_counting(ch, count) };
+            }
+            // Nothing counted on this step.
+            count.exact.set(false);
         }
         let width = ch.affine.map_or(1, |a| a.width);
         let r = regs(ch);
@@ -742,6 +764,10 @@ mod x86 {
         let gather = l.gather;
         let add = l.add;
         let n = l.n;
+        if let Some(c) = &l.count {
+            // Set again below if this step counts.
+            c.exact.set(false);
+        }
         let count = l.count.as_ref().filter(|c| c.on.get());
         let fan = count.and_then(|c| c.fan.as_deref());
         let mut last = count.map(|c| c.last.borrow_mut());
