@@ -109,23 +109,26 @@ fn keras_fixtures_agree_after_the_rate_pipeline() {
     }
 }
 
-#[test]
-fn spiking_mnist_agrees_spike_for_spike() {
+/// The MNIST example converted to spiking at firing-rate scale `scale` (default pipeline), and
+/// its test images.
+fn spiking_mnist(scale: f64) -> (Verified, ArrayD<u8>) {
     let dir = repo_root().join("examples/mnist");
     let m = snnc_compiler::keras::load(&dir.join("model.keras"), &Default::default()).unwrap();
     let opts = snnc_compiler::passes::ConvertOptions {
         spiking: Some(snnc_compiler::passes::SpikeOptions {
-            scale: 200.0,
+            scale,
             ..Default::default()
         }),
         ..Default::default()
     };
-    let m = verify(
-        snnc_compiler::passes::convert(m, &opts).unwrap(),
-        Target::Neural,
-    )
-    .unwrap();
-    let images: ArrayD<u8> = ndarray_npy::read_npy(dir.join("test_images.npy")).unwrap();
+    let m = snnc_compiler::passes::convert(m, &opts).unwrap();
+    let images = ndarray_npy::read_npy(dir.join("test_images.npy")).unwrap();
+    (verify(m, Target::Neural).unwrap(), images)
+}
+
+#[test]
+fn spiking_mnist_agrees_spike_for_spike() {
+    let (m, images) = spiking_mnist(200.0);
     let x = images
         .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..8))
         .mapv(f32::from);
@@ -466,21 +469,7 @@ mod random_modules {
 #[test]
 fn counting_in_the_step_agrees_with_counting_after_it() {
     use snnc_runtime::observe::SpikeCounter;
-    let dir = repo_root().join("examples/mnist");
-    let m = snnc_compiler::keras::load(&dir.join("model.keras"), &Default::default()).unwrap();
-    let opts = snnc_compiler::passes::ConvertOptions {
-        spiking: Some(snnc_compiler::passes::SpikeOptions {
-            scale: 100.0,
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let m = verify(
-        snnc_compiler::passes::convert(m, &opts).unwrap(),
-        Target::Neural,
-    )
-    .unwrap();
-    let images: ArrayD<u8> = ndarray_npy::read_npy(dir.join("test_images.npy")).unwrap();
+    let (m, images) = spiking_mnist(100.0);
     let batch = 3;
     let x = images
         .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..batch))

@@ -80,6 +80,44 @@ struct Population {
     v1: Option<*mut f32>,
 }
 
+impl Population {
+    /// The population instruction `nr` computes, if it is a `spiking_relu` or `if_neuron` on a
+    /// current from `j` and a voltage (`ptr` gives a buffer's address, `out` a result's if the
+    /// loop must store it).
+    fn of(
+        m: &Module,
+        nr: &snnc_ir::Inst,
+        j: Src,
+        (ptr, out): (
+            &dyn Fn(Operand) -> *const f32,
+            &dyn Fn(snnc_ir::ValueId) -> Option<*mut f32>,
+        ),
+    ) -> Option<Population> {
+        let Op::Neuron(neuron) = &nr.op else {
+            return None;
+        };
+        let integrate_and_fire = match neuron.model {
+            NeuronModel::SpikingRelu => false,
+            NeuronModel::IfNeuron => true,
+            _ => return None,
+        };
+        if nr.args.len() != 2 {
+            return None;
+        }
+        let (g, a, dt) = (neuron.gain as f32, neuron.amplitude as f32, m.dt as f32);
+        Some(Population {
+            j,
+            v: ptr(nr.args[1]),
+            integrate_and_fire,
+            g,
+            dt,
+            height: a / dt,
+            y: out(nr.results[0]),
+            v1: out(nr.results[1]),
+        })
+    }
+}
+
 /// The spikes (and synaptic operations) of a population whose spikes are a spike output,
 /// counted by its loop while they are in registers, for [`crate::Engine::tally`].
 ///
@@ -250,28 +288,10 @@ impl Chain {
             _ => return None,
         }
         let nr = last[0];
-        let Op::Neuron(neuron) = &nr.op else {
-            return None;
-        };
-        let integrate_and_fire = match neuron.model {
-            NeuronModel::SpikingRelu => false,
-            NeuronModel::IfNeuron => true,
-            _ => return None,
-        };
-        if nr.args.len() != 2 || !in_memory(nr.args[1]) {
+        let population = Population::of(m, nr, src(*nr.args.first()?, prev)?, (&ptr, &out))?;
+        if !in_memory(nr.args[1]) {
             return None;
         }
-        let (g, a, dt) = (neuron.gain as f32, neuron.amplitude as f32, m.dt as f32);
-        let population = Population {
-            j: src(nr.args[0], prev)?,
-            v: ptr(nr.args[1]),
-            integrate_and_fire,
-            g,
-            dt,
-            height: a / dt,
-            y: out(nr.results[0]),
-            v1: out(nr.results[1]),
-        };
         // Without a broadcast constant the whole batch is one run of elements; with one, rows of
         // its width.
         if affine.is_none() && w != 1 {
@@ -382,31 +402,10 @@ impl Level {
         let x = (ptr(sp.args[0]), f.sample_stride(sp.args[0]));
         // The population on it.
         let nr = insts[1];
-        let Op::Neuron(neuron) = &nr.op else {
-            return None;
-        };
-        let integrate_and_fire = match neuron.model {
-            NeuronModel::SpikingRelu => false,
-            NeuronModel::IfNeuron => true,
-            _ => return None,
-        };
-        if nr.args.len() != 2
-            || nr.args[0] != Operand::Value(sp.results[0])
-            || !per_sample(nr.args[1])
-        {
+        let population = Population::of(m, nr, Src::Chain, (&ptr, &out))?;
+        if nr.args[0] != Operand::Value(sp.results[0]) || !per_sample(nr.args[1]) {
             return None;
         }
-        let (g, a, dt) = (neuron.gain as f32, neuron.amplitude as f32, m.dt as f32);
-        let population = Population {
-            j: Src::Chain,
-            v: ptr(nr.args[1]),
-            integrate_and_fire,
-            g,
-            dt,
-            height: a / dt,
-            y: out(nr.results[0]),
-            v1: out(nr.results[1]),
-        };
         let mut gather = None;
         let mut gather_starts = None;
         let mut add = None;
