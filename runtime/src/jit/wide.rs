@@ -82,17 +82,15 @@ struct Population {
 
 impl Population {
     /// The population instruction `nr` computes, if it is a `spiking_relu` or `if_neuron` on a
-    /// current from `j` and a voltage (`ptr` gives a buffer's address, `out` a result's if the
-    /// loop must store it).
+    /// current from `j` and a voltage in the frame `f`, storing the results `stored` marks.
     fn of(
-        m: &Module,
+        (m, f, stored): (&Module, &Frame, &[bool]),
         nr: &snnc_ir::Inst,
         j: Src,
-        (ptr, out): (
-            &dyn Fn(Operand) -> *const f32,
-            &dyn Fn(snnc_ir::ValueId) -> Option<*mut f32>,
-        ),
     ) -> Option<Population> {
+        let ptr = |o: Operand| f.operand_ptr(o);
+        let out =
+            |r: snnc_ir::ValueId| stored[r.index()].then(|| ptr(Operand::Value(r)) as *mut f32);
         let Op::Neuron(neuron) = &nr.op else {
             return None;
         };
@@ -288,7 +286,7 @@ impl Chain {
             _ => return None,
         }
         let nr = last[0];
-        let population = Population::of(m, nr, src(*nr.args.first()?, prev)?, (&ptr, &out))?;
+        let population = Population::of((m, f, stored), nr, src(*nr.args.first()?, prev)?)?;
         if !in_memory(nr.args[1]) {
             return None;
         }
@@ -402,7 +400,7 @@ impl Level {
         let x = (ptr(sp.args[0]), f.sample_stride(sp.args[0]));
         // The population on it.
         let nr = insts[1];
-        let population = Population::of(m, nr, Src::Chain, (&ptr, &out))?;
+        let population = Population::of((m, f, stored), nr, Src::Chain)?;
         if nr.args[0] != Operand::Value(sp.results[0]) || !per_sample(nr.args[1]) {
             return None;
         }
