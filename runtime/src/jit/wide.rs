@@ -129,8 +129,10 @@ impl Population {
 pub(super) struct Count {
     /// The spike output these spikes are.
     pub(super) output: usize,
-    /// Per element of a sample, its fan-out (16 bits: the loop streams them every step).
-    fan: Option<Vec<u16>>,
+    /// Per element of a sample, its fan-out (16 bits: the loop streams them every step), or
+    /// zeros where they are not known (`fan_known` false): the loop has one shape either way.
+    fan: Vec<u16>,
+    fan_known: bool,
     /// Set by the engine: count on the next steps.
     pub(super) on: Cell<bool>,
     /// Per sample: spikes and synaptic operations of the last step, and whether it passed the
@@ -157,10 +159,11 @@ impl Count {
                     && f.iter()
                         .all(|&x| (0.0..65536.0).contains(&x) && x.fract() == 0.0)
             })
-            .map(|f| f.iter().map(|&x| x as u16).collect());
+            .map(|f| f.iter().map(|&x| x as u16).collect::<Vec<u16>>());
         Some(Count {
             output,
-            fan,
+            fan_known: fan.is_some(),
+            fan: fan.unwrap_or_else(|| vec![0; n]),
             on: Cell::new(false),
             last: RefCell::new(Vec::new()),
             exact: Cell::new(false),
@@ -170,7 +173,7 @@ impl Count {
     /// Per sample: the last step's spikes and, with `synops`, synaptic operations, if counted
     /// exactly on it (and synaptic operations counted at all).
     pub(super) fn tally(&self, synops: bool, out: &mut dyn FnMut(usize, f64, Option<f64>)) -> bool {
-        if !self.on.get() || !self.exact.get() || (synops && self.fan.is_none()) {
+        if !self.on.get() || !self.exact.get() || (synops && !self.fan_known) {
             return false;
         }
         for (s, &(c, o)) in self.last.borrow().iter().enumerate() {
@@ -526,12 +529,111 @@ mod x86 {
         }
     }
 
-    /// The chain's elements `[k, k + 8)`, reading the broadcast constant from element `c`.
+    /// [`chunk`]'s shape bit: the chain starts with a `lowpass`.
+    const LOWPASS: u8 = 1;
+    /// [`chunk`]'s shape bit: the chain has a `bias` or `scale`.
+    const AFFINE: u8 = 2;
+    /// [`chunk`]'s shape bit: the population is integrate-and-fire.
+    const IF: u8 = 4;
+    /// [`chunk`]'s shape bit: the population's current is the chain's previous result.
+    const J_CHAIN: u8 = 8;
+    /// [`chunk`]'s shape bit: the spikes are stored.
+    const STORE_Y: u8 = 16;
+    /// [`chunk`]'s shape bit: the new voltage is stored.
+    const STORE_V1: u8 = 32;
+
+    /// The shape bits of a chain (see [`chunk`]).
+    fn shape(r: &Regs) -> u8 {
+        let bit = |on: bool, b: u8| if on { b } else { 0 };
+        bit(r.lowpass.is_some(), LOWPASS)
+            | bit(r.affine.is_some(), AFFINE)
+            | bit(r.integrate_and_fire, IF)
+            | bit(matches!(r.j, Src::Chain), J_CHAIN)
+            | bit(r.y.is_some(), STORE_Y)
+            | bit(r.v1.is_some(), STORE_V1)
+    }
+
+    /// `f::<S>` for the shape bits `s`: a loop per shape, so that none tests the chain's shape
+    /// per chunk (and a counting loop keeps its sums in registers).
+    macro_rules! by_shape {
+        ($s:expr, $f:ident($($arg:expr),*)) => {
+            match $s {
+                0 => $f::<0>($($arg),*),
+                1 => $f::<1>($($arg),*),
+                2 => $f::<2>($($arg),*),
+                3 => $f::<3>($($arg),*),
+                4 => $f::<4>($($arg),*),
+                5 => $f::<5>($($arg),*),
+                6 => $f::<6>($($arg),*),
+                7 => $f::<7>($($arg),*),
+                8 => $f::<8>($($arg),*),
+                9 => $f::<9>($($arg),*),
+                10 => $f::<10>($($arg),*),
+                11 => $f::<11>($($arg),*),
+                12 => $f::<12>($($arg),*),
+                13 => $f::<13>($($arg),*),
+                14 => $f::<14>($($arg),*),
+                15 => $f::<15>($($arg),*),
+                16 => $f::<16>($($arg),*),
+                17 => $f::<17>($($arg),*),
+                18 => $f::<18>($($arg),*),
+                19 => $f::<19>($($arg),*),
+                20 => $f::<20>($($arg),*),
+                21 => $f::<21>($($arg),*),
+                22 => $f::<22>($($arg),*),
+                23 => $f::<23>($($arg),*),
+                24 => $f::<24>($($arg),*),
+                25 => $f::<25>($($arg),*),
+                26 => $f::<26>($($arg),*),
+                27 => $f::<27>($($arg),*),
+                28 => $f::<28>($($arg),*),
+                29 => $f::<29>($($arg),*),
+                30 => $f::<30>($($arg),*),
+                31 => $f::<31>($($arg),*),
+                32 => $f::<32>($($arg),*),
+                33 => $f::<33>($($arg),*),
+                34 => $f::<34>($($arg),*),
+                35 => $f::<35>($($arg),*),
+                36 => $f::<36>($($arg),*),
+                37 => $f::<37>($($arg),*),
+                38 => $f::<38>($($arg),*),
+                39 => $f::<39>($($arg),*),
+                40 => $f::<40>($($arg),*),
+                41 => $f::<41>($($arg),*),
+                42 => $f::<42>($($arg),*),
+                43 => $f::<43>($($arg),*),
+                44 => $f::<44>($($arg),*),
+                45 => $f::<45>($($arg),*),
+                46 => $f::<46>($($arg),*),
+                47 => $f::<47>($($arg),*),
+                48 => $f::<48>($($arg),*),
+                49 => $f::<49>($($arg),*),
+                50 => $f::<50>($($arg),*),
+                51 => $f::<51>($($arg),*),
+                52 => $f::<52>($($arg),*),
+                53 => $f::<53>($($arg),*),
+                54 => $f::<54>($($arg),*),
+                55 => $f::<55>($($arg),*),
+                56 => $f::<56>($($arg),*),
+                57 => $f::<57>($($arg),*),
+                58 => $f::<58>($($arg),*),
+                59 => $f::<59>($($arg),*),
+                60 => $f::<60>($($arg),*),
+                61 => $f::<61>($($arg),*),
+                62 => $f::<62>($($arg),*),
+                _ => $f::<63>($($arg),*),
+            }
+        };
+    }
+
+    /// The chain's elements `[k, k + 8)`, reading the broadcast constant from element `c`; `S`
+    /// is the chain's [`shape`].
     ///
     /// # Safety
-    /// AVX2; `k + 8` within every buffer, `c + 8` within the constant (or width 1).
+    /// AVX2; `S == shape(&r)`; `k + 8` within every buffer, `c + 8` within the constant (or
+    /// width 1).
     #[inline(always)]
-    unsafe fn chunk(r: Regs, k: usize, c: usize) -> __m256 {
+    unsafe fn chunk<const S: u8>(r: Regs, k: usize, c: usize) -> __m256 {
         // SAFETY (every access): guaranteed by the caller; unaligned loads and stores.
         unsafe {
             let load = |p: *const f32| _mm256_loadu_ps(p.add(k));
@@ -541,7 +643,10 @@ mod x86 {
                 }
             };
             let mut prev = _mm256_setzero_ps();
-            if let Some((x, s, decay, rest, out)) = r.lowpass {
+            if S & LOWPASS != 0 {
+                let Some((x, s, decay, rest, out)) = r.lowpass else {
+                    std::hint::unreachable_unchecked()
+                };
                 let (x, s) = (load(x), load(s));
                 prev = _mm256_add_ps(_mm256_mul_ps(decay, s), _mm256_mul_ps(rest, x));
                 store(out, prev);
@@ -550,7 +655,10 @@ mod x86 {
                 Src::Chain => prev,
                 Src::Mem(p) => load(p),
             };
-            if let Some((x, p, scalar, add, out)) = r.affine {
+            if S & AFFINE != 0 {
+                let Some((x, p, scalar, add, out)) = r.affine else {
+                    std::hint::unreachable_unchecked()
+                };
                 let x = read(x, prev);
                 let p = if scalar {
                     _mm256_set1_ps(*p)
@@ -565,19 +673,38 @@ mod x86 {
                 store(out, prev);
             }
             let zero = _mm256_setzero_ps();
-            let x = _mm256_mul_ps(r.g, read(r.j, prev));
+            let j = if S & J_CHAIN != 0 {
+                prev
+            } else {
+                let Src::Mem(p) = r.j else {
+                    std::hint::unreachable_unchecked()
+                };
+                load(p)
+            };
+            let x = _mm256_mul_ps(r.g, j);
             // `max(x, 0)` as the generated code selects it: `x > 0 ? x : +0`.
             let relu = |x: __m256| _mm256_blendv_ps(zero, x, _mm256_cmp_ps::<_CMP_GT_OQ>(x, zero));
-            let drive = if r.integrate_and_fire { x } else { relu(x) };
+            let integrate_and_fire = S & IF != 0;
+            let drive = if integrate_and_fire { x } else { relu(x) };
             let v = _mm256_add_ps(load(r.v), _mm256_mul_ps(drive, r.dt));
             let floor = _mm256_floor_ps(v);
-            let spikes = if r.integrate_and_fire {
+            let spikes = if integrate_and_fire {
                 relu(floor)
             } else {
                 floor
             };
-            store(r.y, _mm256_mul_ps(r.height, spikes));
-            store(r.v1, _mm256_sub_ps(v, spikes));
+            if S & STORE_Y != 0 {
+                let Some(y) = r.y else {
+                    std::hint::unreachable_unchecked()
+                };
+                _mm256_storeu_ps(y.add(k), _mm256_mul_ps(r.height, spikes));
+            }
+            if S & STORE_V1 != 0 {
+                let Some(v1) = r.v1 else {
+                    std::hint::unreachable_unchecked()
+                };
+                _mm256_storeu_ps(v1.add(k), _mm256_sub_ps(v, spikes));
+            }
             spikes
         }
     }
@@ -610,15 +737,16 @@ mod x86 {
         /// # Safety
         /// AVX2 (inlined into an AVX2 function); `fan` holds eight elements.
         #[inline(always)]
-        unsafe fn add(&mut self, n: __m256, fan: Option<*const u16>) {
+        #[must_use]
+        unsafe fn add(self, n: __m256, fan: *const u16) -> Tallier {
             // SAFETY: guaranteed by the caller.
             unsafe {
-                self.signs = _mm256_or_ps(self.signs, n);
-                self.spikes = _mm256_add_ps(self.spikes, n);
-                if let Some(f) = fan {
-                    let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(f as *const __m128i));
-                    let p = _mm256_mul_ps(n, _mm256_cvtepi32_ps(wide));
-                    self.synops = _mm256_add_ps(self.synops, p);
+                let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(fan as *const __m128i));
+                let p = _mm256_mul_ps(n, _mm256_cvtepi32_ps(wide));
+                Tallier {
+                    signs: _mm256_or_ps(self.signs, n),
+                    spikes: _mm256_add_ps(self.spikes, n),
+                    synops: _mm256_add_ps(self.synops, p),
                 }
             }
         }
@@ -634,11 +762,10 @@ mod x86 {
         /// AVX2 (inlined into an AVX2 function).
         #[inline(always)]
         unsafe fn finish(self) -> (f64, f64, bool) {
-            let (mut s, mut o) = ([0f32; 8], [0f32; 8]);
-            // SAFETY: guaranteed by the caller; the arrays hold the lanes.
+            // SAFETY: guaranteed by the caller; a vector of eight f32 lanes is an array of them.
             unsafe {
-                _mm256_storeu_ps(s.as_mut_ptr(), self.spikes);
-                _mm256_storeu_ps(o.as_mut_ptr(), self.synops);
+                let s: [f32; 8] = std::mem::transmute(self.spikes);
+                let o: [f32; 8] = std::mem::transmute(self.synops);
                 let ok = _mm256_movemask_ps(self.signs) == 0
                     && s.iter().all(|&x| x < (1 << 21) as f32)
                     && o.iter().all(|&x| x < (1 << 24) as f32);
@@ -655,10 +782,23 @@ mod x86 {
     /// As [`Chain::run`]; `count` is the chain's, whose `n` is a multiple of 8.
     #[target_feature(enable = "avx2")]
     unsafe fn run_counting(ch: &Chain, count: &super::Count) {
-        let width = ch.affine.map_or(1, |a| a.width);
         let r = regs(ch);
+        // SAFETY: guaranteed by the caller; `S` is the chain's shape.
+        unsafe { by_shape!(shape(&r), count_loop(ch, r, count)) }
+    }
+
+    /// [`run_counting`] for the chain's shape `S`.
+    ///
+    /// # Safety
+    /// As [`run_counting`]; `S == shape(&r)`, `r == regs(ch)`.
+    #[inline(never)]
+    #[target_feature(enable = "avx2")]
+    unsafe fn count_loop<const S: u8>(ch: &Chain, r: Regs, count: &super::Count) {
+        let width = ch.affine.map_or(1, |a| a.width);
         let n = ch.n;
-        let fan = count.fan.as_deref();
+        let fan = count.fan.as_ptr();
+        // A width-1 constant: the whole sample is one row.
+        let row_len = if width > 1 { width } else { n };
         let mut last = count.last.borrow_mut();
         last.clear();
         let mut exact = true;
@@ -666,15 +806,12 @@ mod x86 {
         unsafe {
             for base in (0..ch.total).step_by(n) {
                 let mut t = Tallier::new();
-                // Chunks of eight elements; `c` is the element within the constant's row (the
-                // rows tile the sample: its size is a multiple of the width).
-                let mut c = 0;
-                for k in (base..base + n).step_by(8) {
-                    let spikes = chunk(r, k, if width > 1 { c } else { 0 });
-                    t.add(spikes, fan.map(|f| f.as_ptr().add(k - base)));
-                    c += 8;
-                    if c == width {
-                        c = 0;
+                // Chunks of eight elements in rows of the constant's width (the rows tile the
+                // sample: its size is a multiple of the width); `c` is the element in the row.
+                for row in (base..base + n).step_by(row_len) {
+                    for c in (0..row_len).step_by(8) {
+                        let spikes = chunk::<S>(r, row + c, if width > 1 { c } else { 0 });
+                        t = t.add(spikes, fan.add(row + c - base));
                     }
                 }
                 let (spikes, synops, ok) = t.finish();
@@ -697,8 +834,19 @@ mod x86 {
             // Nothing counted on this step.
             count.exact.set(false);
         }
-        let width = ch.affine.map_or(1, |a| a.width);
         let r = regs(ch);
+        // SAFETY: guaranteed by the caller; `S` is the chain's shape.
+        unsafe { by_shape!(shape(&r), plain_loop(ch, r)) }
+    }
+
+    /// [`run`]'s loop without counting, for the chain's shape `S`.
+    ///
+    /// # Safety
+    /// As [`Chain::run`]; `S == shape(&r)`, `r == regs(ch)`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn plain_loop<const S: u8>(ch: &Chain, r: Regs) {
+        let width = ch.affine.map_or(1, |a| a.width);
         let total = ch.total;
         // SAFETY: `detect` made every buffer `total` long; rows of a broadcast constant's
         // width (a multiple of 8) tile the batch.
@@ -706,14 +854,14 @@ mod x86 {
             if width > 1 {
                 for row in (0..total).step_by(width) {
                     for c in (0..width).step_by(8) {
-                        let _ = chunk(r, row + c, c);
+                        let _ = chunk::<S>(r, row + c, c);
                     }
                 }
                 return;
             }
             let whole = total / 8 * 8;
             for k in (0..whole).step_by(8) {
-                let _ = chunk(r, k, 0);
+                let _ = chunk::<S>(r, k, 0);
             }
             if whole < total {
                 tail(ch, whole);
@@ -721,32 +869,96 @@ mod x86 {
         }
     }
 
+    /// [`level_loop`]'s shape bit: the units are integrate-and-fire.
+    const L_IF: u16 = 1;
+    /// [`level_loop`]'s shape bit: the current is stored.
+    const L_J: u16 = 2;
+    /// [`level_loop`]'s shape bit: the spikes are stored.
+    const L_Y: u16 = 4;
+    /// [`level_loop`]'s shape bit: the new voltage is stored.
+    const L_V1: u16 = 8;
+    /// [`level_loop`]'s shape bit: a `gather` follows.
+    const L_GATHER: u16 = 16;
+    /// [`level_loop`]'s shape bit: the gather's result is stored.
+    const L_B: u16 = 32;
+    /// [`level_loop`]'s shape bit: an `add` of the gather's result and the spikes follows and is
+    /// stored.
+    const L_ADD: u16 = 64;
+    /// [`level_loop`]'s shape bit: the gather's result is the add's first operand.
+    const L_B_FIRST: u16 = 128;
+    /// [`level_loop`]'s shape bit: this step counts the spikes.
+    const L_COUNT: u16 = 256;
+    /// [`level_loop`]'s shape for any level: every part tested as the loop goes.
+    const L_ANY: u16 = u16::MAX;
+
+    /// The shape of a level on this step (see [`level_loop`]).
+    fn level_shape(l: &super::Level) -> u16 {
+        let bit = |on: bool, b: u16| if on { b } else { 0 };
+        let p = &l.population;
+        let add = l.add.filter(|a| a.1.is_some());
+        bit(p.integrate_and_fire, L_IF)
+            | bit(l.j.is_some(), L_J)
+            | bit(p.y.is_some(), L_Y)
+            | bit(p.v1.is_some(), L_V1)
+            | bit(l.gather.is_some(), L_GATHER)
+            | bit(l.gather.is_some_and(|g| g.2.is_some()), L_B)
+            | bit(add.is_some(), L_ADD)
+            | bit(add.is_some_and(|a| a.0), L_B_FIRST)
+            | bit(l.count.as_ref().is_some_and(|c| c.on.get()), L_COUNT)
+    }
+
+    /// The level shapes with a loop of their own: what the max-pool circuits lower to (a level
+    /// whose gather result is stored, and one that adds it to the spikes), counting or not.
+    const LEVEL_SHAPES: [u16; 4] = {
+        let common = L_IF | L_Y | L_V1 | L_GATHER;
+        [
+            common | L_B,
+            common | L_ADD | L_B_FIRST,
+            common | L_B | L_COUNT,
+            common | L_ADD | L_B_FIRST | L_COUNT,
+        ]
+    };
+
     /// # Safety
     /// As [`super::Level::run`].
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn run_level(l: &super::Level) {
-        // SAFETY: guaranteed by the caller.
+        macro_rules! by_terms {
+            ($s:expr) => {
+                match l.weights.len() {
+                    1 => level_loop::<1, { $s }>(l),
+                    2 => level_loop::<2, { $s }>(l),
+                    3 => level_loop::<3, { $s }>(l),
+                    4 => level_loop::<4, { $s }>(l),
+                    5 => level_loop::<5, { $s }>(l),
+                    6 => level_loop::<6, { $s }>(l),
+                    7 => level_loop::<7, { $s }>(l),
+                    _ => level_loop::<8, { $s }>(l),
+                }
+            };
+        }
+        // SAFETY: guaranteed by the caller; each loop's shape is the level's (or any).
         unsafe {
-            match l.weights.len() {
-                1 => level_loop::<1>(l),
-                2 => level_loop::<2>(l),
-                3 => level_loop::<3>(l),
-                4 => level_loop::<4>(l),
-                5 => level_loop::<5>(l),
-                6 => level_loop::<6>(l),
-                7 => level_loop::<7>(l),
-                _ => level_loop::<8>(l),
+            match level_shape(l) {
+                s if s == LEVEL_SHAPES[0] => by_terms!(LEVEL_SHAPES[0]),
+                s if s == LEVEL_SHAPES[1] => by_terms!(LEVEL_SHAPES[1]),
+                s if s == LEVEL_SHAPES[2] => by_terms!(LEVEL_SHAPES[2]),
+                s if s == LEVEL_SHAPES[3] => by_terms!(LEVEL_SHAPES[3]),
+                _ => by_terms!(L_ANY),
             }
         }
     }
 
-    /// [`run_level`] for `D` terms per unit (`detect` allows 1 to 8).
+    /// [`run_level`] for `D` terms per unit (`detect` allows 1 to 8) and the level's shape `S`
+    /// ([`level_shape`]) or [`L_ANY`], so that a loop of a known shape tests nothing per chunk.
     ///
     /// # Safety
-    /// As [`super::Level::run`].
-    #[inline]
+    /// As [`super::Level::run`]; `S` is `level_shape(l)` or `L_ANY`.
+    #[inline(never)]
     #[target_feature(enable = "avx2")]
-    unsafe fn level_loop<const D: usize>(l: &super::Level) {
+    unsafe fn level_loop<const D: usize, const S: u16>(l: &super::Level) {
+        // Whether the level has `bit`: known from `S`, or `runtime` for any shape.
+        let has = |bit: u16, runtime: bool| if S == L_ANY { runtime } else { S & bit != 0 };
         let p = l.population;
         let (g, dt, height) = (
             _mm256_set1_ps(p.g),
@@ -757,21 +969,35 @@ mod x86 {
         let relu = |x: __m256| _mm256_blendv_ps(zero, x, _mm256_cmp_ps::<_CMP_GT_OQ>(x, zero));
         let weights: [__m256; D] = std::array::from_fn(|t| _mm256_set1_ps(l.weights[t]));
         let (xb, x_stride) = l.x;
-        let (j_out, v_in, y_out, v1_out) = (l.j, p.v, p.y, p.v1);
-        let gather = l.gather;
-        let add = l.add;
+        let integrate_and_fire = has(L_IF, p.integrate_and_fire);
+        let j_out = l.j.filter(|_| has(L_J, true));
+        let y_out = p.y.filter(|_| has(L_Y, true));
+        let v1_out = p.v1.filter(|_| has(L_V1, true));
+        let gather = l.gather.filter(|_| has(L_GATHER, true));
+        let b_out = gather.and_then(|g| g.2).filter(|_| has(L_B, true));
+        let add = l
+            .add
+            .and_then(|(first, o)| Some((first, o?)))
+            .filter(|_| has(L_ADD, true));
+        let b_first = add.is_some_and(|a| has(L_B_FIRST, a.0));
         let n = l.n;
         if let Some(c) = &l.count {
             // Set again below if this step counts.
             c.exact.set(false);
         }
-        let count = l.count.as_ref().filter(|c| c.on.get());
-        let fan = count.and_then(|c| c.fan.as_deref());
+        let count = l.count.as_ref().filter(|c| has(L_COUNT, c.on.get()));
+        let fan = count.map(|c| c.fan.as_ptr());
         let mut last = count.map(|c| c.last.borrow_mut());
         if let Some(last) = last.as_mut() {
             last.clear();
         }
         let mut exact = true;
+        // Each `Option` below is `Some` exactly where `S` has its bit (or is tested per chunk
+        // for any shape).
+        let some = |o: Option<*mut f32>| -> *mut f32 {
+            // SAFETY: called only where the shape says the buffer is there.
+            unsafe { o.unwrap_unchecked() }
+        };
         // SAFETY (every access): `detect` checked that chunk `q`'s eight indices of every table
         // run from its start, within the operands (the verifier bounds every index), and the
         // frame laid out every buffer for the batch.
@@ -786,42 +1012,44 @@ mod x86 {
                         let xv = _mm256_loadu_ps(xs.add(st[t] as usize));
                         acc = _mm256_add_ps(acc, _mm256_mul_ps(weights[t], xv));
                     }
-                    if let Some(j) = j_out {
-                        _mm256_storeu_ps(j.add(k), acc);
+                    if has(L_J, j_out.is_some()) {
+                        _mm256_storeu_ps(some(j_out).add(k), acc);
                     }
                     let x = _mm256_mul_ps(g, acc);
-                    let drive = if p.integrate_and_fire { x } else { relu(x) };
-                    let v = _mm256_add_ps(_mm256_loadu_ps(v_in.add(k)), _mm256_mul_ps(drive, dt));
+                    let drive = if integrate_and_fire { x } else { relu(x) };
+                    let v = _mm256_add_ps(_mm256_loadu_ps(p.v.add(k)), _mm256_mul_ps(drive, dt));
                     let floor = _mm256_floor_ps(v);
-                    let spikes = if p.integrate_and_fire {
+                    let spikes = if integrate_and_fire {
                         relu(floor)
                     } else {
                         floor
                     };
-                    if count.is_some() {
-                        tally.add(spikes, fan.map(|f| f.as_ptr().add(8 * q)));
+                    if has(L_COUNT, fan.is_some()) {
+                        let fan = fan.unwrap_unchecked();
+                        tally = tally.add(spikes, fan.add(8 * q));
                     }
                     let u = _mm256_mul_ps(height, spikes);
-                    if let Some(y) = y_out {
-                        _mm256_storeu_ps(y.add(k), u);
+                    if has(L_Y, y_out.is_some()) {
+                        _mm256_storeu_ps(some(y_out).add(k), u);
                     }
-                    if let Some(v1) = v1_out {
-                        _mm256_storeu_ps(v1.add(k), _mm256_sub_ps(v, spikes));
+                    if has(L_V1, v1_out.is_some()) {
+                        _mm256_storeu_ps(some(v1_out).add(k), _mm256_sub_ps(v, spikes));
                     }
-                    let Some((gx, stride, b_out)) = gather else {
+                    if !has(L_GATHER, gather.is_some()) {
                         continue;
-                    };
-                    let b = _mm256_loadu_ps(gx.add(s * stride + st[D] as usize));
-                    if let Some(bo) = b_out {
-                        _mm256_storeu_ps(bo.add(k), b);
                     }
-                    if let Some((b_first, Some(o))) = add {
+                    let (gx, stride, _) = gather.unwrap_unchecked();
+                    let b = _mm256_loadu_ps(gx.add(s * stride + st[D] as usize));
+                    if has(L_B, b_out.is_some()) {
+                        _mm256_storeu_ps(some(b_out).add(k), b);
+                    }
+                    if has(L_ADD, add.is_some()) {
                         let sum = if b_first {
                             _mm256_add_ps(b, u)
                         } else {
                             _mm256_add_ps(u, b)
                         };
-                        _mm256_storeu_ps(o.add(k), sum);
+                        _mm256_storeu_ps(add.unwrap_unchecked().1.add(k), sum);
                     }
                 }
                 if let Some(last) = last.as_mut() {
@@ -834,6 +1062,16 @@ mod x86 {
         if let Some(c) = count {
             c.exact.set(exact);
         }
+    }
+
+    /// One chunk of a chain, for [`tail`].
+    ///
+    /// # Safety
+    /// As [`chunk`] with `k` and `c` 0.
+    #[target_feature(enable = "avx2")]
+    unsafe fn tail_chunk<const S: u8>(r: Regs) {
+        // SAFETY: guaranteed by the caller.
+        let _ = unsafe { chunk::<S>(r, 0, 0) };
     }
 
     /// Eight-lane copies of elements `[k, total)` of the buffers a chain's tail touches, one
@@ -924,8 +1162,11 @@ mod x86 {
             }
         };
         // SAFETY: every buffer of `local` is an eight-lane copy; a width-1 constant is read
-        // once.
-        let _ = unsafe { chunk(regs(&local), 0, 0) };
+        // once; the shape is the chain's.
+        unsafe {
+            let r = regs(&local);
+            by_shape!(shape(&r), tail_chunk(r));
+        }
         let stored = [
             ch.lowpass.and_then(|lp| lp.out),
             ch.affine.and_then(|af| af.out),
