@@ -34,9 +34,10 @@ pub struct RunArgs {
     /// Timesteps to simulate (default: the time axis of step-by-step inputs, else 1).
     #[arg(long)]
     steps: Option<usize>,
-    /// Samples simulated together.
-    #[arg(long, default_value_t = 32)]
-    batch: usize,
+    /// Samples simulated together [default: as many as keep every thread's arenas within a
+    /// quarter of the last-level cache, 1 to 32; printed with the results]
+    #[arg(long)]
+    batch: Option<usize>,
     /// Worker threads, each simulating a contiguous range of the samples with its own
     /// simulator (0: one per core). Results do not depend on it.
     #[arg(long, default_value_t = 0)]
@@ -122,7 +123,7 @@ pub fn sample_range(spec: &str, n: usize) -> Result<std::ops::Range<usize>> {
 
 pub fn run(args: RunArgs) -> Result<u8> {
     let module = crate::convert::load_verified(&args.model, &args.convert)?;
-    if args.batch == 0 {
+    if args.batch == Some(0) {
         bail!("--batch must be at least 1");
     }
     let npz = args
@@ -193,7 +194,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     };
     let mut spec = RunSpec {
         steps: args.steps,
-        batch: args.batch,
+        batch: args.batch.unwrap_or(0),
         backend,
         seed: args.seed,
         all_steps: args.all_steps,

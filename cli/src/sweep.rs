@@ -58,9 +58,10 @@ pub struct SweepArgs {
     /// Use only samples START:END.
     #[arg(long, value_name = "START:END")]
     samples: Option<String>,
-    /// Samples simulated together.
-    #[arg(long, default_value_t = 32)]
-    batch: usize,
+    /// Samples simulated together [default: as many as keep every thread's arenas within a
+    /// quarter of the last-level cache, 1 to 32; printed with the results]
+    #[arg(long)]
+    batch: Option<usize>,
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -84,7 +85,7 @@ pub fn sweep(args: SweepArgs) -> Result<u8> {
     if args.steps == 0 {
         bail!("--steps must be at least 1");
     }
-    if args.batch == 0 {
+    if args.batch == Some(0) {
         bail!("--batch must be at least 1");
     }
     let mut at = if args.at.is_empty() {
@@ -208,7 +209,7 @@ pub fn sweep(args: SweepArgs) -> Result<u8> {
                readout: crate::run::ReadoutArg| {
         let spec = RunSpec {
             steps: Some(steps),
-            batch: args.batch,
+            batch: args.batch.unwrap_or(0),
             backend: Backend::Jit,
             accuracy_at: at.to_vec(),
             synops: true,
