@@ -59,7 +59,7 @@ pub struct SweepArgs {
     #[arg(long, value_name = "START:END")]
     samples: Option<String>,
     /// Samples simulated together [default: as many as keep every thread's arenas within a
-    /// quarter of the last-level cache, 1 to 32; printed with the results]
+    /// quarter of the last-level cache, 1 to 32, as `snnc run` chooses it]
     #[arg(long)]
     batch: Option<usize>,
     /// Worker threads (0: one per core).

@@ -555,8 +555,10 @@ pub fn run(
 ///
 /// A spiking step streams every state, current and spike train of every sample, so once a
 /// minibatch's arenas outgrow the cache it runs at memory speed: on a 2-core machine with a
-/// 32 MiB L3 the MNIST example (250 KB per sample) was fastest at 16 per thread and 1.7× slower
-/// at 64; the Fashion VGG (1 MB per sample) at 1-4 and 1.5× slower at 32.
+/// 32 MiB L3 the MNIST example (an arena of 340 KB per sample) was fastest at 16 per thread and
+/// 1.7× slower at 64; the Fashion VGG (1.6 MB per sample) at 1-4 and 1.5× slower at 32. Where
+/// the system reports no L3 (some virtual machines), the last level it reports (L2) gives small
+/// minibatches: slower than they need be, never wrong.
 pub fn cache_fitting_batch(module: &Verified, threads: usize) -> usize {
     let arena = snnc_ir::plan::MemoryPlan::new(module)
         .size
@@ -569,41 +571,42 @@ pub fn cache_fitting_batch(module: &Verified, threads: usize) -> usize {
 /// The cache size [`cache_fitting_batch`] assumes where the system does not say.
 const DEFAULT_LAST_LEVEL_CACHE: usize = 32 << 20;
 
-/// The size in bytes of the first CPU's last-level cache, from Linux's `sysfs`.
+/// The size in bytes of the first CPU's last-level data or unified cache, from Linux's `sysfs`.
 fn last_level_cache() -> Option<usize> {
     let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
     let mut best: Option<(u32, usize)> = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let read = |name: &str| std::fs::read_to_string(entry.path().join(name)).ok();
-        let (Some(level), Some(size)) = (read("level"), read("size")) else {
-            continue;
-        };
         if read("type").is_some_and(|t| t.trim() == "Instruction") {
             continue;
         }
-        let Ok(level) = level.trim().parse::<u32>() else {
+        let level = read("level").and_then(|l| l.trim().parse::<u32>().ok());
+        let (Some(level), Some(bytes)) = (level, read("size").and_then(|s| cache_size(&s))) else {
             continue;
-        };
-        let size = size.trim();
-        let (digits, unit) = size.split_at(
-            size.find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(size.len()),
-        );
-        let Ok(n) = digits.parse::<usize>() else {
-            continue;
-        };
-        let bytes = match unit {
-            "" => n,
-            "K" => n << 10,
-            "M" => n << 20,
-            "G" => n << 30,
-            _ => continue,
         };
         if best.is_none_or(|(l, _)| level > l) {
             best = Some((level, bytes));
         }
     }
-    best.map(|(_, b)| b).filter(|&b| b > 0)
+    best.map(|(_, b)| b)
+}
+
+/// A cache size as `sysfs` writes it (`32768K`, `1024K`, `12M`, plain bytes), in bytes; `None`
+/// for anything else, zero, or a size that does not fit a `usize`.
+fn cache_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (n, unit) = (text[..digits].parse::<usize>().ok()?, &text[digits..]);
+    let scale: usize = match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale).filter(|&b| b > 0)
 }
 
 /// Fewest samples [`run`] gives a worker thread.
@@ -1033,8 +1036,9 @@ pub fn run_with(
 }
 
 /// Run a module for `steps` steps on `data` (`(n, *input_shape)`, held, one input) in minibatches
-/// that fit the cache ([`cache_fitting_batch`]) on the JIT: each value output flat, sample after sample, read as the mean of its
-/// values since the first step (for one step, its value), and the spikes per sample over the run.
+/// that fit the cache ([`cache_fitting_batch`]) on the JIT: each value output flat, sample after
+/// sample, read as the mean of its values since the first step (for one step, its value), and the
+/// spikes per sample over the run.
 /// The simulator calibration needs (`snnc_compiler::calibrate::Simulate`).
 pub fn run_calibration(
     module: &snnc_ir::Module,
@@ -1075,6 +1079,27 @@ mod tests {
 
     fn go(m: &Verified, x: &[ArrayViewD<f32>], spec: &RunSpec) -> RunResult {
         run(m, x, None, spec, &mut |_| ControlFlow::Continue(())).unwrap()
+    }
+
+    /// Cache sizes as Linux writes them; anything else is no size.
+    #[test]
+    fn cache_sizes_read_as_sysfs_writes_them() {
+        for (text, want) in [
+            ("32768K\n", Some(32 << 20)),
+            ("1024K", Some(1 << 20)),
+            ("48K", Some(48 << 10)),
+            ("12M", Some(12 << 20)),
+            ("512", Some(512)),
+            ("0K", None),
+            ("", None),
+            ("abc", None),
+            ("12 MB", None),
+            ("-4K", None),
+            ("99999999999999999999G", None),
+            ("18446744073709551615G", None),
+        ] {
+            assert_eq!(cache_size(text), want, "{text:?}");
+        }
     }
 
     /// The cache-fitting minibatch: 1 to 32, smaller for a larger arena or more threads, and

@@ -553,8 +553,10 @@ mod x86 {
             | bit(r.v1.is_some(), STORE_V1)
     }
 
-    /// `f::<S>` for the shape bits `s`: a loop per shape, so that none tests the chain's shape
-    /// per chunk (and a counting loop keeps its sums in registers).
+    /// `f::<S>` for the shape bits `s`: a loop per shape, so that none tests the shape bits per
+    /// chunk (and a counting loop keeps its sums in registers). Whether a synapse's or an
+    /// affine's result is stored, and what the affine reads, are still tested per chunk: they
+    /// are the same on every chunk, so those branches are always predicted.
     macro_rules! by_shape {
         ($s:expr, $f:ident($($arg:expr),*)) => {
             match $s {
