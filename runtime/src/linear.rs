@@ -1,10 +1,12 @@
-//! Dense and convolution over a whole minibatch as single-precision GEMM (`matrixmultiply`).
+//! The JIT's dense and convolution kernels over a whole minibatch: a row kernel (im2col first for
+//! a convolution) and, for a sparse sample, the event-driven convolution ([`Scatter`]).
 //!
-//! Both backends call these kernels, so a spiking network sees bit-identical input currents in the
-//! interpreter and in JIT code and the two emit the same spikes. `matrixmultiply` accumulates every
-//! output element over the shared dimension in one fixed order whatever the number of rows, so a
-//! sample's result does not depend on the batch it runs in (tested below). The direct loops in
-//! [`crate::kernels`] stay as the independent reference the tests compare against.
+//! Every path accumulates each output element over the shared dimension in the reference order
+//! (SPEC.md §4.1) with the same fused multiply-adds, skipping only zero terms, so its results are
+//! bit for bit those of the interpreter's plain loops in [`crate::kernels`], the independent
+//! reference, and the two backends emit the same spikes. The order does not depend on the number
+//! of rows or on the path a sample takes, so a sample's result does not depend on the batch it
+//! runs in (tested below).
 
 use crate::window::Window3;
 use snnc_ir::{ConvAttrs, Op};
