@@ -178,7 +178,16 @@ def snnc_accuracy(snnc, model, images_path, labels_path, scale, synapse, steps, 
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     m = re.search(r"^accuracy: ([0-9.]+)", out, re.M)
-    return float(m.group(1)) if m else None
+    # "(X µs per sample-step on T threads, batch B)" or, on one thread, "(X µs/step for a batch
+    # of B)", which is per minibatch step.
+    timing = None
+    t = re.search(r"^time: \S+ s\s+\(([0-9.]+) µs per sample-step on \d+ threads, batch (\d+)\)", out, re.M)
+    if t:
+        timing = (float(t.group(1)), int(t.group(2)))
+    t = re.search(r"^time: \S+ s\s+\(([0-9.]+) µs/step for a batch of (\d+)\)", out, re.M)
+    if t:
+        timing = (float(t.group(1)) / int(t.group(2)), int(t.group(2)))
+    return (float(m.group(1)) if m else None), timing
 
 
 def main():
@@ -229,9 +238,9 @@ def main():
             f"{t_ndl / t_snnc:>11.0f}×"
         )
     print(f"NengoDL's first layer: {rows[0][3]:.0f} spikes per image and step")
-    for batch, _, _, _, acc, n in rows:
+    for batch, t_ndl, _, _, acc, n in rows:
         if acc is not None:
-            ours = snnc_accuracy(
+            ours, timing = snnc_accuracy(
                 a.snnc, a.model, a.images, a.labels, a.scale, a.synapse, a.steps, n
             )
             theirs = f"{acc:.1%}"
@@ -239,6 +248,15 @@ def main():
                 f"accuracy at step {a.steps} on {n} images: NengoDL {theirs} (average pooling), "
                 f"snnc {'?' if ours is None else f'{ours:.1%}'} (max pooling)"
             )
+            if timing:
+                # `snnc run` over the same images as a data set: its own minibatch (one that fits
+                # the cache), spike counting and readouts included, JIT compilation not.
+                us, own = timing
+                print(
+                    f"snnc run on those {n} images (its own minibatch {own}, all cores, spikes "
+                    f"counted): {us:.2f} µs per sample-step, {t_ndl / batch * 1e6 / us:.0f}× "
+                    f"NengoDL's batch-{batch} figure"
+                )
 
 
 if __name__ == "__main__":
