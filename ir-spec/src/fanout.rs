@@ -289,8 +289,14 @@ impl FanOut {
         // no finite fan-out; the passes stop after one per state plus two.)
         let mut states = base_s.clone();
         let mut values = base_v.clone();
+        // Each pass's buffers are reset from the base ones rather than cloned anew: the values
+        // hold every element of the step, and fresh allocations each pass cost page faults.
+        let mut new_v = base_v.clone();
+        let mut new_s = base_s.clone();
         for _ in 0..m.states.len() + 2 {
-            let mut new_v = base_v.clone();
+            for (n, b) in new_v.iter_mut().zip(&base_v) {
+                n.copy_from_slice(b);
+            }
             for nx in &m.nexts {
                 if let Some(Node::Value(v)) = node(nx.value)
                     && let (Some(t), Some(f)) = (new_v.get_mut(v), states.get(nx.state.index()))
@@ -305,17 +311,19 @@ impl FanOut {
                     new_v[v] = target;
                 }
             }
-            let mut new_s = base_s.clone();
+            for (n, b) in new_s.iter_mut().zip(&base_s) {
+                n.copy_from_slice(b);
+            }
             for &(i, k) in &passes {
                 if let Some(Node::State(st)) = node(m.insts[i].args[k]) {
                     pass_back(m, i, k, &new_v, &mut new_s[st]);
                 }
             }
-            values = new_v;
+            std::mem::swap(&mut values, &mut new_v);
             if new_s == states {
                 break;
             }
-            states = new_s;
+            std::mem::swap(&mut states, &mut new_s);
         }
         FanOut { values, states }
     }
