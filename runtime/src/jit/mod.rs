@@ -92,6 +92,9 @@ pub struct JitEngine {
     pub fused: usize,
     /// `fixed_relu` populations scheduled by next spike step while the inputs are held.
     pub scheduled: usize,
+    /// Per module output: the job whose loop can count its spikes, if one can (looked up every
+    /// step by [`Engine::tally`]).
+    counted_by: Vec<Option<usize>>,
     profile: Option<Box<Profile>>,
     disassembly: Option<String>,
 }
@@ -294,6 +297,12 @@ impl JitEngine {
         // SAFETY: the function was declared with exactly this signature.
         let step_fn = unsafe { std::mem::transmute::<*const u8, unsafe extern "C" fn(u64)>(ptr) };
         let scheduled = jobs.iter().filter(|j| j.schedules()).count();
+        let mut counted_by = vec![None; m.outputs.len()];
+        for (i, job) in jobs.iter().enumerate() {
+            if let Some(slot) = job.count().and_then(|c| counted_by.get_mut(c.output)) {
+                slot.get_or_insert(i);
+            }
+        }
         Ok(JitEngine {
             frame,
             _code: code,
@@ -304,6 +313,7 @@ impl JitEngine {
             emitted,
             fused,
             scheduled,
+            counted_by,
             profile,
             disassembly,
         })
@@ -345,10 +355,11 @@ impl Engine for JitEngine {
     }
 
     fn tally(&self, k: usize, synops: bool, out: &mut dyn FnMut(usize, f64, Option<f64>)) -> bool {
-        self._jobs
-            .iter()
-            .filter_map(|j| j.count())
-            .find(|c| c.output == k)
+        self.counted_by
+            .get(k)
+            .copied()
+            .flatten()
+            .and_then(|i| self._jobs[i].count())
             .is_some_and(|c| c.tally(synops, out))
     }
 

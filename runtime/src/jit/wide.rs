@@ -674,7 +674,6 @@ mod x86 {
                 };
                 store(out, prev);
             }
-            let zero = _mm256_setzero_ps();
             let j = if S & J_CHAIN != 0 {
                 prev
             } else {
@@ -683,18 +682,7 @@ mod x86 {
                 };
                 load(p)
             };
-            let x = _mm256_mul_ps(r.g, j);
-            // `max(x, 0)` as the generated code selects it: `x > 0 ? x : +0`.
-            let relu = |x: __m256| _mm256_blendv_ps(zero, x, _mm256_cmp_ps::<_CMP_GT_OQ>(x, zero));
-            let integrate_and_fire = S & IF != 0;
-            let drive = if integrate_and_fire { x } else { relu(x) };
-            let v = _mm256_add_ps(load(r.v), _mm256_mul_ps(drive, r.dt));
-            let floor = _mm256_floor_ps(v);
-            let spikes = if integrate_and_fire {
-                relu(floor)
-            } else {
-                floor
-            };
+            let (spikes, v) = update(j, load(r.v), (r.g, r.dt), S & IF != 0);
             if S & STORE_Y != 0 {
                 let Some(y) = r.y else {
                     std::hint::unreachable_unchecked()
@@ -708,6 +696,38 @@ mod x86 {
                 _mm256_storeu_ps(v1.add(k), _mm256_sub_ps(v, spikes));
             }
             spikes
+        }
+    }
+
+    /// Eight units' step, as the generated loops do it: from current `j` and voltage `v`, the
+    /// spike counts and the voltage before they are taken off (`v − spikes` is the new voltage).
+    /// `if_neuron` integrates the signed drive and floors its counts at zero; `spiking_relu`
+    /// rectifies the drive.
+    ///
+    /// # Safety
+    /// AVX2 (inlined into an AVX2 function).
+    #[inline(always)]
+    unsafe fn update(
+        j: __m256,
+        v: __m256,
+        (g, dt): (__m256, __m256),
+        integrate_and_fire: bool,
+    ) -> (__m256, __m256) {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            let zero = _mm256_setzero_ps();
+            // `max(x, 0)` as the generated code selects it: `x > 0 ? x : +0`.
+            let relu = |x: __m256| _mm256_blendv_ps(zero, x, _mm256_cmp_ps::<_CMP_GT_OQ>(x, zero));
+            let x = _mm256_mul_ps(g, j);
+            let drive = if integrate_and_fire { x } else { relu(x) };
+            let v = _mm256_add_ps(v, _mm256_mul_ps(drive, dt));
+            let floor = _mm256_floor_ps(v);
+            let spikes = if integrate_and_fire {
+                relu(floor)
+            } else {
+                floor
+            };
+            (spikes, v)
         }
     }
 
@@ -968,7 +988,6 @@ mod x86 {
             _mm256_set1_ps(p.height),
         );
         let zero = _mm256_setzero_ps();
-        let relu = |x: __m256| _mm256_blendv_ps(zero, x, _mm256_cmp_ps::<_CMP_GT_OQ>(x, zero));
         let weights: [__m256; D] = std::array::from_fn(|t| _mm256_set1_ps(l.weights[t]));
         let (xb, x_stride) = l.x;
         let integrate_and_fire = has(L_IF, p.integrate_and_fire);
@@ -1017,15 +1036,8 @@ mod x86 {
                     if has(L_J, j_out.is_some()) {
                         _mm256_storeu_ps(some(j_out).add(k), acc);
                     }
-                    let x = _mm256_mul_ps(g, acc);
-                    let drive = if integrate_and_fire { x } else { relu(x) };
-                    let v = _mm256_add_ps(_mm256_loadu_ps(p.v.add(k)), _mm256_mul_ps(drive, dt));
-                    let floor = _mm256_floor_ps(v);
-                    let spikes = if integrate_and_fire {
-                        relu(floor)
-                    } else {
-                        floor
-                    };
+                    let v_in = _mm256_loadu_ps(p.v.add(k));
+                    let (spikes, v) = update(acc, v_in, (g, dt), integrate_and_fire);
                     if has(L_COUNT, fan.is_some()) {
                         let fan = fan.unwrap_unchecked();
                         tally = tally.add(spikes, fan.add(8 * q));
