@@ -33,11 +33,16 @@ pub struct BenchArgs {
     /// Backends to measure.
     #[arg(long, value_enum, default_value = "both")]
     backend: BenchBackend,
-    /// Worker threads: the batch is split into this many parts, each stepped by its own
-    /// simulator on its own thread, and a step is timed until every part has made it (0: one
-    /// per core).
+    /// Worker threads: the batch's groups (see --group) are shared out among them, each group
+    /// run through all its steps by one thread (0: one per core).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Samples per group: the JIT simulates the batch in groups, each with its own code and
+    /// arena, and a run takes each group through all its steps in turn, so that a group's
+    /// buffers stay in the cache (0: as many samples as fit a share of the last-level cache, at
+    /// least one group per thread; the batch size: one group, every sample stepped in turn).
+    #[arg(long, default_value_t = 0)]
+    group: usize,
     /// Give every step different input values. By default inputs are held (as for images), so
     /// the work that depends only on them runs once per run rather than every step.
     #[arg(long)]
@@ -232,7 +237,9 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
                 sim.count_in_step(false);
                 sim.reset(0);
                 let t0 = Instant::now();
-                sim.run(args.steps, &views, Record::LastStep)?;
+                // Step by step, as the counted run below must (a plain `run` would take each
+                // group through all its steps in turn, which is not what counting is added to).
+                sim.run_observed(args.steps, &views, Record::LastStep, &mut |_, _| {})?;
                 plain.push(per_step(t0));
                 sim.count_in_step(true);
                 sim.reset(0);
@@ -263,58 +270,18 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         );
     }
     let mut medians = Vec::new();
-    let threads = match args.threads {
-        0 => std::thread::available_parallelism().map_or(1, |t| t.get()),
-        t => t,
-    }
-    .min(args.batch);
-    // The batch's parts, one per thread: sample ranges and their input views.
-    let per = args.batch.div_ceil(threads);
-    let parts: Vec<(usize, usize)> = (0..threads)
-        .map(|k| (k * per, ((k + 1) * per).min(args.batch)))
-        .filter(|(lo, hi)| lo < hi)
-        .collect();
-    if parts.len() > 1 {
-        println!(
-            "threads: {} (parts of {} samples, each with its own simulator)",
-            parts.len(),
-            per
-        );
-    }
-    // Every contender (each backend, on the model and on `--against`'s), built first and then
-    // timed run by run in turn, so that a change in the machine's load reaches all of them alike.
-    let part_views: Vec<Vec<ndarray::ArrayViewD<f32>>> = parts
-        .iter()
-        .map(|&(lo, hi)| {
-            views
-                .iter()
-                .map(|v| v.slice_axis(ndarray::Axis(0), ndarray::Slice::from(lo..hi)))
-                .collect()
-        })
-        .collect();
-    let run_all = |sims: &mut [Simulator]| -> Result<()> {
-        if let [sim] = sims {
-            sim.run(args.steps, &part_views[0], Record::LastStep)?;
-            return Ok(());
-        }
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = sims
-                .iter_mut()
-                .zip(&part_views)
-                .map(|(sim, v)| {
-                    scope.spawn(move || sim.run(args.steps, v, Record::LastStep).map(|_| ()))
-                })
-                .collect();
-            handles.into_iter().try_for_each(|h| {
-                h.join()
-                    .map_err(|_| anyhow::anyhow!("a bench thread panicked"))?
-                    .map_err(Into::into)
-            })
-        })
+    let sim_options = |jit| snnc_runtime::SimOptions {
+        jit,
+        group: args.group,
+        threads: args.threads,
+    };
+    let run_all = |sim: &mut Simulator| -> Result<()> {
+        sim.run(args.steps, &views, Record::LastStep)?;
+        Ok(())
     };
     struct Contender {
         name: String,
-        sims: Vec<Simulator>,
+        sim: Simulator,
         compile: std::time::Duration,
         per_step: Vec<f64>,
     }
@@ -322,36 +289,46 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
     for (model, label) in std::iter::once((&m, "")).chain(other.iter().map(|o| (o, "B "))) {
         for &(name, backend, narrow) in &backends {
             let t0 = Instant::now();
-            let sims: Vec<Simulator> = parts
-                .iter()
-                .map(|(lo, hi)| {
-                    if narrow {
-                        let options = snnc_runtime::jit::JitOptions {
-                            narrow,
-                            ..Default::default()
-                        };
-                        Simulator::with_jit_options(model, hi - lo, options)
-                    } else {
-                        Simulator::new(model, backend, hi - lo)
-                    }
-                })
-                .collect::<Result<_, _>>()?;
+            let jit = snnc_runtime::jit::JitOptions {
+                narrow,
+                ..Default::default()
+            };
+            let sim = Simulator::with_options(model, backend, args.batch, sim_options(jit))?;
             contenders.push(Contender {
                 name: format!("{label}{name}"),
-                sims,
+                sim,
                 compile: t0.elapsed(),
                 per_step: Vec::with_capacity(args.runs),
             });
         }
     }
+    for c in &contenders {
+        let groups = c.sim.groups();
+        if groups.len() > 1 || c.sim.threads() > 1 {
+            println!(
+                "{:>6}: {} group{} of {} samples, each run through all {} steps in turn, on {} thread{}",
+                c.name,
+                groups.len(),
+                if groups.len() == 1 { "" } else { "s" },
+                groups
+                    .iter()
+                    .map(|g| g.to_string())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                args.steps,
+                c.sim.threads(),
+                if c.sim.threads() == 1 { "" } else { "s" },
+            );
+        }
+    }
     for c in &mut contenders {
-        run_all(&mut c.sims)?;
+        run_all(&mut c.sim)?;
     }
     for _ in 0..args.runs {
         for c in &mut contenders {
-            c.sims.iter_mut().for_each(|s| s.reset(0));
+            c.sim.reset(0);
             let t = Instant::now();
-            run_all(&mut c.sims)?;
+            run_all(&mut c.sim)?;
             c.per_step
                 .push(t.elapsed().as_secs_f64() * 1e6 / args.steps as f64);
         }

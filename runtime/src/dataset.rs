@@ -560,12 +560,18 @@ pub fn run(
 /// the system reports no L3 (some virtual machines), the last level it reports (L2) gives small
 /// minibatches: slower than they need be, never wrong.
 pub fn cache_fitting_batch(module: &Verified, threads: usize) -> usize {
+    samples_fitting_cache(module, threads).min(32)
+}
+
+/// How many samples' arenas, on each of `threads` threads, fit a quarter of the last-level
+/// cache (at least 1): [`cache_fitting_batch`] without its upper bound.
+pub fn samples_fitting_cache(module: &Verified, threads: usize) -> usize {
     let arena = snnc_ir::plan::MemoryPlan::new(module)
         .size
         .saturating_mul(4)
         .max(1);
     let budget = last_level_cache().unwrap_or(DEFAULT_LAST_LEVEL_CACHE) / 4;
-    (budget / arena.saturating_mul(threads.max(1))).clamp(1, 32)
+    (budget / arena.saturating_mul(threads.max(1))).max(1)
 }
 
 /// The cache size [`cache_fitting_batch`] assumes where the system does not say.

@@ -42,28 +42,56 @@ pub enum Record {
     AllSteps,
 }
 
-/// Runs a verified module on a minibatch, step by step.
-pub struct Simulator {
+/// How a [`Simulator`] is built (see [`Simulator::with_options`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimOptions {
+    /// Options for the JIT's code (ignored by the interpreter).
+    pub jit: jit::JitOptions,
+    /// Samples per group (see [`Simulator`]): 0 (the default) lets the JIT choose as many as
+    /// keep the groups' arenas in the cache ([`dataset::samples_fitting_cache`]) and keeps the
+    /// interpreter's batch whole.
+    pub group: usize,
+    /// Worker threads for [`Simulator::run`] (1, the default: the calling thread; 0: one per
+    /// core). The batch has at least this many groups, and the threads take them in turn.
+    pub threads: usize,
+}
+
+/// At most this many groups (or one per thread, if more) when the group size is chosen
+/// automatically: each group compiles its own code.
+const MAX_AUTO_GROUPS: usize = 8;
+
+/// Samples `start .. start + len` of the batch, simulated by their own engine.
+struct Group {
     engine: Box<dyn Engine>,
+    start: usize,
+    len: usize,
+}
+
+/// Runs a verified module on a minibatch, step by step.
+///
+/// The batch is simulated in groups of samples, each with its own engine (its own arena and, on
+/// the JIT, its own code): a spiking step reads and writes every state, current and spike train
+/// of every sample, so a batch whose buffers outgrow the cache runs at memory speed, while a
+/// group that fits stays in it. [`Simulator::step`] advances every group by one step;
+/// [`Simulator::run`] takes each group through all its steps before the next (on several
+/// threads with [`SimOptions::threads`]). No sample's result depends on its group: the
+/// outputs are the same for any grouping and thread count.
+pub struct Simulator {
+    groups: Vec<Group>,
     batch: usize,
     steps_done: u64,
+    threads: usize,
+    /// Per input: elements per sample.
+    input_sizes: Vec<usize>,
+    /// Per output: the whole batch's values, joined from the groups on the first read after a
+    /// step (unused with one group, whose buffers are read in place).
+    joined: Vec<std::cell::OnceCell<Vec<f32>>>,
 }
 
 impl Simulator {
     /// A simulator of `module` on `backend` for minibatches of `batch` samples, reset with seed 0.
     pub fn new(module: &Verified, backend: Backend, batch: usize) -> Result<Self, SimError> {
-        if batch == 0 {
-            return Err(SimError::ZeroBatch);
-        }
-        let engine: Box<dyn Engine> = match backend {
-            Backend::Interp => Box::new(interp::Interpreter::new(module, batch)?),
-            Backend::Jit => Box::new(jit::JitEngine::new(module, batch)?),
-        };
-        Ok(Simulator {
-            engine,
-            batch,
-            steps_done: 0,
-        })
+        Self::with_options(module, backend, batch, SimOptions::default())
     }
 
     /// A simulator on the JIT built with `options` (see [`jit::JitOptions`]), for minibatches
@@ -73,24 +101,86 @@ impl Simulator {
         batch: usize,
         options: jit::JitOptions,
     ) -> Result<Self, SimError> {
+        let options = SimOptions {
+            jit: options,
+            ..SimOptions::default()
+        };
+        Self::with_options(module, Backend::Jit, batch, options)
+    }
+
+    /// A simulator of `module` on `backend` for minibatches of `batch` samples, grouped and
+    /// threaded as `options` says, reset with seed 0.
+    pub fn with_options(
+        module: &Verified,
+        backend: Backend,
+        batch: usize,
+        options: SimOptions,
+    ) -> Result<Self, SimError> {
         if batch == 0 {
             return Err(SimError::ZeroBatch);
         }
+        let threads = match options.threads {
+            0 => std::thread::available_parallelism().map_or(1, |t| t.get()),
+            t => t,
+        }
+        .min(batch);
+        let groups = match (options.group, backend) {
+            (0, Backend::Interp) => threads,
+            (0, Backend::Jit) => {
+                let fit = dataset::samples_fitting_cache(module, threads);
+                batch
+                    .div_ceil(fit)
+                    .min(MAX_AUTO_GROUPS)
+                    .max(threads)
+                    .min(batch)
+            }
+            (g, _) => batch.div_ceil(g).max(threads).min(batch),
+        };
+        // Groups as even as can be: the first `batch % groups` one sample larger.
+        let mut start = 0;
+        let mut built = Vec::with_capacity(groups);
+        for k in 0..groups {
+            let len = batch / groups + usize::from(k < batch % groups);
+            let engine: Box<dyn Engine> = match backend {
+                Backend::Interp => Box::new(interp::Interpreter::new(module, len)?),
+                Backend::Jit => Box::new(jit::JitEngine::with_options(module, len, options.jit)?),
+            };
+            built.push(Group { engine, start, len });
+            start += len;
+        }
+        let m: &Module = module;
         Ok(Simulator {
-            engine: Box::new(jit::JitEngine::with_options(module, batch, options)?),
+            groups: built,
             batch,
             steps_done: 0,
+            threads,
+            input_sizes: m
+                .inputs
+                .iter()
+                .map(|&v| m.value(v).ty.num_elements())
+                .collect(),
+            joined: (0..m.outputs.len()).map(|_| Default::default()).collect(),
         })
     }
 
     /// The module being simulated.
     pub fn module(&self) -> &Module {
-        self.engine.module()
+        self.groups[0].engine.module()
     }
 
     /// Minibatch size.
     pub fn batch(&self) -> usize {
         self.batch
+    }
+
+    /// The sizes of the groups the batch is simulated in (see [`Simulator`]).
+    pub fn groups(&self) -> Vec<usize> {
+        self.groups.iter().map(|g| g.len).collect()
+    }
+
+    /// Worker threads [`Simulator::run`] uses.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// Steps run since the last reset.
@@ -100,7 +190,8 @@ impl Simulator {
 
     /// Restore every state to its initial value; `seed` re-keys `uniform` initial states.
     pub fn reset(&mut self, seed: u64) {
-        self.engine.reset(seed);
+        self.groups.iter_mut().for_each(|g| g.engine.reset(seed));
+        self.joined.iter_mut().for_each(|j| drop(j.take()));
         self.steps_done = 0;
     }
 
@@ -124,6 +215,21 @@ impl Simulator {
         })
     }
 
+    /// Step every group once on flat, batch-major inputs of the whole batch (checked).
+    fn step_groups(&mut self, inputs: &[&[f32]]) {
+        let sizes = &self.input_sizes;
+        for g in &mut self.groups {
+            let part: Vec<&[f32]> = inputs
+                .iter()
+                .zip(sizes)
+                .map(|(a, &n)| &a[g.start * n..(g.start + g.len) * n])
+                .collect();
+            g.engine.step(&part);
+        }
+        self.joined.iter_mut().for_each(|j| drop(j.take()));
+        self.steps_done += 1;
+    }
+
     /// Run one step; `inputs[k]` is input `k` as `(batch, *shape)`. Returns nothing: read the
     /// outputs with [`Simulator::output`].
     pub fn step(&mut self, inputs: &[ArrayViewD<f32>]) -> Result<(), SimError> {
@@ -143,8 +249,7 @@ impl Simulator {
             .iter()
             .map(|a| a.as_slice().expect("standard layout"))
             .collect();
-        self.engine.step(&slices);
-        self.steps_done += 1;
+        self.step_groups(&slices);
         Ok(())
     }
 
@@ -173,30 +278,137 @@ impl Simulator {
                 });
             }
         }
-        self.engine.step(inputs);
-        self.steps_done += 1;
+        self.step_groups(inputs);
         Ok(())
     }
 
-    /// Output `k` after the last step, as `(batch, *shape)`.
-    pub fn output(&self, k: usize) -> ArrayD<f32> {
+    /// The shape of output `k` for the whole batch.
+    fn output_shape(&self, k: usize) -> Vec<usize> {
         let m = self.module();
         let ty = m.operand_type(m.outputs[k].value).expect("verified");
         let mut shape = vec![self.batch];
         shape.extend_from_slice(&ty.shape);
-        ArrayD::from_shape_vec(IxDyn(&shape), self.engine.output(k).to_vec())
+        shape
+    }
+
+    /// Output `k` after the last step, as `(batch, *shape)`.
+    pub fn output(&self, k: usize) -> ArrayD<f32> {
+        ArrayD::from_shape_vec(IxDyn(&self.output_shape(k)), self.output_slice(k).to_vec())
             .expect("engine output size")
     }
 
     /// Run `steps` steps. Each input is `(batch, *shape)` (held for every step) or
     /// `(batch, steps, *shape)` (one slice per step). Returns one array per output.
+    ///
+    /// Each group runs all `steps` before the next starts (the groups' samples do not interact),
+    /// so a group's buffers stay in the cache for the whole run; with several threads
+    /// ([`SimOptions::threads`]) the threads take the groups in turn. The outputs are those of
+    /// stepping the whole batch `steps` times.
     pub fn run(
         &mut self,
         steps: usize,
         inputs: &[ArrayViewD<f32>],
         record: Record,
     ) -> Result<Vec<ArrayD<f32>>, SimError> {
-        self.run_observed(steps, inputs, record, &mut |_, _| {})
+        let (held, timed) = self.prepare(steps, inputs)?;
+        let n_out = self.module().outputs.len();
+        let shapes: Vec<Vec<usize>> = (0..n_out).map(|k| self.output_shape(k)).collect();
+        let sizes = &self.input_sizes;
+        let run_group = |g: &mut Group| -> Vec<Vec<f32>> {
+            let mut rec: Vec<Vec<f32>> = vec![Vec::new(); n_out];
+            let mut step_inputs: Vec<Vec<f32>> = vec![Vec::new(); held.len()];
+            for t in 0..steps {
+                for (k, a) in held.iter().enumerate() {
+                    if timed[k] {
+                        let rows = a.slice_axis(Axis(0), (g.start..g.start + g.len).into());
+                        let s = &mut step_inputs[k];
+                        s.clear();
+                        s.extend(rows.index_axis(Axis(1), t).iter().copied());
+                    }
+                }
+                let part: Vec<&[f32]> = held
+                    .iter()
+                    .enumerate()
+                    .map(|(k, a)| {
+                        if timed[k] {
+                            step_inputs[k].as_slice()
+                        } else {
+                            let n = sizes[k];
+                            &a.as_slice().expect("standard")[g.start * n..(g.start + g.len) * n]
+                        }
+                    })
+                    .collect();
+                g.engine.step(&part);
+                if record == Record::AllSteps || t + 1 == steps {
+                    for (k, r) in rec.iter_mut().enumerate() {
+                        r.extend_from_slice(g.engine.output(k));
+                    }
+                }
+            }
+            rec
+        };
+        let per_group: Vec<Vec<Vec<f32>>> = if self.threads <= 1 || self.groups.len() == 1 {
+            self.groups.iter_mut().map(run_group).collect()
+        } else {
+            // The threads take groups in turn (group k goes to thread k mod threads, so equal
+            // groups share out evenly).
+            let threads = self.threads;
+            let mut slots: Vec<Vec<(usize, &mut Group)>> =
+                (0..threads).map(|_| Vec::new()).collect();
+            for (k, g) in self.groups.iter_mut().enumerate() {
+                slots[k % threads].push((k, g));
+            }
+            let mut done: Vec<(usize, Vec<Vec<f32>>)> = std::thread::scope(|scope| {
+                let handles: Vec<_> = slots
+                    .into_iter()
+                    .map(|slot| {
+                        let run_group = &run_group;
+                        scope.spawn(move || {
+                            slot.into_iter()
+                                .map(|(k, g)| (k, run_group(g)))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            });
+            done.sort_by_key(|(k, _)| *k);
+            done.into_iter().map(|(_, r)| r).collect()
+        };
+        self.steps_done += steps as u64;
+        self.joined.iter_mut().for_each(|j| drop(j.take()));
+        let all = record == Record::AllSteps;
+        let mut outputs = Vec::with_capacity(n_out);
+        for (k, mut shape) in shapes.into_iter().enumerate() {
+            let per_sample: usize = shape[1..].iter().product();
+            let data = if all {
+                // A group recorded (step, sample, element); the result is (sample, step, element).
+                let mut data = Vec::with_capacity(self.batch * steps * per_sample);
+                for (g, r) in self.groups.iter().zip(&per_group) {
+                    for b in 0..g.len {
+                        for t in 0..steps {
+                            let at = (t * g.len + b) * per_sample;
+                            data.extend_from_slice(&r[k][at..at + per_sample]);
+                        }
+                    }
+                }
+                shape.insert(1, steps);
+                data
+            } else if steps == 0 {
+                // Nothing ran: the values as of the last step (or the reset).
+                self.output_slice(k).to_vec()
+            } else {
+                per_group
+                    .iter()
+                    .flat_map(|r| r[k].iter().copied())
+                    .collect()
+            };
+            outputs.push(ArrayD::from_shape_vec(IxDyn(&shape), data).expect("recorded shapes"));
+        }
+        Ok(outputs)
     }
 
     /// Count spikes inside the following steps where the backend can: the JIT's eight-lane
@@ -204,32 +416,48 @@ impl Simulator {
     /// registers, and [`observe::SpikeCounter::observe`] takes those sums instead of reading the
     /// spike outputs again. The counts are the same either way.
     pub fn count_in_step(&self, on: bool) {
-        self.engine.count_in_step(on);
+        self.groups.iter().for_each(|g| g.engine.count_in_step(on));
     }
 
-    /// See [`Engine::tally`].
+    /// See [`Engine::tally`]; samples are numbered across the whole batch. Every group runs the
+    /// same code, so all of them count an output or none does.
     pub fn tally(
         &self,
         k: usize,
         synops: bool,
         out: &mut dyn FnMut(usize, f64, Option<f64>),
     ) -> bool {
-        self.engine.tally(k, synops, out)
+        let mut all = true;
+        for g in &self.groups {
+            let start = g.start;
+            all &= g
+                .engine
+                .tally(k, synops, &mut |s, c, o| out(start + s, c, o));
+        }
+        all
     }
 
-    /// The flat values of output `k` after the last step, for the whole batch (no copy).
+    /// The flat values of output `k` after the last step, for the whole batch (no copy with
+    /// one group; joined from the groups on the first read after a step otherwise).
     pub fn output_slice(&self, k: usize) -> &[f32] {
-        self.engine.output(k)
+        if let [g] = self.groups.as_slice() {
+            return g.engine.output(k);
+        }
+        self.joined[k].get_or_init(|| {
+            self.groups
+                .iter()
+                .flat_map(|g| g.engine.output(k).iter().copied())
+                .collect()
+        })
     }
 
-    /// As [`Simulator::run`], calling `observe(step, self)` after every step (steps count from 0).
-    pub fn run_observed(
-        &mut self,
+    /// Check `inputs` for a run of `steps` steps: the arrays in C order, and per input whether
+    /// it has a slice per step.
+    fn prepare(
+        &self,
         steps: usize,
         inputs: &[ArrayViewD<f32>],
-        record: Record,
-        observe: &mut dyn FnMut(usize, &Simulator),
-    ) -> Result<Vec<ArrayD<f32>>, SimError> {
+    ) -> Result<(Vec<ArrayD<f32>>, Vec<bool>), SimError> {
         let m = self.module();
         let n = m.inputs.len();
         if inputs.len() != n {
@@ -251,10 +479,23 @@ impl Simulator {
             }
             per_step.push(timed);
         }
-        let held: Vec<ArrayD<f32>> = inputs
+        let held = inputs
             .iter()
             .map(|a| a.as_standard_layout().into_owned())
             .collect();
+        Ok((held, per_step))
+    }
+
+    /// As [`Simulator::run`], calling `observe(step, self)` after every step (steps count from
+    /// 0). The whole batch advances one step at a time, so that `observe` sees every sample.
+    pub fn run_observed(
+        &mut self,
+        steps: usize,
+        inputs: &[ArrayViewD<f32>],
+        record: Record,
+        observe: &mut dyn FnMut(usize, &Simulator),
+    ) -> Result<Vec<ArrayD<f32>>, SimError> {
+        let (held, per_step) = self.prepare(steps, inputs)?;
         let n_out = self.module().outputs.len();
         let mut recorded: Vec<Vec<ArrayD<f32>>> = vec![Vec::new(); n_out];
         for t in 0..steps {
@@ -270,8 +511,7 @@ impl Simulator {
                 .zip(&held)
                 .map(|(own, a)| own.as_ref().unwrap_or(a).as_slice().expect("standard"))
                 .collect();
-            self.engine.step(&slices);
-            self.steps_done += 1;
+            self.step_groups(&slices);
             observe(t, self);
             if record == Record::AllSteps {
                 for (k, r) in recorded.iter_mut().enumerate() {
@@ -310,6 +550,53 @@ mod tests {
         send::<super::Simulator>();
         send::<super::jit::JitEngine>();
         send::<super::interp::Interpreter>();
+    }
+
+    /// Groups are as even as can be, at least one per thread, never more than samples; an
+    /// automatic size keeps the count bounded (each group compiles its own code).
+    #[test]
+    fn groups_split_the_batch_evenly() {
+        use super::{Backend, Record, SimOptions, Simulator};
+        let text = "module @m dt=0.001\ninput %j : f32[2]\nstate $v : f32[2] = zeros\n\n\
+            %s, %v1 = spiking_relu %j, $v : f32[2], f32[2]\nnext $v = %v1\noutput \"s\" = %s\n";
+        let m = snnc_ir::verify(snnc_ir::parse(text).unwrap(), snnc_ir::Target::Any).unwrap();
+        let groups = |backend, batch, group, threads| {
+            let options = SimOptions {
+                group,
+                threads,
+                ..Default::default()
+            };
+            Simulator::with_options(&m, backend, batch, options)
+                .unwrap()
+                .groups()
+        };
+        assert_eq!(groups(Backend::Jit, 10, 4, 1), [4, 3, 3]);
+        assert_eq!(groups(Backend::Jit, 10, 5, 1), [5, 5]);
+        assert_eq!(groups(Backend::Jit, 10, 20, 1), [10]);
+        assert_eq!(groups(Backend::Jit, 10, 20, 3), [4, 3, 3]);
+        assert_eq!(groups(Backend::Jit, 2, 1, 8), [1, 1]);
+        assert_eq!(groups(Backend::Interp, 10, 0, 1), [10]);
+        assert_eq!(groups(Backend::Interp, 10, 0, 2), [5, 5]);
+        // A tiny arena fits any batch in the cache: one group, or one per thread.
+        assert_eq!(groups(Backend::Jit, 1000, 0, 1), [1000]);
+        assert_eq!(groups(Backend::Jit, 9, 0, 2), [5, 4]);
+        // No steps: the outputs as they are, and an empty record of steps.
+        let mut sim = Simulator::with_options(
+            &m,
+            Backend::Jit,
+            3,
+            SimOptions {
+                group: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let x = ndarray::ArrayD::from_elem(ndarray::IxDyn(&[3, 2]), 600.0f32);
+        let none = sim.run(0, &[x.view()], Record::AllSteps).unwrap();
+        assert_eq!(none[0].shape(), [3, 0, 2]);
+        let none = sim.run(0, &[x.view()], Record::LastStep).unwrap();
+        assert_eq!(none[0].shape(), [3, 2]);
+        assert!(none[0].iter().all(|&v| v == 0.0));
     }
 
     /// A JIT simulator built on one thread runs on another and gives the same spikes.

@@ -663,9 +663,11 @@ fn dense(x: &[f32], w: &[f32], y: &mut [f32], n_in: usize, n_out: usize) {
 
 /// `y = x · w` row by row, as a sum of the rows of `w` scaled by the elements of `x`, in order:
 /// each output element sees its terms in the same order whatever the batch, and a term whose
-/// input is zero (most of a spiking layer's output) adds nothing. Four rows go together so each
-/// weight row is loaded once for all four when all four inputs are non-zero; otherwise each
-/// non-zero one adds its row alone.
+/// input is zero (most of a spiking layer's output) adds nothing. Four dense rows (at least
+/// three quarters non-zero) go together so each weight row is loaded once for all four when all
+/// four inputs are non-zero; otherwise each non-zero one adds its row alone. Sparse rows go one
+/// by one, passing over runs of zeros with vector tests (testing four rows' inputs one by one
+/// cost more than a spiking layer's whole product).
 ///
 /// A matrix-vector product streams the weights once per row either way; GEMM's packing of the
 /// weight matrix on every call cost more than the product itself for one sample.
@@ -688,8 +690,12 @@ fn rows_kernel(
             *p = madd(xi, wj, *p);
         }
     };
+    let dense_row = |r: usize| {
+        let xr = &x[r * ldx..][..n_in];
+        4 * xr.iter().filter(|&&v| v != 0.0).count() >= 3 * n_in
+    };
     let mut r = 0;
-    while r + 4 <= rows {
+    while r + 4 <= rows && (r..r + 4).all(dense_row) {
         let (y0, rest) = y[r * ldy..].split_at_mut(ldy);
         let (y1, rest) = rest.split_at_mut(ldy);
         let (y2, rest) = rest.split_at_mut(ldy);
@@ -720,6 +726,7 @@ fn rows_kernel(
         }
         r += 4;
     }
+    // The rest, and every row from the first block of four that is not dense.
     for r in r..rows {
         let yr = &mut y[r * ldy..][..n_out];
         let xr = &x[r * ldx..][..n_in];

@@ -497,6 +497,83 @@ mod random_modules {
     }
 }
 
+/// A batch simulated in groups (each with its own code and arena) gives what the whole batch
+/// stepped at once gives, spike for spike: `run` taking each group through all its steps on two
+/// threads, with held and with per-step inputs, a run continued from where the last one stopped,
+/// and `step` advancing every group in turn.
+#[test]
+fn groups_and_threads_give_the_whole_batch() {
+    use snnc_runtime::SimOptions;
+    let (m, images) = spiking_mnist(100.0);
+    let batch = 7;
+    let x = images
+        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..batch))
+        .mapv(f32::from);
+    let build = |backend, group, threads| {
+        let options = SimOptions {
+            group,
+            threads,
+            ..Default::default()
+        };
+        Simulator::with_options(&m, backend, batch, options).unwrap()
+    };
+    let mut whole = build(Backend::Interp, batch, 1);
+    let mut grouped = build(Backend::Jit, 3, 2);
+    assert_eq!(whole.groups(), [7]);
+    assert_eq!(grouped.groups(), [3, 2, 2]);
+    assert_eq!(grouped.threads(), 2);
+    let held = [x.view()];
+    let a = whole.run(12, &held, Record::AllSteps).unwrap();
+    let b = grouped.run(12, &held, Record::AllSteps).unwrap();
+    assert_same("12 held steps, in groups", &a, &b);
+    // Spikes happened, in every sample.
+    let k = m
+        .outputs
+        .iter()
+        .position(|o| o.name == "spikes/conv1")
+        .unwrap();
+    for s in 0..batch {
+        assert!(
+            b[k].index_axis(ndarray::Axis(0), s)
+                .iter()
+                .any(|&v| v != 0.0)
+        );
+    }
+    // Runs continue from the states the last one left.
+    let a = whole.run(5, &held, Record::LastStep).unwrap();
+    let b = grouped.run(5, &held, Record::LastStep).unwrap();
+    assert_same("5 more steps", &a, &b);
+    assert_eq!(grouped.steps_done(), 17);
+    // A new image every step: (batch, steps, 28, 28, 1), sample `b` at step `t` image `b + t`.
+    let steps = 6;
+    let timed = ndarray::Array::from_shape_fn((batch, steps, 28, 28, 1), |(b, t, i, j, c)| {
+        f32::from(images[[b + t, i, j, c]])
+    })
+    .into_dyn();
+    whole.reset(0);
+    grouped.reset(0);
+    let a = whole.run(steps, &[timed.view()], Record::AllSteps).unwrap();
+    let b = grouped
+        .run(steps, &[timed.view()], Record::AllSteps)
+        .unwrap();
+    assert_same("per-step inputs, in groups", &a, &b);
+    // Step by step, every group in turn; outputs read after each step.
+    whole.reset(0);
+    grouped.reset(0);
+    for t in 0..4 {
+        whole.step(&held).unwrap();
+        grouped.step(&held).unwrap();
+        for k in 0..m.outputs.len() {
+            assert_eq!(
+                whole.output_slice(k),
+                grouped.output_slice(k),
+                "step {t} output {k}"
+            );
+            assert_eq!(whole.output(k), grouped.output(k), "step {t} output {k}");
+        }
+    }
+}
+
 /// Spikes counted inside the step (the eight-lane loops' sums) are the spikes counted by reading
 /// the outputs after it, population by population and sample by sample, synaptic operations
 /// included.
@@ -518,8 +595,12 @@ fn counting_in_the_step_agrees_with_counting_after_it() {
 
 fn counting_agrees(m: &Verified, x: &ArrayD<f32>, batch: usize, must_count: fn(&str) -> bool) {
     use snnc_runtime::observe::SpikeCounter;
-    let count = |inside: bool| {
-        let mut sim = Simulator::new(m, Backend::Jit, batch).unwrap();
+    let count = |inside: bool, group: usize| {
+        let options = snnc_runtime::SimOptions {
+            group,
+            ..Default::default()
+        };
+        let mut sim = Simulator::with_options(m, Backend::Jit, batch, options).unwrap();
         sim.count_in_step(inside);
         let mut counter = SpikeCounter::new(m, batch).with_synops(m);
         let mut per_step = Vec::new();
@@ -547,8 +628,10 @@ fn counting_agrees(m: &Verified, x: &ArrayD<f32>, batch: usize, must_count: fn(&
         }
         per_step
     };
-    let (after, inside) = (count(false), count(true));
+    let (after, inside) = (count(false, batch), count(true, batch));
     assert_eq!(after, inside);
+    // In groups (numbered across the batch by `Simulator::tally`).
+    assert_eq!(after, count(true, 2));
     let (spikes, _) = after.last().unwrap();
     assert!(spikes.iter().flatten().sum::<f64>() > 0.0);
 }
