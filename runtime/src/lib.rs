@@ -7,6 +7,30 @@
 //! [`snnc_ir::MemoryPlan`], share the dense and convolution kernels ([`linear`]), and give the same
 //! numbers bit for bit. Both skip the instructions that read only inputs and constants while the
 //! inputs stay the same from one step to the next.
+//!
+//! A [`Simulator`] holds its batch in groups of samples, one engine each: the JIT chooses groups
+//! whose buffers fit the cache, [`Simulator::run`] takes each group through all its steps in
+//! turn, and [`SimOptions::threads`] shares the groups out among threads. The outputs do not
+//! depend on the grouping or the thread count.
+//!
+//! ```
+//! use snnc_runtime::{Backend, Record, SimOptions, Simulator};
+//!
+//! // Two IF neurons under held currents (a module from `snnc compile`: `snnc_ir::load_snn`).
+//! let text = "module @m dt=0.001\ninput %j : f32[2]\nstate $v : f32[2] = zeros\n\n\
+//!     %s, %v1 = spiking_relu %j, $v : f32[2], f32[2]\nnext $v = %v1\noutput \"s\" = %s\n";
+//! let module = snnc_ir::verify(snnc_ir::parse(text)?, snnc_ir::Target::Any)?;
+//! // A batch of 64 on every core.
+//! let options = SimOptions { threads: 0, ..Default::default() };
+//! let mut sim = Simulator::with_options(&module, Backend::Jit, 64, options)?;
+//! let x = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[64, 2]), |i| 100.0 * i[0] as f32);
+//! let spikes = sim.run(10, &[x.view()], Record::AllSteps)?;
+//! assert_eq!(spikes[0].shape(), [64, 10, 2]);
+//! // 600 Hz with dt = 1 ms: 6 spikes in 10 steps, each 1/dt high.
+//! let count = spikes[0].slice(ndarray::s![6, .., 0]).sum() * 0.001;
+//! assert_eq!(count.round(), 6.0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod dataset;
 pub mod engine;
@@ -56,9 +80,14 @@ pub struct SimOptions {
     pub threads: usize,
 }
 
-/// At most this many groups (or one per thread, if more) when the group size is chosen
-/// automatically: each group compiles its own code.
+/// At most this many groups (or [`GROUPS_PER_THREAD`] per thread, if more) when the group size
+/// is chosen automatically: each group compiles its own code.
 const MAX_AUTO_GROUPS: usize = 8;
+
+/// Groups per thread when several threads share a batch out: a thread takes the next group as
+/// soon as it is done with one, so a faster core (or one the machine's other work leaves alone)
+/// does more of them.
+const GROUPS_PER_THREAD: usize = 4;
 
 /// Samples `start .. start + len` of the batch, simulated by their own engine.
 struct Group {
@@ -128,26 +157,54 @@ impl Simulator {
             (0, Backend::Interp) => threads,
             (0, Backend::Jit) => {
                 let fit = dataset::samples_fitting_cache(module, threads);
+                let balance = if threads > 1 {
+                    GROUPS_PER_THREAD * threads
+                } else {
+                    1
+                };
                 batch
                     .div_ceil(fit)
-                    .min(MAX_AUTO_GROUPS)
-                    .max(threads)
+                    .max(balance)
+                    .min(MAX_AUTO_GROUPS.max(balance))
                     .min(batch)
             }
             (g, _) => batch.div_ceil(g).max(threads).min(batch),
         };
         // Groups as even as can be: the first `batch % groups` one sample larger.
-        let mut start = 0;
-        let mut built = Vec::with_capacity(groups);
-        for k in 0..groups {
-            let len = batch / groups + usize::from(k < batch % groups);
+        let spans: Vec<(usize, usize)> = (0..groups)
+            .scan(0, |start, k| {
+                let len = batch / groups + usize::from(k < batch % groups);
+                *start += len;
+                Some((*start - len, len))
+            })
+            .collect();
+        let build = |&(start, len): &(usize, usize)| -> Result<Group, SimError> {
             let engine: Box<dyn Engine> = match backend {
                 Backend::Interp => Box::new(interp::Interpreter::new(module, len)?),
                 Backend::Jit => Box::new(jit::JitEngine::with_options(module, len, options.jit)?),
             };
-            built.push(Group { engine, start, len });
-            start += len;
-        }
+            Ok(Group { engine, start, len })
+        };
+        // Compiled on the run's threads too (each group compiles its own code).
+        let built: Vec<Group> = if threads > 1 && groups > 1 {
+            let per = groups.div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = spans
+                    .chunks(per)
+                    .map(|part| {
+                        let build = &build;
+                        scope.spawn(move || part.iter().map(build).collect::<Result<Vec<_>, _>>())
+                    })
+                    .collect();
+                let mut all = Vec::with_capacity(groups);
+                for h in handles {
+                    all.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?);
+                }
+                Ok::<_, SimError>(all)
+            })?
+        } else {
+            spans.iter().map(build).collect::<Result<_, _>>()?
+        };
         let m: &Module = module;
         Ok(Simulator {
             groups: built,
@@ -350,23 +407,31 @@ impl Simulator {
         let per_group: Vec<Vec<Vec<f32>>> = if self.threads <= 1 || self.groups.len() == 1 {
             self.groups.iter_mut().map(run_group).collect()
         } else {
-            // The threads take groups in turn (group k goes to thread k mod threads, so equal
-            // groups share out evenly).
-            let threads = self.threads;
-            let mut slots: Vec<Vec<(usize, &mut Group)>> =
-                (0..threads).map(|_| Vec::new()).collect();
-            for (k, g) in self.groups.iter_mut().enumerate() {
-                slots[k % threads].push((k, g));
-            }
+            // Each thread takes the next group not yet taken until none is left.
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let slots: Vec<std::sync::Mutex<Option<&mut Group>>> = self
+                .groups
+                .iter_mut()
+                .map(|g| std::sync::Mutex::new(Some(g)))
+                .collect();
             let mut done: Vec<(usize, Vec<Vec<f32>>)> = std::thread::scope(|scope| {
-                let handles: Vec<_> = slots
-                    .into_iter()
-                    .map(|slot| {
-                        let run_group = &run_group;
+                let handles: Vec<_> = (0..self.threads)
+                    .map(|_| {
+                        let (run_group, next, slots) = (&run_group, &next, &slots);
                         scope.spawn(move || {
-                            slot.into_iter()
-                                .map(|(k, g)| (k, run_group(g)))
-                                .collect::<Vec<_>>()
+                            let mut mine = Vec::new();
+                            loop {
+                                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let Some(slot) = slots.get(k) else {
+                                    break mine;
+                                };
+                                let g = slot
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .take()
+                                    .expect("each group is taken once");
+                                mine.push((k, run_group(g)));
+                            }
                         })
                     })
                     .collect();
@@ -577,9 +642,12 @@ mod tests {
         assert_eq!(groups(Backend::Jit, 2, 1, 8), [1, 1]);
         assert_eq!(groups(Backend::Interp, 10, 0, 1), [10]);
         assert_eq!(groups(Backend::Interp, 10, 0, 2), [5, 5]);
-        // A tiny arena fits any batch in the cache: one group, or one per thread.
+        // A tiny arena fits any batch in the cache: one group on one thread; on several, four
+        // per thread (so that a faster thread can take more of them), never more than samples.
         assert_eq!(groups(Backend::Jit, 1000, 0, 1), [1000]);
-        assert_eq!(groups(Backend::Jit, 9, 0, 2), [5, 4]);
+        assert_eq!(groups(Backend::Jit, 64, 0, 2), [8; 8]);
+        assert_eq!(groups(Backend::Jit, 9, 0, 2), [2, 1, 1, 1, 1, 1, 1, 1]);
+        assert_eq!(groups(Backend::Jit, 3, 0, 2), [1, 1, 1]);
         // No steps: the outputs as they are, and an empty record of steps.
         let mut sim = Simulator::with_options(
             &m,

@@ -752,9 +752,8 @@ fn rows_kernel(
             let mut acc = [0.0f32; OUT_BLOCK];
             for &i in nz {
                 let i = i as usize;
-                let wr: &[f32; OUT_BLOCK] = w[i * ldw + j0..][..OUT_BLOCK]
-                    .try_into()
-                    .expect("a block");
+                let wr: &[f32; OUT_BLOCK] =
+                    w[i * ldw + j0..][..OUT_BLOCK].try_into().expect("a block");
                 for (a, &wj) in acc.iter_mut().zip(wr) {
                     *a = madd(xr[i], wj, *a);
                 }
