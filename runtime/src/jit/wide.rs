@@ -541,6 +541,12 @@ mod x86 {
     const STORE_Y: u8 = 16;
     /// [`chunk`]'s shape bit: the new voltage is stored.
     const STORE_V1: u8 = 32;
+    /// [`chunk`]'s shape bit, with `LOWPASS | AFFINE`: the synapse's result is stored (it is
+    /// its state's next value) and the affine is a bias over the constant's width that reads
+    /// memory (the synapse's state, after `sink-synapses`) and is not stored — the chain
+    /// converted networks give every population after the first, whose loop then tests nothing
+    /// per chunk.
+    const SYN_BIAS: u8 = 64;
 
     /// The shape bits of a chain (see [`chunk`]).
     fn shape(r: &Regs) -> u8 {
@@ -551,6 +557,11 @@ mod x86 {
             | bit(matches!(r.j, Src::Chain), J_CHAIN)
             | bit(r.y.is_some(), STORE_Y)
             | bit(r.v1.is_some(), STORE_V1)
+            | bit(
+                matches!(r.lowpass, Some((.., Some(_))))
+                    && matches!(r.affine, Some((Src::Mem(_), _, false, true, None))),
+                SYN_BIAS,
+            )
     }
 
     /// `f::<S>` for the shape bits `s`: a loop per shape, so that none tests the shape bits per
@@ -623,7 +634,26 @@ mod x86 {
                 60 => $f::<60>($($arg),*),
                 61 => $f::<61>($($arg),*),
                 62 => $f::<62>($($arg),*),
-                _ => $f::<63>($($arg),*),
+                63 => $f::<63>($($arg),*),
+                // `SYN_BIAS` (with `LOWPASS | AFFINE`) and any of the population's four bits.
+                67 => $f::<67>($($arg),*),
+                71 => $f::<71>($($arg),*),
+                75 => $f::<75>($($arg),*),
+                79 => $f::<79>($($arg),*),
+                83 => $f::<83>($($arg),*),
+                87 => $f::<87>($($arg),*),
+                91 => $f::<91>($($arg),*),
+                95 => $f::<95>($($arg),*),
+                99 => $f::<99>($($arg),*),
+                103 => $f::<103>($($arg),*),
+                107 => $f::<107>($($arg),*),
+                111 => $f::<111>($($arg),*),
+                115 => $f::<115>($($arg),*),
+                119 => $f::<119>($($arg),*),
+                123 => $f::<123>($($arg),*),
+                127 => $f::<127>($($arg),*),
+                // `shape` sets `SYN_BIAS` only with `LOWPASS | AFFINE`.
+                s => unreachable!("chain shape {s}"),
             }
         };
     }
@@ -651,7 +681,11 @@ mod x86 {
                 };
                 let (x, s) = (load(x), load(s));
                 prev = _mm256_add_ps(_mm256_mul_ps(decay, s), _mm256_mul_ps(rest, x));
-                store(out, prev);
+                if S & SYN_BIAS != 0 {
+                    _mm256_storeu_ps(out.unwrap_unchecked().add(k), prev);
+                } else {
+                    store(out, prev);
+                }
             }
             let read = |s: Src, prev: __m256| match s {
                 Src::Chain => prev,
@@ -661,18 +695,26 @@ mod x86 {
                 let Some((x, p, scalar, add, out)) = r.affine else {
                     std::hint::unreachable_unchecked()
                 };
-                let x = read(x, prev);
-                let p = if scalar {
-                    _mm256_set1_ps(*p)
+                if S & SYN_BIAS != 0 {
+                    // A bias of memory, over the constant's width, not stored (`shape`).
+                    let Src::Mem(x) = x else {
+                        std::hint::unreachable_unchecked()
+                    };
+                    prev = _mm256_add_ps(load(x), _mm256_loadu_ps(p.add(c)));
                 } else {
-                    _mm256_loadu_ps(p.add(c))
-                };
-                prev = if add {
-                    _mm256_add_ps(x, p)
-                } else {
-                    _mm256_mul_ps(x, p)
-                };
-                store(out, prev);
+                    let x = read(x, prev);
+                    let p = if scalar {
+                        _mm256_set1_ps(*p)
+                    } else {
+                        _mm256_loadu_ps(p.add(c))
+                    };
+                    prev = if add {
+                        _mm256_add_ps(x, p)
+                    } else {
+                        _mm256_mul_ps(x, p)
+                    };
+                    store(out, prev);
+                }
             }
             let j = if S & J_CHAIN != 0 {
                 prev
