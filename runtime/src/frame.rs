@@ -28,6 +28,9 @@ pub struct Frame {
     /// One sample's draws of each `uniform` state (by state index) and the reset seed they were
     /// drawn for: resets with the same seed (every minibatch of a data set) copy them.
     drawn: Vec<Option<(u64, Vec<f32>)>>,
+    /// Per `next`: the engine writes its value over the state during the step (see
+    /// [`Frame::next_in_place`]), so the end of the step copies nothing.
+    nexts_in_place: Vec<bool>,
 }
 
 /// Whether `a` and `b` hold the same bits (one `memcmp`, not a loop that stops at the first
@@ -82,6 +85,7 @@ impl Frame {
             outputs,
             invariant_valid: false,
             drawn: vec![None; m.states.len()],
+            nexts_in_place: vec![false; m.nexts.len()],
         };
         frame.reset(0);
         Ok(frame)
@@ -213,6 +217,14 @@ impl Frame {
         same
     }
 
+    /// Say that the engine computes `next` number `k`'s value over its state during the step
+    /// (having read every element of the state it needs first), so that
+    /// [`Frame::finish_step`] leaves that state alone. Only for a `next` of a value that nothing
+    /// else reads, to a state that no output and no other `next` reads.
+    pub fn next_in_place(&mut self, k: usize) {
+        self.nexts_in_place[k] = true;
+    }
+
     /// Keep the outputs that read states (as they were at the start of the step) or constants,
     /// then apply every `next` at once. State buffers are overwritten in place.
     pub fn finish_step(&mut self) {
@@ -235,7 +247,10 @@ impl Frame {
             .map(|nx| self.whole(nx.value).to_vec())
             .collect();
         let mut staged = staged.into_iter();
-        for nx in &self.module.nexts {
+        for (nx, &done) in self.module.nexts.iter().zip(&self.nexts_in_place) {
+            if done {
+                continue;
+            }
             let dst = self.span(Operand::State(nx.state)).expect("a state");
             match nx.value {
                 o @ Operand::Value(_) => {

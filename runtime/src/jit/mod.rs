@@ -125,7 +125,7 @@ impl JitEngine {
         let prof_ptr: *mut Profile = profile
             .as_deref_mut()
             .map_or(std::ptr::null_mut(), |p| p as *mut Profile);
-        let frame = Frame::new(module, batch)?;
+        let mut frame = Frame::new(module, batch)?;
         let mut fb = settings::builder();
         fb.set("use_colocated_libcalls", "false").map_err(jit_err)?;
         fb.set("is_pic", "false").map_err(jit_err)?;
@@ -280,6 +280,14 @@ impl JitEngine {
             b.ins().return_(&[]);
             b.seal_all_blocks();
             b.finalize(code.target_config());
+        }
+        // Synapses whose eight-lane loop writes their next value over their state.
+        for job in &jobs {
+            if let Job::Wide(chain) = &**job
+                && let Some(k) = chain.next_in_place
+            {
+                frame.next_in_place(k);
+            }
         }
         scratch.allocate()?;
         for job in &mut jobs {

@@ -209,10 +209,55 @@ pub(super) struct Chain {
     total: usize,
     n: usize,
     pub(super) count: Option<Count>,
+    /// The `next` (by index) whose value the chain writes straight into its state: the frame
+    /// skips its copy at the end of the step (see [`synapse_in_place`]).
+    pub(super) next_in_place: Option<usize>,
 }
 
 // SAFETY: the pointers address the engine's own frame (see `JitEngine`'s `Send`).
 unsafe impl Send for Chain {}
+
+/// Whether the chain `lp` (a `lowpass`) then `af` (its bias) may write the synapse's new value
+/// over its state, and the `next` that copies it there otherwise.
+///
+/// After `sink-synapses` a population's bias reads the synapse's state (last step's value) while
+/// the lowpass computes the next one, so the memory plan cannot put that value in the state's
+/// place (the bias reads the state after the lowpass wrote it) and the frame copies it at the end
+/// of every step. In the eight-lane loop both read the state's elements `[k, k + 8)` once, into a
+/// register, before the new values are stored, so writing them over the state is exact when
+/// nothing else sees either: the state is read by these two instructions only and by no output
+/// or other `next`, and the new value only by its `next`.
+fn synapse_in_place(
+    m: &Module,
+    info: &snnc_ir::ModuleInfo,
+    (lp, af): (usize, usize),
+) -> Option<usize> {
+    let (lp_id, af_id) = (lp, af);
+    let (lp, af) = (&m.insts[lp], &m.insts[af]);
+    let Operand::State(st) = lp.args[1] else {
+        return None;
+    };
+    let value = lp.results[0];
+    let state = Operand::State(st);
+    let nexts: Vec<usize> = (0..m.nexts.len())
+        .filter(|&k| m.nexts[k].value == Operand::Value(value) || m.nexts[k].value == state)
+        .collect();
+    let [k] = nexts[..] else { return None };
+    let only_next = info.readers[value.index()].len() == 1;
+    let readers = &info.state_readers[st.index()];
+    let ours = readers.len() == 2 && readers[0].index() == lp_id && readers[1].index() == af_id;
+    let no_output = m
+        .outputs
+        .iter()
+        .all(|o| o.value != state && o.value != Operand::Value(value));
+    (m.nexts[k].state == st
+        && m.nexts[k].value == Operand::Value(value)
+        && af.args[0] == state
+        && only_next
+        && ours
+        && no_output)
+        .then_some(k)
+}
 
 impl Chain {
     /// The chain computing fused group `group`, if it has one of the supported forms and the
@@ -251,6 +296,7 @@ impl Chain {
         let mut prev = None;
         let mut lowpass = None;
         let mut affine = None;
+        let mut next_in_place = None;
         match head {
             [] => {}
             [lp, af] => {
@@ -285,6 +331,15 @@ impl Chain {
                     out: out(af.results[0]),
                 });
                 prev = Some(af.results[0]);
+                // The loop takes the bias's input from the synapse's load only in the
+                // `SYN_BIAS` shape: a bias over the constant's width, not stored.
+                let syn_bias =
+                    width > 1 && af.op == Op::Bias && affine.is_some_and(|a| a.out.is_none());
+                if syn_bias && let Some(k) = synapse_in_place(m, f.info(), (group[0], group[1])) {
+                    let lp = lowpass.as_mut().expect("set above");
+                    lp.out = Some(lp.s as *mut f32);
+                    next_in_place = Some(k);
+                }
             }
             _ => return None,
         }
@@ -305,6 +360,7 @@ impl Chain {
             n,
             count: spike_output(m, fan, (nr.results[0], n), &population),
             population,
+            next_in_place,
         })
     }
 
@@ -542,10 +598,10 @@ mod x86 {
     /// [`chunk`]'s shape bit: the new voltage is stored.
     const STORE_V1: u8 = 32;
     /// [`chunk`]'s shape bit, with `LOWPASS | AFFINE`: the synapse's result is stored (it is
-    /// its state's next value) and the affine is a bias over the constant's width that reads
-    /// memory (the synapse's state, after `sink-synapses`) and is not stored — the chain
-    /// converted networks give every population after the first, whose loop then tests nothing
-    /// per chunk.
+    /// its state's next value, possibly over the state: `synapse_in_place`) and the affine is a
+    /// bias of the synapse's state (after `sink-synapses`), over the constant's width, not
+    /// stored — the chain converted networks give every population after the first, whose loop
+    /// then tests nothing per chunk and takes the state from the synapse's load.
     const SYN_BIAS: u8 = 64;
 
     /// The shape bits of a chain (see [`chunk`]).
@@ -558,8 +614,7 @@ mod x86 {
             | bit(r.y.is_some(), STORE_Y)
             | bit(r.v1.is_some(), STORE_V1)
             | bit(
-                matches!(r.lowpass, Some((.., Some(_))))
-                    && matches!(r.affine, Some((Src::Mem(_), _, false, true, None))),
+                matches!((r.lowpass, r.affine), (Some((_, s, _, _, Some(_))), Some((Src::Mem(x), _, false, true, None))) if x == s),
                 SYN_BIAS,
             )
     }
@@ -675,13 +730,16 @@ mod x86 {
                 }
             };
             let mut prev = _mm256_setzero_ps();
+            let mut state = prev;
             if S & LOWPASS != 0 {
                 let Some((x, s, decay, rest, out)) = r.lowpass else {
                     std::hint::unreachable_unchecked()
                 };
                 let (x, s) = (load(x), load(s));
+                state = s;
                 prev = _mm256_add_ps(_mm256_mul_ps(decay, s), _mm256_mul_ps(rest, x));
                 if S & SYN_BIAS != 0 {
+                    // Possibly over the state (`synapse_in_place`), which is in `state` now.
                     _mm256_storeu_ps(out.unwrap_unchecked().add(k), prev);
                 } else {
                     store(out, prev);
@@ -696,11 +754,9 @@ mod x86 {
                     std::hint::unreachable_unchecked()
                 };
                 if S & SYN_BIAS != 0 {
-                    // A bias of memory, over the constant's width, not stored (`shape`).
-                    let Src::Mem(x) = x else {
-                        std::hint::unreachable_unchecked()
-                    };
-                    prev = _mm256_add_ps(load(x), _mm256_loadu_ps(p.add(c)));
+                    // A bias of the synapse's state, as loaded before the synapse's result was
+                    // stored, over the constant's width, not stored (`shape`).
+                    prev = _mm256_add_ps(state, _mm256_loadu_ps(p.add(c)));
                 } else {
                     let x = read(x, prev);
                     let p = if scalar {
@@ -1215,6 +1271,7 @@ mod x86 {
                 total: 8,
                 n: 8,
                 count: None,
+                next_in_place: None,
             }
         };
         // SAFETY: every buffer of `local` is an eight-lane copy; a width-1 constant is read
