@@ -349,6 +349,22 @@ mod tests {
         f.of(Operand::Value(m.find_value(value).unwrap())).to_vec()
     }
 
+    /// A verified module computes its fan-outs once, for itself and every clone (each
+    /// simulator keeps a clone), and they are `FanOut::new`'s.
+    #[test]
+    fn a_verified_module_shares_its_fan_outs_with_its_clones() {
+        let t = "module @m dt=0.001
+input %x : f32[3]
+const @w : f32[3,2] = [1, 0, 2, 3, 0, 0]
+%y = dense %x, @w : f32[2]
+output \"y\" = %y
+";
+        let v = crate::verify(crate::parse(t).unwrap(), crate::Target::Any).unwrap();
+        let c = v.clone();
+        assert!(std::ptr::eq(c.fan_out(), v.fan_out()));
+        assert_eq!(*v.fan_out(), FanOut::new(&v));
+    }
+
     #[test]
     fn dense_counts_nonzero_weights_per_input() {
         let t = "module @m dt=0.001

@@ -109,6 +109,9 @@ pub struct Verified {
     module: Module,
     target: Target,
     info: ModuleInfo,
+    /// Fan-outs, computed on first use and shared with every clone (each simulator of a
+    /// minibatch group or thread keeps a clone).
+    fan_out: std::sync::Arc<std::sync::OnceLock<crate::fanout::FanOut>>,
 }
 
 impl Verified {
@@ -120,6 +123,13 @@ impl Verified {
     /// The facts the verifier established about the module.
     pub fn info(&self) -> &ModuleInfo {
         &self.info
+    }
+
+    /// Every element's fan-out ([`crate::fanout::FanOut`]), computed on the first call and then
+    /// shared by this module and all its clones.
+    pub fn fan_out(&self) -> &crate::fanout::FanOut {
+        self.fan_out
+            .get_or_init(|| crate::fanout::FanOut::new(&self.module))
     }
 
     /// Give the module back (to transform it; it must then be verified again).
@@ -152,6 +162,7 @@ pub fn verify(module: Module, target: Target) -> Result<Verified, VerifyErrors> 
             module,
             target,
             info,
+            fan_out: Default::default(),
         })
     } else {
         Err(VerifyErrors(errors))

@@ -55,6 +55,8 @@ pub trait Engine: Send {
     fn output(&self, k: usize) -> &[f32];
     /// The module it runs.
     fn module(&self) -> &Module;
+    /// The module it runs, with the verifier's facts.
+    fn verified(&self) -> &snnc_ir::Verified;
     /// Count spikes inside the following steps where the backend can (see [`Engine::tally`]).
     fn count_in_step(&self, _on: bool) {}
     /// The spikes of spike output `k` counted inside the last step, per sample, with their

@@ -91,6 +91,11 @@ impl Frame {
         Ok(frame)
     }
 
+    /// The module laid out, with the verifier's facts.
+    pub fn verified(&self) -> &Verified {
+        &self.module
+    }
+
     /// The module laid out.
     pub fn module(&self) -> &Module {
         &self.module

@@ -117,6 +117,10 @@ impl Engine for Interpreter {
     fn module(&self) -> &Module {
         self.frame.module()
     }
+
+    fn verified(&self) -> &snnc_ir::Verified {
+        self.frame.verified()
+    }
 }
 
 /// Evaluate instruction `i` on one sample; `fused`: dense and convolution terms are fused

@@ -75,8 +75,10 @@ pub struct SimOptions {
     /// keep the groups' arenas in the cache ([`dataset::samples_fitting_cache`]) and keeps the
     /// interpreter's batch whole.
     pub group: usize,
-    /// Worker threads for [`Simulator::run`] (1, the default: the calling thread; 0: one per
-    /// core). The batch has at least this many groups, and the threads take them in turn.
+    /// Worker threads for [`Simulator::run`] and for compiling the groups (1, the default: the
+    /// calling thread; 0: one per core). The batch has at least one group per thread (four,
+    /// when the JIT chooses), and each thread takes the next group not yet taken until none is
+    /// left.
     pub threads: usize,
 }
 
@@ -223,6 +225,12 @@ impl Simulator {
     /// The module being simulated.
     pub fn module(&self) -> &Module {
         self.groups[0].engine.module()
+    }
+
+    /// The module being simulated, with the verifier's facts (and its fan-outs, computed once
+    /// for every simulator of it).
+    pub fn verified(&self) -> &Verified {
+        self.groups[0].engine.verified()
     }
 
     /// Minibatch size.

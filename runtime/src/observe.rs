@@ -5,7 +5,7 @@
 
 use crate::Simulator;
 use crate::linear::nonzeros;
-use snnc_ir::{Module, OutputKind};
+use snnc_ir::{Module, OutputKind, Verified};
 
 /// Spike counts per population and sample of one minibatch, summed over the steps observed.
 ///
@@ -57,8 +57,8 @@ impl SpikeCounter {
 
     /// Also count synaptic operations: each spike times the fan-out of its neuron (`m`'s
     /// [`snnc_ir::fanout::FanOut`]), in the same pass over the spikes.
-    pub fn with_synops(mut self, m: &Module) -> Self {
-        let fan = snnc_ir::fanout::FanOut::new(m);
+    pub fn with_synops(mut self, m: &Verified) -> Self {
+        let fan = m.fan_out();
         self.fan = self
             .outputs
             .iter()

@@ -192,17 +192,9 @@ impl JitEngine {
             let held = b.block_params(entry)[0];
             let groups = fusion::elementwise_groups(m, &frame, module.info());
             let stored = fusion::stored_values(module.info(), &groups);
-            // Fan-outs, for the eight-lane loops that count their population's spikes; computed
-            // once, if one asks.
-            let fan_out: std::cell::OnceCell<std::rc::Rc<snnc_ir::fanout::FanOut>> =
-                Default::default();
-            let fan = || {
-                Some(
-                    fan_out
-                        .get_or_init(|| snnc_ir::fanout::FanOut::new(m).into())
-                        .clone(),
-                )
-            };
+            // Fan-outs, for the eight-lane loops that count their population's spikes: the
+            // module's, computed once for it and its clones, if one asks.
+            let fan = || Some(module.fan_out());
             let cx = codegen::Cx {
                 m,
                 f: &frame,
@@ -393,5 +385,9 @@ impl Engine for JitEngine {
 
     fn module(&self) -> &Module {
         self.frame.module()
+    }
+
+    fn verified(&self) -> &Verified {
+        self.frame.verified()
     }
 }

@@ -186,9 +186,9 @@ impl Count {
 /// The count a loop over `n` elements per sample can keep of the spike output whose value is
 /// `v` (the first such output; another reading the same value is counted from its buffer), with
 /// the fan-outs `fan` gives.
-fn spike_output(
+fn spike_output<'f>(
     m: &Module,
-    fan: &dyn Fn() -> Option<std::rc::Rc<snnc_ir::fanout::FanOut>>,
+    fan: &dyn Fn() -> Option<&'f snnc_ir::fanout::FanOut>,
     (v, n): (snnc_ir::ValueId, usize),
     population: &Population,
 ) -> Option<Count> {
@@ -197,7 +197,7 @@ fn spike_output(
     })?;
     let fan = fan();
     let scale = (population.height * population.dt, population.dt);
-    Count::new(k, n, fan.as_ref().map(|f| f.of(Operand::Value(v))), scale)
+    Count::new(k, n, fan.map(|f| f.of(Operand::Value(v))), scale)
 }
 
 /// A fused chain run eight lanes at a time (see the module docs).
@@ -262,12 +262,12 @@ fn synapse_in_place(
 impl Chain {
     /// The chain computing fused group `group`, if it has one of the supported forms and the
     /// CPU has AVX2. `stored[v]`: value `v` is read outside the group.
-    pub(super) fn detect(
+    pub(super) fn detect<'f>(
         m: &Module,
         f: &Frame,
         (group, lanes): (&[usize], Lanes),
         stored: &[bool],
-        fan: &dyn Fn() -> Option<std::rc::Rc<snnc_ir::fanout::FanOut>>,
+        fan: &dyn Fn() -> Option<&'f snnc_ir::fanout::FanOut>,
     ) -> Option<Chain> {
         let Lanes::Width(w) = lanes else { return None };
         if !has_avx2() {
@@ -422,12 +422,12 @@ fn runs_of_eight(rows: usize, at: impl Fn(usize) -> i32) -> Option<Vec<u32>> {
 impl Level {
     /// The level computing fused group `group`, if it has that form (see the type's docs) and
     /// the CPU has AVX2.
-    pub(super) fn detect(
+    pub(super) fn detect<'f>(
         m: &Module,
         f: &Frame,
         (group, lanes): (&[usize], Lanes),
         stored: &[bool],
-        fan: &dyn Fn() -> Option<std::rc::Rc<snnc_ir::fanout::FanOut>>,
+        fan: &dyn Fn() -> Option<&'f snnc_ir::fanout::FanOut>,
     ) -> Option<Level> {
         if lanes != Lanes::Indexed || !has_avx2() {
             return None;
