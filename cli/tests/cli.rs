@@ -573,7 +573,18 @@ fn bench_reports_both_backends() {
         "1",
     ]);
     assert!(r.status.success(), "{}", stderr(&r));
-    assert!(stdout(&r).contains("threads: 2"), "{}", stdout(&r));
+    // Four groups per thread where the JIT chooses, at most one per sample; the interpreter's
+    // batch split between the threads.
+    for needle in [
+        "jit: 4 groups of 1/1/1/1 samples, each run through all 3 steps in turn, on 2 threads",
+        "interp: 2 groups of 2/2 samples",
+    ] {
+        assert!(
+            stdout(&r).contains(needle),
+            "{needle} missing in\n{}",
+            stdout(&r)
+        );
+    }
     let r = snnc(&["bench", "examples/xor/xor.sir", "--runs", "0"]);
     assert_eq!(r.status.code(), Some(2));
     // Two models timed run by run in turn: each line, and their ratio per backend.
