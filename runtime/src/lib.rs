@@ -376,6 +376,8 @@ impl Simulator {
         record: Record,
     ) -> Result<Vec<ArrayD<f32>>, SimError> {
         let (held, timed) = self.prepare(steps, inputs)?;
+        // The groups' outputs change from here on (even if a thread panics below).
+        self.joined.iter_mut().for_each(|j| drop(j.take()));
         let n_out = self.module().outputs.len();
         let shapes: Vec<Vec<usize>> = (0..n_out).map(|k| self.output_shape(k)).collect();
         let sizes = &self.input_sizes;
@@ -492,22 +494,30 @@ impl Simulator {
         self.groups.iter().for_each(|g| g.engine.count_in_step(on));
     }
 
-    /// See [`Engine::tally`]; samples are numbered across the whole batch. Every group runs the
-    /// same code, so all of them count an output or none does.
+    /// See [`Engine::tally`]; samples are numbered across the whole batch. All or nothing: if
+    /// one group did not count exactly (which depends on its data: a NaN, a negative count),
+    /// nothing is reported and the answer is false, as for one engine.
     pub fn tally(
         &self,
         k: usize,
         synops: bool,
         out: &mut dyn FnMut(usize, f64, Option<f64>),
     ) -> bool {
-        let mut all = true;
+        if let [g] = self.groups.as_slice() {
+            return g.engine.tally(k, synops, out);
+        }
+        let mut counted = Vec::with_capacity(self.batch);
         for g in &self.groups {
             let start = g.start;
-            all &= g
+            let exact = g
                 .engine
-                .tally(k, synops, &mut |s, c, o| out(start + s, c, o));
+                .tally(k, synops, &mut |s, c, o| counted.push((start + s, c, o)));
+            if !exact {
+                return false;
+            }
         }
-        all
+        counted.into_iter().for_each(|(s, c, o)| out(s, c, o));
+        true
     }
 
     /// The flat values of output `k` after the last step, for the whole batch (no copy with
