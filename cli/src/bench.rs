@@ -279,6 +279,8 @@ pub fn bench(args: BenchArgs) -> Result<u8> {
         sim.run(args.steps, &views, Record::LastStep)?;
         Ok(())
     };
+    // Every contender (each backend, on the model and on `--against`'s), built first and then
+    // timed run by run in turn, so that a change in the machine's load reaches all of them alike.
     struct Contender {
         name: String,
         sim: Simulator,

@@ -342,6 +342,14 @@ impl FanOut {
 mod tests {
     use super::*;
 
+    /// A dense map of three inputs onto two outputs; input 2 drives neither.
+    const DENSE: &str = "module @m dt=0.001
+input %x : f32[3]
+const @w : f32[3,2] = [1, 0, 2, 3, 0, 0]
+%y = dense %x, @w : f32[2]
+output \"y\" = %y
+";
+
     fn fan(text: &str, value: &str) -> Vec<f64> {
         let m = crate::parse(text).unwrap();
         crate::verify(m.clone(), crate::Target::Any).unwrap();
@@ -353,13 +361,7 @@ mod tests {
     /// simulator keeps a clone), and they are `FanOut::new`'s.
     #[test]
     fn a_verified_module_shares_its_fan_outs_with_its_clones() {
-        let t = "module @m dt=0.001
-input %x : f32[3]
-const @w : f32[3,2] = [1, 0, 2, 3, 0, 0]
-%y = dense %x, @w : f32[2]
-output \"y\" = %y
-";
-        let v = crate::verify(crate::parse(t).unwrap(), crate::Target::Any).unwrap();
+        let v = crate::verify(crate::parse(DENSE).unwrap(), crate::Target::Any).unwrap();
         let c = v.clone();
         assert!(std::ptr::eq(c.fan_out(), v.fan_out()));
         assert_eq!(*v.fan_out(), FanOut::new(&v));
@@ -367,13 +369,7 @@ output \"y\" = %y
 
     #[test]
     fn dense_counts_nonzero_weights_per_input() {
-        let t = "module @m dt=0.001
-input %x : f32[3]
-const @w : f32[3,2] = [1, 0, 2, 3, 0, 0]
-%y = dense %x, @w : f32[2]
-output \"y\" = %y
-";
-        assert_eq!(fan(t, "x"), vec![1.0, 2.0, 0.0]);
+        assert_eq!(fan(DENSE, "x"), vec![1.0, 2.0, 0.0]);
     }
 
     #[test]

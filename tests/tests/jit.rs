@@ -126,6 +126,13 @@ fn spiking_mnist(scale: f64) -> (Verified, ArrayD<u8>) {
     (verify(m, Target::Neural).unwrap(), images)
 }
 
+/// The first `n` images, as the network's f32 inputs.
+fn first_images(images: &ArrayD<u8>, n: usize) -> ArrayD<f32> {
+    images
+        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n))
+        .mapv(f32::from)
+}
+
 /// `m` with every max-pool circuit level's input current (each `sparse` result) an output too: a
 /// level whose current is stored has no eight-lane loop of its own shape and takes the loop that
 /// tests each part as it goes.
@@ -151,9 +158,7 @@ fn with_level_currents_probed(m: &Verified) -> Verified {
 #[test]
 fn spiking_mnist_agrees_spike_for_spike() {
     let (m, images) = spiking_mnist(200.0);
-    let x = images
-        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..8))
-        .mapv(f32::from);
+    let x = first_images(&images, 8);
     let (a, b) = both(&m, std::slice::from_ref(&x), 25);
     assert_same("spiking mnist", &a, &b);
     let probed = with_level_currents_probed(&m);
@@ -506,9 +511,7 @@ fn groups_and_threads_give_the_whole_batch() {
     use snnc_runtime::SimOptions;
     let (m, images) = spiking_mnist(100.0);
     let batch = 7;
-    let x = images
-        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..batch))
-        .mapv(f32::from);
+    let x = first_images(&images, batch);
     let build = |backend, group, threads| {
         let options = SimOptions {
             group,
@@ -581,9 +584,7 @@ fn groups_and_threads_give_the_whole_batch() {
 fn counting_in_the_step_agrees_with_counting_after_it() {
     let (m, images) = spiking_mnist(100.0);
     let batch = 3;
-    let x = images
-        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..batch))
-        .mapv(f32::from);
+    let x = first_images(&images, batch);
     // As converted, every population is one of the eight-lane loops'. With the circuit levels'
     // currents probed, the levels' loop tests each part per chunk, counting included (and
     // conv2's chain is left to Cranelift's loop).
@@ -602,9 +603,7 @@ fn an_inexact_group_leaves_the_count_to_the_outputs() {
     use snnc_runtime::observe::SpikeCounter;
     let (m, images) = spiking_mnist(100.0);
     let batch = 3;
-    let mut x = images
-        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..batch))
-        .mapv(f32::from);
+    let mut x = first_images(&images, batch);
     x[[0, 14, 14, 0]] = 1e30;
     let count = |inside: bool, group: usize| {
         let options = snnc_runtime::SimOptions {

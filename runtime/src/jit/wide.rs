@@ -217,6 +217,22 @@ pub(super) struct Chain {
 // SAFETY: the pointers address the engine's own frame (see `JitEngine`'s `Send`).
 unsafe impl Send for Chain {}
 
+/// Whether a chain's synapse and affine have the `SYN_BIAS` shape (`x86::SYN_BIAS`): the
+/// synapse's result stored, and a bias of the synapse's state over the constant's width, not
+/// stored. The one test of it, for the loop's shape and for writing the synapse in place.
+fn syn_bias(lowpass: Option<&Lowpass>, affine: Option<&Affine>) -> bool {
+    match (lowpass, affine) {
+        (Some(lp), Some(af)) => {
+            lp.out.is_some()
+                && matches!(af.x, Src::Mem(x) if x == lp.s)
+                && af.width != 1
+                && af.add
+                && af.out.is_none()
+        }
+        _ => false,
+    }
+}
+
 /// Whether the chain `lp` (a `lowpass`) then `af` (its bias) may write the synapse's new value
 /// over its state, and the `next` that copies it there otherwise.
 ///
@@ -332,10 +348,10 @@ impl Chain {
                 });
                 prev = Some(af.results[0]);
                 // The loop takes the bias's input from the synapse's load only in the
-                // `SYN_BIAS` shape: a bias over the constant's width, not stored.
-                let syn_bias =
-                    width > 1 && af.op == Op::Bias && affine.is_some_and(|a| a.out.is_none());
-                if syn_bias && let Some(k) = synapse_in_place(m, f.info(), (group[0], group[1])) {
+                // `SYN_BIAS` shape.
+                if syn_bias(lowpass.as_ref(), affine.as_ref())
+                    && let Some(k) = synapse_in_place(m, f.info(), (group[0], group[1]))
+                {
                     let lp = lowpass.as_mut().expect("set above");
                     lp.out = Some(lp.s as *mut f32);
                     next_in_place = Some(k);
@@ -554,6 +570,8 @@ mod x86 {
         height: __m256,
         y: Option<*mut f32>,
         v1: Option<*mut f32>,
+        /// [`super::syn_bias`] of the chain.
+        syn_bias: bool,
     }
 
     /// # Safety
@@ -582,6 +600,7 @@ mod x86 {
             height: _mm256_set1_ps(p.height),
             y: p.y,
             v1: p.v1,
+            syn_bias: super::syn_bias(ch.lowpass.as_ref(), ch.affine.as_ref()),
         }
     }
 
@@ -613,10 +632,7 @@ mod x86 {
             | bit(matches!(r.j, Src::Chain), J_CHAIN)
             | bit(r.y.is_some(), STORE_Y)
             | bit(r.v1.is_some(), STORE_V1)
-            | bit(
-                matches!((r.lowpass, r.affine), (Some((_, s, _, _, Some(_))), Some((Src::Mem(x), _, false, true, None))) if x == s),
-                SYN_BIAS,
-            )
+            | bit(r.syn_bias, SYN_BIAS)
     }
 
     /// `f::<S>` for the shape bits `s`: a loop per shape, so that none tests the shape bits per
